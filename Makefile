@@ -1,0 +1,56 @@
+# SoundSentry developer commands. `make test` is the one CI runs (.ci/run).
+# Needs: Python >= 3.11; for the Kafka tests on a machine without Docker, a JDK 17+ and Maven.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+KAFKA_CACHE ?= $(CURDIR)/.cache/kafka
+export SOUNDSENTRY_KAFKA_CACHE := $(KAFKA_CACHE)
+
+.PHONY: help install kafka lint format proto test test-unit clean
+
+help:
+	@echo "make test      create .venv, install, fetch Kafka, lint, type-check and run every test"
+	@echo "make install   create .venv and install soundsentry with its dev extras"
+	@echo "make kafka     fetch Apache Kafka's jars from Maven Central (once, into .cache/kafka)"
+	@echo "make lint      ruff check, ruff format --check, mypy"
+	@echo "make format    apply ruff's fixes and formatting"
+	@echo "make proto     regenerate shared/soundsentry/v1 from proto/"
+	@echo "make test-unit the tests that need no broker"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed, found " + sys.version)'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)
+
+kafka: $(STAMP)
+	$(PY) -m soundsentry.testing.kafka_broker fetch --cache $(KAFKA_CACHE)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+proto: $(STAMP)
+	$(PY) tools/gen_proto.py
+
+test: $(STAMP)
+	$(MAKE) --no-print-directory kafka
+	$(MAKE) --no-print-directory lint
+	$(BIN)/pytest
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -m "not kafka"
+
+clean:
+	rm -rf $(VENV) .kafka .mypy_cache .ruff_cache .pytest_cache build *.egg-info

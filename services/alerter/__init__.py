@@ -1,0 +1,1 @@
+"""Alerter: window scores become timed events on audio.events, and notifications."""

@@ -1,0 +1,1 @@
+"""Classifier: micro-batched ONNX scoring of audio.windows into audio.scores."""

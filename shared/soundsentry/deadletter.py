@@ -1,0 +1,51 @@
+"""The per-message error policy, in one place.
+
+Bad data (a :class:`~soundsentry.exceptions.BadMessageError`) is skipped, counted and parked in
+the topic's dead-letter twin with headers that say why; the stream carries on. Anything else
+(broken infrastructure, bugs) propagates, so the process crashes and its supervisor
+(Kubernetes) restarts it, resuming from the last committed offset without losing data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from soundsentry.exceptions import BadMessageError
+
+__all__ = ["DeadLetter", "dead_letter"]
+
+# Kafka headers are bytes; keep the error text bounded so a huge message cannot bloat the DLQ.
+_MAX_MESSAGE_BYTES = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A bad record as it is parked: the original key and value, plus why and where from."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    reason: str
+
+
+def dead_letter(
+    error: BadMessageError,
+    *,
+    key: bytes | None,
+    value: bytes | None,
+    service: str,
+    source_topic: str,
+    partition: int,
+    offset: int,
+) -> DeadLetter:
+    """Build the dead-letter record for a message that failed with ``error``."""
+    message = str(error).encode("utf-8", "replace")[:_MAX_MESSAGE_BYTES]
+    headers = (
+        ("soundsentry.error.reason", error.reason.encode()),
+        ("soundsentry.error.message", message),
+        ("soundsentry.service", service.encode()),
+        ("soundsentry.source.topic", source_topic.encode()),
+        ("soundsentry.source.partition", str(partition).encode()),
+        ("soundsentry.source.offset", str(offset).encode()),
+    )
+    return DeadLetter(key=key, value=value, headers=headers, reason=error.reason)

@@ -1,0 +1,91 @@
+"""Settings, read from the environment only at the edge (entry points) and frozen afterwards.
+
+Every field's environment variable is its name upper-cased with the class's prefix, e.g.
+``KafkaSettings.bootstrap_servers`` is ``SOUNDSENTRY_KAFKA_BOOTSTRAP_SERVERS``. Unknown keys
+are rejected and secrets are masked when printed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["KafkaSettings", "TopicSettings"]
+
+
+class KafkaSettings(BaseSettings):
+    """How every service reaches the Kafka cluster. Prefix: ``SOUNDSENTRY_KAFKA_``."""
+
+    model_config = SettingsConfigDict(env_prefix="SOUNDSENTRY_KAFKA_", frozen=True, extra="forbid")
+
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        description="Comma-separated host:port list of brokers to bootstrap from.",
+    )
+    client_id: str = Field(default="soundsentry", description="Client id sent to the brokers.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="Protocol used to talk to the brokers."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism when security_protocol is SASL_*."
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
+    ssl_cafile: str | None = Field(
+        default=None, description="CA bundle that signed the brokers' certificates (SSL, SASL_SSL)."
+    )
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _non_empty_hosts(cls, value: str) -> str:
+        hosts = [h.strip() for h in value.split(",") if h.strip()]
+        if not hosts or any(":" not in h for h in hosts):
+            raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return ",".join(hosts)
+
+    def aiokafka_kwargs(self) -> dict[str, Any]:
+        """Connection keyword arguments shared by aiokafka producers, consumers and admins."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context  # noqa: PLC0415 - only with TLS
+
+            kwargs["ssl_context"] = create_ssl_context(cafile=self.ssl_cafile)
+        if self.security_protocol.startswith("SASL"):
+            kwargs["sasl_mechanism"] = self.sasl_mechanism or "PLAIN"
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        return kwargs
+
+    def faust_broker_url(self) -> str:
+        """The broker URL in Faust's ``kafka://host:port;host:port`` form."""
+        return "kafka://" + ";".join(self.bootstrap_servers.split(","))
+
+
+class TopicSettings(BaseSettings):
+    """Physical topic layout of one deployment. Prefix: ``SOUNDSENTRY_TOPICS_``."""
+
+    model_config = SettingsConfigDict(env_prefix="SOUNDSENTRY_TOPICS_", frozen=True, extra="forbid")
+
+    prefix: str = Field(
+        default="",
+        description="Prepended to every topic name, to run several deployments on one cluster.",
+        pattern=r"^[A-Za-z0-9._-]*$",
+        max_length=100,
+    )
+    partitions: int = Field(
+        default=12,
+        ge=1,
+        le=10_000,
+        description="Partitions of each main topic; the upper bound on parallel workers per stage.",
+    )
+    replication_factor: int = Field(
+        default=1, ge=1, le=7, description="Replicas of each topic (3 in production)."
+    )

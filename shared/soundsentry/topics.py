@@ -1,0 +1,199 @@
+"""Topics, their partition counts, and the Faust codec for their messages: the one place for them.
+
+Every main topic carries one message type of the wire contract, is keyed by sensor id, and has a
+dead-letter twin (``<name>.dlq``) where messages that can never be processed are parked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import faust
+from faust.serializers import codecs
+from google.protobuf.message import Message
+
+from soundsentry.contracts import AudioChunk, Event, FeatureWindow, WindowScores, decode, encode
+from soundsentry.exceptions import ConfigurationError
+from soundsentry.settings import KafkaSettings, TopicSettings
+
+__all__ = [
+    "ALL_TOPICS",
+    "AUDIO",
+    "EVENTS",
+    "SCORES",
+    "WINDOWS",
+    "ProtobufCodec",
+    "TopicLayout",
+    "TopicSpec",
+    "ensure_topics",
+]
+
+M = TypeVar("M", bound=Message)
+
+_HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec(Generic[M]):
+    """A logical topic: its base name, the message type its values hold, and how long they live."""
+
+    name: str
+    message_type: type[M]
+    retention_ms: int
+    description: str
+
+
+AUDIO: TopicSpec[AudioChunk] = TopicSpec(
+    "audio.pcm", AudioChunk, 24 * _HOUR_MS, "PCM chunks from the microphones"
+)
+WINDOWS: TopicSpec[FeatureWindow] = TopicSpec(
+    "audio.windows", FeatureWindow, 6 * _HOUR_MS, "log-mel windows per feature profile"
+)
+SCORES: TopicSpec[WindowScores] = TopicSpec(
+    "audio.scores", WindowScores, 24 * _HOUR_MS, "per-label scores of each window and model"
+)
+EVENTS: TopicSpec[Event] = TopicSpec(
+    "audio.events", Event, 30 * 24 * _HOUR_MS, "timed events (started / ended)"
+)
+ALL_TOPICS: tuple[TopicSpec[Any], ...] = (AUDIO, WINDOWS, SCORES, EVENTS)
+
+# Dead letters are rare and read by people: one partition each, kept for a week.
+DLQ_PARTITIONS = 1
+DLQ_RETENTION_MS = 7 * 24 * _HOUR_MS
+
+
+@dataclass(frozen=True, slots=True)
+class PhysicalTopic:
+    """A topic as created on the cluster."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicLayout:
+    """The physical names and sizes of the topics of one deployment."""
+
+    prefix: str = ""
+    partitions: int = 12
+    replication_factor: int = 1
+
+    @classmethod
+    def from_settings(cls, settings: TopicSettings) -> TopicLayout:
+        return cls(settings.prefix, settings.partitions, settings.replication_factor)
+
+    def name(self, spec: TopicSpec[Any]) -> str:
+        return f"{self.prefix}{spec.name}"
+
+    def dlq(self, spec: TopicSpec[Any]) -> str:
+        return f"{self.prefix}{spec.name}.dlq"
+
+    def physical_topics(self) -> Iterator[PhysicalTopic]:
+        """Every topic this deployment needs: the main topics and their dead-letter twins."""
+        for spec in ALL_TOPICS:
+            yield PhysicalTopic(
+                self.name(spec),
+                self.partitions,
+                self.replication_factor,
+                {"retention.ms": str(spec.retention_ms)},
+            )
+            yield PhysicalTopic(
+                self.dlq(spec),
+                DLQ_PARTITIONS,
+                self.replication_factor,
+                {"retention.ms": str(DLQ_RETENTION_MS)},
+            )
+
+    def faust_topic(self, app: faust.App, spec: TopicSpec[Any]) -> faust.TopicT:
+        """A Faust topic whose values are encoded with this spec's protobuf codec.
+
+        Source topics of agents use :meth:`faust_raw_topic` instead and decode each value
+        themselves, so that a bad message is parked rather than dropped inside Faust.
+        """
+        return app.topic(
+            self.name(spec),
+            key_type=bytes,
+            key_serializer="raw",
+            value_serializer=ProtobufCodec(message_type=spec.message_type),
+            partitions=self.partitions,
+            replicas=self.replication_factor,
+            internal=False,
+        )
+
+    def faust_raw_topic(self, app: faust.App, name: str, *, partitions: int | None = None) -> Any:
+        """A Faust topic of raw bytes (keys and values), e.g. a source or a dead-letter topic."""
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=partitions or self.partitions,
+            replicas=self.replication_factor,
+        )
+
+
+class ProtobufCodec(codecs.Codec):
+    """Faust codec for one protobuf message type: ``ProtobufCodec(message_type=AudioChunk)``.
+
+    Decoding errors raise :class:`~soundsentry.exceptions.ContractError` naming the problem.
+    """
+
+    def __init__(self, children: tuple[Any, ...] | None = None, **kwargs: Any) -> None:
+        if not isinstance(kwargs.get("message_type"), type):
+            raise TypeError("ProtobufCodec needs message_type=<a protobuf message class>")
+        super().__init__(children, **kwargs)
+        self.message_type: type[Message] = kwargs["message_type"]
+
+    def _dumps(self, obj: Any) -> bytes:
+        if not isinstance(obj, self.message_type):
+            raise TypeError(
+                f"expected {self.message_type.DESCRIPTOR.full_name}, got {type(obj).__name__}"
+            )
+        return encode(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return decode(self.message_type, s)
+
+
+_TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
+
+
+async def ensure_topics(kafka: KafkaSettings, layout: TopicLayout) -> list[str]:
+    """Create every topic of ``layout`` that does not exist yet; return the names created.
+
+    Existing topics are left as they are (their partition count is never changed here:
+    repartitioning moves sensors between partitions and is an operator's decision).
+
+    Raises
+    ------
+    ConfigurationError
+        when the cluster refuses to create a topic, naming the topic and Kafka's reason.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415 - admin only here
+
+    wanted = list(layout.physical_topics())
+    admin = AIOKafkaAdminClient(**kafka.aiokafka_kwargs())
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [
+                NewTopic(t.name, t.partitions, t.replication_factor, topic_configs=t.config)
+                for t in wanted
+            ]
+        )
+    finally:
+        await admin.close()
+    created: list[str] = []
+    for name, error_code, error_message in response.topic_errors:
+        if error_code == 0:
+            created.append(name)
+        elif error_code != _TOPIC_ALREADY_EXISTS:
+            raise ConfigurationError(
+                f"cannot create topic {name!r}: Kafka error {error_code}: {error_message}"
+            )
+    return created

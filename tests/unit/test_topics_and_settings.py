@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from soundsentry.deadletter import dead_letter
+from soundsentry.exceptions import ContractError
+from soundsentry.settings import KafkaSettings, TopicSettings
+from soundsentry.topics import ALL_TOPICS, AUDIO, DLQ_PARTITIONS, EVENTS, TopicLayout
+
+
+def test_layout_names_main_and_dead_letter_topics_under_the_prefix() -> None:
+    layout = TopicLayout(prefix="city-a.", partitions=48, replication_factor=3)
+    assert layout.name(AUDIO) == "city-a.audio.pcm"
+    assert layout.dlq(EVENTS) == "city-a.audio.events.dlq"
+    topics = {t.name: t for t in layout.physical_topics()}
+    assert len(topics) == 2 * len(ALL_TOPICS)
+    assert topics["city-a.audio.pcm"].partitions == 48
+    assert topics["city-a.audio.pcm.dlq"].partitions == DLQ_PARTITIONS
+    assert all(t.replication_factor == 3 for t in topics.values())
+    assert topics["city-a.audio.events"].config == {"retention.ms": str(EVENTS.retention_ms)}
+
+
+def test_topic_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOUNDSENTRY_TOPICS_PREFIX", "staging.")
+    monkeypatch.setenv("SOUNDSENTRY_TOPICS_PARTITIONS", "24")
+    layout = TopicLayout.from_settings(TopicSettings())
+    assert layout == TopicLayout(prefix="staging.", partitions=24, replication_factor=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"partitions": 0}, {"prefix": "has space"}, {"replication_factor": 9}, {"unknown": 1}],
+)
+def test_topic_settings_reject_values_that_cannot_work(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        TopicSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_settings_are_frozen() -> None:
+    settings = TopicSettings()
+    with pytest.raises(ValidationError):
+        settings.partitions = 3  # type: ignore[misc]
+
+
+def test_kafka_settings_normalise_hosts_and_reject_garbage() -> None:
+    settings = KafkaSettings(bootstrap_servers=" a:9092 , b:9093 ")
+    assert settings.bootstrap_servers == "a:9092,b:9093"
+    assert settings.faust_broker_url() == "kafka://a:9092;b:9093"
+    with pytest.raises(ValidationError, match="host:port"):
+        KafkaSettings(bootstrap_servers="no-port")
+
+
+def test_kafka_password_is_masked_when_printed_and_passed_to_the_client() -> None:
+    settings = KafkaSettings(
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="sensor-gw",
+        sasl_password="hunter2",  # type: ignore[arg-type]
+    )
+    assert "hunter2" not in repr(settings)
+    kwargs = settings.aiokafka_kwargs()
+    assert kwargs["sasl_plain_password"] == "hunter2"
+    assert kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
+
+
+def test_dead_letter_keeps_the_record_and_says_why_and_where_from() -> None:
+    error = ContractError("undecodable", "12 bytes are not a valid soundsentry.v1.AudioChunk")
+    letter = dead_letter(
+        error,
+        key=b"mic-1",
+        value=b"\xff" * 12,
+        service="featurizer",
+        source_topic="audio.pcm",
+        partition=3,
+        offset=1234,
+    )
+    headers = dict(letter.headers)
+    assert (letter.key, letter.value, letter.reason) == (b"mic-1", b"\xff" * 12, "undecodable")
+    assert headers["soundsentry.error.reason"] == b"undecodable"
+    assert headers["soundsentry.error.message"].startswith(b"12 bytes are not")
+    assert headers["soundsentry.source.topic"] == b"audio.pcm"
+    assert headers["soundsentry.source.partition"] == b"3"
+    assert headers["soundsentry.source.offset"] == b"1234"
+    assert headers["soundsentry.service"] == b"featurizer"
+
+
+def test_dead_letter_bounds_a_huge_error_message() -> None:
+    letter = dead_letter(
+        ContractError("undecodable", "x" * 100_000),
+        key=None,
+        value=b"",
+        service="s",
+        source_topic="t",
+        partition=0,
+        offset=0,
+    )
+    assert len(dict(letter.headers)["soundsentry.error.message"]) == 2048
