@@ -109,7 +109,7 @@ def test_bad_bytes_raise_a_contract_error_that_names_the_problem(
 
 
 def test_codec_decoding_errors_are_contract_errors() -> None:
-    with pytest.raises(ContractError, match="not a valid soundsentry.v1.AudioChunk"):
+    with pytest.raises(ContractError, match=r"not a valid soundsentry\.v1\.AudioChunk"):
         ProtobufCodec(message_type=AudioChunk).loads(b"\xff\xff\xff")
 
 
