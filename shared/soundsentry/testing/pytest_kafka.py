@@ -111,6 +111,7 @@ def docker_available() -> bool:
 
 
 _broker: BrokerHandle | None = None
+_summary: list[str] = []
 
 
 @pytest.fixture(scope="session")
@@ -120,6 +121,7 @@ def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
         _broker = _ExternalBroker(external)
+        _summary.append(f"Kafka: external cluster {external}")
         yield external
         return
     mode = os.environ.get("SOUNDSENTRY_TEST_KAFKA") or ("docker" if docker_available() else "local")
@@ -127,6 +129,7 @@ def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
         container = _ContainerBroker()
         _broker = container
         container.start()
+        _summary.append(f"Kafka {KAFKA_VERSION} (Docker) on {container.bootstrap_servers}")
         try:
             yield container.bootstrap_servers
         finally:
@@ -141,12 +144,11 @@ def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
     broker = LocalKafka(libs=libs, workdir=workdir)
     _broker = broker
     broker.start()
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(
-            f"Kafka {KAFKA_VERSION} (local KRaft) on {broker.bootstrap_servers}, "
-            f"started in {broker.startup_seconds:.1f} s; log: {broker.log_path}"
-        )
+    _summary.append(
+        f"Kafka {KAFKA_VERSION} (local KRaft broker from Maven jars) on "
+        f"{broker.bootstrap_servers}, started in {broker.startup_seconds:.1f} s; "
+        f"log: {broker.log_path}"
+    )
     try:
         yield broker.bootstrap_servers
     finally:
@@ -243,3 +245,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         report.sections.append(
             (f"Kafka broker log (last {_LOG_TAIL_LINES} lines)", _broker.log_tail(_LOG_TAIL_LINES))
         )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in _summary:
+        terminalreporter.write_line(line)
