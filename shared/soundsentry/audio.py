@@ -1,0 +1,220 @@
+"""Audio in: PCM chunk decoding and validation, audio files, and streaming resampling.
+
+All audio leaves this module as mono float32 in [-1, 1] (full scale 1.0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from soundsentry.contracts import AudioChunk, SampleFormat
+from soundsentry.exceptions import BadMessageError, ConfigurationError
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "FULL_SCALE_S16",
+    "ChunkError",
+    "ChunkLimits",
+    "StreamResampler",
+    "decode_pcm",
+    "load_audio",
+    "validate_chunk",
+]
+
+FULL_SCALE_S16 = 32768.0
+_BYTES_PER_SAMPLE = {
+    SampleFormat.SAMPLE_FORMAT_S16LE: 2,
+    SampleFormat.SAMPLE_FORMAT_F32LE: 4,
+}
+_FORMAT_NAMES = {
+    SampleFormat.SAMPLE_FORMAT_S16LE: "s16le",
+    SampleFormat.SAMPLE_FORMAT_F32LE: "f32le",
+}
+_DTYPES: dict[int, np.dtype[Any]] = {
+    SampleFormat.SAMPLE_FORMAT_S16LE: np.dtype("<i2"),
+    SampleFormat.SAMPLE_FORMAT_F32LE: np.dtype("<f4"),
+}
+
+
+class ChunkError(BadMessageError):
+    """An audio chunk that cannot be used; ``reason`` says why (stable, for metrics)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkLimits:
+    """What a chunk may be: rates, channels, and size (bytes and seconds of audio)."""
+
+    min_sample_rate_hz: int = 8_000
+    max_sample_rate_hz: int = 192_000
+    max_channels: int = 8
+    max_chunk_seconds: float = 10.0
+    # Below Kafka's default 1 MiB message limit, with room for the other fields.
+    max_chunk_bytes: int = 900_000
+    max_id_bytes: int = 256
+
+
+DEFAULT_LIMITS = ChunkLimits()
+
+
+def validate_chunk(chunk: AudioChunk, limits: ChunkLimits | None = None) -> None:
+    """Check a chunk's header and payload size, without decoding samples.
+
+    Raises
+    ------
+    ChunkError
+        with ``reason`` one of ``missing_sensor_id``, ``bad_sensor_id``, ``missing_stream_id``,
+        ``bad_stream_id``, ``bad_sample_rate``, ``bad_channels``, ``bad_sample_format``,
+        ``empty_pcm``, ``oversized_chunk``, ``odd_byte_count``.
+    """
+    limits = limits or DEFAULT_LIMITS
+    _check_id("sensor_id", chunk.sensor_id, limits.max_id_bytes)
+    _check_id("stream_id", chunk.stream_id, limits.max_id_bytes)
+    rate = chunk.sample_rate_hz
+    if not limits.min_sample_rate_hz <= rate <= limits.max_sample_rate_hz:
+        raise ChunkError(
+            "bad_sample_rate",
+            f"sample_rate_hz={rate} is outside the accepted "
+            f"{limits.min_sample_rate_hz}..{limits.max_sample_rate_hz} Hz",
+        )
+    channels = chunk.channels or 1
+    if channels > limits.max_channels:
+        raise ChunkError(
+            "bad_channels", f"channels={channels} exceeds the maximum of {limits.max_channels}"
+        )
+    width = _BYTES_PER_SAMPLE.get(chunk.sample_format)
+    if width is None:
+        raise ChunkError(
+            "bad_sample_format",
+            f"sample_format={chunk.sample_format} is not SAMPLE_FORMAT_S16LE or "
+            "SAMPLE_FORMAT_F32LE",
+        )
+    size = len(chunk.pcm)
+    if size == 0:
+        raise ChunkError("empty_pcm", "pcm is empty")
+    if size > limits.max_chunk_bytes:
+        raise ChunkError(
+            "oversized_chunk",
+            f"pcm is {size} bytes, more than the maximum of {limits.max_chunk_bytes}",
+        )
+    frame_bytes = width * channels
+    if size % frame_bytes:
+        raise ChunkError(
+            "odd_byte_count",
+            f"pcm is {size} bytes, not a whole number of {channels}-channel "
+            f"{_FORMAT_NAMES[chunk.sample_format]} frames ({frame_bytes} bytes each)",
+        )
+    seconds = size / frame_bytes / rate
+    if seconds > limits.max_chunk_seconds:
+        raise ChunkError(
+            "oversized_chunk",
+            f"chunk holds {seconds:.2f} s of audio, more than the maximum of "
+            f"{limits.max_chunk_seconds} s",
+        )
+
+
+def _check_id(name: str, value: str, max_bytes: int) -> None:
+    if not value:
+        raise ChunkError(f"missing_{name}", f"{name} is empty")
+    size = len(value.encode("utf-8"))
+    if size > max_bytes or not value.isprintable():
+        raise ChunkError(
+            f"bad_{name}",
+            f"{name} must be at most {max_bytes} bytes of printable UTF-8 (got {size} bytes)",
+        )
+
+
+def decode_pcm(pcm: bytes, *, sample_format: int, channels: int = 1) -> npt.NDArray[np.float32]:
+    """Decode interleaved PCM into mono float32, full scale 1.0.
+
+    Channels are averaged (a downmix that keeps a full-scale signal on every channel at full
+    scale). Call :func:`validate_chunk` first for header checks.
+
+    Returns
+    -------
+    np.ndarray [shape=(len(pcm) // (width * channels),)], float32
+
+    Raises
+    ------
+    ChunkError
+        ``odd_byte_count`` if the bytes are not whole frames, ``non_finite_samples`` for NaN or
+        infinite f32 samples, ``bad_sample_format`` for an unknown format.
+    """
+    dtype = _DTYPES.get(sample_format)
+    if dtype is None:
+        raise ChunkError("bad_sample_format", f"unknown sample_format {sample_format}")
+    channels = max(channels, 1)
+    if len(pcm) % (dtype.itemsize * channels):
+        raise ChunkError(
+            "odd_byte_count",
+            f"{len(pcm)} bytes are not whole {channels}-channel frames of "
+            f"{dtype.itemsize}-byte samples",
+        )
+    raw = np.frombuffer(pcm, dtype=dtype)
+    if sample_format == SampleFormat.SAMPLE_FORMAT_S16LE:
+        samples = raw.astype(np.float32)
+        samples *= np.float32(1.0 / FULL_SCALE_S16)
+    else:
+        samples = raw.astype(np.float32)
+        if not np.isfinite(samples).all():
+            bad = int(np.count_nonzero(~np.isfinite(samples)))
+            raise ChunkError(
+                "non_finite_samples", f"{bad} of {samples.size} samples are NaN or infinite"
+            )
+    if channels > 1:
+        samples = samples.reshape(-1, channels).mean(axis=1, dtype=np.float32)
+    return samples
+
+
+def load_audio(path: str | Path) -> tuple[npt.NDArray[np.float32], int]:
+    """Read an audio file (WAV, FLAC, OGG, MP3, ... through libsndfile) as mono float32.
+
+    Returns
+    -------
+    samples : np.ndarray [shape=(n,)], float32
+    sample_rate_hz : int
+
+    Raises
+    ------
+    ConfigurationError
+        when the file is missing or not audio libsndfile can read.
+    """
+    import soundfile  # noqa: PLC0415 - only file-reading paths need libsndfile
+
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (OSError, RuntimeError, soundfile.LibsndfileError) as exc:
+        raise ConfigurationError(f"cannot read audio file {path}: {exc}") from exc
+    samples: npt.NDArray[np.float32] = (
+        data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    )
+    return np.ascontiguousarray(samples), int(rate)
+
+
+class StreamResampler:
+    """soxr's streaming resampler for one stream: any chunking gives the same output samples.
+
+    The output of all chunks together equals ``soxr.resample`` of the whole signal.
+    """
+
+    def __init__(self, *, in_rate_hz: int, out_rate_hz: int, quality: str = "HQ") -> None:
+        import soxr  # noqa: PLC0415
+
+        if in_rate_hz <= 0 or out_rate_hz <= 0:
+            raise ConfigurationError(f"bad resampling rates {in_rate_hz} -> {out_rate_hz}")
+        self.in_rate_hz = in_rate_hz
+        self.out_rate_hz = out_rate_hz
+        self._stream = soxr.ResampleStream(
+            in_rate_hz, out_rate_hz, 1, dtype="float32", quality=quality
+        )
+
+    def process(
+        self, samples: npt.NDArray[np.float32], *, last: bool = False
+    ) -> npt.NDArray[np.float32]:
+        """Resample the next piece of the stream; ``last=True`` flushes what soxr holds back."""
+        out: npt.NDArray[np.float32] = self._stream.resample_chunk(samples, last=last)
+        return out

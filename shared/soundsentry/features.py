@@ -1,0 +1,549 @@
+"""Streaming feature windows for many sensors at once.
+
+A :class:`FeatureProfile` says which log-mel windows a model needs: the STFT/mel parameters
+(:class:`~soundsentry.dsp.MelSpec`), the window length and hop, the frequency band (a crop of mel
+bands) and whether each window is standardised. :class:`Featurizer` turns audio chunks from any
+number of sensors into those windows; the frames of every sensor with new audio are computed in
+one batched call per mel spec.
+
+Everything is aligned to a grid anchored at the start of each sensor's stream: frame ``i``
+starts at sample ``i * hop_length`` and window ``k`` at frame ``k * hop_frames`` (sample indices at
+the profile's rate). So the windows from a stream cut into any chunk sizes equal the windows
+computed from the whole recording, and after a gap the windows fall back onto the same grid
+with the same ids.
+
+Sequence rules per sensor (``AudioChunk.sequence`` and ``start_sample``):
+
+- the next chunk is expected at ``sequence + 1`` and ``start_sample + frames``;
+- an earlier sequence is a duplicate or late chunk: dropped and counted (``stale_sequence``);
+- a later sequence (lost chunks), a different ``start_sample`` than expected, a new
+  ``stream_id`` or a new sample rate resets that sensor: no window spans the discontinuity.
+
+State per sensor and mel spec is bounded: the samples of one unfinished frame, the frames of
+the longest window, and a resampler when the sensor's rate differs from the profile's
+(see :meth:`Featurizer.state_bytes`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import numpy.typing as npt
+
+from soundsentry.audio import (
+    DEFAULT_LIMITS,
+    FULL_SCALE_S16,
+    ChunkError,
+    ChunkLimits,
+    StreamResampler,
+    decode_pcm,
+    validate_chunk,
+)
+from soundsentry.contracts import AudioChunk, SampleFormat
+from soundsentry.dsp import MelFrontEnd, MelSpec
+from soundsentry.exceptions import ConfigurationError
+
+__all__ = [
+    "DEFAULT_PROFILES",
+    "BatchResult",
+    "FeatureProfile",
+    "Featurizer",
+    "Window",
+    "window_id",
+]
+
+# RMS floor: digital silence reads as -120 dBFS rather than -inf.
+_MIN_MEAN_SQUARE = 1e-12
+_S16 = SampleFormat.SAMPLE_FORMAT_S16LE
+_EMPTY_F32: npt.NDArray[np.float32] = np.empty(0, dtype=np.float32)  # a placeholder slot
+
+
+@dataclass(frozen=True)
+class FeatureProfile:
+    """The windows one model needs.
+
+    ``window_s`` and ``window_hop_s`` are rounded to whole frames: a window holds
+    ``window_frames`` frames and covers ``(window_frames - 1) * hop_length + n_fft`` samples.
+    The band keeps the mel bands whose centre frequency lies in ``band_fmin_hz..band_fmax_hz``
+    (default: all bands).
+    """
+
+    name: str
+    mel: MelSpec = field(default_factory=MelSpec)
+    window_s: float = 1.0
+    window_hop_s: float = 0.5
+    band_fmin_hz: float | None = None
+    band_fmax_hz: float | None = None
+    standardize: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigurationError(
+                f"profile name {self.name!r} must be non-empty letters, digits, - and _"
+            )
+        if self.window_s * self.mel.sample_rate_hz < self.mel.n_fft:
+            raise ConfigurationError(
+                f"profile {self.name}: window_s={self.window_s} is shorter than one FFT frame"
+            )
+        if self.window_hop_s * self.mel.sample_rate_hz < self.mel.hop_length:
+            raise ConfigurationError(
+                f"profile {self.name}: window_hop_s={self.window_hop_s} is shorter than one hop"
+            )
+        _ = self.band  # raises ConfigurationError for a band with no mel band in it
+
+    @cached_property
+    def window_frames(self) -> int:
+        mel = self.mel
+        return round((self.window_s * mel.sample_rate_hz - mel.n_fft) / mel.hop_length) + 1
+
+    @cached_property
+    def hop_frames(self) -> int:
+        return max(1, round(self.window_hop_s * self.mel.sample_rate_hz / self.mel.hop_length))
+
+    @cached_property
+    def window_samples(self) -> int:
+        return (self.window_frames - 1) * self.mel.hop_length + self.mel.n_fft
+
+    @cached_property
+    def band(self) -> slice:
+        lo = self.mel.fmin_hz if self.band_fmin_hz is None else self.band_fmin_hz
+        hi = self.mel.fmax_hz if self.band_fmax_hz is None else self.band_fmax_hz
+        return self.mel.band_slice(lo, hi)
+
+    @property
+    def num_bands(self) -> int:
+        band = self.band
+        return int(band.stop) - int(band.start)
+
+
+DEFAULT_PROFILES: tuple[FeatureProfile, ...] = (FeatureProfile("full-16k"),)
+
+
+def window_id(sensor_id: str, stream_id: str, profile: str, start_sample: int) -> str:
+    """Deterministic id of a window: the same audio always gives the same id (replays dedupe)."""
+    key = f"{sensor_id}\x1f{stream_id}\x1f{profile}\x1f{start_sample}".encode()
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One window of one profile for one sensor."""
+
+    window_id: str
+    sensor_id: str
+    stream_id: str
+    profile: str
+    start_sample: int
+    num_samples: int
+    sample_rate_hz: int
+    log_mel_db: npt.NDArray[np.float32]  # shape=(num_bands, window_frames)
+    rms_dbfs: float
+    start_time_ns: int  # capture time of start_sample, ns since the Unix epoch; 0 if unknown
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one :meth:`Featurizer.process` call produced."""
+
+    windows: list[Window] = field(default_factory=list)
+    # (index of the chunk in the batch, why it was rejected); rejected chunks change no state.
+    rejected: list[tuple[int, ChunkError]] = field(default_factory=list)
+    # Sequence events by reason: gap, sample_discontinuity, stream_restart, format_change,
+    # stale_sequence.
+    events: Counter[str] = field(default_factory=Counter)
+    frames: int = 0
+
+
+class _MelStream:
+    """One sensor's audio at one mel spec's rate: unfinished samples and recent frames."""
+
+    __slots__ = (
+        "due_frame",
+        "next_frame",
+        "next_window",
+        "resampler",
+        "ring",
+        "ring_first",
+        "ring_len",
+        "ring_power",
+        "skip",
+        "tail",
+    )
+
+    def __init__(
+        self, spec: MelSpec, profiles: Sequence[FeatureProfile], start: int, in_rate: int
+    ) -> None:
+        hop = spec.hop_length
+        # The first frame on the grid that lies wholly in the new audio, and how many samples
+        # of the new audio come before it.
+        self.next_frame = -(-start // hop)
+        self.skip = self.next_frame * hop - start
+        self.tail: npt.NDArray[np.float64] = _EMPTY
+        # Recent frames: ring[:ring_len] are frames ring_first, ring_first + 1, ...
+        capacity = max(p.window_frames + p.hop_frames for p in profiles)
+        self.ring = np.empty((capacity, spec.n_mels), dtype=np.float32)
+        self.ring_power = np.empty(capacity, dtype=np.float64)
+        self.ring_first = self.next_frame
+        self.ring_len = 0
+        self.next_window = [-(-self.next_frame // p.hop_frames) for p in profiles]
+        # The frame count at which the next window of any profile is complete.
+        self.due_frame = min(
+            k * p.hop_frames + p.window_frames
+            for k, p in zip(self.next_window, profiles, strict=True)
+        )
+        self.resampler = (
+            StreamResampler(in_rate_hz=in_rate, out_rate_hz=spec.sample_rate_hz)
+            if in_rate != spec.sample_rate_hz
+            else None
+        )
+
+    def nbytes(self) -> int:
+        return self.tail.nbytes + self.ring.nbytes + self.ring_power.nbytes
+
+    def push_frames(self, log_mel: npt.NDArray[np.float64], power: npt.NDArray[np.float64]) -> None:
+        count = power.size
+        end = self.ring_len + count
+        if end > self.ring.shape[0]:  # a long chunk: grow (rare; shrinks back on reset)
+            grown = max(end, 2 * self.ring.shape[0])
+            ring = np.empty((grown, self.ring.shape[1]), dtype=np.float32)
+            ring[: self.ring_len] = self.ring[: self.ring_len]
+            ring_power = np.empty(grown, dtype=np.float64)
+            ring_power[: self.ring_len] = self.ring_power[: self.ring_len]
+            self.ring, self.ring_power = ring, ring_power
+        self.ring[self.ring_len : end] = log_mel
+        self.ring_power[self.ring_len : end] = power
+        self.ring_len = end
+        self.next_frame += count
+
+    def drop_before(self, frame: int) -> None:
+        drop = frame - self.ring_first
+        if drop <= 0:
+            return
+        keep = self.ring_len - drop
+        if keep > 0:
+            self.ring[:keep] = self.ring[drop : self.ring_len]
+            self.ring_power[:keep] = self.ring_power[drop : self.ring_len]
+        self.ring_len = max(keep, 0)
+        self.ring_first = frame
+
+
+_EMPTY: npt.NDArray[np.float64] = np.empty(0, dtype=np.float64)
+
+
+@dataclass(slots=True)
+class _SensorState:
+    sensor_id: str
+    stream_id: str
+    sample_rate_hz: int
+    next_sequence: int
+    next_start_sample: int
+    # Capture time (ns) of sample 0 of the stream, from the first chunk after the last reset.
+    anchor_ns: int
+    # One stream per mel spec, in the order of Featurizer._specs.
+    mel: list[_MelStream]
+    # The largest valid s16le mono payload at this rate (for the fast path).
+    max_s16_bytes: int
+    # New audio of the current batch, in order.
+    pending: list[npt.NDArray[np.float32]] = field(default_factory=list)
+
+
+class Featurizer:
+    """Turns audio chunks from many sensors into feature windows, batched across sensors."""
+
+    def __init__(
+        self,
+        profiles: Sequence[FeatureProfile] = DEFAULT_PROFILES,
+        *,
+        limits: ChunkLimits = DEFAULT_LIMITS,
+    ) -> None:
+        if not profiles:
+            raise ConfigurationError("a featurizer needs at least one feature profile")
+        names = [p.name for p in profiles]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"profile names must be unique, got {names}")
+        self.profiles = tuple(profiles)
+        self.limits = limits
+        self._by_spec: dict[MelSpec, tuple[FeatureProfile, ...]] = {}
+        for profile in self.profiles:
+            self._by_spec[profile.mel] = (*self._by_spec.get(profile.mel, ()), profile)
+        # Audio is kept in int16 units (full scale 2**15): s16le payloads need no scaling pass.
+        self._front_ends = {
+            spec: MelFrontEnd(spec, input_scale=FULL_SCALE_S16) for spec in self._by_spec
+        }
+        self._sensors: dict[str, _SensorState] = {}
+
+    @property
+    def sensors(self) -> int:
+        return len(self._sensors)
+
+    def state_bytes(self, sensor_id: str) -> int:
+        """Bytes of numpy state held for one sensor right now (0 if unknown)."""
+        state = self._sensors.get(sensor_id)
+        return sum(m.nbytes() for m in state.mel) if state else 0
+
+    def forget(self, sensor_id: str) -> None:
+        """Drop a sensor's state (e.g. when its partition is revoked)."""
+        self._sensors.pop(sensor_id, None)
+
+    def process(self, chunks: Iterable[AudioChunk]) -> BatchResult:
+        """Add the chunks (any sensors, each sensor's in order) and return the finished windows.
+
+        A chunk that fails validation is reported in ``rejected`` and changes nothing else.
+        """
+        result = BatchResult()
+        touched: dict[str, _SensorState] = {}
+        # s16le mono chunks, the common case, are decoded together after the loop into the
+        # slot (state, position in state.pending) they keep, so each sensor's audio stays in order.
+        s16_slots: list[tuple[_SensorState, int]] = []
+        s16_payloads: list[bytes] = []
+        sensors = self._sensors
+        for index, chunk in enumerate(chunks):
+            # Fast path: the next s16le mono chunk of a stream we know, of an acceptable size.
+            state = sensors.get(chunk.sensor_id)
+            if (
+                state is not None
+                and chunk.sequence == state.next_sequence
+                and chunk.start_sample == state.next_start_sample
+                and chunk.stream_id == state.stream_id
+                and chunk.sample_rate_hz == state.sample_rate_hz
+                and chunk.sample_format == _S16
+                and chunk.channels <= 1
+            ):
+                pcm = chunk.pcm
+                size = len(pcm)
+                if 0 < size <= state.max_s16_bytes and not size & 1:
+                    state.next_sequence += 1
+                    state.next_start_sample += size >> 1
+                    touched[chunk.sensor_id] = state
+                    s16_slots.append((state, len(state.pending)))
+                    s16_payloads.append(pcm)
+                    state.pending.append(_EMPTY_F32)
+                    continue
+            try:
+                validate_chunk(chunk, self.limits)
+                fast = chunk.sample_format == _S16 and chunk.channels <= 1
+                samples = (
+                    None
+                    if fast
+                    else decode_pcm(
+                        chunk.pcm, sample_format=chunk.sample_format, channels=chunk.channels
+                    )
+                    * np.float32(FULL_SCALE_S16)  # int16 units, like the fast path
+                )
+            except ChunkError as error:
+                result.rejected.append((index, error))
+                continue
+            frames = len(chunk.pcm) // 2 if samples is None else samples.size
+            state = self._admit(chunk, frames, result.events)
+            if state is None:
+                continue
+            touched[state.sensor_id] = state
+            if samples is None:
+                s16_slots.append((state, len(state.pending)))
+                s16_payloads.append(chunk.pcm)
+                samples = _EMPTY_F32
+            state.pending.append(samples)
+        if s16_payloads:
+            self._decode_s16(s16_slots, s16_payloads)
+        states = list(touched.values())
+        for spec_index, (spec, profiles) in enumerate(self._by_spec.items()):
+            result.frames += self._compute(
+                spec_index, self._front_ends[spec], profiles, states, result.windows
+            )
+        for state in states:
+            state.pending.clear()
+        return result
+
+    def _decode_s16(self, slots: list[tuple[_SensorState, int]], payloads: list[bytes]) -> None:
+        # Samples stay in int16 units (full scale 2**15, undone exactly by the front end).
+        for (state, position), payload in zip(slots, payloads, strict=True):
+            # A sensor reset later in this batch replaced its state: that audio is dropped.
+            if self._sensors.get(state.sensor_id) is state:
+                state.pending[position] = np.frombuffer(payload, dtype="<i2")
+
+    # -- sequence bookkeeping ------------------------------------------------------------
+
+    def _admit(self, chunk: AudioChunk, frames: int, events: Counter[str]) -> _SensorState | None:
+        state = self._sensors.get(chunk.sensor_id)
+        reason = None
+        if state is None:
+            pass
+        elif chunk.stream_id != state.stream_id:
+            reason = "stream_restart"
+        elif chunk.sequence < state.next_sequence:
+            events["stale_sequence"] += 1
+            return None
+        elif chunk.sequence > state.next_sequence:
+            reason = "gap"
+        elif chunk.start_sample != state.next_start_sample:
+            reason = "sample_discontinuity"
+        elif chunk.sample_rate_hz != state.sample_rate_hz:
+            reason = "format_change"
+        if state is None or reason is not None:
+            if reason is not None:
+                events[reason] += 1
+            # Audio before the discontinuity that is still pending in this batch is dropped
+            # with the old state.
+            state = self._reset(chunk)
+        state.next_sequence = chunk.sequence + 1
+        state.next_start_sample = chunk.start_sample + frames
+        return state
+
+    def _reset(self, chunk: AudioChunk) -> _SensorState:
+        rate = chunk.sample_rate_hz
+        captured_ns = (
+            chunk.captured_at.seconds * 1_000_000_000 + chunk.captured_at.nanos
+            if chunk.HasField("captured_at")
+            else 0
+        )
+        anchor = captured_ns - round(chunk.start_sample * 1e9 / rate) if captured_ns else 0
+        mel = [
+            _MelStream(spec, profiles, round(chunk.start_sample * spec.sample_rate_hz / rate), rate)
+            for spec, profiles in self._by_spec.items()
+        ]
+        state = _SensorState(
+            sensor_id=chunk.sensor_id,
+            stream_id=chunk.stream_id,
+            sample_rate_hz=rate,
+            next_sequence=chunk.sequence,
+            next_start_sample=chunk.start_sample,
+            anchor_ns=anchor,
+            mel=mel,
+            max_s16_bytes=min(
+                self.limits.max_chunk_bytes, int(self.limits.max_chunk_seconds * rate) * 2
+            ),
+        )
+        self._sensors[chunk.sensor_id] = state
+        return state
+
+    # -- frames and windows --------------------------------------------------------------
+
+    def _compute(
+        self,
+        spec_index: int,
+        front_end: MelFrontEnd,
+        profiles: tuple[FeatureProfile, ...],
+        states: list[_SensorState],
+        windows: list[Window],
+    ) -> int:
+        spec = front_end.spec
+        hop, n_fft = spec.hop_length, spec.n_fft
+        # Lay each sensor's unfinished samples plus its new audio on one hop-aligned grid, so
+        # that every frame of every sensor is a row of one strided view.
+        pieces: list[tuple[_SensorState, _MelStream, list[npt.NDArray[np.floating]], int]] = []
+        grid_rows = 0
+        for state in states:
+            stream = state.mel[spec_index]
+            new = state.pending
+            if stream.resampler is not None:
+                joined = new[0] if len(new) == 1 else np.concatenate(new)
+                new = [stream.resampler.process(joined.astype(np.float32))]
+            if stream.skip:
+                new = self._skip(stream, new)
+            length = stream.tail.size
+            for audio in new:
+                length += audio.size
+            if length < n_fft:
+                if new:
+                    stream.tail = np.concatenate((stream.tail, *new))
+                continue
+            pieces.append((state, stream, new, grid_rows))
+            grid_rows += -(-length // hop)
+        if not pieces:
+            return 0
+        signal = np.empty(grid_rows * hop + n_fft, dtype=np.float64)
+        row_starts = []
+        counts = []
+        for _, stream, new, first_row in pieces:
+            position = first_row * hop
+            signal[position : position + stream.tail.size] = stream.tail
+            position += stream.tail.size
+            for audio in new:
+                signal[position : position + audio.size] = audio
+                position += audio.size
+            count = (position - first_row * hop - n_fft) // hop + 1
+            row_starts.append(first_row)
+            counts.append(count)
+            # Samples from the next unfinished frame on stay for the next batch.
+            stream.tail = signal[first_row * hop + count * hop : position].copy()
+        count_array = np.asarray(counts)
+        total = int(count_array.sum())
+        rows = np.arange(total, dtype=np.intp) + np.repeat(
+            np.asarray(row_starts) - (np.cumsum(count_array) - count_array), count_array
+        )
+        log_mel, power = front_end.compute(front_end.frame_view(signal), rows)
+        offset = 0
+        for (state, stream, _, _), count in zip(pieces, counts, strict=True):
+            end = offset + count
+            stream.push_frames(log_mel[offset:end], power[offset:end])
+            offset = end
+            if stream.next_frame >= stream.due_frame:
+                self._emit(state, stream, spec, profiles, windows)
+        return total
+
+    @staticmethod
+    def _skip(
+        stream: _MelStream, new: list[npt.NDArray[np.floating]]
+    ) -> list[npt.NDArray[np.floating]]:
+        kept = []
+        for audio in new:
+            if stream.skip >= audio.size:
+                stream.skip -= audio.size
+                continue
+            kept.append(audio[stream.skip :])
+            stream.skip = 0
+        return kept
+
+    @staticmethod
+    def _emit(
+        state: _SensorState,
+        stream: _MelStream,
+        spec: MelSpec,
+        profiles: tuple[FeatureProfile, ...],
+        windows: list[Window],
+    ) -> None:
+        keep_from = stream.next_frame
+        due = sys.maxsize
+        for p, profile in enumerate(profiles):
+            k = stream.next_window[p]
+            while k * profile.hop_frames + profile.window_frames <= stream.next_frame:
+                first = k * profile.hop_frames
+                lo = first - stream.ring_first
+                block = stream.ring[lo : lo + profile.window_frames, profile.band].T
+                if profile.standardize:
+                    block = (block - block.mean()) / max(float(block.std()), 1e-6)
+                mean_square = float(stream.ring_power[lo : lo + profile.window_frames].mean())
+                start_sample = first * spec.hop_length
+                windows.append(
+                    Window(
+                        window_id=window_id(
+                            state.sensor_id, state.stream_id, profile.name, start_sample
+                        ),
+                        sensor_id=state.sensor_id,
+                        stream_id=state.stream_id,
+                        profile=profile.name,
+                        start_sample=start_sample,
+                        num_samples=profile.window_samples,
+                        sample_rate_hz=spec.sample_rate_hz,
+                        log_mel_db=np.array(block, dtype=np.float32),
+                        rms_dbfs=10.0 * math.log10(max(mean_square, _MIN_MEAN_SQUARE)),
+                        start_time_ns=(
+                            state.anchor_ns + round(start_sample * 1e9 / spec.sample_rate_hz)
+                            if state.anchor_ns
+                            else 0
+                        ),
+                    )
+                )
+                k += 1
+            stream.next_window[p] = k
+            keep_from = min(keep_from, k * profile.hop_frames)
+            due = min(due, k * profile.hop_frames + profile.window_frames)
+        stream.due_frame = due
+        stream.drop_before(keep_from)

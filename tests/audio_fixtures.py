@@ -1,0 +1,75 @@
+"""Real recordings from ../shared/data and helpers to stream them as AudioChunks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import soundfile
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from soundsentry.contracts import AudioChunk, SampleFormat
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# A few clips of each kind: native 16 kHz street sounds, 44.1 kHz office events resampled
+# upstream, and 8 kHz phone recordings.
+RECORDINGS = {
+    "siren": "urbansound8k_subset/audio/fold1/106905-8-0-0.flac",
+    "dog_bark": "urbansound8k_subset/audio/fold1/101415-3-0-2.flac",
+    "cough": "dcase2016_task2_office/audio/cough/cough033.flac",
+    "glass": "glassbreak_edgeimpulse/audio/glass_break/1-000206-A-1.flac",
+    "baby_8k": (
+        "donateacry_babycry/audio/hungry/"
+        "02c3b725-26e4-4a2c-9336-04ddc58836d9-1430726196216-1.7-m-04-hu.flac"
+    ),
+}
+
+
+@cache
+def recording(name: str) -> tuple[npt.NDArray[np.int16], int]:
+    """(int16 samples, sample rate) of a named recording; mono."""
+    samples, rate = soundfile.read(SHARED_DATA / RECORDINGS[name], dtype="int16")
+    return samples, int(rate)
+
+
+def chunks(
+    samples: npt.NDArray[np.int16],
+    rate: int,
+    sizes: Sequence[int] | None = None,
+    *,
+    sensor_id: str = "mic-1",
+    stream_id: str = "stream-a",
+    first_sequence: int = 0,
+    first_sample: int = 0,
+    epoch_s: int = 1_800_000_000,
+) -> Iterator[AudioChunk]:
+    """Cut samples into s16le AudioChunks of the given sizes (cycled), or one chunk."""
+    sizes = sizes or [samples.size]
+    position = 0
+    sequence = first_sequence
+    index = 0
+    while position < samples.size:
+        size = sizes[index % len(sizes)]
+        part = samples[position : position + size]
+        start = first_sample + position
+        captured = epoch_s * 1_000_000_000 + start * 1_000_000_000 // rate
+        yield AudioChunk(
+            sensor_id=sensor_id,
+            stream_id=stream_id,
+            sequence=sequence,
+            start_sample=start,
+            sample_rate_hz=rate,
+            channels=1,
+            sample_format=SampleFormat.SAMPLE_FORMAT_S16LE,
+            captured_at=Timestamp(
+                seconds=captured // 1_000_000_000, nanos=captured % 1_000_000_000
+            ),
+            pcm=part.astype("<i2").tobytes(),
+        )
+        position += size
+        sequence += 1
+        index += 1
