@@ -46,9 +46,9 @@ from soundsentry.audio import (
     decode_pcm,
     validate_chunk,
 )
-from soundsentry.contracts import AudioChunk, SampleFormat
+from soundsentry.contracts import AudioChunk, FeatureWindow, SampleFormat
 from soundsentry.dsp import MelFrontEnd, MelSpec
-from soundsentry.exceptions import ConfigurationError
+from soundsentry.exceptions import ConfigurationError, ContractError
 
 __all__ = [
     "DEFAULT_PROFILES",
@@ -56,7 +56,9 @@ __all__ = [
     "FeatureProfile",
     "Featurizer",
     "Window",
+    "window_from_proto",
     "window_id",
+    "window_to_proto",
 ]
 
 # RMS floor: digital silence reads as -120 dBFS rather than -inf.
@@ -146,6 +148,59 @@ class Window:
     log_mel_db: npt.NDArray[np.float32]  # shape=(num_bands, window_frames)
     rms_dbfs: float
     start_time_ns: int  # capture time of start_sample, ns since the Unix epoch; 0 if unknown
+
+
+def window_to_proto(window: Window) -> FeatureWindow:
+    """The wire form of a window (log-mel as float32 little-endian bytes, row-major)."""
+    bands, frames = window.log_mel_db.shape
+    message = FeatureWindow(
+        window_id=window.window_id,
+        sensor_id=window.sensor_id,
+        stream_id=window.stream_id,
+        profile=window.profile,
+        start_sample=window.start_sample,
+        num_samples=window.num_samples,
+        sample_rate_hz=window.sample_rate_hz,
+        num_bands=bands,
+        num_frames=frames,
+        log_mel_db=window.log_mel_db.astype("<f4", copy=False).tobytes(),
+        rms_dbfs=window.rms_dbfs,
+    )
+    if window.start_time_ns:
+        message.start_time.FromNanoseconds(window.start_time_ns)
+    return message
+
+
+def window_from_proto(message: FeatureWindow) -> Window:
+    """A window from its wire form, without copying the log-mel bytes.
+
+    Raises
+    ------
+    ContractError
+        ``reason="bad_window_shape"`` when the byte count does not match the shape.
+    """
+    expected = message.num_bands * message.num_frames * 4
+    if not expected or len(message.log_mel_db) != expected:
+        raise ContractError(
+            "bad_window_shape",
+            f"log_mel_db holds {len(message.log_mel_db)} bytes, expected {expected} for "
+            f"{message.num_bands} bands x {message.num_frames} frames of float32",
+        )
+    log_mel = np.frombuffer(message.log_mel_db, dtype="<f4").reshape(
+        message.num_bands, message.num_frames
+    )
+    return Window(
+        window_id=message.window_id,
+        sensor_id=message.sensor_id,
+        stream_id=message.stream_id,
+        profile=message.profile,
+        start_sample=message.start_sample,
+        num_samples=message.num_samples,
+        sample_rate_hz=message.sample_rate_hz,
+        log_mel_db=log_mel,
+        rms_dbfs=message.rms_dbfs,
+        start_time_ns=message.start_time.ToNanoseconds() if message.HasField("start_time") else 0,
+    )
 
 
 @dataclass(slots=True)

@@ -8,10 +8,17 @@ import soxr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from soundsentry.contracts import AudioChunk, SampleFormat
+from soundsentry.contracts import AudioChunk, FeatureWindow, SampleFormat, decode, encode
 from soundsentry.dsp import MelSpec
-from soundsentry.exceptions import ConfigurationError
-from soundsentry.features import FeatureProfile, Featurizer, Window, window_id
+from soundsentry.exceptions import ConfigurationError, ContractError
+from soundsentry.features import (
+    FeatureProfile,
+    Featurizer,
+    Window,
+    window_from_proto,
+    window_id,
+    window_to_proto,
+)
 from tests.audio_fixtures import chunks, recording
 from tests.unit.test_dsp import librosa_log_mel
 
@@ -277,3 +284,19 @@ def test_featurizer_needs_unique_profiles() -> None:
         Featurizer([FeatureProfile("a"), FeatureProfile("a")])
     with pytest.raises(ConfigurationError, match="at least one"):
         Featurizer([])
+
+
+def test_windows_round_trip_through_their_wire_form() -> None:
+    samples, rate = recording("siren")
+    windows = run(Featurizer(PROFILES), chunks(samples, rate, [1600]))
+    for window in windows[:5]:
+        back = window_from_proto(decode(FeatureWindow, encode(window_to_proto(window))))
+        assert back.window_id == window.window_id
+        assert back.start_time_ns == window.start_time_ns
+        assert back.rms_dbfs == pytest.approx(window.rms_dbfs, rel=1e-6)
+        np.testing.assert_array_equal(back.log_mel_db, window.log_mel_db)
+    broken = window_to_proto(windows[0])
+    broken.num_frames += 1
+    with pytest.raises(ContractError, match="expected") as caught:
+        window_from_proto(broken)
+    assert caught.value.reason == "bad_window_shape"
