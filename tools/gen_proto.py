@@ -8,6 +8,7 @@ tests/unit/test_proto_generated.py fails when the committed code is stale.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from importlib import resources
 from pathlib import Path
@@ -24,8 +25,15 @@ def proto_files() -> list[Path]:
 
 
 def generate(out_dir: Path) -> list[Path]:
-    """Write *_pb2.py, *_pb2.pyi and *_pb2_grpc.py for every proto file below out_dir."""
+    """Write *_pb2.py, *_pb2.pyi, *_pb2_grpc.py and *_pb2_grpc.pyi below out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Typed stubs for the gRPC code come from mypy-protobuf's plugin (pinned in pyproject.toml).
+    plugin = Path(sys.executable).with_name("protoc-gen-mypy_grpc")
+    if not plugin.exists():
+        found = shutil.which("protoc-gen-mypy_grpc")
+        if found is None:
+            raise SystemExit("protoc-gen-mypy_grpc not found: pip install mypy-protobuf")
+        plugin = Path(found)
     well_known = resources.files("grpc_tools") / "_proto"
     files = [str(p.relative_to(PROTO_ROOT)) for p in proto_files()]
     args = [
@@ -35,6 +43,8 @@ def generate(out_dir: Path) -> list[Path]:
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",
+        f"--plugin=protoc-gen-mypy_grpc={plugin}",
+        f"--mypy_grpc_out={out_dir}",
         *files,
     ]
     # protoc resolves paths relative to the working directory only through --proto_path.

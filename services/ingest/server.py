@@ -1,0 +1,258 @@
+"""gRPC ingest: sensors stream AudioChunks; each is checked, published to Kafka, and acknowledged
+to the sensor only after Kafka acknowledged it (acks=all, idempotent producer).
+
+Answers come back in the order the chunks were sent. At most ``max_in_flight`` chunks per stream
+wait for Kafka; beyond that the server stops reading the stream, and gRPC flow control slows the
+sensor down (backpressure). A bad chunk gets a ChunkAck with a non-zero code naming the problem;
+the stream and every other sensor carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+import grpc
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from prometheus_client import CollectorRegistry, start_http_server
+
+from soundsentry.audio import ChunkLimits
+from soundsentry.contracts import AudioChunk, ChunkAck, encode, sensor_key
+from soundsentry.ingest import Code, SequenceTracker, TokenTable, Verdict, admit
+from soundsentry.services.ingest.metrics import IngestMetrics
+from soundsentry.services.ingest.settings import IngestSettings
+from soundsentry.settings import KafkaSettings, TopicSettings
+from soundsentry.topics import AUDIO, TopicLayout
+from soundsentry.v1 import soundsentry_pb2_grpc
+
+__all__ = ["IngestServer", "IngestServicer", "main"]
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = "soundsentry.v1.Ingest"
+# Kafka's default message limit is 1 MiB; a chunk's payload is limited below it.
+_MAX_MESSAGE_BYTES = 1_048_576
+
+
+@dataclass(slots=True)
+class _Pending:
+    chunk: AudioChunk
+    delivery: asyncio.Future[object]
+    started: float
+
+
+_Entry = ChunkAck | _Pending | None
+
+
+def _bearer(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    for key, value in metadata or ():
+        if key.lower() == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            scheme, _, token = text.partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else None
+    return None
+
+
+def _ack(chunk: AudioChunk, verdict: Verdict) -> ChunkAck:
+    return ChunkAck(
+        sensor_id=chunk.sensor_id,
+        stream_id=chunk.stream_id,
+        sequence=chunk.sequence,
+        code=int(verdict.code),
+        reason=verdict.reason,
+        message=verdict.message,
+    )
+
+
+class IngestServicer(soundsentry_pb2_grpc.IngestServicer):
+    def __init__(
+        self,
+        *,
+        producer: AIOKafkaProducer,
+        topic: str,
+        tokens: TokenTable | None,
+        metrics: IngestMetrics,
+        limits: ChunkLimits,
+        max_in_flight: int,
+    ) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.tokens = tokens
+        self.metrics = metrics
+        self.limits = limits
+        self.max_in_flight = max_in_flight
+        self.tracker = SequenceTracker()
+
+    async def StreamAudio(  # noqa: N802 - the gRPC method name
+        self,
+        request_iterator: AsyncIterator[AudioChunk],
+        context: grpc.aio.ServicerContext[AudioChunk, ChunkAck],
+    ) -> AsyncIterator[ChunkAck]:
+        token = _bearer(context.invocation_metadata())
+        queue: asyncio.Queue[_Entry] = asyncio.Queue(maxsize=self.max_in_flight)
+        reader = asyncio.create_task(self._read(request_iterator, token, queue))
+        self.metrics.streams.inc()
+        try:
+            while (entry := await queue.get()) is not None:
+                yield entry if isinstance(entry, ChunkAck) else await self._settle(entry)
+            await reader  # re-raises what ended the reader, if anything did
+        finally:
+            reader.cancel()
+            self.metrics.streams.dec()
+
+    async def _read(
+        self, chunks: AsyncIterator[AudioChunk], token: str | None, queue: asyncio.Queue[_Entry]
+    ) -> None:
+        try:
+            async for chunk in chunks:
+                verdict = admit(
+                    chunk, token=token, tokens=self.tokens, tracker=self.tracker, limits=self.limits
+                )
+                if not verdict.ok:
+                    self.metrics.chunks.labels("rejected").inc()
+                    self.metrics.rejects.labels(verdict.reason).inc()
+                    logger.info(
+                        "rejected chunk %s/%s#%d: %s: %s",
+                        chunk.sensor_id,
+                        chunk.stream_id,
+                        chunk.sequence,
+                        verdict.reason,
+                        verdict.message,
+                    )
+                    await queue.put(_ack(chunk, verdict))
+                    continue
+                started = time.perf_counter()
+                # send() waits while the producer's buffer is full, then returns the delivery.
+                delivery = await self.producer.send(
+                    self.topic, encode(chunk), key=sensor_key(chunk.sensor_id)
+                )
+                if self.tracker.accepted(chunk):
+                    self.metrics.gaps.inc()
+                self.metrics.in_flight.inc()
+                await queue.put(_Pending(chunk, delivery, started))
+        finally:
+            await queue.put(None)
+
+    async def _settle(self, pending: _Pending) -> ChunkAck:
+        chunk = pending.chunk
+        try:
+            await pending.delivery
+        except KafkaError as exc:
+            # Not stored: the sensor may send this sequence again.
+            self.tracker.forget(chunk)
+            self.metrics.chunks.labels("failed").inc()
+            logger.warning("publishing %s#%d failed: %r", chunk.sensor_id, chunk.sequence, exc)
+            return _ack(
+                chunk,
+                Verdict(Code.UNAVAILABLE, "kafka_unavailable", f"Kafka did not store it: {exc}"),
+            )
+        finally:
+            self.metrics.in_flight.dec()
+        self.metrics.publish_seconds.observe(time.perf_counter() - pending.started)
+        self.metrics.chunks.labels("published").inc()
+        self.metrics.audio_bytes.inc(len(chunk.pcm))
+        return _ack(chunk, Verdict(Code.OK))
+
+
+class IngestServer:
+    """The gRPC server, its Kafka producer and its health service, started and stopped together."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        kafka: KafkaSettings,
+        topics: TopicLayout,
+        *,
+        registry: CollectorRegistry,
+        limits: ChunkLimits | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = IngestMetrics.create(registry)
+        tokens = TokenTable.from_file(settings.tokens_file) if settings.tokens_file else None
+        self.producer = AIOKafkaProducer(
+            **kafka.aiokafka_kwargs(),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=settings.linger_ms,
+            max_request_size=_MAX_MESSAGE_BYTES,
+        )
+        self.servicer = IngestServicer(
+            producer=self.producer,
+            topic=topics.name(AUDIO),
+            tokens=tokens,
+            metrics=self.metrics,
+            limits=limits or ChunkLimits(),
+            max_in_flight=settings.max_in_flight,
+        )
+        self.health = health_aio.HealthServicer()
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", 2 * _MAX_MESSAGE_BYTES),
+                ("grpc.max_concurrent_streams", settings.max_streams),
+            ]
+        )
+        soundsentry_pb2_grpc.add_IngestServicer_to_server(self.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        address = f"{settings.host}:{settings.port}"
+        credentials = self._credentials()
+        self.port = (
+            self.server.add_secure_port(address, credentials)
+            if credentials
+            else self.server.add_insecure_port(address)
+        )
+
+    def _credentials(self) -> grpc.ServerCredentials | None:
+        s = self.settings
+        if s.tls_cert_file is None or s.tls_key_file is None:
+            return None
+        client_ca = s.tls_client_ca_file.read_bytes() if s.tls_client_ca_file else None
+        return grpc.ssl_server_credentials(
+            [(s.tls_key_file.read_bytes(), s.tls_cert_file.read_bytes())],
+            root_certificates=client_ca,
+            require_client_auth=client_ca is not None,
+        )
+
+    async def start(self) -> None:
+        await self.producer.start()
+        await self.server.start()
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        logger.info("ingest serving gRPC on port %d", self.port)
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop taking streams, let open ones finish for ``grace_s``, then flush the producer."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        await self.producer.stop()
+
+
+async def _serve(server: IngestServer) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def main() -> int:
+    """``soundsentry ingest``: settings from the environment, serve until SIGTERM or Ctrl-C."""
+    settings = IngestSettings()
+    registry = CollectorRegistry()
+    server = IngestServer(
+        settings, KafkaSettings(), TopicLayout.from_settings(TopicSettings()), registry=registry
+    )
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, settings.metrics_host, registry=registry)
+    asyncio.run(_serve(server))
+    return 0

@@ -1,0 +1,131 @@
+"""The sensor side of ingest: stream audio over gRPC as a microphone would.
+
+Used by ``soundsentry push`` (and the load generator): a file becomes s16le AudioChunks with
+sequence numbers, sample indices and capture times; the client sends them on one bidirectional
+stream and counts the acknowledgements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from soundsentry.contracts import AudioChunk, ChunkAck, SampleFormat
+from soundsentry.exceptions import ConfigurationError
+from soundsentry.v1 import soundsentry_pb2_grpc
+
+__all__ = ["PushResult", "file_chunks", "push"]
+
+
+@dataclass(slots=True)
+class PushResult:
+    stream_id: str = ""
+    sent: int = 0
+    published: int = 0
+    # rejected chunks by reason (a code other than OK)
+    rejected: Counter[str] = field(default_factory=Counter)
+    messages: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.sent == self.published
+
+
+def file_chunks(
+    path: str | Path,
+    *,
+    sensor_id: str,
+    stream_id: str | None = None,
+    chunk_ms: int = 100,
+    start_time_ns: int | None = None,
+) -> Iterator[AudioChunk]:
+    """Cut an audio file into s16le chunks of ``chunk_ms`` milliseconds (channels kept).
+
+    Raises
+    ------
+    ConfigurationError
+        when the file cannot be read or ``chunk_ms`` is not positive.
+    """
+    import soundfile  # noqa: PLC0415
+
+    if chunk_ms <= 0:
+        raise ConfigurationError(f"chunk_ms must be positive, got {chunk_ms}")
+    try:
+        info = soundfile.info(str(path))
+        frames = soundfile.read(str(path), dtype="int16", always_2d=True)[0]
+    except (OSError, RuntimeError, soundfile.LibsndfileError) as exc:
+        raise ConfigurationError(f"cannot read audio file {path}: {exc}") from exc
+    rate = int(info.samplerate)
+    step = max(1, rate * chunk_ms // 1000)
+    stream = stream_id or uuid.uuid4().hex
+    epoch = time.time_ns() if start_time_ns is None else start_time_ns
+    for sequence, start in enumerate(range(0, frames.shape[0], step)):
+        block = np.ascontiguousarray(frames[start : start + step], dtype="<i2")
+        chunk = AudioChunk(
+            sensor_id=sensor_id,
+            stream_id=stream,
+            sequence=sequence,
+            start_sample=start,
+            sample_rate_hz=rate,
+            channels=frames.shape[1],
+            sample_format=SampleFormat.SAMPLE_FORMAT_S16LE,
+            pcm=block.tobytes(),
+        )
+        chunk.captured_at.FromNanoseconds(epoch + start * 1_000_000_000 // rate)
+        yield chunk
+
+
+def _channel(target: str, tls_ca: Path | None) -> grpc.aio.Channel:
+    if tls_ca is None:
+        return grpc.aio.insecure_channel(target)
+    return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(tls_ca.read_bytes()))
+
+
+async def push(
+    target: str,
+    chunks: Iterable[AudioChunk],
+    *,
+    token: str | None = None,
+    realtime: bool = False,
+    tls_ca: Path | None = None,
+    timeout_s: float | None = None,
+) -> PushResult:
+    """Stream ``chunks`` to the ingest service at ``target`` and wait for every answer.
+
+    With ``realtime``, each chunk is sent when a microphone would have finished capturing it.
+    """
+    result = PushResult()
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
+    started = time.monotonic()
+
+    async def requests() -> AsyncIterator[AudioChunk]:
+        for chunk in chunks:
+            if realtime:
+                frames = len(chunk.pcm) // (2 * max(chunk.channels, 1))
+                due = started + (chunk.start_sample + frames) / chunk.sample_rate_hz
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+            result.stream_id = chunk.stream_id
+            result.sent += 1
+            yield chunk
+
+    async with _channel(target, tls_ca) as channel:
+        stub = soundsentry_pb2_grpc.IngestStub(channel)
+        call = stub.StreamAudio(requests(), metadata=metadata, timeout=timeout_s)
+        ack: ChunkAck
+        async for ack in call:
+            if ack.code == 0:
+                result.published += 1
+            else:
+                result.rejected[ack.reason or f"code_{ack.code}"] += 1
+                result.messages.append(f"#{ack.sequence}: {ack.reason}: {ack.message}")
+    result.seconds = time.monotonic() - started
+    return result

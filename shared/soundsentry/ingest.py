@@ -1,0 +1,178 @@
+"""Ingest rules, free of gRPC and Kafka: who may send audio for which sensor, and which chunks
+are published.
+
+Every chunk gets exactly one answer (:class:`Verdict`): publish it, or reject it with a
+``google.rpc.Code`` and a reason that names the problem. A rejection never ends the stream.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import hmac
+import json
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+from soundsentry.audio import ChunkError, ChunkLimits, decode_pcm, validate_chunk
+from soundsentry.contracts import AudioChunk, SampleFormat
+from soundsentry.exceptions import ConfigurationError
+
+__all__ = ["Code", "SequenceTracker", "TokenTable", "Verdict", "admit"]
+
+
+class Code(IntEnum):
+    """The google.rpc.Code values a ChunkAck carries."""
+
+    OK = 0
+    INVALID_ARGUMENT = 3
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    UNAVAILABLE = 14
+    UNAUTHENTICATED = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    code: Code
+    reason: str = ""
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code is Code.OK
+
+
+PUBLISH = Verdict(Code.OK)
+
+
+class TokenTable:
+    """Bearer tokens per sensor: ``{"<sensor id or glob>": "<token>" | "sha256:<hex>"}``.
+
+    A pattern such as ``"site-12/*"`` gives one token to a gateway for all its microphones.
+    Store ``sha256:`` digests in configuration so the file does not reveal the tokens. The most
+    specific pattern (an exact id first, then the longest pattern) decides.
+    """
+
+    def __init__(self, entries: Mapping[str, str]) -> None:
+        self._exact: dict[str, bytes] = {}
+        self._patterns: list[tuple[str, bytes]] = []
+        for pattern, secret in entries.items():
+            if not pattern or not secret:
+                raise ConfigurationError("token entries need a sensor pattern and a token")
+            digest = (
+                bytes.fromhex(secret.removeprefix("sha256:"))
+                if secret.startswith("sha256:")
+                else hashlib.sha256(secret.encode()).digest()
+            )
+            if len(digest) != 32:
+                raise ConfigurationError(f"token for {pattern!r}: sha256 digest must be 64 hex")
+            if any(ch in pattern for ch in "*?["):
+                self._patterns.append((pattern, digest))
+            else:
+                self._exact[pattern] = digest
+        self._patterns.sort(key=lambda entry: -len(entry[0]))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TokenTable:
+        try:
+            entries = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigurationError(f"cannot read the token file {path}: {exc}") from exc
+        if not isinstance(entries, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in entries.items()
+        ):
+            raise ConfigurationError(f"{path}: expected a JSON object of sensor -> token")
+        return cls(entries)
+
+    def __len__(self) -> int:
+        return len(self._exact) + len(self._patterns)
+
+    def check(self, sensor_id: str, token: str | None) -> Verdict:
+        expected = self._exact.get(sensor_id)
+        if expected is None:
+            expected = next(
+                (d for p, d in self._patterns if fnmatch.fnmatchcase(sensor_id, p)), None
+            )
+        if expected is None:
+            return Verdict(
+                Code.PERMISSION_DENIED,
+                "unknown_sensor",
+                f"sensor {sensor_id!r} is not registered with this ingest service",
+            )
+        if not token:
+            return Verdict(
+                Code.UNAUTHENTICATED,
+                "missing_token",
+                "no bearer token: send metadata 'authorization: Bearer <token>'",
+            )
+        if not hmac.compare_digest(hashlib.sha256(token.encode()).digest(), expected):
+            return Verdict(
+                Code.UNAUTHENTICATED, "bad_token", f"the token is not valid for {sensor_id!r}"
+            )
+        return PUBLISH
+
+
+class SequenceTracker:
+    """The next expected sequence of each recently seen stream, to refuse repeats.
+
+    Bounded (least recently used streams are forgotten): after a restart of the ingest service
+    or a move to another replica, a sensor's first chunk is simply accepted; the featurizer
+    drops any duplicate that slips through.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._next: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def check(self, chunk: AudioChunk) -> Verdict:
+        key = (chunk.sensor_id, chunk.stream_id)
+        expected = self._next.get(key)
+        if expected is not None and chunk.sequence < expected:
+            return Verdict(
+                Code.ALREADY_EXISTS,
+                "stale_sequence",
+                f"sequence {chunk.sequence} of stream {chunk.stream_id!r} was already "
+                f"received (next expected: {expected}); not published again",
+            )
+        return PUBLISH
+
+    def forget(self, chunk: AudioChunk) -> None:
+        """Forget a stream whose chunk could not be stored, so its resend is accepted."""
+        self._next.pop((chunk.sensor_id, chunk.stream_id), None)
+
+    def accepted(self, chunk: AudioChunk) -> bool:
+        """Record a published chunk; True if sequences were skipped (lost chunks)."""
+        key = (chunk.sensor_id, chunk.stream_id)
+        expected = self._next.get(key)
+        self._next[key] = chunk.sequence + 1
+        self._next.move_to_end(key)
+        if len(self._next) > self.capacity:
+            self._next.popitem(last=False)
+        return expected is not None and chunk.sequence > expected
+
+
+def admit(
+    chunk: AudioChunk,
+    *,
+    token: str | None,
+    tokens: TokenTable | None,
+    tracker: SequenceTracker,
+    limits: ChunkLimits,
+) -> Verdict:
+    """Decide whether a chunk is published. ``tokens=None`` means anonymous access is allowed."""
+    try:
+        validate_chunk(chunk, limits)
+        if chunk.sample_format == SampleFormat.SAMPLE_FORMAT_F32LE:
+            decode_pcm(chunk.pcm, sample_format=chunk.sample_format, channels=chunk.channels)
+    except ChunkError as error:
+        return Verdict(Code.INVALID_ARGUMENT, error.reason, str(error))
+    if tokens is not None:
+        verdict = tokens.check(chunk.sensor_id, token)
+        if not verdict.ok:
+            return verdict
+    return tracker.check(chunk)
