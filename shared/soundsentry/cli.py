@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from soundsentry import __version__
 from soundsentry.exceptions import SoundSentryError
@@ -38,6 +40,37 @@ def _cmd_kafka_local(args: argparse.Namespace) -> int:
     return kafka_broker.main([args.action, "--port", str(args.port)])
 
 
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from soundsentry.services.ingest.server import main as ingest_main  # noqa: PLC0415
+
+    return ingest_main()
+
+
+def _cmd_featurizer(args: argparse.Namespace) -> int:
+    from soundsentry.services.featurizer.app import main as featurizer_main  # noqa: PLC0415
+
+    return featurizer_main(loglevel=args.log_level)
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from soundsentry.client import file_chunks, push  # noqa: PLC0415
+
+    chunks = file_chunks(
+        args.file, sensor_id=args.sensor, stream_id=args.stream_id, chunk_ms=args.chunk_ms
+    )
+    result = asyncio.run(
+        push(args.target, chunks, token=args.token, realtime=args.realtime, tls_ca=args.tls_ca)
+    )
+    for line in result.messages[:20]:
+        print(f"rejected {line}", file=sys.stderr)
+    rejected = ", ".join(f"{reason}={n}" for reason, n in sorted(result.rejected.items()))
+    print(
+        f"{args.file}: stream {result.stream_id}: {result.published}/{result.sent} chunks "
+        f"published in {result.seconds:.2f} s" + (f"; rejected: {rejected}" if rejected else "")
+    )
+    return 0 if result.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="soundsentry",
@@ -55,6 +88,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     topics.add_argument("action", choices=["list", "create"])
     topics.set_defaults(func=_cmd_topics)
+
+    ingest = sub.add_parser("ingest", help="run the gRPC ingest service (SOUNDSENTRY_INGEST_*)")
+    ingest.set_defaults(func=_cmd_ingest)
+
+    featurizer = sub.add_parser(
+        "featurizer", help="run the featurizer stream service (SOUNDSENTRY_FEATURIZER_*)"
+    )
+    featurizer.set_defaults(func=_cmd_featurizer)
+
+    push = sub.add_parser("push", help="stream an audio file to the ingest service over gRPC")
+    push.add_argument("file", type=Path, help="WAV, FLAC, OGG or MP3 file")
+    push.add_argument("--sensor", required=True, help="sensor id, e.g. site-12/mic-3")
+    push.add_argument("--target", default="127.0.0.1:50051", help="ingest host:port")
+    push.add_argument(
+        "--token",
+        default=os.environ.get("SOUNDSENTRY_PUSH_TOKEN"),
+        help="bearer token (default: $SOUNDSENTRY_PUSH_TOKEN)",
+    )
+    push.add_argument("--chunk-ms", type=int, default=100, help="chunk length in milliseconds")
+    push.add_argument("--realtime", action="store_true", help="send at the audio's own pace")
+    push.add_argument("--stream-id", default=None, help="stream id (default: a new UUID)")
+    push.add_argument("--tls-ca", type=Path, default=None, help="CA bundle: connect with TLS")
+    push.set_defaults(func=_cmd_push)
 
     kafka = sub.add_parser(
         "kafka-local", help="fetch (Maven Central) or run a local Kafka broker for development"

@@ -29,7 +29,10 @@ async def park(
     metrics: StreamMetrics,
     service: str,
 ) -> None:
-    """Send the event's original record to ``dlq`` with headers saying why, and count it."""
+    """Park the event's original record in ``dlq`` with headers saying why, and count it.
+
+    Returns once Kafka acknowledged the dead letter.
+    """
     message = event.message
     letter = dead_letter(
         error,
@@ -40,7 +43,10 @@ async def park(
         partition=message.partition,
         offset=message.offset,
     )
-    await dlq.send(key=letter.key, value=letter.value, headers=list(letter.headers))
+    delivery = await dlq.send(key=letter.key, value=letter.value, headers=list(letter.headers))
+    # Faust would only log a failed send and commit past the record: wait for Kafka's ack so
+    # a failure propagates (crashing the worker) before the bad record counts as handled.
+    await delivery
     metrics.messages_dead_lettered.labels(service, message.topic, letter.reason).inc()
     logger.warning(
         "parked record %s[%d]@%d in %s: %s: %s",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -44,6 +45,7 @@ async def test_faust_agent_copies_chunks_and_parks_a_bad_record(
     topic_layout: TopicLayout,
     topic_factory: TopicFactory,
     consumer_group: str,
+    tmp_path: Path,
 ) -> None:
     output = await topic_factory(partitions=2)
     registry = CollectorRegistry()
@@ -56,6 +58,7 @@ async def test_faust_agent_copies_chunks_and_parks_a_bad_record(
         topic_replication_factor=1,
         topic_partitions=topic_layout.partitions,
         producer_acks=-1,
+        datadir=tmp_path / "faust-data",
     )
     source = topic_layout.faust_raw_topic(app, topic_layout.name(AUDIO))
     dlq = topic_layout.faust_raw_topic(app, topic_layout.dlq(AUDIO), partitions=1)

@@ -1,0 +1,251 @@
+"""The featurizer's Faust app: audio chunks in, feature windows out, bad records parked.
+
+One agent reads the raw audio topic in batches (up to ``max_batch_chunks`` records, waiting at
+most ``max_batch_ms``), decodes each record (undecodable ones are parked in the audio DLQ),
+featurizes the whole batch in one :meth:`Featurizer.process` call (chunks from every sensor of
+the worker's partitions together), parks the chunks the featurizer rejected, and sends every
+finished window to the windows topic keyed by its sensor.
+
+Delivery is at least once: a batch's records are acknowledged (and their offsets become
+committable) only after Kafka acknowledged every window of the batch; a failed send crashes
+the worker, which restarts from the last committed offset. Windows have deterministic ids, so
+consumers drop the duplicates a restart produces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import Sequence, Set
+from pathlib import Path
+from typing import Any, cast
+
+import faust
+from faust.types import TP
+from mode import CrashingSupervisor
+from prometheus_client import CollectorRegistry, start_http_server
+
+from soundsentry.contracts import AudioChunk, sensor_key
+from soundsentry.features import Featurizer, window_to_proto
+from soundsentry.services.featurizer.metrics import FeaturizerMetrics
+from soundsentry.services.featurizer.settings import FeaturizerSettings
+from soundsentry.settings import KafkaSettings, TopicSettings
+from soundsentry.streaming import decode_or_park, park
+from soundsentry.topics import AUDIO, DLQ_PARTITIONS, WINDOWS, TopicLayout
+
+__all__ = ["SERVICE", "FeaturizerService", "create_app", "main", "run"]
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "featurizer"
+
+
+class FeaturizerService:
+    """The featurizer's Faust app, its featurizer and its metrics; built by :func:`create_app`.
+
+    ``await service.app.start()`` / ``await service.app.stop()`` run it inside an event loop
+    (tests); :func:`run` runs it as a worker process.
+    """
+
+    def __init__(
+        self,
+        app: faust.App,
+        *,
+        featurizer: Featurizer,
+        metrics: FeaturizerMetrics,
+        settings: FeaturizerSettings,
+        topics: TopicLayout,
+        registry: CollectorRegistry,
+    ) -> None:
+        self.app = app
+        self.registry = registry
+        self.featurizer = featurizer
+        self.metrics = metrics
+        self.settings = settings
+        self.topics = topics
+        self.source = topics.faust_raw_topic(app, topics.name(AUDIO))
+        self.dlq = topics.faust_raw_topic(app, topics.dlq(AUDIO), partitions=DLQ_PARTITIONS)
+        self.windows = topics.faust_topic(app, WINDOWS)
+        # The partition each sensor's chunks came from, to drop its state when it is revoked.
+        self._sensor_partitions: dict[str, TP] = {}
+        # A crash in the agent (a bug, or Kafka refusing a window) stops the worker, so that it
+        # restarts from the last committed offset instead of skipping the failed batch.
+        app.agent(self.source, name=f"{SERVICE}.featurize", supervisor_strategy=CrashingSupervisor)(
+            self._agent
+        )
+        app.on_partitions_revoked.connect(self._revoked_signal)
+
+    async def _agent(self, stream: faust.StreamT[bytes]) -> None:
+        # take_events, not take: parking a record needs its event (topic, partition, offset).
+        batches = cast(faust.Stream[bytes], stream).take_events(
+            self.settings.max_batch_chunks, within=self.settings.max_batch_ms / 1000
+        )
+        async for events in batches:
+            try:
+                await self.process_batch(events)
+            except Exception:
+                # take_events acknowledges a batch's records whenever the generator is resumed
+                # or closed, which Faust does on the way down after this crash, and Faust then
+                # commits them: the failed batch would be skipped. One extra reference per
+                # record keeps it from ever counting as processed, so that the restarted
+                # worker reads the batch again.
+                for event in events:
+                    event.message.incref()
+                raise
+
+    async def process_batch(self, events: Sequence[faust.EventT[Any]]) -> None:
+        """Featurize one batch of raw audio records; return when Kafka has all its windows."""
+        metrics = self.metrics
+        chunks: list[AudioChunk] = []
+        sources: list[faust.EventT[Any]] = []  # sources[i] is the record of chunks[i]
+        last_offsets: dict[TP, int] = {}
+        for event in events:
+            message = event.message
+            last_offsets[message.tp] = max(message.offset, last_offsets.get(message.tp, -1))
+            chunk = await decode_or_park(
+                event, AUDIO, dlq=self.dlq, metrics=metrics.stream, service=SERVICE
+            )
+            if chunk is not None:
+                chunks.append(chunk)
+                sources.append(event)
+
+        started = time.perf_counter()
+        result = self.featurizer.process(chunks)
+        metrics.batch_seconds.observe(time.perf_counter() - started)
+        metrics.batch_chunks.observe(len(events))
+
+        rejected = set()
+        for index, error in result.rejected:
+            rejected.add(index)
+            await park(sources[index], error, dlq=self.dlq, metrics=metrics.stream, service=SERVICE)
+        for index, chunk in enumerate(chunks):
+            if index not in rejected:  # a rejected chunk leaves no state behind
+                self._sensor_partitions[chunk.sensor_id] = sources[index].message.tp
+        for reason, count in result.events.items():
+            metrics.sequence_events.labels(reason).inc(count)
+        deliveries = []
+        for window in result.windows:
+            deliveries.append(
+                await self.windows.send(
+                    key=sensor_key(window.sensor_id), value=window_to_proto(window)
+                )
+            )
+            metrics.windows.labels(window.profile).inc()
+        metrics.sensors.set(self.featurizer.sensors)
+        self._update_lag(last_offsets)
+        # Faust only logs a failed send and would commit past it: wait for Kafka's acks
+        # (producer_acks=-1) so that a failure crashes the worker before the batch is acked.
+        await asyncio.gather(*deliveries)
+
+    def _update_lag(self, last_offsets: dict[TP, int]) -> None:
+        consumer = self.app.consumer
+        assigned = consumer.assignment()
+        for tp, offset in last_offsets.items():
+            if tp not in assigned:  # revoked meanwhile; aiokafka asserts on unassigned ones
+                continue
+            # The next offset Kafka will assign (None before the partition's first fetch).
+            highwater: int | None = consumer.highwater(tp)
+            if highwater is not None:
+                self.metrics.consumer_lag.labels(str(tp.partition)).set(
+                    max(highwater - (offset + 1), 0)
+                )
+
+    def on_partitions_revoked(self, revoked: Set[TP]) -> None:
+        """Drop the state of the sensors of revoked partitions and their lag gauges.
+
+        Faust calls this (through its ``on_partitions_revoked`` signal) after every batch in
+        flight was processed and acknowledged.
+        """
+        source = self.topics.name(AUDIO)
+        gone = [s for s, tp in self._sensor_partitions.items() if tp in revoked]
+        for sensor_id in gone:
+            self.featurizer.forget(sensor_id)
+            del self._sensor_partitions[sensor_id]
+        for tp in revoked:
+            if tp.topic == source:
+                with contextlib.suppress(KeyError):  # no batch from it yet
+                    self.metrics.consumer_lag.remove(str(tp.partition))
+        self.metrics.sensors.set(self.featurizer.sensors)
+        if gone:
+            logger.info("dropped the state of %d sensors of revoked partitions", len(gone))
+
+    async def _revoked_signal(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # faust sends Signal[Set[TP]]: receiver(app, revoked, signal=...).
+        (revoked,) = args
+        self.on_partitions_revoked(revoked)
+
+
+def create_app(
+    kafka: KafkaSettings,
+    topics: TopicLayout,
+    settings: FeaturizerSettings,
+    *,
+    registry: CollectorRegistry,
+) -> FeaturizerService:
+    """Build the featurizer's Faust app (nothing connects until it starts).
+
+    Raises
+    ------
+    ConfigurationError
+        when the profiles file is unusable.
+    """
+    featurizer = Featurizer(settings.feature_profiles())
+    app = faust.App(
+        settings.app_id,
+        broker=kafka.faust_broker_url(),
+        store="memory://",
+        web_enabled=False,
+        producer_acks=-1,
+        topic_partitions=topics.partitions,
+        topic_replication_factor=topics.replication_factor,
+        # Faust creates <datadir> and <datadir>/v1/tables at start even with the memory store;
+        # the default (<cwd>/<app id>-data) fails on a read-only root filesystem.
+        datadir=(settings.data_dir or Path(tempfile.gettempdir())) / f"{settings.app_id}-data",
+    )
+    return FeaturizerService(
+        app,
+        featurizer=featurizer,
+        metrics=FeaturizerMetrics.create(registry),
+        settings=settings,
+        topics=topics,
+        registry=registry,
+    )
+
+
+def run(service: FeaturizerService, *, loglevel: str = "INFO") -> int:
+    """Run the service as a Faust worker until SIGTERM / Ctrl-C; return the exit status.
+
+    Serves the registry's ``/metrics`` on ``metrics_port`` (unless 0) while it runs.
+    """
+    settings = service.settings
+    server = None
+    if settings.metrics_port:
+        server, _ = start_http_server(
+            settings.metrics_port,
+            settings.metrics_host,
+            registry=service.registry,
+        )
+    worker = faust.Worker(service.app, loglevel=loglevel)
+    try:
+        worker.execute_from_commandline()  # always ends with SystemExit
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        if server is not None:
+            server.shutdown()
+
+
+def main(*, loglevel: str = "INFO") -> int:
+    """``soundsentry featurizer``: settings from the environment, run until stopped."""
+    registry = CollectorRegistry()
+    service = create_app(
+        KafkaSettings(),
+        TopicLayout.from_settings(TopicSettings()),
+        FeaturizerSettings(),
+        registry=registry,
+    )
+    return run(service, loglevel=loglevel)

@@ -1,0 +1,168 @@
+"""Featurizer service settings (prefix ``SOUNDSENTRY_FEATURIZER_``) and its profiles file.
+
+A profiles file is a JSON list of objects with the fields of
+:class:`~soundsentry.features.FeatureProfile`, where ``mel`` is an object with the fields of
+:class:`~soundsentry.dsp.MelSpec`; omitted fields take their defaults::
+
+    [
+      {"name": "full-16k"},
+      {"name": "alarm-band", "window_s": 0.5, "window_hop_s": 0.25,
+       "band_fmin_hz": 2000, "band_fmax_hz": 4000, "standardize": true,
+       "mel": {"n_mels": 64}}
+    ]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pydantic import Field, TypeAdapter, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from soundsentry.dsp import MelSpec
+from soundsentry.exceptions import ConfigurationError
+from soundsentry.features import DEFAULT_PROFILES, FeatureProfile
+
+__all__ = ["FeaturizerSettings", "load_profiles"]
+
+
+class FeaturizerSettings(BaseSettings):
+    """How the featurizer consumes, batches and reports. Prefix: ``SOUNDSENTRY_FEATURIZER_``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SOUNDSENTRY_FEATURIZER_", frozen=True, extra="forbid"
+    )
+
+    app_id: str = Field(
+        default="soundsentry-featurizer",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Faust app id: the Kafka consumer group, and the prefix of Faust's own topics.",
+    )
+    max_batch_chunks: int = Field(
+        default=1000,
+        ge=1,
+        le=10_000,
+        description="Most chunks (from any sensors) featurized together in one batch.",
+    )
+    max_batch_ms: int = Field(
+        default=50,
+        ge=1,
+        le=60_000,
+        description="How long to wait to fill a batch before processing what has arrived (ms).",
+    )
+    profiles_file: Path | None = Field(
+        default=None,
+        description="JSON list of feature profiles to emit (default: the built-in full-16k).",
+    )
+    data_dir: Path | None = Field(
+        default=None,
+        description="Directory Faust creates its data directory in (it stores nothing there "
+        "with the in-memory store); default: the system temp directory, so the working "
+        "directory may be read-only.",
+    )
+    metrics_port: int = Field(
+        default=9102, ge=0, le=65535, description="Prometheus /metrics port (0: disabled)."
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="Address /metrics binds to.")
+
+    def feature_profiles(self) -> tuple[FeatureProfile, ...]:
+        """The profiles to emit: those of ``profiles_file``, else the built-in defaults.
+
+        Raises
+        ------
+        ConfigurationError
+            when the file cannot be read or does not describe valid, uniquely named profiles.
+        """
+        if self.profiles_file is None:
+            return DEFAULT_PROFILES
+        return load_profiles(self.profiles_file)
+
+
+_PROFILE_KEYS = frozenset(f.name for f in dataclasses.fields(FeatureProfile))
+_MEL_KEYS = frozenset(f.name for f in dataclasses.fields(MelSpec))
+
+
+@cache
+def _profile_adapter() -> TypeAdapter[FeatureProfile]:
+    return TypeAdapter(FeatureProfile)
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a number (use finite numbers)")
+
+
+def load_profiles(path: Path) -> tuple[FeatureProfile, ...]:
+    """Read feature profiles from a JSON file (see the module docstring for its form).
+
+    Types are checked strictly (``"1.0"`` is not a number, ``1`` is not a boolean), unknown
+    keys are rejected, and every profile is checked by :class:`FeatureProfile` itself.
+
+    Raises
+    ------
+    ConfigurationError
+        naming the file, the profile and the problem: unreadable file, bad JSON, not a
+        non-empty list of objects, unknown keys, invalid values, or duplicate names.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"cannot read profiles file {path}: {exc}") from exc
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(
+            f"profiles file {path} is not valid JSON: {exc.msg} at line {exc.lineno} "
+            f"column {exc.colno}"
+        ) from exc
+    except ValueError as exc:  # NaN / Infinity
+        raise ConfigurationError(f"profiles file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, list) or not data:
+        raise ConfigurationError(
+            f"profiles file {path} must hold a non-empty JSON list of profile objects, "
+            f"got {type(data).__name__}{'' if data else ' (empty)'}"
+        )
+    profiles = tuple(_profile(path, index, item) for index, item in enumerate(data))
+    names = [p.name for p in profiles]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigurationError(
+            f"profiles file {path}: profile names must be unique, repeated: {duplicates}"
+        )
+    return profiles
+
+
+def _profile(path: Path, index: int, item: Any) -> FeatureProfile:
+    where = f"profiles file {path}: profile #{index}"
+    if not isinstance(item, dict):
+        raise ConfigurationError(f"{where} must be a JSON object, got {type(item).__name__}")
+    if isinstance(item.get("name"), str):
+        where += f" ({item['name']!r})"
+    _check_keys(where, item, _PROFILE_KEYS)
+    mel = item.get("mel")
+    if isinstance(mel, dict):
+        _check_keys(f"{where} mel", mel, _MEL_KEYS)
+    try:
+        # JSON mode: strict types, and nested objects become MelSpec.
+        return _profile_adapter().validate_json(json.dumps(item), strict=True)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'profile'}: {error['msg']}"
+            for error in exc.errors(include_url=False)
+        )
+        raise ConfigurationError(f"{where}: {problems}") from exc
+    except ConfigurationError as exc:  # raised by FeatureProfile / MelSpec themselves
+        raise ConfigurationError(f"{where}: {exc}") from exc
+
+
+def _check_keys(where: str, item: dict[str, Any], known: frozenset[str]) -> None:
+    unknown = sorted(set(item) - known)
+    if unknown:
+        raise ConfigurationError(
+            f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}"
+        )

@@ -1,0 +1,451 @@
+"""The featurizer service against the real broker: chunks in, the same windows as offline out.
+
+Each test builds the service with ``create_app`` (a fresh registry, its own consumer group and
+topics), runs its Faust app in-process, produces records with a plain producer and reads the
+windows and dead letters with plain consumers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from faust.types import TP
+from prometheus_client import CollectorRegistry
+
+from soundsentry.contracts import (
+    AudioChunk,
+    FeatureWindow,
+    SampleFormat,
+    decode,
+    encode,
+    sensor_key,
+)
+from soundsentry.features import FeatureProfile, Featurizer, Window, window_from_proto
+from soundsentry.services.featurizer.app import FeaturizerService, create_app
+from soundsentry.services.featurizer.settings import FeaturizerSettings
+from soundsentry.settings import KafkaSettings
+from soundsentry.testing.kafka_broker import free_port
+from soundsentry.topics import AUDIO, WINDOWS, TopicLayout
+from tests.audio_fixtures import chunks, recording
+
+WAIT_S = 90  # a bound against hangs, not an expectation of speed
+
+PROFILES_JSON = [
+    {"name": "full-16k"},
+    {
+        "name": "alarm-band",
+        "window_s": 0.5,
+        "window_hop_s": 0.25,
+        "band_fmin_hz": 2000.0,
+        "band_fmax_hz": 4000.0,
+        "standardize": True,
+    },
+]
+
+Record = tuple[bytes, bytes]  # (key, value)
+
+
+def random_chunks(name: str, *, sensor_id: str, stream_id: str, seed: int) -> list[AudioChunk]:
+    """A real recording cut into chunks of random sizes (10 ms .. 250 ms)."""
+    samples, rate = recording(name)
+    sizes = np.random.default_rng(seed).integers(rate // 100, rate // 4, size=64)
+    return list(chunks(samples, rate, sizes.tolist(), sensor_id=sensor_id, stream_id=stream_id))
+
+
+def interleave(*streams: list[AudioChunk]) -> list[AudioChunk]:
+    """Round-robin over the streams: each sensor's chunks stay in order."""
+    out: list[AudioChunk] = []
+    for i in range(max(len(s) for s in streams)):
+        out.extend(s[i] for s in streams if i < len(s))
+    return out
+
+
+def offline_windows(profiles: Iterable[FeatureProfile], stream: list[AudioChunk]) -> list[Window]:
+    result = Featurizer(tuple(profiles)).process(stream)
+    assert not result.rejected
+    return result.windows
+
+
+def settings_for(consumer_group: str, tmp_path: Path, **kwargs: Any) -> FeaturizerSettings:
+    profiles_file = tmp_path / "profiles.json"
+    profiles_file.write_text(json.dumps(PROFILES_JSON))
+    return FeaturizerSettings(
+        app_id=consumer_group,
+        profiles_file=profiles_file,
+        data_dir=tmp_path,
+        metrics_port=0,
+        **kwargs,
+    )
+
+
+async def produce(kafka: KafkaSettings, topic: str, records: Iterable[Record]) -> None:
+    producer = AIOKafkaProducer(**kafka.aiokafka_kwargs(), acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def consume_until(
+    kafka: KafkaSettings, topic: str, group: str, done: Callable[[list[Any]], bool]
+) -> list[Any]:
+    """Records of ``topic`` from the start, until ``done(records)``."""
+    consumer = AIOKafkaConsumer(
+        topic, **kafka.aiokafka_kwargs(), group_id=group, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        async with asyncio.timeout(WAIT_S):
+            while not done(records):
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def window_records_cover(expected: Iterable[Window]) -> Callable[[list[Any]], bool]:
+    wanted = {w.window_id for w in expected}
+
+    def done(records: list[Any]) -> bool:
+        ids = {decode(FeatureWindow, r.value).window_id for r in records}
+        return wanted <= ids
+
+    return done
+
+
+@asynccontextmanager
+async def running(service: FeaturizerService) -> AsyncIterator[FeaturizerService]:
+    await service.app.start()
+    try:
+        yield service
+    finally:
+        await service.app.stop()
+
+
+async def eventually(check: Callable[[], bool]) -> None:
+    """Wait (bounded) until ``check()``: metrics are updated a moment after records are sent."""
+    async with asyncio.timeout(WAIT_S):
+        while not check():  # noqa: ASYNC110 - polls a metric: there is no event to wait on
+            await asyncio.sleep(0.05)
+
+
+def assert_same_windows(records: list[Any], expected: list[Window]) -> None:
+    got = {}
+    for record in records:
+        window = window_from_proto(decode(FeatureWindow, record.value))
+        assert record.key == sensor_key(window.sensor_id)
+        assert window.window_id not in got, "a window arrived twice"
+        got[window.window_id] = window
+    want = {w.window_id: w for w in expected}
+    assert got.keys() == want.keys()
+    for window_id, window in got.items():
+        other = want[window_id]
+        assert (
+            window.sensor_id,
+            window.stream_id,
+            window.profile,
+            window.start_sample,
+            window.num_samples,
+            window.sample_rate_hz,
+            window.start_time_ns,
+        ) == (
+            other.sensor_id,
+            other.stream_id,
+            other.profile,
+            other.start_sample,
+            other.num_samples,
+            other.sample_rate_hz,
+            other.start_time_ns,
+        )
+        assert window.log_mel_db.shape == other.log_mel_db.shape
+        assert np.abs(window.log_mel_db - other.log_mel_db).max() <= 1e-3, window_id
+        assert window.rms_dbfs == pytest.approx(other.rms_dbfs, abs=1e-4)
+
+
+def windows_by_profile(windows: Iterable[Window]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for window in windows:
+        counts[window.profile] = counts.get(window.profile, 0) + 1
+    return counts
+
+
+async def test_two_sensors_get_the_windows_of_the_offline_featurizer(
+    kafka_settings: KafkaSettings,
+    topic_layout: TopicLayout,
+    consumer_group: str,
+    tmp_path: Path,
+) -> None:
+    # A 16 kHz siren and an 8 kHz recording (resampled to the profiles' 16 kHz), both cut at
+    # random sizes, interleaved as two sensors would send them.
+    siren = random_chunks("siren", sensor_id="mic-a", stream_id="boot-1", seed=1)
+    baby = random_chunks("baby_8k", sensor_id="mic-b", stream_id="boot-7", seed=2)
+    stream = interleave(siren, baby)
+    settings = settings_for(consumer_group, tmp_path, max_batch_chunks=16, max_batch_ms=20)
+    expected = offline_windows(settings.feature_profiles(), stream)
+    assert {w.sensor_id for w in expected} == {"mic-a", "mic-b"}
+
+    registry = CollectorRegistry()
+    service = create_app(kafka_settings, topic_layout, settings, registry=registry)
+    audio = topic_layout.name(AUDIO)
+    await produce(kafka_settings, audio, ((sensor_key(c.sensor_id), encode(c)) for c in stream))
+    async with running(service):
+        records = await consume_until(
+            kafka_settings,
+            topic_layout.name(WINDOWS),
+            consumer_group + "-windows",
+            window_records_cover(expected),
+        )
+        await eventually(
+            lambda: (
+                registry.get_sample_value(
+                    "soundsentry_messages_consumed_total", {"service": "featurizer", "topic": audio}
+                )
+                == len(stream)
+            )
+        )
+    assert_same_windows(records, expected)
+
+    for profile, count in windows_by_profile(expected).items():
+        assert (
+            registry.get_sample_value("soundsentry_featurizer_windows_total", {"profile": profile})
+            == count
+        )
+    assert registry.get_sample_value("soundsentry_featurizer_sensors") == 2
+    assert registry.get_sample_value("soundsentry_featurizer_batch_chunks_sum") == len(stream)
+    batches = registry.get_sample_value("soundsentry_featurizer_batch_chunks_count")
+    assert batches is not None
+    assert batches >= len(stream) / 16
+    assert registry.get_sample_value("soundsentry_featurizer_batch_seconds_count") == batches
+    lags = [
+        registry.get_sample_value("soundsentry_featurizer_consumer_lag", {"partition": str(p)})
+        for p in range(topic_layout.partitions)
+    ]
+    assert any(lag is not None for lag in lags)
+    assert all(lag is None or lag >= 0 for lag in lags)
+    assert (
+        registry.get_sample_value(
+            "soundsentry_messages_dead_lettered_total",
+            {"service": "featurizer", "topic": audio, "reason": "undecodable"},
+        )
+        is None
+    )
+
+    # When its partitions are revoked, the worker drops those sensors and their lag gauges.
+    service.on_partitions_revoked({TP(audio, p) for p in range(topic_layout.partitions)})
+    assert service.featurizer.sensors == 0
+    assert registry.get_sample_value("soundsentry_featurizer_sensors") == 0
+    assert all(
+        registry.get_sample_value("soundsentry_featurizer_consumer_lag", {"partition": str(p)})
+        is None
+        for p in range(topic_layout.partitions)
+    )
+
+
+async def test_bad_records_are_parked_and_the_good_sensor_loses_nothing(
+    kafka_settings: KafkaSettings,
+    topic_layout: TopicLayout,
+    consumer_group: str,
+    tmp_path: Path,
+) -> None:
+    good = random_chunks("siren", sensor_id="mic-good", stream_id="boot-1", seed=3)
+    undecodable = b"\xff\xfe not an AudioChunk"
+    # A corrupted copy of a good chunk (one byte short), sent just before the real one: it is
+    # rejected without disturbing the sensor's stream.
+    odd = AudioChunk()
+    odd.CopyFrom(good[5])
+    odd.pcm = odd.pcm[:-1]
+    nan_samples = np.zeros(800, dtype="<f4")
+    nan_samples[123] = np.nan
+    nan = AudioChunk(
+        sensor_id="mic-nan",
+        stream_id="boot-1",
+        sequence=0,
+        start_sample=0,
+        sample_rate_hz=16_000,
+        channels=1,
+        sample_format=SampleFormat.SAMPLE_FORMAT_F32LE,
+        pcm=nan_samples.tobytes(),
+    )
+    records: list[Record] = [(sensor_key(c.sensor_id), encode(c)) for c in good]
+    records.insert(9, (sensor_key("mic-nan"), encode(nan)))
+    records.insert(5, (sensor_key("mic-good"), encode(odd)))
+    records.insert(2, (b"mic-bad", undecodable))
+    parked_values = {
+        "undecodable": undecodable,
+        "odd_byte_count": encode(odd),
+        "non_finite_samples": encode(nan),
+    }
+
+    settings = settings_for(consumer_group, tmp_path, max_batch_chunks=8, max_batch_ms=20)
+    expected = offline_windows(settings.feature_profiles(), good)
+    registry = CollectorRegistry()
+    service = create_app(kafka_settings, topic_layout, settings, registry=registry)
+    audio = topic_layout.name(AUDIO)
+    await produce(kafka_settings, audio, records)
+    async with running(service):
+        windows = await consume_until(
+            kafka_settings,
+            topic_layout.name(WINDOWS),
+            consumer_group + "-windows",
+            window_records_cover(expected),
+        )
+        parked = await consume_until(
+            kafka_settings,
+            topic_layout.dlq(AUDIO),
+            consumer_group + "-dlq",
+            lambda found: len(found) >= len(parked_values),
+        )
+        await eventually(
+            lambda: (
+                registry.get_sample_value(
+                    "soundsentry_messages_consumed_total", {"service": "featurizer", "topic": audio}
+                )
+                == len(records)
+            )
+        )
+
+    assert_same_windows(windows, expected)
+    assert len(parked) == len(parked_values)
+    for letter in parked:
+        headers = dict(letter.headers)
+        reason = headers["soundsentry.error.reason"].decode()
+        assert letter.value == parked_values.pop(reason), reason
+        assert headers["soundsentry.service"] == b"featurizer"
+        assert headers["soundsentry.source.topic"] == audio.encode()
+        assert headers["soundsentry.error.message"]
+    assert not parked_values  # each reason exactly once
+    for reason in ("undecodable", "odd_byte_count", "non_finite_samples"):
+        assert (
+            registry.get_sample_value(
+                "soundsentry_messages_dead_lettered_total",
+                {"service": "featurizer", "topic": audio, "reason": reason},
+            )
+            == 1
+        ), reason
+    assert registry.get_sample_value(
+        "soundsentry_featurizer_windows_total", {"profile": "full-16k"}
+    ) == sum(1 for w in expected if w.profile == "full-16k")
+    # Rejected chunks leave no state behind: only the good sensor is known.
+    assert registry.get_sample_value("soundsentry_featurizer_sensors") == 1
+    assert service.featurizer.sensors == 1
+
+
+async def test_a_failing_batch_crashes_the_app_and_is_not_committed(
+    kafka_settings: KafkaSettings,
+    topic_layout: TopicLayout,
+    consumer_group: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug is not bad data: the worker crashes, and the batch is read again after a restart.
+
+    Faust's take_events acknowledges a batch on the way down even when processing it failed;
+    the service must keep those offsets from being committed.
+    """
+    stream = random_chunks("glass", sensor_id="mic-bug", stream_id="boot-1", seed=5)[:3]
+    service = create_app(
+        kafka_settings,
+        topic_layout,
+        settings_for(consumer_group, tmp_path),
+        registry=CollectorRegistry(),
+    )
+
+    def bug(chunks: Iterable[AudioChunk]) -> None:
+        raise RuntimeError("a bug in the featurizer")
+
+    monkeypatch.setattr(service.featurizer, "process", bug)
+    audio = topic_layout.name(AUDIO)
+    await produce(kafka_settings, audio, ((sensor_key(c.sensor_id), encode(c)) for c in stream))
+    async with running(service):
+        await eventually(lambda: service.app.crash_reason is not None)
+    assert isinstance(service.app.crash_reason, RuntimeError)
+
+    admin = AIOKafkaAdminClient(**kafka_settings.aiokafka_kwargs())
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(consumer_group)
+    finally:
+        await admin.close()
+    assert all(meta.offset <= 0 for tp, meta in committed.items() if tp.topic == audio), committed
+
+
+async def test_main_runs_a_worker_from_the_environment_until_sigterm(
+    kafka_settings: KafkaSettings,
+    topic_layout: TopicLayout,
+    consumer_group: str,
+    tmp_path: Path,
+) -> None:
+    """``main()`` as the ``soundsentry featurizer`` command runs it: env in, /metrics served."""
+    stream = random_chunks("dog_bark", sensor_id="mic-cli", stream_id="boot-1", seed=4)
+    expected = offline_windows([FeatureProfile("full-16k")], stream)
+    metrics_port = free_port()
+    env = {
+        **os.environ,
+        "SOUNDSENTRY_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "SOUNDSENTRY_TOPICS_PREFIX": topic_layout.prefix,
+        "SOUNDSENTRY_TOPICS_PARTITIONS": str(topic_layout.partitions),
+        "SOUNDSENTRY_FEATURIZER_APP_ID": consumer_group,
+        "SOUNDSENTRY_FEATURIZER_DATA_DIR": str(tmp_path),
+        "SOUNDSENTRY_FEATURIZER_METRICS_PORT": str(metrics_port),
+        "SOUNDSENTRY_FEATURIZER_METRICS_HOST": "127.0.0.1",
+    }
+    log = tmp_path / "featurizer.log"
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "import sys; from soundsentry.services.featurizer.app import main; sys.exit(main())",
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        await produce(
+            kafka_settings,
+            topic_layout.name(AUDIO),
+            ((sensor_key(c.sensor_id), encode(c)) for c in stream),
+        )
+        records = await consume_until(
+            kafka_settings,
+            topic_layout.name(WINDOWS),
+            consumer_group + "-windows",
+            window_records_cover(expected),
+        )
+        assert_same_windows(records, expected)
+        # The counter is scraped over HTTP, as Prometheus would.
+        sample = f'soundsentry_featurizer_windows_total{{profile="full-16k"}} {len(expected)}.0'
+
+        def scrape() -> str:
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text: str = response.read().decode()
+            return text
+
+        async with asyncio.timeout(WAIT_S):
+            while sample not in await asyncio.to_thread(scrape):  # noqa: ASYNC110 - polls HTTP
+                await asyncio.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(WAIT_S):
+            code = await process.wait()
+        assert code == 0, log.read_text(errors="replace")[-4000:]
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
