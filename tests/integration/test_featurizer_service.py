@@ -13,35 +13,37 @@ import os
 import signal
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from soundsentry.contracts import (
     AudioChunk,
-    FeatureWindow,
     SampleFormat,
-    decode,
     encode,
     sensor_key,
 )
-from soundsentry.features import FeatureProfile, Featurizer, Window, window_from_proto
-from soundsentry.services.featurizer.app import FeaturizerService, create_app
+from soundsentry.features import FeatureProfile, Featurizer, Window
+from soundsentry.services.featurizer.app import create_app
 from soundsentry.services.featurizer.settings import FeaturizerSettings
 from soundsentry.settings import KafkaSettings
 from soundsentry.testing.kafka_broker import free_port
 from soundsentry.topics import AUDIO, WINDOWS, TopicLayout
 from tests.audio_fixtures import chunks, recording
-
-WAIT_S = 90  # a bound against hangs, not an expectation of speed
+from tests.integration.topic_helpers import (
+    WAIT_S,
+    assert_same_windows,
+    consume_until,
+    running,
+    window_records_cover,
+)
 
 PROFILES_JSON = [
     {"name": "full-16k"},
@@ -101,82 +103,11 @@ async def produce(kafka: KafkaSettings, topic: str, records: Iterable[Record]) -
         await producer.stop()
 
 
-async def consume_until(
-    kafka: KafkaSettings, topic: str, group: str, done: Callable[[list[Any]], bool]
-) -> list[Any]:
-    """Records of ``topic`` from the start, until ``done(records)``."""
-    consumer = AIOKafkaConsumer(
-        topic, **kafka.aiokafka_kwargs(), group_id=group, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        async with asyncio.timeout(WAIT_S):
-            while not done(records):
-                for batch in (await consumer.getmany(timeout_ms=200)).values():
-                    records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
-
-
-def window_records_cover(expected: Iterable[Window]) -> Callable[[list[Any]], bool]:
-    wanted = {w.window_id for w in expected}
-
-    def done(records: list[Any]) -> bool:
-        ids = {decode(FeatureWindow, r.value).window_id for r in records}
-        return wanted <= ids
-
-    return done
-
-
-@asynccontextmanager
-async def running(service: FeaturizerService) -> AsyncIterator[FeaturizerService]:
-    await service.app.start()
-    try:
-        yield service
-    finally:
-        await service.app.stop()
-
-
 async def eventually(check: Callable[[], bool]) -> None:
     """Wait (bounded) until ``check()``: metrics are updated a moment after records are sent."""
     async with asyncio.timeout(WAIT_S):
         while not check():  # noqa: ASYNC110 - polls a metric: there is no event to wait on
             await asyncio.sleep(0.05)
-
-
-def assert_same_windows(records: list[Any], expected: list[Window]) -> None:
-    got = {}
-    for record in records:
-        window = window_from_proto(decode(FeatureWindow, record.value))
-        assert record.key == sensor_key(window.sensor_id)
-        assert window.window_id not in got, "a window arrived twice"
-        got[window.window_id] = window
-    want = {w.window_id: w for w in expected}
-    assert got.keys() == want.keys()
-    for window_id, window in got.items():
-        other = want[window_id]
-        assert (
-            window.sensor_id,
-            window.stream_id,
-            window.profile,
-            window.start_sample,
-            window.num_samples,
-            window.sample_rate_hz,
-            window.start_time_ns,
-        ) == (
-            other.sensor_id,
-            other.stream_id,
-            other.profile,
-            other.start_sample,
-            other.num_samples,
-            other.sample_rate_hz,
-            other.start_time_ns,
-        )
-        assert window.log_mel_db.shape == other.log_mel_db.shape
-        assert np.abs(window.log_mel_db - other.log_mel_db).max() <= 1e-3, window_id
-        assert window.rms_dbfs == pytest.approx(other.rms_dbfs, abs=1e-4)
 
 
 def windows_by_profile(windows: Iterable[Window]) -> dict[str, int]:

@@ -1,0 +1,91 @@
+"""Helpers for tests that read SoundSentry topics on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from soundsentry.contracts import FeatureWindow, decode, sensor_key
+from soundsentry.features import Window, window_from_proto
+from soundsentry.services.featurizer.app import FeaturizerService
+from soundsentry.settings import KafkaSettings
+
+# Bounds every wait on the broker (a guard against hangs, not an assertion about speed).
+WAIT_S = 90
+
+
+async def consume_until(
+    kafka: KafkaSettings, topic: str, group: str, done: Callable[[list[Any]], bool]
+) -> list[Any]:
+    """Records of ``topic`` from the start, until ``done(records)``."""
+    consumer = AIOKafkaConsumer(
+        topic, **kafka.aiokafka_kwargs(), group_id=group, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        async with asyncio.timeout(WAIT_S):
+            while not done(records):
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def window_records_cover(expected: Iterable[Window]) -> Callable[[list[Any]], bool]:
+    wanted = {w.window_id for w in expected}
+
+    def done(records: list[Any]) -> bool:
+        ids = {decode(FeatureWindow, r.value).window_id for r in records}
+        return wanted <= ids
+
+    return done
+
+
+@asynccontextmanager
+async def running(service: FeaturizerService) -> AsyncIterator[FeaturizerService]:
+    await service.app.start()
+    try:
+        yield service
+    finally:
+        await service.app.stop()
+
+
+def assert_same_windows(records: list[Any], expected: list[Window]) -> None:
+    got = {}
+    for record in records:
+        window = window_from_proto(decode(FeatureWindow, record.value))
+        assert record.key == sensor_key(window.sensor_id)
+        assert window.window_id not in got, "a window arrived twice"
+        got[window.window_id] = window
+    want = {w.window_id: w for w in expected}
+    assert got.keys() == want.keys()
+    for window_id, window in got.items():
+        other = want[window_id]
+        assert (
+            window.sensor_id,
+            window.stream_id,
+            window.profile,
+            window.start_sample,
+            window.num_samples,
+            window.sample_rate_hz,
+            window.start_time_ns,
+        ) == (
+            other.sensor_id,
+            other.stream_id,
+            other.profile,
+            other.start_sample,
+            other.num_samples,
+            other.sample_rate_hz,
+            other.start_time_ns,
+        )
+        assert window.log_mel_db.shape == other.log_mel_db.shape
+        assert np.abs(window.log_mel_db - other.log_mel_db).max() <= 1e-3, window_id
+        assert window.rms_dbfs == pytest.approx(other.rms_dbfs, abs=1e-4)
