@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 KAFKA_CACHE ?= $(CURDIR)/.cache/kafka
 export SOUNDSENTRY_KAFKA_CACHE := $(KAFKA_CACHE)
 
-.PHONY: help install kafka lint format proto test test-unit clean
+.PHONY: help install kafka lint format proto docs test test-unit clean
 
 help:
 	@echo "make test      create .venv, install, fetch Kafka, lint, type-check and run every test"
@@ -18,6 +18,7 @@ help:
 	@echo "make lint      ruff check, ruff format --check, mypy"
 	@echo "make format    apply ruff's fixes and formatting"
 	@echo "make proto     regenerate shared/soundsentry/v1 from proto/"
+	@echo "make docs      regenerate README.md's configuration reference from the settings"
 	@echo "make test-unit the tests that need no broker"
 
 $(STAMP): pyproject.toml
@@ -43,6 +44,9 @@ format: $(STAMP)
 
 proto: $(STAMP)
 	$(PY) tools/gen_proto.py
+
+docs: $(STAMP)
+	$(PY) tools/gen_config_docs.py
 
 test: $(STAMP)
 	$(MAKE) --no-print-directory kafka

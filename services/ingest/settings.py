@@ -11,7 +11,7 @@ __all__ = ["IngestSettings"]
 
 
 class IngestSettings(BaseSettings):
-    """How the gRPC ingest service listens, authenticates and publishes."""
+    """How ingest listens, authenticates and publishes. Prefix: ``SOUNDSENTRY_INGEST_``."""
 
     model_config = SettingsConfigDict(env_prefix="SOUNDSENTRY_INGEST_", frozen=True, extra="forbid")
 

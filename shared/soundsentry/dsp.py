@@ -160,7 +160,7 @@ class MelFrontEnd:
             hi = lo + block.shape[0]
             np.einsum("ij,ij->i", block, block, out=mean_square[lo:hi])
             block *= self.window
-            spectrum = scipy.fft.rfft(block, axis=-1, overwrite_x=True)
+            spectrum = scipy.fft.rfft(block, axis=-1)
             power = np.square(spectrum.real)
             power += np.square(spectrum.imag)
             log_mel[lo:hi] = (self._mel @ np.ascontiguousarray(power.T)).T

@@ -1,0 +1,81 @@
+"""Render the configuration reference (every environment variable) from the settings classes.
+
+`make docs` writes it into README.md between the config markers; a test fails when the README
+is out of date, so the table cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pydantic_settings import BaseSettings
+
+from soundsentry.services.featurizer.settings import FeaturizerSettings
+from soundsentry.services.ingest.settings import IngestSettings
+from soundsentry.settings import KafkaSettings, TopicSettings
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+START, END = "<!-- config:start -->", "<!-- config:end -->"
+SETTINGS: tuple[type[BaseSettings], ...] = (
+    KafkaSettings,
+    TopicSettings,
+    IngestSettings,
+    FeaturizerSettings,
+)
+
+
+def _default(value: object) -> str:
+    if value is None:
+        return "none"
+    if value == "":
+        return "empty"
+    return f"`{str(value).lower() if isinstance(value, bool) else value}`"
+
+
+def render() -> str:
+    lines = []
+    for cls in SETTINGS:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        lines += [
+            f"**{cls.__name__}**: {doc}",
+            "",
+            "| variable | default | meaning |",
+            "| --- | --- | --- |",
+        ]
+        for name, field in cls.model_fields.items():
+            description = (field.description or "").replace("|", "\\|")
+            lines.append(
+                f"| `{prefix}{name.upper()}` | {_default(field.default)} | {description} |"
+            )
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def updated(readme: str) -> str:
+    head, _, rest = readme.partition(START)
+    _, _, tail = rest.partition(END)
+    if not rest or (not tail and END not in rest):
+        raise SystemExit(f"README.md needs the markers {START} and {END}")
+    return f"{head}{START}\n{render()}{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail if README.md is stale")
+    args = parser.parse_args(argv)
+    current = README.read_text()
+    fresh = updated(current)
+    if args.check:
+        if fresh != current:
+            print("README.md's configuration reference is stale: run `make docs`")
+            return 1
+        return 0
+    README.write_text(fresh)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
