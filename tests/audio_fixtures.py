@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from functools import cache
 from pathlib import Path
@@ -13,7 +14,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from soundsentry.contracts import AudioChunk, SampleFormat
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The development recordings live beside the checkout (../shared/data), as in CI.
+SHARED_DATA = Path(
+    os.environ.get("SOUNDSENTRY_SHARED_DATA")
+    or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 
 # A few clips of each kind: native 16 kHz street sounds, 44.1 kHz office events resampled
 # upstream, and 8 kHz phone recordings.
@@ -32,7 +37,13 @@ RECORDINGS = {
 @cache
 def recording(name: str) -> tuple[npt.NDArray[np.int16], int]:
     """(int16 samples, sample rate) of a named recording; mono."""
-    samples, rate = soundfile.read(SHARED_DATA / RECORDINGS[name], dtype="int16")
+    path = SHARED_DATA / RECORDINGS[name]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: the tests need the development recordings in ../shared/data "
+            "beside the checkout (or SOUNDSENTRY_SHARED_DATA pointing at them)"
+        )
+    samples, rate = soundfile.read(path, dtype="int16")
     return samples, int(rate)
 
 
