@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from soundsentry.deadletter import dead_letter
-from soundsentry.exceptions import ContractError
+from soundsentry.exceptions import ConfigurationError, ContractError
 from soundsentry.settings import KafkaSettings, TopicSettings
 from soundsentry.topics import ALL_TOPICS, AUDIO, DLQ_PARTITIONS, EVENTS, TopicLayout
 
@@ -96,3 +99,23 @@ def test_dead_letter_bounds_a_huge_error_message() -> None:
         offset=0,
     )
     assert len(dict(letter.headers)["soundsentry.error.message"]) == 2048
+
+
+def test_local_broker_formats_with_cluster_ids_that_look_like_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A URL-safe base64 cluster id may begin with "-"; the format command must still take it.
+    from soundsentry.testing import kafka_broker  # noqa: PLC0415
+
+    calls: list[list[str]] = []
+
+    def fake_run(args: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 1, "", "stop here")
+
+    monkeypatch.setattr(kafka_broker, "_kafka_cluster_id", lambda: "-starts-with-a-dash-id")
+    monkeypatch.setattr(kafka_broker.subprocess, "run", fake_run)
+    broker = kafka_broker.LocalKafka(libs=tmp_path, workdir=tmp_path / "w")
+    with pytest.raises(ConfigurationError, match="formatting"):
+        broker.start()
+    assert "--cluster-id=-starts-with-a-dash-id" in calls[0]

@@ -228,7 +228,10 @@ class LocalKafka:
         config.write_text("".join(f"{k}={v}\n" for k, v in self.properties().items()))
         cluster_id = _kafka_cluster_id()
         fmt = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+            # "--cluster-id=..." in one word: a random id may begin with "-".
+            self._java(
+                "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)
+            ),
             capture_output=True,
             text=True,
             check=False,
