@@ -1,0 +1,298 @@
+"""Models: an ONNX file plus a model card, loaded from a directory and run in batches.
+
+A model card (``<name>.json``, beside its ONNX file) says everything the pipeline needs::
+
+    {
+      "name": "default", "version": "1.0.0", "onnx": "default.onnx",
+      "labels": ["smoke_alarm", "co_alarm", ...],
+      "profile": {"name": "full-16k", "window_s": 1.0, "window_hop_s": 0.5,
+                  "mel": {"sample_rate_hz": 16000, "n_fft": 512, ...}},
+      "thresholds": {"smoke_alarm": 0.5, ...},
+      "silence_gate_dbfs": -70.0,
+      "metrics": {...}, "training_data": [{"name": ..., "licence": ...}], "licence": "..."
+    }
+
+The ONNX graph takes ``log_mel`` float32 ``[batch, 1, num_bands, num_frames]`` (the profile's
+window) and returns per-label probabilities float32 ``[batch, num_labels]`` as its first output;
+an optional second output ``[batch, num_labels, num_frames]`` holds frame-level probabilities.
+Loading checks the card against the graph, so a card that does not fit its model fails at
+start-up with a message that names the file and the mismatch, never at the first window.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from soundsentry.dsp import MelSpec
+from soundsentry.exceptions import ConfigurationError
+from soundsentry.features import FeatureProfile, Window
+
+__all__ = ["LoadedModel", "ModelCard", "ModelSet", "WindowScore", "load_model"]
+
+INPUT_NAME = "log_mel"
+
+
+class _MelCard(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sample_rate_hz: int = 16_000
+    n_fft: int = 512
+    hop_length: int = 320
+    n_mels: int = 64
+    fmin_hz: float = 0.0
+    fmax_hz: float = 8_000.0
+
+
+class _ProfileCard(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    mel: _MelCard = Field(default_factory=_MelCard)
+    window_s: float = 1.0
+    window_hop_s: float = 0.5
+    band_fmin_hz: float | None = None
+    band_fmax_hz: float | None = None
+    standardize: bool = False
+
+
+class ModelCard(BaseModel):
+    """What a model is, needs and reached. Unknown keys are errors (a typo must not pass)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    version: str
+    onnx: str = Field(description="ONNX file, relative to the card")
+    labels: list[str] = Field(min_length=1)
+    profile: _ProfileCard
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    silence_gate_dbfs: float | None = Field(
+        default=None, description="windows quieter than this are not scored"
+    )
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    training_data: list[dict[str, str]] = Field(default_factory=list)
+    licence: str = ""
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelCard:
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels must be unique, got {self.labels}")
+        unknown = sorted(set(self.thresholds) - set(self.labels))
+        if unknown:
+            raise ValueError(f"thresholds for labels the model does not have: {unknown}")
+        bad = {k: v for k, v in self.thresholds.items() if not 0.0 <= v <= 1.0}
+        if bad:
+            raise ValueError(f"thresholds must be in [0, 1]: {bad}")
+        return self
+
+    def feature_profile(self) -> FeatureProfile:
+        p = self.profile
+        return FeatureProfile(
+            p.name,
+            mel=MelSpec(**p.mel.model_dump()),
+            window_s=p.window_s,
+            window_hop_s=p.window_hop_s,
+            band_fmin_hz=p.band_fmin_hz,
+            band_fmax_hz=p.band_fmax_hz,
+            standardize=p.standardize,
+        )
+
+    def threshold(self, label: str, default: float = 0.5) -> float:
+        return self.thresholds.get(label, default)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowScore:
+    """One model's scores for one window."""
+
+    window: Window
+    model: str
+    model_version: str
+    scores: npt.NDArray[np.float32]  # shape=(num_labels,)
+    frame_scores: npt.NDArray[np.float32] | None  # shape=(num_labels, num_frames)
+
+
+class LoadedModel:
+    """A model card and its ONNX session, checked against each other."""
+
+    def __init__(
+        self, card: ModelCard, onnx_path: Path, *, threads: int = 1, card_path: Path | None = None
+    ) -> None:
+        import onnxruntime as ort  # noqa: PLC0415 - only processes that score load it
+
+        self.card = card
+        where = f"{card_path} ({onnx_path.name})" if card_path else str(onnx_path)
+        self.profile = card.feature_profile()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(
+                str(onnx_path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own, unrelated exception types
+            raise ConfigurationError(f"{where}: not a loadable ONNX model: {exc}") from exc
+        self._check_io(where)
+
+    def _check_io(self, where: str) -> None:
+        inputs = self.session.get_inputs()
+        outputs = self.session.get_outputs()
+        expected = [1, self.profile.num_bands, self.profile.window_frames]
+        problems = []
+        if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
+            problems.append(f"needs one input named {INPUT_NAME!r}, has {[i.name for i in inputs]}")
+        else:
+            shape = list(inputs[0].shape)
+            if len(shape) != 4 or any(
+                isinstance(got, int) and got != want
+                for got, want in zip(shape[1:], expected, strict=True)
+            ):
+                problems.append(
+                    f"input shape {shape} does not fit the card's profile: "
+                    f"[batch, {', '.join(map(str, expected))}]"
+                )
+        if not outputs:
+            problems.append("has no output")
+        else:
+            shape = list(outputs[0].shape)
+            if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != len(self.card.labels)):
+                problems.append(
+                    f"first output shape {shape} does not fit {len(self.card.labels)} labels"
+                )
+        if problems:
+            raise ConfigurationError(
+                f"{where}: the model does not match its card: " + "; ".join(problems)
+            )
+        self._frame_output = len(outputs) > 1
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    def predict(
+        self, log_mel: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+        """Scores for a batch of windows.
+
+        Parameters
+        ----------
+        log_mel : np.ndarray [shape=(n, num_bands, num_frames)], float32
+
+        Returns
+        -------
+        scores : np.ndarray [shape=(n, num_labels)], float32
+        frame_scores : np.ndarray [shape=(n, num_labels, num_frames)], float32, or None
+        """
+        batch = np.ascontiguousarray(log_mel, dtype=np.float32)[:, None, :, :]
+        outputs = self.session.run(None, {INPUT_NAME: batch})
+        scores = np.asarray(outputs[0], dtype=np.float32)
+        frames = np.asarray(outputs[1], dtype=np.float32) if self._frame_output else None
+        return scores, frames
+
+
+def load_model(card_path: str | Path, *, threads: int = 1) -> LoadedModel:
+    """Load one card and its ONNX file.
+
+    Raises
+    ------
+    ConfigurationError
+        naming the file and the problem: unreadable or invalid card, missing ONNX file,
+        or a graph that does not match the card.
+    """
+    path = Path(card_path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigurationError(f"{path}: cannot read the model card: {exc}") from exc
+    try:
+        card = ModelCard.model_validate(raw)
+        card.feature_profile()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'card'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigurationError(f"{path}: invalid model card: {problems}") from exc
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{path}: invalid profile: {exc}") from exc
+    onnx_path = (path.parent / card.onnx).resolve()
+    if not onnx_path.is_file():
+        raise ConfigurationError(f"{path}: the ONNX file {card.onnx!r} does not exist")
+    return LoadedModel(card, onnx_path, threads=threads, card_path=path)
+
+
+class ModelSet:
+    """Every model of a directory; scores windows with each model whose profile made them."""
+
+    def __init__(self, models: Sequence[LoadedModel]) -> None:
+        names = [m.name for m in models]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"model names must be unique, got {names}")
+        self.models = tuple(models)
+        self._by_profile: dict[str, list[LoadedModel]] = {}
+        for model in self.models:
+            self._by_profile.setdefault(model.profile.name, []).append(model)
+        for profile_name, group in self._by_profile.items():
+            if len({m.profile for m in group}) > 1:
+                raise ConfigurationError(
+                    f"models {[m.name for m in group]} use the profile name {profile_name!r} "
+                    "with different settings"
+                )
+
+    @classmethod
+    def from_dir(cls, directory: str | Path, *, threads: int = 1) -> ModelSet:
+        """Load every ``*.json`` card in ``directory``.
+
+        Raises
+        ------
+        ConfigurationError
+            if the directory has no card, or any card fails to load (all problems are listed).
+        """
+        folder = Path(directory)
+        cards = sorted(folder.glob("*.json"))
+        if not cards:
+            raise ConfigurationError(f"no model cards (*.json) in {folder}")
+        models, problems = [], []
+        for card in cards:
+            try:
+                models.append(load_model(card, threads=threads))
+            except ConfigurationError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ConfigurationError("\n".join(problems))
+        return cls(models)
+
+    def profiles(self) -> list[FeatureProfile]:
+        """The feature profiles the featurizer must emit for these models."""
+        return [group[0].profile for group in self._by_profile.values()]
+
+    def score(self, windows: Sequence[Window]) -> list[WindowScore]:
+        """Score every window with every model of its profile, one batch per model."""
+        results: list[WindowScore] = []
+        by_profile: dict[str, list[Window]] = {}
+        for window in windows:
+            by_profile.setdefault(window.profile, []).append(window)
+        for profile_name, group in by_profile.items():
+            models = self._by_profile.get(profile_name, [])
+            if not models:
+                continue
+            batch = np.stack([w.log_mel_db for w in group])
+            for model in models:
+                scores, frames = model.predict(batch)
+                for i, window in enumerate(group):
+                    results.append(
+                        WindowScore(
+                            window=window,
+                            model=model.name,
+                            model_version=model.card.version,
+                            scores=scores[i],
+                            frame_scores=None if frames is None else frames[i],
+                        )
+                    )
+        return results

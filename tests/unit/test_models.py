@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from soundsentry.exceptions import ConfigurationError
+from soundsentry.features import FeatureProfile, Featurizer
+from soundsentry.models import ModelSet, load_model
+from tests.audio_fixtures import chunks, recording
+from tests.model_fixtures import expected_scores, write_model
+
+FULL = FeatureProfile("full-16k")
+BAND = FeatureProfile(
+    "alarm-band", window_s=0.5, window_hop_s=0.25, band_fmin_hz=2000.0, band_fmax_hz=4000.0
+)
+
+
+def test_a_directory_of_models_scores_windows_of_many_sensors(tmp_path: Path) -> None:
+    w_full, b_full = write_model(tmp_path, "general", FULL, ["siren", "dog_bark", "glass_break"])
+    w_band, b_band = write_model(
+        tmp_path, "alarms", BAND, ["smoke_alarm", "co_alarm"], seed=1, thresholds={"co_alarm": 0.7}
+    )
+    models = ModelSet.from_dir(tmp_path)
+    assert {p.name for p in models.profiles()} == {"full-16k", "alarm-band"}
+
+    featurizer = Featurizer(models.profiles())
+    windows = []
+    for sensor, name in [("a", "siren"), ("b", "dog_bark")]:
+        samples, rate = recording(name)
+        for chunk in chunks(samples, rate, [1600], sensor_id=sensor):
+            windows += featurizer.process([chunk]).windows
+    scored = models.score(windows)
+    assert len(scored) == len(windows)  # one model per profile here
+    for result in scored:
+        window = result.window
+        weights, bias = (w_full, b_full) if result.model == "general" else (w_band, b_band)
+        expected = expected_scores(window.log_mel_db[None], weights, bias)[0]
+        np.testing.assert_allclose(result.scores, expected, rtol=1e-4, atol=1e-6)
+        assert result.model_version == "0.0.1"
+        assert result.frame_scores is None
+    alarms = next(m for m in models.models if m.name == "alarms")
+    assert alarms.card.threshold("co_alarm") == 0.7
+    assert alarms.card.threshold("smoke_alarm") == 0.5
+
+
+def test_frame_level_outputs_come_through(tmp_path: Path) -> None:
+    write_model(tmp_path, "framed", FULL, ["siren"], frame_output=True)
+    model = load_model(tmp_path / "framed.json")
+    batch = np.random.default_rng(0).normal(-40, 10, (3, 64, FULL.window_frames)).astype(np.float32)
+    scores, frames = model.predict(batch)
+    assert scores.shape == (3, 1)
+    assert frames is not None
+    assert frames.shape == (3, 1, FULL.window_frames)
+
+
+def _card(tmp_path: Path, **changes: object) -> Path:
+    write_model(tmp_path, "m", FULL, ["siren", "car_horn"])
+    path = tmp_path / "m.json"
+    document = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            document.pop(key)
+        else:
+            document[key] = value
+    path.write_text(json.dumps(document))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"labels": ["siren"]}, "first output shape .* does not fit 1 labels"),
+        ({"onnx": "elsewhere.onnx"}, "'elsewhere.onnx' does not exist"),
+        ({"thresholds": {"gunshot": 0.5}}, "labels the model does not have: \\['gunshot'\\]"),
+        ({"thresholds": {"siren": 1.5}}, "must be in \\[0, 1\\]"),
+        ({"colour": "red"}, "colour: Extra inputs are not permitted"),
+        ({"version": None}, "version: Field required"),
+        (
+            {"profile": {"name": "full-16k", "window_s": 2.0}},
+            "input shape .* does not fit the card's profile",
+        ),
+        ({"profile": {"name": "x", "mel": {"n_fft": 500}}}, "invalid profile: .*power of two"),
+        ({"labels": ["siren", "siren"]}, "labels must be unique"),
+    ],
+)
+def test_cards_that_do_not_fit_are_named_at_load(
+    tmp_path: Path, changes: dict[str, object], words: str
+) -> None:
+    path = _card(tmp_path, **changes)
+    with pytest.raises(ConfigurationError, match=words) as caught:
+        load_model(path)
+    assert str(path) in str(caught.value)
+
+
+def test_broken_files_and_empty_directories_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="no model cards"):
+        ModelSet.from_dir(tmp_path)
+    (tmp_path / "bad.json").write_text("{not json")
+    write_model(tmp_path, "good", FULL, ["siren"])
+    (tmp_path / "good.onnx").write_bytes(b"not a model")
+    with pytest.raises(ConfigurationError) as caught:
+        ModelSet.from_dir(tmp_path)
+    message = str(caught.value)
+    assert "bad.json: cannot read the model card" in message
+    assert "good.json (good.onnx): not a loadable ONNX model" in message
