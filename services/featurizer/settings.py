@@ -14,18 +14,15 @@ A profiles file is a JSON list of objects with the fields of
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from functools import cache
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from soundsentry.dsp import MelSpec
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.features import DEFAULT_PROFILES, FeatureProfile
+from soundsentry.features import DEFAULT_PROFILES, FeatureProfile, parse_profile
 
 __all__ = ["FeaturizerSettings", "load_profiles"]
 
@@ -84,15 +81,6 @@ class FeaturizerSettings(BaseSettings):
         return load_profiles(self.profiles_file)
 
 
-_PROFILE_KEYS = frozenset(f.name for f in dataclasses.fields(FeatureProfile))
-_MEL_KEYS = frozenset(f.name for f in dataclasses.fields(MelSpec))
-
-
-@cache
-def _profile_adapter() -> TypeAdapter[FeatureProfile]:
-    return TypeAdapter(FeatureProfile)
-
-
 def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a number (use finite numbers)")
 
@@ -127,7 +115,10 @@ def load_profiles(path: Path) -> tuple[FeatureProfile, ...]:
             f"profiles file {path} must hold a non-empty JSON list of profile objects, "
             f"got {type(data).__name__}{'' if data else ' (empty)'}"
         )
-    profiles = tuple(_profile(path, index, item) for index, item in enumerate(data))
+    profiles = tuple(
+        parse_profile(item, where=f"profiles file {path}: profile #{index}")
+        for index, item in enumerate(data)
+    )
     names = [p.name for p in profiles]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -135,34 +126,3 @@ def load_profiles(path: Path) -> tuple[FeatureProfile, ...]:
             f"profiles file {path}: profile names must be unique, repeated: {duplicates}"
         )
     return profiles
-
-
-def _profile(path: Path, index: int, item: Any) -> FeatureProfile:
-    where = f"profiles file {path}: profile #{index}"
-    if not isinstance(item, dict):
-        raise ConfigurationError(f"{where} must be a JSON object, got {type(item).__name__}")
-    if isinstance(item.get("name"), str):
-        where += f" ({item['name']!r})"
-    _check_keys(where, item, _PROFILE_KEYS)
-    mel = item.get("mel")
-    if isinstance(mel, dict):
-        _check_keys(f"{where} mel", mel, _MEL_KEYS)
-    try:
-        # JSON mode: strict types, and nested objects become MelSpec.
-        return _profile_adapter().validate_json(json.dumps(item), strict=True)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'profile'}: {error['msg']}"
-            for error in exc.errors(include_url=False)
-        )
-        raise ConfigurationError(f"{where}: {problems}") from exc
-    except ConfigurationError as exc:  # raised by FeatureProfile / MelSpec themselves
-        raise ConfigurationError(f"{where}: {exc}") from exc
-
-
-def _check_keys(where: str, item: dict[str, Any], known: frozenset[str]) -> None:
-    unknown = sorted(set(item) - known)
-    if unknown:
-        raise ConfigurationError(
-            f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}"
-        )

@@ -26,16 +26,20 @@ the longest window, and a resampler when the sensor's rate differs from the prof
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import math
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import TypeAdapter, ValidationError
 
 from soundsentry.audio import (
     DEFAULT_LIMITS,
@@ -56,6 +60,7 @@ __all__ = [
     "FeatureProfile",
     "Featurizer",
     "Window",
+    "parse_profile",
     "window_from_proto",
     "window_id",
     "window_to_proto",
@@ -126,6 +131,54 @@ class FeatureProfile:
 
 
 DEFAULT_PROFILES: tuple[FeatureProfile, ...] = (FeatureProfile("full-16k"),)
+
+_PROFILE_KEYS = frozenset(f.name for f in dataclasses.fields(FeatureProfile))
+_MEL_KEYS = frozenset(f.name for f in dataclasses.fields(MelSpec))
+
+
+@cache
+def _profile_adapter() -> TypeAdapter[FeatureProfile]:
+    return TypeAdapter(FeatureProfile)
+
+
+def parse_profile(item: Any, *, where: str) -> FeatureProfile:
+    """A profile from its JSON form (profiles files, model cards): the FeatureProfile fields,
+    with ``mel`` an object of MelSpec fields; omitted fields take their defaults.
+
+    Types are checked strictly (``"1.0"`` is not a number) and unknown keys are rejected.
+
+    Raises
+    ------
+    ConfigurationError
+        starting with ``where``, naming the key and the problem.
+    """
+    if not isinstance(item, dict):
+        raise ConfigurationError(f"{where} must be a JSON object, got {type(item).__name__}")
+    if isinstance(item.get("name"), str):
+        where += f" ({item['name']!r})"
+    _check_keys(where, item, _PROFILE_KEYS)
+    mel = item.get("mel")
+    if isinstance(mel, dict):
+        _check_keys(f"{where} mel", mel, _MEL_KEYS)
+    try:
+        # JSON mode: strict types, and nested objects become MelSpec.
+        return _profile_adapter().validate_json(json.dumps(item), strict=True)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'profile'}: {error['msg']}"
+            for error in exc.errors(include_url=False)
+        )
+        raise ConfigurationError(f"{where}: {problems}") from exc
+    except ConfigurationError as exc:  # raised by FeatureProfile / MelSpec themselves
+        raise ConfigurationError(f"{where}: {exc}") from exc
+
+
+def _check_keys(where: str, item: dict[str, Any], known: frozenset[str]) -> None:
+    unknown = sorted(set(item) - known)
+    if unknown:
+        raise ConfigurationError(
+            f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}"
+        )
 
 
 def window_id(sensor_id: str, stream_id: str, profile: str, start_sample: int) -> str:

@@ -31,34 +31,12 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from soundsentry.dsp import MelSpec
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.features import FeatureProfile, Window
+from soundsentry.features import FeatureProfile, Window, parse_profile
 
 __all__ = ["LoadedModel", "ModelCard", "ModelSet", "WindowScore", "load_model"]
 
 INPUT_NAME = "log_mel"
-
-
-class _MelCard(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    sample_rate_hz: int = 16_000
-    n_fft: int = 512
-    hop_length: int = 320
-    n_mels: int = 64
-    fmin_hz: float = 0.0
-    fmax_hz: float = 8_000.0
-
-
-class _ProfileCard(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str
-    mel: _MelCard = Field(default_factory=_MelCard)
-    window_s: float = 1.0
-    window_hop_s: float = 0.5
-    band_fmin_hz: float | None = None
-    band_fmax_hz: float | None = None
-    standardize: bool = False
 
 
 class ModelCard(BaseModel):
@@ -70,7 +48,7 @@ class ModelCard(BaseModel):
     version: str
     onnx: str = Field(description="ONNX file, relative to the card")
     labels: list[str] = Field(min_length=1)
-    profile: _ProfileCard
+    profile: dict[str, Any] = Field(description="a feature profile, as in a profiles file")
     thresholds: dict[str, float] = Field(default_factory=dict)
     silence_gate_dbfs: float | None = Field(
         default=None, description="windows quieter than this are not scored"
@@ -93,16 +71,14 @@ class ModelCard(BaseModel):
         return self
 
     def feature_profile(self) -> FeatureProfile:
-        p = self.profile
-        return FeatureProfile(
-            p.name,
-            mel=MelSpec(**p.mel.model_dump()),
-            window_s=p.window_s,
-            window_hop_s=p.window_hop_s,
-            band_fmin_hz=p.band_fmin_hz,
-            band_fmax_hz=p.band_fmax_hz,
-            standardize=p.standardize,
-        )
+        """The profile of the windows this model takes.
+
+        Raises
+        ------
+        ConfigurationError
+            when the card's profile is not a valid one.
+        """
+        return parse_profile(self.profile, where=f"model {self.name!r} profile")
 
     def threshold(self, label: str, default: float = 0.5) -> float:
         return self.thresholds.get(label, default)
@@ -220,7 +196,7 @@ def load_model(card_path: str | Path, *, threads: int = 1) -> LoadedModel:
         )
         raise ConfigurationError(f"{path}: invalid model card: {problems}") from exc
     except ConfigurationError as exc:
-        raise ConfigurationError(f"{path}: invalid profile: {exc}") from exc
+        raise ConfigurationError(f"{path}: invalid model card: {exc}") from exc
     onnx_path = (path.parent / card.onnx).resolve()
     if not onnx_path.is_file():
         raise ConfigurationError(f"{path}: the ONNX file {card.onnx!r} does not exist")

@@ -82,7 +82,8 @@ def _card(tmp_path: Path, **changes: object) -> Path:
             {"profile": {"name": "full-16k", "window_s": 2.0}},
             "input shape .* does not fit the card's profile",
         ),
-        ({"profile": {"name": "x", "mel": {"n_fft": 500}}}, "invalid profile: .*power of two"),
+        ({"profile": {"name": "x", "mel": {"n_fft": 500}}}, "invalid model card: .*power of two"),
+        ({"profile": {"name": "x", "hop": 3}}, "unknown key\\(s\\) \\['hop'\\]"),
         ({"labels": ["siren", "siren"]}, "labels must be unique"),
     ],
 )
