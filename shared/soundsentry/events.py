@@ -1,0 +1,670 @@
+"""Timed sound events from overlapping window scores, offline and streaming.
+
+A classifier scores overlapping windows (say 1.0 s every 0.5 s) with a probability per label,
+optionally with a score per frame of the window. For one label and one stream,
+:class:`EventTracker` turns those scores into events as they arrive: ``started`` as soon as an
+event is confirmed, ``ended`` as soon as it is over. :func:`detect_events` does the same for a
+whole recording by feeding a tracker every window and flushing it, so offline and streaming
+always agree. An :class:`EventRule` holds one label's thresholds; :class:`EventRules` picks the
+rule of each label, with a default.
+
+Timing model
+------------
+All times are integer sample indices since the stream's start, at ``sample_rate_hz``; the
+``*_s`` properties convert to seconds. A window starting at sample ``s`` with ``L`` samples, with
+``H`` samples between consecutive window starts (``0 < H <= L``), speaks for its central
+segment ``[s + (L - H) // 2, s + (L - H) // 2 + H)`` (when ``L - H`` is odd the segment lies half
+a sample early), so consecutive windows tile the time line with no overlap and no hole; the
+first ``(L - H) // 2`` samples of a stream belong to no segment. An event's onset is the start
+of the segment of its first window whose smoothed score is ``>= on_threshold`` and its offset
+is the end of the segment of its last window whose smoothed score is ``>= off_threshold``.
+
+With frame-level scores (frame ``f`` of a window covers
+``[s + f * frame_hop_samples, s + f * frame_hop_samples + frame_samples)``), only the frames
+lying wholly inside the window's segment count: the onset moves to the start of the first such
+frame of the first window with a frame score ``>= on_threshold``, and the offset to the end of
+the last such frame of the last window with a frame score ``>= off_threshold``. When no frame
+qualifies the segment bound stays. Frame scores are raw, not smoothed. So an onset never moves
+before its segment's start nor an offset after its segment's end, and onset < offset.
+
+Event rules
+-----------
+An event is what this offline definition gives, and the tracker reaches the same result
+causally:
+
+1. **Smoothing.** The smoothed score of a window is the mean of its score and the scores of the
+   ``smoothing_windows - 1`` windows before it; windows before the stream's start (or before a
+   gap, see below) count as 0. So a single-window spike is damped even in a stream's first
+   window, and a sound at a stream's very start is confirmed up to ``smoothing_windows - 1``
+   windows late.
+2. **Hysteresis.** A run starts at a window with smoothed score ``>= on_threshold`` and goes on
+   while the smoothed score stays ``>= off_threshold``; a score between the two keeps a run
+   going but never starts one.
+3. **Merging.** Consecutive runs whose gap (next onset minus previous offset, in samples) is
+   shorter than ``merge_gap_s`` are one event; a gap of exactly ``merge_gap_s`` separates them.
+   A gap is always at least one segment long, so a ``merge_gap_s`` of one hop or less never
+   merges anything.
+4. **Minimum duration.** An event whose ``offset - onset`` is shorter than ``min_duration_s`` is
+   discarded. Durations are compared in samples (``round(seconds * sample_rate_hz)``).
+
+Streaming
+---------
+:meth:`EventTracker.push` returns ``started`` as soon as the event's known extent (onset to the
+offset of its latest active window) reaches ``min_duration_s``, with the onset of its first
+window; an event that never gets that long is never started and never reported. It returns
+``ended`` as soon as no later window could merge with the event: at the first window after the
+drop below ``off_threshold`` (and not merged into the event) whose segment end is at least
+``merge_gap_s`` after the event's offset, at a gap in the stream, or at
+:meth:`EventTracker.flush`. The ``event`` of a ``started`` update
+has ``offset_sample == onset_sample`` (the offset is not known yet) and ``peak_score`` the
+highest smoothed score so far; an ``ended`` update has the final offset and peak. Both updates
+of one event share :func:`event_id`, derived from (sensor, stream, label, onset sample), so a
+replay produces the same ids.
+
+Windows must arrive in increasing ``start_sample`` order, one hop apart. A window that starts
+more than one hop after the previous one marks a gap in the stream: an open event ends there
+(with its usual offset, at most the end of the last segment before the gap, and the usual
+minimum-duration rule), nothing merges across the gap and smoothing restarts from zeros. A
+window at or before the previous one (a repeat or late record) is ignored and counted in
+:attr:`EventTracker.stale_windows`; one less than a hop after it is off the grid and raises
+:class:`~soundsentry.exceptions.BadMessageError`.
+
+State per tracker is a handful of integers and floats plus the last ``smoothing_windows``
+scores: about 270 bytes plus 32 bytes per smoothing window (:meth:`EventTracker.state_bytes`);
+frame scores are never kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import operator
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from soundsentry.exceptions import BadMessageError, ConfigurationError
+
+__all__ = [
+    "Detected",
+    "EventKind",
+    "EventRule",
+    "EventRules",
+    "EventTracker",
+    "EventUpdate",
+    "detect_events",
+    "event_id",
+    "segment_bounds",
+]
+
+EventKind = Literal["started", "ended"]
+
+FrameScores = Sequence[npt.ArrayLike] | npt.NDArray[np.floating[Any]]
+
+
+def _number(value: object) -> float | None:
+    """``value`` as a float when it is a real number (not a bool), else None."""
+    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRule:
+    """How one label's window scores become events (see the module docstring).
+
+    Parameters
+    ----------
+    label : str
+        The classifier label the rule applies to.
+    on_threshold : float
+        An event starts at a window whose smoothed score is ``>=`` this; in ``(0, 1]``.
+    off_threshold : float
+        An event is left at a window whose smoothed score is ``<`` this; in
+        ``[0, on_threshold]`` (hysteresis).
+    smoothing_windows : int
+        Causal moving average over this many window scores (1: no smoothing).
+    min_duration_s : float
+        Events shorter than this are discarded; a streaming ``started`` waits until the event
+        is this long.
+    merge_gap_s : float
+        A drop below ``off_threshold`` shorter than this does not end the event.
+
+    Raises
+    ------
+    ConfigurationError
+        Naming the label and the setting that cannot work.
+    """
+
+    label: str
+    on_threshold: float
+    off_threshold: float
+    smoothing_windows: int = 1
+    min_duration_s: float = 0.0
+    merge_gap_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        label: object = self.label
+        if not isinstance(label, str) or not label.strip() or label != label.strip():
+            raise ConfigurationError(
+                f"event rule label {label!r} must be a non-empty string without surrounding spaces"
+            )
+        where = f"event rule {label!r}"
+        on = _number(self.on_threshold)
+        if on is None or not 0.0 < on <= 1.0:
+            raise ConfigurationError(
+                f"{where}: on_threshold={self.on_threshold!r} must be a number in (0, 1] "
+                "(a threshold of 0 would make every window an event)"
+            )
+        off = _number(self.off_threshold)
+        if off is None or not 0.0 <= off <= 1.0:
+            raise ConfigurationError(
+                f"{where}: off_threshold={self.off_threshold!r} must be a number in [0, 1]"
+            )
+        if self.off_threshold > self.on_threshold:
+            raise ConfigurationError(
+                f"{where}: off_threshold={self.off_threshold} must be <= "
+                f"on_threshold={self.on_threshold} (hysteresis: enter at on, leave below off)"
+            )
+        if not _is_count(self.smoothing_windows) or self.smoothing_windows < 1:
+            raise ConfigurationError(
+                f"{where}: smoothing_windows={self.smoothing_windows!r} must be a whole number >= 1"
+            )
+        for name in ("min_duration_s", "merge_gap_s"):
+            value = _number(getattr(self, name))
+            if value is None or not 0.0 <= value < math.inf:
+                raise ConfigurationError(
+                    f"{where}: {name}={getattr(self, name)!r} must be a finite number of "
+                    "seconds >= 0"
+                )
+
+
+@dataclass(frozen=True)
+class EventRules:
+    """The rule of each label: ``by_label`` where given, else ``default`` with that label.
+
+    ``default.label`` is only a name for the default (e.g. ``"*"``); ``by_label`` keys must equal
+    their rule's label.
+    """
+
+    default: EventRule
+    by_label: Mapping[str, EventRule] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, rule in self.by_label.items():
+            if rule.label != key:
+                raise ConfigurationError(
+                    f"event rules: the rule under {key!r} is for label {rule.label!r}"
+                )
+
+    def for_label(self, label: str) -> EventRule:
+        """The rule for ``label`` (raises ConfigurationError for an invalid label)."""
+        rule = self.by_label.get(label)
+        return rule if rule is not None else replace(self.default, label=label)
+
+
+@dataclass(frozen=True, slots=True)
+class Detected:
+    """One event: samples ``[onset_sample, offset_sample)`` of the stream, at ``sample_rate_hz``.
+
+    ``peak_score`` is the highest smoothed window score of the event (so far, in a ``started``
+    update, whose ``offset_sample`` equals ``onset_sample``).
+    """
+
+    label: str
+    onset_sample: int
+    offset_sample: int
+    sample_rate_hz: int
+    peak_score: float
+
+    @property
+    def onset_s(self) -> float:
+        """Onset in seconds since the stream's start."""
+        return self.onset_sample / self.sample_rate_hz
+
+    @property
+    def offset_s(self) -> float:
+        """Offset in seconds since the stream's start."""
+        return self.offset_sample / self.sample_rate_hz
+
+    @property
+    def duration_s(self) -> float:
+        """Offset minus onset, in seconds."""
+        return (self.offset_sample - self.onset_sample) / self.sample_rate_hz
+
+
+@dataclass(frozen=True, slots=True)
+class EventUpdate:
+    """A streaming change: an event ``started`` (offset not known yet) or ``ended``."""
+
+    kind: EventKind
+    event_id: str
+    event: Detected
+
+
+def event_id(sensor_id: str, stream_id: str, label: str, onset_sample: int) -> str:
+    """Deterministic id of an event: blake2b (16 bytes, hex) of its sensor, stream, label, onset.
+
+    The ``started`` and ``ended`` updates of one event share it, and a replay gives the same id.
+    """
+    key = f"{sensor_id}\x1f{stream_id}\x1f{label}\x1f{onset_sample}".encode()
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
+
+
+def segment_bounds(start_sample: int, *, window_samples: int, hop_samples: int) -> tuple[int, int]:
+    """The segment ``[begin, end)`` (samples) a window's score speaks for (module docstring)."""
+    begin = start_sample + (window_samples - hop_samples) // 2
+    return begin, begin + hop_samples
+
+
+def _score(value: object) -> float:
+    score = _number(value)
+    if score is None or not 0.0 <= score <= 1.0:
+        raise BadMessageError("bad_score", f"score {value!r} is not a probability in [0, 1]")
+    return score
+
+
+def _frames(value: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    try:
+        frames = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise BadMessageError(
+            "bad_frame_scores", f"frame scores are not an array of numbers: {error}"
+        ) from error
+    if frames.ndim != 1:
+        raise BadMessageError(
+            "bad_frame_scores", f"frame scores must be 1-D, got shape {frames.shape}"
+        )
+    if frames.size and not (np.all(frames >= 0.0) and np.all(frames <= 1.0)):
+        raise BadMessageError(
+            "bad_frame_scores",
+            "frame scores must be probabilities in [0, 1] (found NaN or out of range)",
+        )
+    return frames
+
+
+class EventTracker:
+    """Events of one label in one stream, window by window (module docstring: rules, timing).
+
+    Parameters
+    ----------
+    rule : EventRule
+        The label and its thresholds.
+    sample_rate_hz : int
+        Rate of the sample indices.
+    window_samples, hop_samples : int
+        Window length and the distance between consecutive window starts (``0 < hop <= window``).
+    frame_hop_samples, frame_samples : int or None
+        Frame hop and length of frame-level scores; both or neither. Needed to pass
+        ``frame_scores`` to :meth:`push`; at least one frame must fit inside a segment.
+    sensor_id, stream_id : str
+        Only used to derive :attr:`EventUpdate.event_id`.
+
+    Raises
+    ------
+    ConfigurationError
+        For a geometry that cannot work.
+    """
+
+    __slots__ = (
+        "_frame_first",
+        "_frame_hop",
+        "_frame_last",
+        "_frame_samples",
+        "_last_start",
+        "_lead",
+        "_merge_gap",
+        "_min_duration",
+        "_offset",
+        "_onset",
+        "_peak",
+        "_pending",
+        "_recent",
+        "_ring_pos",
+        "_started",
+        "hop_samples",
+        "rule",
+        "sample_rate_hz",
+        "sensor_id",
+        "stale_windows",
+        "stream_id",
+        "window_samples",
+    )
+
+    def __init__(
+        self,
+        rule: EventRule,
+        *,
+        sample_rate_hz: int,
+        window_samples: int,
+        hop_samples: int,
+        frame_hop_samples: int | None = None,
+        frame_samples: int | None = None,
+        sensor_id: str = "",
+        stream_id: str = "",
+    ) -> None:
+        for name, value in (
+            ("sample_rate_hz", sample_rate_hz),
+            ("window_samples", window_samples),
+            ("hop_samples", hop_samples),
+        ):
+            if not _is_count(value) or value <= 0:
+                raise ConfigurationError(f"event tracker: {name}={value!r} must be an integer > 0")
+        if hop_samples > window_samples:
+            raise ConfigurationError(
+                f"event tracker: hop_samples={hop_samples} must be <= "
+                f"window_samples={window_samples} (windows must overlap or touch)"
+            )
+        self.rule = rule
+        self.sample_rate_hz = int(sample_rate_hz)
+        self.window_samples = int(window_samples)
+        self.hop_samples = int(hop_samples)
+        self.sensor_id = sensor_id
+        self.stream_id = stream_id
+        self._lead = (self.window_samples - self.hop_samples) // 2
+        self._min_duration = round(rule.min_duration_s * self.sample_rate_hz)
+        self._merge_gap = round(rule.merge_gap_s * self.sample_rate_hz)
+
+        self._frame_hop = 0
+        self._frame_samples = 0
+        self._frame_first = 0
+        self._frame_last = -1
+        if (frame_hop_samples is None) != (frame_samples is None):
+            raise ConfigurationError(
+                "event tracker: give both frame_hop_samples and frame_samples, or neither"
+            )
+        if frame_hop_samples is not None and frame_samples is not None:
+            for name, value in (
+                ("frame_hop_samples", frame_hop_samples),
+                ("frame_samples", frame_samples),
+            ):
+                if not _is_count(value) or value <= 0:
+                    raise ConfigurationError(
+                        f"event tracker: {name}={value!r} must be an integer > 0"
+                    )
+            self._frame_hop = int(frame_hop_samples)
+            self._frame_samples = int(frame_samples)
+            # Frames wholly inside the segment [lead, lead + hop) of the window.
+            self._frame_first = -(-self._lead // self._frame_hop)
+            self._frame_last = (self._lead + self.hop_samples - self._frame_samples) // (
+                self._frame_hop
+            )
+            if self._frame_last < self._frame_first:
+                raise ConfigurationError(
+                    f"event tracker: no frame of {frame_samples} samples every "
+                    f"{frame_hop_samples} fits inside a segment of {hop_samples} samples "
+                    "(frame-level refinement would never apply)"
+                )
+
+        self.stale_windows = 0  # windows ignored because they were not after the previous one
+        # The last smoothing_windows scores, a ring written at _ring_pos; zeros after a reset.
+        self._recent = [0.0] * rule.smoothing_windows
+        self._ring_pos = 0
+        self._last_start: int | None = None
+        self._onset: int | None = None  # of the open event, None when there is none
+        self._offset = 0  # of the open event's last active window
+        self._peak = 0.0
+        self._started = False
+        self._pending = False  # the open event is below off_threshold and may still merge
+
+    def push(
+        self, start_sample: int, score: float, frame_scores: npt.ArrayLike | None = None
+    ) -> list[EventUpdate]:
+        """Take the next window's score; returns the updates it causes (usually none).
+
+        Parameters
+        ----------
+        start_sample : int
+            First sample of the window; one hop after the previous window, or more (a gap).
+        score : float
+            The label's probability for the window, in [0, 1].
+        frame_scores : np.ndarray [shape=(n_frames,)] or None
+            The label's per-frame probabilities over the window, for finer onset and offset.
+
+        Raises
+        ------
+        BadMessageError
+            ``bad_score``, ``bad_frame_scores`` or ``window_off_grid`` (less than a hop after
+            the previous window); the tracker is unchanged.
+        ConfigurationError
+            ``frame_scores`` given to a tracker built without frame geometry.
+        """
+        start = operator.index(start_sample)
+        value = _score(score)
+        frames = None
+        if frame_scores is not None:
+            if not self._frame_hop:
+                raise ConfigurationError(
+                    "event tracker: frame_scores need frame_hop_samples and frame_samples"
+                )
+            frames = _frames(frame_scores)
+        updates: list[EventUpdate] = []
+        if self._last_start is not None:
+            step = start - self._last_start
+            if step <= 0:
+                self.stale_windows += 1
+                return updates
+            if step < self.hop_samples:
+                raise BadMessageError(
+                    "window_off_grid",
+                    f"window at sample {start} is {step} samples after the previous one, "
+                    f"less than the hop of {self.hop_samples}",
+                )
+            if step > self.hop_samples:  # a gap in the stream
+                self._finish(updates)
+                self._reset_smoothing()
+        self._last_start = start
+        self._recent[self._ring_pos] = value
+        self._ring_pos = (self._ring_pos + 1) % len(self._recent)
+        # fsum is exactly rounded, so the mean does not depend on the ring's order.
+        self._step(start, math.fsum(self._recent) / len(self._recent), frames, updates)
+        return updates
+
+    def flush(self) -> list[EventUpdate]:
+        """End of the stream: ends an open event; the tracker then starts afresh."""
+        updates: list[EventUpdate] = []
+        self._finish(updates)
+        self._reset_smoothing()
+        self._last_start = None
+        return updates
+
+    def state_bytes(self) -> int:
+        """Memory held by the tracker (its slots and recent scores), in bytes."""
+        return (
+            sys.getsizeof(self)
+            + sys.getsizeof(self._recent)
+            + sum(sys.getsizeof(x) for x in self._recent)
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _reset_smoothing(self) -> None:
+        self._recent = [0.0] * len(self._recent)
+        self._ring_pos = 0
+
+    def _step(
+        self,
+        start: int,
+        smoothed: float,
+        frames: npt.NDArray[np.float64] | None,
+        updates: list[EventUpdate],
+    ) -> None:
+        rule = self.rule
+        if self._onset is None:  # no open event
+            if smoothed >= rule.on_threshold:
+                self._open(start, smoothed, frames, updates)
+        elif not self._pending:  # an event in progress
+            if smoothed >= rule.off_threshold:
+                self._extend(start, smoothed, frames, updates)
+            else:
+                self._pending = True
+                self._end_if_final(start, updates)
+        elif smoothed >= rule.on_threshold:  # a new run after a drop: merge or a new event
+            if self._refine_onset(start, frames) - self._offset < self._merge_gap:
+                self._pending = False
+                self._extend(start, smoothed, frames, updates)
+            else:
+                self._finish(updates)
+                self._open(start, smoothed, frames, updates)
+        else:  # still below off_threshold (or between the thresholds) after a drop
+            self._end_if_final(start, updates)
+
+    def _refine_onset(self, start: int, frames: npt.NDArray[np.float64] | None) -> int:
+        begin = start + self._lead
+        if frames is None:
+            return begin
+        hits = np.flatnonzero(
+            frames[self._frame_first : self._frame_last + 1] >= self.rule.on_threshold
+        )
+        if not hits.size:
+            return begin
+        return start + (self._frame_first + int(hits[0])) * self._frame_hop
+
+    def _refine_offset(self, start: int, frames: npt.NDArray[np.float64] | None) -> int:
+        end = start + self._lead + self.hop_samples
+        if frames is None:
+            return end
+        hits = np.flatnonzero(
+            frames[self._frame_first : self._frame_last + 1] >= self.rule.off_threshold
+        )
+        if not hits.size:
+            return end
+        return start + (self._frame_first + int(hits[-1])) * self._frame_hop + self._frame_samples
+
+    def _open(
+        self,
+        start: int,
+        smoothed: float,
+        frames: npt.NDArray[np.float64] | None,
+        updates: list[EventUpdate],
+    ) -> None:
+        self._onset = self._refine_onset(start, frames)
+        self._peak = smoothed
+        self._started = False
+        self._pending = False
+        self._extend(start, smoothed, frames, updates)
+
+    def _extend(
+        self,
+        start: int,
+        smoothed: float,
+        frames: npt.NDArray[np.float64] | None,
+        updates: list[EventUpdate],
+    ) -> None:
+        assert self._onset is not None
+        self._offset = self._refine_offset(start, frames)
+        self._peak = max(self._peak, smoothed)
+        if not self._started and self._offset - self._onset >= self._min_duration:
+            self._started = True
+            updates.append(self._update("started", self._onset))
+
+    def _end_if_final(self, start: int, updates: list[EventUpdate]) -> None:
+        # Any later onset is at or after this segment's end: the gap can only grow from here.
+        if start + self._lead + self.hop_samples - self._offset >= self._merge_gap:
+            self._finish(updates)
+
+    def _finish(self, updates: list[EventUpdate]) -> None:
+        if self._onset is not None and self._started:
+            updates.append(self._update("ended", self._offset))
+        self._onset = None
+        self._started = False
+        self._pending = False
+
+    def _update(self, kind: EventKind, offset: int) -> EventUpdate:
+        assert self._onset is not None
+        label = self.rule.label
+        event = Detected(
+            label=label,
+            onset_sample=self._onset,
+            offset_sample=offset,
+            sample_rate_hz=self.sample_rate_hz,
+            peak_score=self._peak,
+        )
+        return EventUpdate(
+            kind=kind,
+            event_id=event_id(self.sensor_id, self.stream_id, label, self._onset),
+            event=event,
+        )
+
+
+def detect_events(
+    start_samples: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    rule: EventRule,
+    *,
+    sample_rate_hz: int,
+    window_samples: int,
+    hop_samples: int,
+    frame_scores: FrameScores | None = None,
+    frame_hop_samples: int | None = None,
+    frame_samples: int | None = None,
+) -> list[Detected]:
+    """The events of one label over a whole recording (an :class:`EventTracker`, flushed).
+
+    Parameters
+    ----------
+    start_samples : np.ndarray [shape=(n_windows,)], integer
+        Window starts, strictly increasing; steps of one hop, more at gaps.
+    scores : np.ndarray [shape=(n_windows,)], float
+        The label's probability per window.
+    rule : EventRule
+    sample_rate_hz, window_samples, hop_samples : int
+        As for :class:`EventTracker`.
+    frame_scores : np.ndarray [shape=(n_windows, n_frames)] or sequence of 1-D arrays, or None
+        Per-frame probabilities of each window.
+    frame_hop_samples, frame_samples : int or None
+        Frame geometry, required with ``frame_scores``.
+
+    Returns
+    -------
+    list[Detected]
+        In onset order; exactly the ``ended`` events a tracker reports for the same windows.
+
+    Raises
+    ------
+    BadMessageError
+        ``bad_windows`` for arrays of the wrong shape, type, length or order; as
+        :meth:`EventTracker.push` for bad scores.
+    ConfigurationError
+        As :class:`EventTracker`.
+    """
+    tracker = EventTracker(
+        rule,
+        sample_rate_hz=sample_rate_hz,
+        window_samples=window_samples,
+        hop_samples=hop_samples,
+        frame_hop_samples=frame_hop_samples,
+        frame_samples=frame_samples,
+    )
+    starts = np.asarray(start_samples)
+    values = np.asarray(scores)
+    if starts.ndim != 1 or values.ndim != 1 or starts.size != values.size:
+        raise BadMessageError(
+            "bad_windows",
+            f"start_samples {starts.shape} and scores {values.shape} must be 1-D and equally long",
+        )
+    if starts.size and starts.dtype.kind not in "iu":
+        raise BadMessageError(
+            "bad_windows", f"start_samples must be integers, got dtype {starts.dtype}"
+        )
+    if frame_scores is not None and len(frame_scores) != starts.size:
+        raise BadMessageError(
+            "bad_windows",
+            f"frame_scores has {len(frame_scores)} rows for {starts.size} windows",
+        )
+    if starts.size > 1 and not np.all(np.diff(starts) > 0):
+        raise BadMessageError("bad_windows", "start_samples must be strictly increasing")
+    updates: list[EventUpdate] = []
+    for index in range(starts.size):
+        frames = None if frame_scores is None else frame_scores[index]
+        updates += tracker.push(int(starts[index]), values[index].item(), frames)
+    updates += tracker.flush()
+    return [update.event for update in updates if update.kind == "ended"]
