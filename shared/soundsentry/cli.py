@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -71,6 +72,44 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from soundsentry import evaluation as ev  # noqa: PLC0415
+
+    reference = ev.read_event_list(args.reference)
+    system = ev.read_event_list(args.system)
+    event_based = ev.event_based_metrics(
+        reference=reference,
+        system=system,
+        t_collar_s=args.collar_s,
+        percentage_of_length=args.offset_percentage,
+    )
+    segment_based = ev.segment_based_metrics(
+        reference=reference, system=system, segment_length_s=args.segment_s
+    )
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "event_based": ev.metrics_as_dict(event_based),
+                    "segment_based": ev.metrics_as_dict(segment_based),
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return 0
+    print(
+        ev.metrics_table(
+            event_based,
+            title=f"event-based (onset collar {args.collar_s:g} s, offset collar "
+            f"max({args.collar_s:g} s, {args.offset_percentage:.0%} of length))",
+        )
+    )
+    print()
+    print(ev.metrics_table(segment_based, title=f"segment-based ({args.segment_s:g} s segments)"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="soundsentry",
@@ -111,6 +150,25 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--stream-id", default=None, help="stream id (default: a new UUID)")
     push.add_argument("--tls-ca", type=Path, default=None, help="CA bundle: connect with TLS")
     push.set_defaults(func=_cmd_push)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="DCASE event- and segment-based metrics of detected events against a reference",
+    )
+    evaluate.add_argument(
+        "reference", type=Path, help="reference events (file, onset, offset, label)"
+    )
+    evaluate.add_argument("system", type=Path, help="detected events, same format")
+    evaluate.add_argument("--collar-s", type=float, default=0.2, help="onset collar (s)")
+    evaluate.add_argument(
+        "--offset-percentage",
+        type=float,
+        default=0.5,
+        help="offset collar as a share of the reference event's length (at least the collar)",
+    )
+    evaluate.add_argument("--segment-s", type=float, default=1.0, help="segment length (s)")
+    evaluate.add_argument("--format", choices=["table", "json"], default="table")
+    evaluate.set_defaults(func=_cmd_evaluate)
 
     kafka = sub.add_parser(
         "kafka-local", help="fetch (Maven Central) or run a local Kafka broker for development"

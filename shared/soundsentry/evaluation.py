@@ -36,6 +36,7 @@ Scores, both kinds (sed_eval's conventions, mirrored on purpose)
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -978,3 +979,87 @@ def _segment_based(
         for label, index in label_index.items()
     }
     return _build(overall, class_wise)
+
+
+def read_event_list(path: str | Path) -> list[EvalEvent]:
+    """Events from a DCASE-style list: ``file<TAB>onset<TAB>offset<TAB>label`` per line.
+
+    Comma-separated files with a header ``file,label,onset_s,offset_s`` (what
+    ``soundsentry detect --format csv`` writes) are read too. Lines with only a file name
+    (a file without events) are skipped; blank lines and ``#`` comments are ignored.
+
+    Raises
+    ------
+    EvaluationInputError
+        naming the file, the line and the problem.
+    """
+    source = Path(path)
+    try:
+        lines = source.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvaluationInputError(f"cannot read event list {source}: {exc}") from exc
+    header = lines[0].strip().split(",") if lines else []
+    csv_columns = header if {"file", "label", "onset_s", "offset_s"} <= set(header) else None
+    events: list[EvalEvent] = []
+    for number, line in enumerate(
+        lines[1:] if csv_columns else lines, start=2 if csv_columns else 1
+    ):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            if csv_columns:
+                row = dict(zip(csv_columns, next(csv.reader([text])), strict=True))
+                file_id, label = row["file"], row["label"]
+                onset, offset = float(row["onset_s"]), float(row["offset_s"])
+            else:
+                fields = text.split("\t")
+                if len(fields) == 1:
+                    continue
+                file_id, onset_text, offset_text, label = fields
+                onset, offset = float(onset_text), float(offset_text)
+            events.append(EvalEvent(file_id=file_id, label=label, onset_s=onset, offset_s=offset))
+        except (ValueError, KeyError) as exc:
+            raise EvaluationInputError(
+                f"{source}:{number}: not an event ({exc}): {text!r}"
+            ) from exc
+    return events
+
+
+def metrics_table(metrics: SedMetrics, *, title: str) -> str:
+    """A plain-text table: one row per label, then the class-wise average and the overall."""
+    rows = [
+        f"{title}",
+        f"{'label':<20} {'Nref':>5} {'Nsys':>5} {'F1':>7} {'ER':>7} {'P':>7} {'R':>7}",
+    ]
+    for label in metrics.labels:
+        c = metrics.class_wise[label]
+        rows.append(
+            f"{label:<20} {c.n_ref:>5} {c.n_sys:>5} {c.f1:>7.3f} {c.error_rate:>7.3f} "
+            f"{c.precision:>7.3f} {c.recall:>7.3f}"
+        )
+    avg, o = metrics.class_wise_average, metrics.overall
+    rows.append(
+        f"{'class-wise average':<20} {'':>5} {'':>5} {avg.f1:>7.3f} {avg.error_rate:>7.3f} "
+        f"{avg.precision:>7.3f} {avg.recall:>7.3f}"
+    )
+    rows.append(
+        f"{'overall (micro)':<20} {o.n_ref:>5} {o.n_sys:>5} {o.f1:>7.3f} {o.error_rate:>7.3f} "
+        f"{o.precision:>7.3f} {o.recall:>7.3f}"
+    )
+    return "\n".join(rows)
+
+
+def metrics_as_dict(metrics: SedMetrics) -> dict[str, object]:
+    """Plain data (JSON-ready; NaN stays NaN) of a metrics result."""
+    return {
+        "overall": {f.name: getattr(metrics.overall, f.name) for f in fields(metrics.overall)},
+        "class_wise": {
+            label: {f.name: getattr(c, f.name) for f in fields(c)}
+            for label, c in metrics.class_wise.items()
+        },
+        "class_wise_average": {
+            f.name: getattr(metrics.class_wise_average, f.name)
+            for f in fields(metrics.class_wise_average)
+        },
+    }
