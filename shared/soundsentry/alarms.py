@@ -17,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+import scipy.signal
 
 from soundsentry.exceptions import ConfigurationError
 
@@ -143,7 +144,8 @@ def synthesize_alarm(
     peak = np.max(np.abs(dry)) or 1.0
     dry *= 10.0 ** (level / 20.0) / peak
     if rt60 > 0:
-        wet = np.convolve(
+        # Overlap-add FFT convolution: direct convolution with a long room response takes seconds.
+        wet = scipy.signal.oaconvolve(
             dry, room_impulse_response(rt60_s=rt60, sample_rate_hz=sample_rate_hz, rng=rng)
         )
         audio = wet[:total]

@@ -110,6 +110,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
+    from soundsentry.dataset import add_synth_arguments  # noqa: PLC0415
+
+    add_synth_arguments(parser)
+
+
+def _cmd_dataset_synth(args: argparse.Namespace) -> int:
+    from soundsentry.dataset import run_synth  # noqa: PLC0415
+
+    return run_synth(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="soundsentry",
@@ -169,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--segment-s", type=float, default=1.0, help="segment length (s)")
     evaluate.add_argument("--format", choices=["table", "json"], default="table")
     evaluate.set_defaults(func=_cmd_evaluate)
+
+    dataset = sub.add_parser("dataset", help="training data")
+    dataset_sub = dataset.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
+    synth = dataset_sub.add_parser(
+        "synth",
+        help="mix target sounds over real backgrounds into labelled training examples",
+    )
+    _add_synth_arguments(synth)
+    synth.set_defaults(func=_cmd_dataset_synth)
 
     kafka = sub.add_parser(
         "kafka-local", help="fetch (Maven Central) or run a local Kafka broker for development"
