@@ -25,6 +25,7 @@ SHARED_DATA = Path(
 RECORDINGS = {
     "siren": "urbansound8k_subset/audio/fold1/106905-8-0-0.flac",
     "dog_bark": "urbansound8k_subset/audio/fold1/101415-3-0-2.flac",
+    "air_conditioner": "urbansound8k_subset/audio/fold1/134717-0-0-0.flac",
     "cough": "dcase2016_task2_office/audio/cough/cough033.flac",
     "glass": "glassbreak_edgeimpulse/audio/glass_break/1-000206-A-1.flac",
     "baby_8k": (

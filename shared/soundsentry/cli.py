@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from soundsentry import __version__
-from soundsentry.exceptions import SoundSentryError
+from soundsentry.exceptions import ConfigurationError, SoundSentryError
 
 logger = logging.getLogger("soundsentry")
 
@@ -70,6 +71,57 @@ def _cmd_push(args: argparse.Namespace) -> int:
         f"published in {result.seconds:.2f} s" + (f"; rejected: {rejected}" if rejected else "")
     )
     return 0 if result.ok else 1
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    import csv  # noqa: PLC0415
+
+    from soundsentry.detect import WindowTrace, detect_file, plot_detections  # noqa: PLC0415
+    from soundsentry.models import ModelSet  # noqa: PLC0415
+
+    models = ModelSet.from_dir(args.model)
+    if args.plot and len(args.paths) != 1:
+        raise ConfigurationError("--plot draws one file: give exactly one PATH")
+    rows = []
+    for path in args.paths:
+        traces: list[WindowTrace] = []
+
+        def progress(done: float, name: str = str(path)) -> None:
+            if sys.stderr.isatty():
+                print(f"\r{name}: {done:4.0%}", end="", file=sys.stderr, flush=True)
+
+        events = detect_file(path, models, progress=progress, traces=traces)
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+        rows.extend(events)
+        if args.plot:
+            plot_detections(path, models=models, traces=traces, events=events, out=args.plot)
+    if args.format == "json":
+        print(json.dumps([dataclasses.asdict(e) for e in rows], indent=2))
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["file", "label", "onset_s", "offset_s", "peak_score", "model"])
+        for e in rows:
+            writer.writerow(
+                [
+                    e.file,
+                    e.label,
+                    f"{e.onset_s:.3f}",
+                    f"{e.offset_s:.3f}",
+                    f"{e.peak_score:.3f}",
+                    e.model,
+                ]
+            )
+    else:
+        print(f"{'file':<32} {'label':<16} {'onset_s':>8} {'offset_s':>8} {'peak':>5}")
+        for e in rows:
+            print(
+                f"{Path(e.file).name:<32} {e.label:<16} {e.onset_s:>8.2f} {e.offset_s:>8.2f} "
+                f"{e.peak_score:>5.2f}"
+            )
+        if not rows:
+            print("(no events)")
+    return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -163,6 +215,20 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--tls-ca", type=Path, default=None, help="CA bundle: connect with TLS")
     push.set_defaults(func=_cmd_push)
 
+    detect = sub.add_parser(
+        "detect", help="detect events in audio files in one process (no Kafka needed)"
+    )
+    detect.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="audio files")
+    detect.add_argument(
+        "--model",
+        type=Path,
+        default=Path("models"),
+        help="directory of model cards (default: models)",
+    )
+    detect.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    detect.add_argument("--plot", type=Path, default=None, help="draw scores and events to a PNG")
+    detect.set_defaults(func=_cmd_detect)
+
     evaluate = sub.add_parser(
         "evaluate",
         help="DCASE event- and segment-based metrics of detected events against a reference",
@@ -208,7 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except SoundSentryError as exc:
-        logger.error("%s", exc)  # noqa: TRY400 - a clear message, not a traceback, for users
+        # A clear message, not a traceback: these are problems with input or configuration.
+        print(f"soundsentry: error: {exc}", file=sys.stderr)
         return 2
     return code
 

@@ -1,0 +1,272 @@
+"""Detection over audio files in one process: the embedded pipeline, no Kafka.
+
+The same classes as the services: the file is cut into AudioChunks as a microphone would send
+them, the :class:`~soundsentry.features.Featurizer` makes the windows, the
+:class:`~soundsentry.models.ModelSet` scores them, and one
+:class:`~soundsentry.events.EventTracker` per (model, label) turns scores into events. Files are
+read block by block, so memory stays constant however long the file is.
+
+Event rules come from each model card: a label enters an event at its threshold and leaves it
+below 0.75 x the threshold (hysteresis), short drops of up to one window hop are merged, and
+windows quieter than the card's ``silence_gate_dbfs`` are not scored (they count as 0).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from soundsentry.contracts import AudioChunk, SampleFormat
+from soundsentry.events import EventRule, EventTracker, EventUpdate
+from soundsentry.exceptions import ConfigurationError
+from soundsentry.features import Featurizer, Window
+from soundsentry.models import LoadedModel, ModelSet
+
+__all__ = ["DetectedEvent", "WindowTrace", "detect_file", "event_rule_for", "plot_detections"]
+
+# Off threshold as a share of the on threshold: hysteresis against flicker at the threshold.
+OFF_RATIO = 0.75
+_BLOCK_S = 5.0
+_SENSOR = "file"
+
+
+@dataclass(frozen=True, slots=True)
+class DetectedEvent:
+    file: str
+    label: str
+    model: str
+    onset_s: float
+    offset_s: float
+    peak_score: float
+
+
+@dataclass(slots=True)
+class WindowTrace:
+    """What --plot draws: one point per scored window (time of its centre, score per label)."""
+
+    model: str
+    label: str
+    times_s: list[float]
+    scores: list[float]
+
+
+def event_rule_for(model: LoadedModel, label: str) -> EventRule:
+    """The rule detection uses for one label of one model (see the module docstring)."""
+    on = model.card.threshold(label)
+    profile = model.profile
+    hop_s = profile.hop_frames * profile.mel.hop_length / profile.mel.sample_rate_hz
+    return EventRule(
+        label=label,
+        on_threshold=on,
+        off_threshold=on * OFF_RATIO,
+        smoothing_windows=1,
+        min_duration_s=0.0,
+        merge_gap_s=hop_s,
+    )
+
+
+def _file_chunks(path: Path, *, stream_id: str) -> Iterator[AudioChunk]:
+    import soundfile  # noqa: PLC0415
+
+    try:
+        handle = soundfile.SoundFile(str(path))
+    except (OSError, RuntimeError, soundfile.LibsndfileError) as exc:
+        raise ConfigurationError(f"cannot read audio file {path}: {exc}") from exc
+    with handle:
+        rate = int(handle.samplerate)
+        block = int(_BLOCK_S * rate)
+        start = 0
+        for sequence, data in enumerate(
+            handle.blocks(blocksize=block, dtype="int16", always_2d=True)
+        ):
+            yield AudioChunk(
+                sensor_id=_SENSOR,
+                stream_id=stream_id,
+                sequence=sequence,
+                start_sample=start,
+                sample_rate_hz=rate,
+                channels=data.shape[1],
+                sample_format=SampleFormat.SAMPLE_FORMAT_S16LE,
+                pcm=np.ascontiguousarray(data, dtype="<i2").tobytes(),
+            )
+            start += data.shape[0]
+
+
+def detect_file(
+    path: str | Path,
+    models: ModelSet,
+    *,
+    progress: Callable[[float], None] | None = None,
+    traces: list[WindowTrace] | None = None,
+) -> list[DetectedEvent]:
+    """Detect events in one audio file; ``progress`` gets the share done (0..1) per block.
+
+    With ``traces``, each (model, label)'s window scores are appended to it (for plots).
+
+    Raises
+    ------
+    ConfigurationError
+        when the file cannot be read.
+    """
+    source = Path(path)
+    import soundfile  # noqa: PLC0415
+
+    try:
+        total_frames = max(1, soundfile.info(str(source)).frames)
+    except (OSError, RuntimeError, soundfile.LibsndfileError) as exc:
+        raise ConfigurationError(f"cannot read audio file {source}: {exc}") from exc
+    featurizer = Featurizer(models.profiles())
+    trackers: dict[tuple[str, str], EventTracker] = {}
+    trace_of: dict[tuple[str, str], WindowTrace] = {}
+    for model in models.models:
+        profile = model.profile
+        for label in model.card.labels:
+            trackers[model.name, label] = EventTracker(
+                event_rule_for(model, label),
+                sample_rate_hz=profile.mel.sample_rate_hz,
+                window_samples=profile.window_samples,
+                hop_samples=profile.hop_frames * profile.mel.hop_length,
+                frame_hop_samples=profile.mel.hop_length,
+                frame_samples=profile.mel.n_fft,
+            )
+            if traces is not None:
+                trace_of[model.name, label] = WindowTrace(model.name, label, [], [])
+                traces.append(trace_of[model.name, label])
+    gates = {m.name: m.card.silence_gate_dbfs for m in models.models}
+    events: list[DetectedEvent] = []
+
+    def record(model: str, updates: Iterable[EventUpdate]) -> None:
+        for update in updates:
+            if update.kind == "ended":
+                found = update.event
+                events.append(
+                    DetectedEvent(
+                        file=str(source),
+                        label=found.label,
+                        model=model,
+                        onset_s=found.onset_s,
+                        offset_s=found.offset_s,
+                        peak_score=found.peak_score,
+                    )
+                )
+
+    done = 0
+    for chunk in _file_chunks(source, stream_id=uuid.uuid4().hex):
+        windows = featurizer.process([chunk]).windows
+        _score_and_track(
+            windows,
+            models=models,
+            gates=gates,
+            trackers=trackers,
+            trace_of=trace_of,
+            record=record,
+        )
+        done += len(chunk.pcm) // (2 * max(chunk.channels, 1))
+        if progress is not None:
+            progress(min(1.0, done / total_frames))
+    for (model_name, _), tracker in trackers.items():
+        record(model_name, tracker.flush())
+    events.sort(key=lambda e: (e.onset_s, e.label, e.model))
+    return events
+
+
+def _score_and_track(
+    windows: list[Window],
+    *,
+    models: ModelSet,
+    gates: dict[str, float | None],
+    trackers: dict[tuple[str, str], EventTracker],
+    trace_of: dict[tuple[str, str], WindowTrace],
+    record: Callable[[str, Iterable[EventUpdate]], None],
+) -> None:
+    if not windows:
+        return
+    by_name = {m.name: m for m in models.models}
+    for result in models.score(windows):
+        window = result.window
+        gate = gates[result.model]
+        silent = gate is not None and window.rms_dbfs < gate
+        model = by_name[result.model]
+        for index, label in enumerate(model.card.labels):
+            score = 0.0 if silent else float(result.scores[index])
+            frames = None if silent or result.frame_scores is None else result.frame_scores[index]
+            tracker = trackers[result.model, label]
+            record(result.model, tracker.push(window.start_sample, score, frames))
+            trace = trace_of.get((result.model, label))
+            if trace is not None:
+                centre = window.start_sample + window.num_samples / 2
+                trace.times_s.append(centre / window.sample_rate_hz)
+                trace.scores.append(score)
+
+
+def plot_detections(
+    path: str | Path,
+    *,
+    models: ModelSet,
+    traces: list[WindowTrace],
+    events: list[DetectedEvent],
+    out: str | Path,
+) -> Path:
+    """Draw the file's log-mel spectrogram, the window scores per label and the event spans.
+
+    Reads the whole file (a plot is for looking at a recording, not for streaming).
+
+    Raises
+    ------
+    ConfigurationError
+        when matplotlib is missing (``pip install 'soundsentry[plot]'``).
+    """
+    try:
+        import matplotlib  # noqa: PLC0415
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError as exc:
+        raise ConfigurationError(
+            "--plot needs matplotlib: pip install 'soundsentry[plot]'"
+        ) from exc
+    from soundsentry.audio import load_audio  # noqa: PLC0415
+    from soundsentry.dsp import MelFrontEnd  # noqa: PLC0415
+
+    profile = models.profiles()[0]
+    samples, rate = load_audio(path)
+    if rate != profile.mel.sample_rate_hz:
+        import soxr  # noqa: PLC0415
+
+        samples = soxr.resample(samples, rate, profile.mel.sample_rate_hz)
+    log_mel = MelFrontEnd(profile.mel).log_mel(samples)
+    duration = samples.size / profile.mel.sample_rate_hz
+    figure, (top, bottom) = plt.subplots(
+        2, 1, figsize=(12, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
+    top.imshow(
+        log_mel,
+        origin="lower",
+        aspect="auto",
+        extent=(0.0, duration, 0, log_mel.shape[0]),
+        vmin=float(log_mel.max()) - 80.0,
+        cmap="magma",
+    )
+    top.set_ylabel("mel band")
+    top.set_title(Path(path).name)
+    for trace in traces:
+        if trace.scores and max(trace.scores) > 0.05:
+            bottom.plot(trace.times_s, trace.scores, label=f"{trace.label} ({trace.model})")
+    for event in events:
+        for axis in (top, bottom):
+            axis.axvspan(event.onset_s, event.offset_s, color="tab:cyan", alpha=0.25)
+        top.text(event.onset_s, log_mel.shape[0] * 0.92, event.label, color="white", fontsize=8)
+    bottom.set_ylim(0.0, 1.0)
+    bottom.set_ylabel("score")
+    bottom.set_xlabel("time (s)")
+    if bottom.lines:
+        bottom.legend(loc="upper right", fontsize=7)
+    figure.tight_layout()
+    target = Path(out)
+    figure.savefig(target, dpi=100)
+    plt.close(figure)
+    return target
