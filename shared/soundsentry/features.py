@@ -568,8 +568,6 @@ class Featurizer:
         if not pieces:
             return 0
         signal = np.empty(grid_rows * hop + n_fft, dtype=np.float64)
-        rows = np.empty(sum(piece[4] for piece in pieces), dtype=np.intp)
-        at = 0
         for _, stream, new, first_row, count in pieces:
             start = position = first_row * hop
             tail = stream.tail
@@ -579,10 +577,13 @@ class Featurizer:
             for audio in new:
                 signal[position : position + audio.size] = audio
                 position += audio.size
-            rows[at : at + count] = range(first_row, first_row + count)
-            at += count
             # Samples from the next unfinished frame on stay for the next batch.
             stream.tail = signal[start + count * hop : position].copy()
+        # Rows first_row .. first_row + count - 1 of each sensor, in one vectorised step.
+        firsts = np.fromiter((p[3] for p in pieces), dtype=np.intp, count=len(pieces))
+        counts = np.fromiter((p[4] for p in pieces), dtype=np.intp, count=len(pieces))
+        ends = np.cumsum(counts)
+        rows = np.arange(int(ends[-1]), dtype=np.intp) + np.repeat(firsts - (ends - counts), counts)
         log_mel, power = front_end.compute(front_end.frame_view(signal), rows)
         offset = 0
         for state, stream, _, _, count in pieces:
