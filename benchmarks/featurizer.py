@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 import soundfile  # noqa: E402
 
 from soundsentry.contracts import AudioChunk, SampleFormat  # noqa: E402
+from soundsentry.dsp import MelSpec  # noqa: E402
 from soundsentry.features import DEFAULT_PROFILES, Featurizer  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "urbansound8k_subset"
@@ -80,6 +81,20 @@ def run_featurizer(
     return cpu, windows, featurizer
 
 
+def librosa_power(y: np.ndarray, mel: MelSpec) -> np.ndarray:
+    """librosa's mel power spectrogram (center=False) with the profile's parameters."""
+    return librosa.feature.melspectrogram(
+        y=y,
+        sr=mel.sample_rate_hz,
+        n_fft=mel.n_fft,
+        hop_length=mel.hop_length,
+        center=False,
+        n_mels=mel.n_mels,
+        fmin=mel.fmin_hz,
+        fmax=mel.fmax_hz,
+    )
+
+
 def run_librosa(recordings: list[np.ndarray], sensors: int, steps: int, chunk: int) -> float:
     mel = DEFAULT_PROFILES[0].mel
     cpu = 0.0
@@ -92,16 +107,7 @@ def run_librosa(recordings: list[np.ndarray], sensors: int, steps: int, chunk: i
             y = np.concatenate((carry, y))
             frames = 0 if y.size < mel.n_fft else (y.size - mel.n_fft) // mel.hop_length + 1
             if frames:
-                spec = librosa.feature.melspectrogram(
-                    y=y[: (frames - 1) * mel.hop_length + mel.n_fft],
-                    sr=mel.sample_rate_hz,
-                    n_fft=mel.n_fft,
-                    hop_length=mel.hop_length,
-                    center=False,
-                    n_mels=mel.n_mels,
-                    fmin=mel.fmin_hz,
-                    fmax=mel.fmax_hz,
-                )
+                spec = librosa_power(y[: (frames - 1) * mel.hop_length + mel.n_fft], mel)
                 librosa.power_to_db(spec, ref=1.0, top_db=None)
                 carry = y[frames * mel.hop_length :]
             else:
@@ -121,20 +127,7 @@ def max_db_diff(recordings: list[np.ndarray], chunk: int) -> float:
         for step in range(recording.size // chunk):
             windows += featurizer.process([chunk_for(index, step, recording, chunk)]).windows
         y = recording[: (recording.size // chunk) * chunk].astype(np.float64) / 32768.0
-        reference = librosa.power_to_db(
-            librosa.feature.melspectrogram(
-                y=y,
-                sr=mel.sample_rate_hz,
-                n_fft=mel.n_fft,
-                hop_length=mel.hop_length,
-                center=False,
-                n_mels=mel.n_mels,
-                fmin=mel.fmin_hz,
-                fmax=mel.fmax_hz,
-            ),
-            ref=1.0,
-            top_db=None,
-        )
+        reference = librosa.power_to_db(librosa_power(y, mel), ref=1.0, top_db=None)
         for window in windows:
             first = window.start_sample // mel.hop_length
             expected = reference[profile.band, first : first + profile.window_frames]
