@@ -7,6 +7,9 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 KAFKA_CACHE ?= $(CURDIR)/.cache/kafka
+# The tests train a tiny model (PyTorch from PyPI is large: about 5 GB with its CUDA packages)
+# and draw plots; services need neither.
+EXTRAS ?= dev,train,plot
 export SOUNDSENTRY_KAFKA_CACHE := $(KAFKA_CACHE)
 
 .PHONY: help install kafka lint format proto docs test test-unit clean
@@ -25,7 +28,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed, found " + sys.version)'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	@touch $@
 
 install: $(STAMP)

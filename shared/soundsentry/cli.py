@@ -168,6 +168,18 @@ def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     add_synth_arguments(parser)
 
 
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from soundsentry.train import add_train_arguments  # noqa: PLC0415
+
+    add_train_arguments(parser)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from soundsentry.train import run_train  # noqa: PLC0415
+
+    return run_train(args)
+
+
 def _cmd_dataset_synth(args: argparse.Namespace) -> int:
     from soundsentry.dataset import run_synth  # noqa: PLC0415
 
@@ -256,6 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_synth_arguments(synth)
     synth.set_defaults(func=_cmd_dataset_synth)
+
+    train = sub.add_parser(
+        "train",
+        help="train a small CNN on a synthesised dataset and export ONNX + model card "
+        "(needs: pip install 'soundsentry[train]')",
+    )
+    _add_train_arguments(train)
+    train.set_defaults(func=_cmd_train)
 
     kafka = sub.add_parser(
         "kafka-local", help="fetch (Maven Central) or run a local Kafka broker for development"

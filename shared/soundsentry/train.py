@@ -1,0 +1,1490 @@
+"""Training a detector on a mixed data set (``soundsentry train``), exported as ONNX + model card.
+
+Data
+----
+The data set is a folder written by :func:`soundsentry.dataset.synthesize`: ``manifest.csv``
+(path, split, labels, events as JSON ``[[label, onset_s, offset_s], ...]``, licences) and
+the FLAC files. The ``train`` split trains, ``validate`` stops training early, calibrates the
+thresholds and gives the card's metrics; ``test`` is left alone (``soundsentry evaluate``).
+
+Each example is read (resampled to the profile's rate with soxr when its rate differs) and cut
+into AudioChunks, and a :class:`~soundsentry.features.Featurizer` computes its frames once: the
+example is one window of a profile that covers the whole example (the model profile's mel spec
+and band, not standardised). The model's windows are slices of those frames, so the grid
+windows (frame ``k * hop_frames`` on) equal what the featurizer service emits for the example,
+and training can also cut windows off the grid (time shift). Everything is kept in memory:
+``bands x frames`` float32 per example (51 KB for 4 s at the default profile).
+
+Labels of a window
+------------------
+A window speaks for its central hop segment (:func:`soundsentry.events.segment_bounds`): a
+label is positive for a window when that label's events cover at least 50 % of the segment
+(the overlaps of all its events with the segment are added up). Labels of the data set that are
+not trained are ignored (their windows are negatives). Frame ``f`` of a window (samples
+``[f * hop_length, f * hop_length + n_fft)`` of the window) is positive when the events cover
+at least 50 % of the frame; those are the targets of the optional frame-level output.
+
+Augmentation (training batches only)
+------------------------------------
+In order: **time shift** (each window starts up to half a hop off its grid position, drawn
+uniformly, labels recomputed exactly for the shifted position); **background mix** (with
+probability 0.5 a window gets the window of another training example that holds no target
+sound at all (every clip and frame label negative) added in the power domain,
+``10 log10(10^(a/10) + g 10^(b/10))``, at a gain ``g`` drawn from -20..0 dB: a second
+background at most as loud as the example's own, so the labels stay); the profile's
+standardisation; **SpecAugment** (2 frequency masks of up to 8 bands, 2 time masks of up to
+10 frames, filled with the training data's band means, which the network maps to 0);
+**mixup** (pairs within the batch, ``lambda ~ Beta(alpha, alpha)`` folded to >= 0.5, inputs and
+targets mixed linearly).
+
+Model
+-----
+A small CNN on ``log_mel [batch, 1, bands, frames]``: the input is normalised with the
+training data's per-band mean and standard deviation (constants in the graph), then blocks of
+two 3x3 convolutions (batch norm, ReLU) and 2x2 max pooling (frequency only in the last
+block); the feature map is averaged over frequency, giving ``[batch, channels, frames']``.
+Clip scores: mean plus max over time, dropout, a linear layer, sigmoid. Frame scores
+(``frame_output``): a 1x1 convolution over time, linearly interpolated back to the window's
+frames, sigmoid. The sigmoids are in the exported graph; outputs ``scores [batch, labels]``
+and ``frame_scores [batch, labels, frames]``.
+
+Training, calibration, metrics
+------------------------------
+AdamW on binary cross-entropy (clip, plus ``frame_loss_weight`` x frame), seeded
+(``torch.manual_seed`` and a numpy generator: the same seed gives the same weights), early
+stopping on the validation loss with the best epoch's weights kept (:class:`EarlyStopping`).
+Each label's threshold is the one of 0.05, 0.10, .., 0.95 with the best window-level F1 on the
+validation windows (the lowest of equal ones; 0.5 when no threshold finds a positive).
+Metrics at those thresholds: window-level precision, recall, F1; and event-based (collar
+0.2 s) and segment-based (1 s) F1 and error rate of the events
+:func:`soundsentry.events.detect_events` finds with the rule ``soundsentry detect`` uses.
+
+Export
+------
+``<name>.onnx`` (opset 17, dynamic batch) and ``<name>.json`` (a card
+:func:`soundsentry.models.load_model` accepts, with the training data's sources and licences;
+``<name>.LICENCES.txt`` and ``<name>.FREESOUNDCREDITS.txt`` are copied from the data set). The
+export is checked: the card is loaded and the ONNX scores must equal PyTorch's within 1e-4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import dataclasses
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+import warnings
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from soundsentry.contracts import AudioChunk, SampleFormat
+from soundsentry.dataset import SPLITS, EventSpan
+from soundsentry.events import segment_bounds
+from soundsentry.exceptions import ConfigurationError, SoundSentryError
+from soundsentry.features import FeatureProfile, Featurizer
+
+if TYPE_CHECKING:
+    import torch
+
+    from soundsentry.models import LoadedModel
+
+__all__ = [
+    "DEFAULT_PROFILE",
+    "EarlyStopping",
+    "ExampleFeatures",
+    "ExportCheckError",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingData",
+    "add_train_arguments",
+    "build_network",
+    "calibrate_thresholds",
+    "export_model",
+    "frame_targets",
+    "load_dataset",
+    "run_train",
+    "segment_targets",
+    "train",
+    "train_model",
+    "window_metrics",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PROFILE = FeatureProfile("full-16k")
+THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+EXPORT_TOLERANCE = 1e-4
+OPSET = 17
+INPUT_NAME = "log_mel"
+# Share of the segment (or frame) the events of a label must cover for it to be positive.
+_MIN_COVER = 0.5
+_CHUNK_S = 1.0  # AudioChunk length when feeding the featurizer
+_BACKGROUND_MIX_PROBABILITY = 0.5
+_BACKGROUND_GAIN_DB = (-20.0, 0.0)
+_EVAL_BATCH = 256
+_UNCLEAR_LICENCE = "no licence stated"
+_NON_COMMERCIAL_DATASET = "urbansound8k_subset"
+
+
+class ExportCheckError(SoundSentryError):
+    """The exported ONNX model does not compute what the PyTorch model computes."""
+
+
+def _require_torch() -> None:
+    """Raise a ConfigurationError saying how to install torch and onnx when they are missing."""
+    try:
+        import onnx  # noqa: F401, PLC0415 - the exporter needs it
+        import torch  # noqa: F401, PLC0415 - training only; services never install torch
+    except ImportError as exc:
+        raise ConfigurationError(
+            "training needs PyTorch and onnx: pip install 'soundsentry[train]'"
+        ) from exc
+
+
+class _Network(Protocol):
+    """What training needs of the network besides nn.Module: the outputs before the sigmoid."""
+
+    def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Invalid values raise ConfigurationError naming every problem.
+
+    ``labels``: the labels to learn, in output order (default None: every label of the data
+    set's manifest, sorted). ``patience``: epochs without a better validation loss before
+    stopping. ``channels``: output channels of each convolution block. ``mixup_alpha``: 0
+    disables mixup. ``frame_output``: add the frame-level output, trained with
+    ``frame_loss_weight`` x its loss.
+    """
+
+    profile: FeatureProfile = DEFAULT_PROFILE
+    labels: Sequence[str] | None = None
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 5
+    seed: int = 0
+    time_shift: bool = True
+    mixup_alpha: float = 0.2
+    specaugment: bool = True
+    background_mix: bool = True
+    channels: Sequence[int] = (16, 32, 64)
+    dropout: float = 0.2
+    frame_output: bool = True
+    frame_loss_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        # Sequences are kept as tuples (the settings are frozen and hashable).
+        labels: object = self.labels
+        if labels is not None and not isinstance(labels, str | tuple):
+            object.__setattr__(self, "labels", tuple(self.labels or ()))
+        object.__setattr__(self, "channels", tuple(self.channels))
+        problems = [*self._count_problems(), *self._rate_problems(), *self._shape_problems()]
+        if problems:
+            raise ConfigurationError("invalid training settings: " + "; ".join(problems))
+
+    def _count_problems(self) -> list[str]:
+        problems = []
+        for name, low in (("epochs", 1), ("batch_size", 1), ("patience", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                problems.append(f"{name}={value!r} must be a whole number >= {low}")
+        return problems
+
+    def _rate_problems(self) -> list[str]:
+        problems = []
+        for name, low, high, low_open in (
+            ("learning_rate", 0.0, 1.0, True),
+            ("weight_decay", 0.0, 1.0, False),
+            ("mixup_alpha", 0.0, 10.0, False),
+            ("dropout", 0.0, 0.9, False),
+            ("frame_loss_weight", 0.0, 10.0, False),
+        ):
+            value = getattr(self, name)
+            ok = (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and (low < value if low_open else low <= value)
+                and value <= high
+            )
+            if not ok:
+                bracket = "(" if low_open else "["
+                problems.append(f"{name}={value!r} must be a number in {bracket}{low}, {high}]")
+        return problems
+
+    def _shape_problems(self) -> list[str]:
+        problems = []
+        profile: object = self.profile
+        if not isinstance(profile, FeatureProfile):
+            problems.append(f"profile must be a FeatureProfile, got {type(profile).__name__}")
+        labels: object = self.labels
+        if labels is not None:
+            names = list(labels) if isinstance(labels, tuple) else []
+            if not names or not all(isinstance(x, str) and x and x.strip() == x for x in names):
+                problems.append(f"labels={labels!r} must be a list of names without spaces")
+            elif len(set(names)) != len(names):
+                problems.append(f"labels={names} repeat a label")
+        channels: tuple[object, ...] = tuple(self.channels)
+        if not 1 <= len(channels) <= 8 or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= 512 for c in channels
+        ):
+            problems.append(f"channels={channels!r} must be 1..8 block widths in 1..512")
+        elif isinstance(profile, FeatureProfile) and (
+            profile.num_bands < 2 ** len(channels)
+            or profile.window_frames < 2 ** (len(channels) - 1)
+        ):
+            problems.append(
+                f"{len(channels)} blocks pool {profile.name!r}'s {profile.num_bands} bands x "
+                f"{profile.window_frames} frames to nothing: use fewer channels entries"
+            )
+        return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Window labels
+
+
+def _cover(
+    begins: npt.NDArray[np.float64],
+    ends: npt.NDArray[np.float64],
+    events: Sequence[EventSpan],
+    labels: Sequence[str],
+    *,
+    sample_rate_hz: int,
+) -> npt.NDArray[np.float32]:
+    """1.0 where a label's events cover >= 50 % of ``[begins, ends)`` (samples) [n, labels]."""
+    covered = np.zeros((begins.size, len(labels)), dtype=np.float64)
+    index = {label: i for i, label in enumerate(labels)}
+    for event in events:
+        column = index.get(event.label)
+        if column is None:
+            continue
+        onset, offset = event.onset_s * sample_rate_hz, event.offset_s * sample_rate_hz
+        covered[:, column] += np.clip(np.minimum(ends, offset) - np.maximum(begins, onset), 0, None)
+    return (covered >= _MIN_COVER * (ends - begins)[:, None]).astype(np.float32)
+
+
+def segment_targets(
+    start_samples: npt.ArrayLike,
+    events: Sequence[EventSpan],
+    labels: Sequence[str],
+    *,
+    sample_rate_hz: int,
+    window_samples: int,
+    hop_samples: int,
+) -> npt.NDArray[np.float32]:
+    """Multi-label targets of windows from events (module docstring, "Labels of a window").
+
+    Parameters
+    ----------
+    start_samples : np.ndarray [shape=(n,)], int
+        Window starts, in samples at ``sample_rate_hz`` since the example's start.
+    events : sequence of EventSpan
+        Onsets and offsets in seconds; labels not in ``labels`` are ignored.
+
+    Returns
+    -------
+    np.ndarray [shape=(n, len(labels))], float32
+        1.0 where the label's events cover at least half of the window's central hop segment.
+    """
+    starts = np.asarray(start_samples, dtype=np.int64)
+    begins = np.array(
+        [
+            segment_bounds(int(s), window_samples=window_samples, hop_samples=hop_samples)[0]
+            for s in starts
+        ],
+        dtype=np.float64,
+    )
+    return _cover(begins, begins + hop_samples, events, labels, sample_rate_hz=sample_rate_hz)
+
+
+def frame_targets(
+    num_frames: int,
+    events: Sequence[EventSpan],
+    labels: Sequence[str],
+    *,
+    sample_rate_hz: int,
+    hop_length: int,
+    n_fft: int,
+) -> npt.NDArray[np.float32]:
+    """Targets of frames ``[f * hop_length, f * hop_length + n_fft)``: [num_frames, labels].
+
+    1.0 where the label's events cover at least half of the frame.
+    """
+    begins = np.arange(num_frames, dtype=np.float64) * hop_length
+    return _cover(begins, begins + n_fft, events, labels, sample_rate_hz=sample_rate_hz)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    path: str
+    split: str
+    labels: frozenset[str]
+    events: tuple[EventSpan, ...]
+    licences: tuple[str, ...]
+
+
+def _read_manifest(dataset_dir: Path) -> list[_Row]:
+    manifest = dataset_dir / "manifest.csv"
+    if not manifest.is_file():
+        raise ConfigurationError(
+            f"{manifest} is missing: give a folder written by 'soundsentry dataset synth'"
+        )
+    rows = []
+    with manifest.open(newline="", encoding="utf-8") as handle:
+        for line, row in enumerate(csv.DictReader(handle), start=2):
+            where = f"{manifest}:{line}"
+            try:
+                split = row["split"]
+                events = tuple(
+                    EventSpan(str(label), float(onset), float(offset))
+                    for label, onset, offset in json.loads(row["events"] or "[]")
+                )
+                rows.append(
+                    _Row(
+                        path=row["path"],
+                        split=split,
+                        labels=frozenset(x for x in (row["labels"] or "").split(";") if x),
+                        events=events,
+                        licences=tuple(x for x in (row.get("licences") or "").split(";") if x),
+                    )
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ConfigurationError(f"{where}: malformed manifest row ({exc!r})") from exc
+            if split not in SPLITS:
+                raise ConfigurationError(f"{where}: unknown split {split!r}; known: {SPLITS}")
+    return rows
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ExampleFeatures:
+    """One example, featurised once.
+
+    ``log_mel_db`` : np.ndarray [shape=(bands, n_frames)], float32, the profile's band, not
+    standardised. ``window_targets`` : [shape=(n_frames - window_frames + 1, labels)], float32,
+    the targets of the window starting at each frame. ``frame_targets`` :
+    [shape=(n_frames, labels)], float32. ``events`` holds the trained labels' events only.
+    """
+
+    path: str
+    split: str
+    log_mel_db: npt.NDArray[np.float32]
+    window_targets: npt.NDArray[np.float32]
+    frame_targets: npt.NDArray[np.float32]
+    events: tuple[EventSpan, ...]
+    duration_s: float
+
+    @property
+    def num_starts(self) -> int:
+        return int(self.window_targets.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingData:
+    """A data set featurised for one profile and label list (see :func:`load_dataset`)."""
+
+    dataset_dir: Path
+    profile: FeatureProfile
+    labels: tuple[str, ...]
+    examples: dict[str, list[ExampleFeatures]]  # by split
+    training_data: list[dict[str, str]]  # the card's sources and licences
+    licence: str  # the card's licence statement
+
+    def grid(self, split: str) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+        """(example index, start frame) of every grid window of a split."""
+        hop = self.profile.hop_frames
+        pairs = [
+            (i, start)
+            for i, example in enumerate(self.examples.get(split, []))
+            for start in range(0, example.num_starts, hop)
+        ]
+        array = np.array(pairs, dtype=np.intp).reshape(-1, 2)
+        return array[:, 0], array[:, 1]
+
+
+def _whole_example_profile(profile: FeatureProfile, num_frames: int) -> FeatureProfile:
+    mel = profile.mel
+    window_s = ((num_frames - 1) * mel.hop_length + mel.n_fft) / mel.sample_rate_hz
+    return FeatureProfile(
+        name="training-example",
+        mel=mel,
+        window_s=window_s,
+        window_hop_s=window_s,
+        band_fmin_hz=profile.band_fmin_hz,
+        band_fmax_hz=profile.band_fmax_hz,
+        standardize=False,
+    )
+
+
+def _read_pcm(path: Path, rate: int) -> npt.NDArray[np.int16]:
+    import soundfile  # noqa: PLC0415 - needs libsndfile
+
+    try:
+        samples, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (OSError, RuntimeError, soundfile.LibsndfileError) as exc:
+        raise ConfigurationError(f"cannot read audio file {path}: {exc}") from exc
+    mono = samples.mean(axis=1)
+    if int(file_rate) != rate:
+        import soxr  # noqa: PLC0415
+
+        mono = soxr.resample(mono, int(file_rate), rate, quality="HQ")
+    scaled = np.round(np.asarray(mono, dtype=np.float64) * 32768.0)
+    return np.clip(scaled, -32768, 32767).astype(np.int16)
+
+
+def _example_frames(
+    pcm: npt.NDArray[np.int16], profile: FeatureProfile, featurizers: dict[int, Featurizer]
+) -> npt.NDArray[np.float32] | None:
+    """The example's band-cropped log-mel frames [bands, n_frames] from the Featurizer."""
+    mel = profile.mel
+    frames = (pcm.size - mel.n_fft) // mel.hop_length + 1 if pcm.size >= mel.n_fft else 0
+    if frames < profile.window_frames:
+        return None
+    featurizer = featurizers.get(frames)
+    if featurizer is None:
+        featurizer = featurizers[frames] = Featurizer([_whole_example_profile(profile, frames)])
+    rate = mel.sample_rate_hz
+    step = round(_CHUNK_S * rate)
+    chunks = [
+        AudioChunk(
+            sensor_id="training",
+            stream_id="example",
+            sequence=sequence,
+            start_sample=start,
+            sample_rate_hz=rate,
+            channels=1,
+            sample_format=SampleFormat.SAMPLE_FORMAT_S16LE,
+            pcm=pcm[start : start + step].astype("<i2").tobytes(),
+        )
+        for sequence, start in enumerate(range(0, pcm.size, step))
+    ]
+    windows = featurizer.process(chunks).windows
+    featurizer.forget("training")
+    if len(windows) != 1:  # pragma: no cover - the profile covers exactly the example
+        raise SoundSentryError(f"expected one whole-example window, got {len(windows)}")
+    return np.ascontiguousarray(windows[0].log_mel_db, dtype=np.float32)
+
+
+def _licence_summaries(rows: Sequence[_Row]) -> tuple[list[dict[str, str]], str]:
+    """The card's training_data entries and licence statement from the rows used."""
+    counts: Counter[str] = Counter()
+    summaries: dict[str, str] = {}
+    for row in rows:
+        for line in row.licences:
+            name, _, licence = line.partition(":")
+            summaries[name.strip()] = licence.strip() or line
+            counts[name.strip()] += 1
+    entries = [
+        {"name": name, "licence": summaries[name], "examples": str(counts[name])}
+        for name in sorted(summaries)
+    ]
+    statements = []
+    if _NON_COMMERCIAL_DATASET in summaries:
+        statements.append(
+            "NON-COMMERCIAL USE ONLY: trained on UrbanSound8K material (CC BY-NC 3.0); this "
+            "model may be used for non-commercial purposes only. Attribution of the Freesound "
+            "recordings is in the FREESOUNDCREDITS.txt copied beside the card."
+        )
+    unclear = sorted(n for n, s in summaries.items() if _UNCLEAR_LICENCE in s.lower())
+    if unclear:
+        statements.append(
+            f"No licence is stated for {', '.join(unclear)}: check the rights to that audio "
+            "before shipping this model."
+        )
+    others = sorted(
+        f"{n} ({s})"
+        for n, s in summaries.items()
+        if n != _NON_COMMERCIAL_DATASET and n not in unclear
+    )
+    if others:
+        statements.append("Other sources: " + "; ".join(others) + ".")
+    return entries, " ".join(statements) or "No third-party training material recorded."
+
+
+def load_dataset(
+    dataset_dir: str | Path,
+    *,
+    profile: FeatureProfile = DEFAULT_PROFILE,
+    labels: Sequence[str] | None = None,
+) -> TrainingData:
+    """Read and featurise the ``train`` and ``validate`` examples of a data set.
+
+    ``labels`` default: every label of the manifest (all splits), sorted.
+
+    Raises
+    ------
+    ConfigurationError
+        for a missing or malformed manifest, unreadable audio, a label the manifest never
+        uses, or an empty ``train`` or ``validate`` split.
+    """
+    folder = Path(dataset_dir)
+    rows = _read_manifest(folder)
+    present = sorted({label for row in rows for label in row.labels})
+    chosen = tuple(labels) if labels is not None else tuple(present)
+    missing = [label for label in chosen if label not in present]
+    if missing:
+        raise ConfigurationError(
+            f"labels {missing} do not occur in {folder / 'manifest.csv'}; it has {present}"
+        )
+    if not chosen:
+        raise ConfigurationError(f"{folder / 'manifest.csv'} has no labelled example")
+    used = [row for row in rows if row.split in ("train", "validate")]
+    mel = profile.mel
+    window_samples = profile.window_samples
+    hop_samples = profile.hop_frames * mel.hop_length
+    featurizers: dict[int, Featurizer] = {}
+    examples: dict[str, list[ExampleFeatures]] = {"train": [], "validate": []}
+    skipped = 0
+    for row in used:
+        pcm = _read_pcm(folder / row.path, mel.sample_rate_hz)
+        log_mel = _example_frames(pcm, profile, featurizers)
+        if log_mel is None:
+            skipped += 1
+            continue
+        events = tuple(e for e in row.events if e.label in chosen)
+        n_frames = log_mel.shape[1]
+        starts = np.arange(n_frames - profile.window_frames + 1) * mel.hop_length
+        examples[row.split].append(
+            ExampleFeatures(
+                path=row.path,
+                split=row.split,
+                log_mel_db=log_mel,
+                window_targets=segment_targets(
+                    starts,
+                    events,
+                    chosen,
+                    sample_rate_hz=mel.sample_rate_hz,
+                    window_samples=window_samples,
+                    hop_samples=hop_samples,
+                ),
+                frame_targets=frame_targets(
+                    n_frames,
+                    events,
+                    chosen,
+                    sample_rate_hz=mel.sample_rate_hz,
+                    hop_length=mel.hop_length,
+                    n_fft=mel.n_fft,
+                ),
+                events=events,
+                duration_s=pcm.size / mel.sample_rate_hz,
+            )
+        )
+    if skipped:
+        logger.warning("skipped %d examples shorter than one %s window", skipped, profile.name)
+    for split in ("train", "validate"):
+        if not examples[split]:
+            raise ConfigurationError(f"{folder}: the {split!r} split has no usable example")
+    entries, licence = _licence_summaries(used)
+    source = {
+        "name": "soundsentry dataset synth",
+        "dataset": folder.resolve().name,
+        "licence": "the most restrictive licence of its sources; see LICENCES.txt",
+        "examples": f"train {len(examples['train'])}, validate {len(examples['validate'])}",
+    }
+    return TrainingData(
+        dataset_dir=folder,
+        profile=profile,
+        labels=chosen,
+        examples=examples,
+        training_data=[source, *entries],
+        licence=licence,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches and augmentation
+
+
+def _standardize(batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Per-window standardisation as :class:`~soundsentry.features.Featurizer` does it."""
+    mean = batch.mean(axis=(1, 2), keepdims=True)
+    std = np.maximum(batch.std(axis=(1, 2), keepdims=True), 1e-6)
+    result: npt.NDArray[np.float32] = ((batch - mean) / std).astype(np.float32)
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    inputs: npt.NDArray[np.float32]  # [n, bands, frames]
+    clip: npt.NDArray[np.float32]  # [n, labels]
+    frames: npt.NDArray[np.float32]  # [n, labels, frames]
+
+
+def _cut(
+    examples: Sequence[ExampleFeatures],
+    indices: npt.NDArray[np.intp],
+    starts: npt.NDArray[np.intp],
+    profile: FeatureProfile,
+) -> _Batch:
+    width = profile.window_frames
+    inputs = np.stack(
+        [examples[i].log_mel_db[:, s : s + width] for i, s in zip(indices, starts, strict=True)]
+    )
+    clip = np.stack([examples[i].window_targets[s] for i, s in zip(indices, starts, strict=True)])
+    frames = np.stack(
+        [examples[i].frame_targets[s : s + width].T for i, s in zip(indices, starts, strict=True)]
+    )
+    return _Batch(inputs.astype(np.float32), clip, frames)
+
+
+class _Augmenter:
+    """Builds augmented training batches (module docstring, "Augmentation")."""
+
+    def __init__(
+        self,
+        data: TrainingData,
+        config: TrainConfig,
+        rng: np.random.Generator,
+        band_mean: npt.NDArray[np.float32],
+    ) -> None:
+        self.examples = data.examples["train"]
+        self.profile = data.profile
+        self.config = config
+        self.rng = rng
+        self.fill = band_mean[:, None]  # [bands, 1]
+        # Windows of examples that hold no target at all: the background-mix material.
+        self.quiet = np.array(
+            [
+                i
+                for i, example in enumerate(self.examples)
+                if not example.window_targets.any() and not example.frame_targets.any()
+            ],
+            dtype=np.intp,
+        )
+
+    def batch(self, indices: npt.NDArray[np.intp], starts: npt.NDArray[np.intp]) -> _Batch:
+        config, rng = self.config, self.rng
+        if config.time_shift:
+            reach = self.profile.hop_frames // 2
+            shift = rng.integers(-reach, reach + 1, size=starts.size)
+            limits = np.array([self.examples[i].num_starts - 1 for i in indices], dtype=np.intp)
+            starts = np.clip(starts + shift, 0, limits).astype(np.intp)
+        batch = _cut(self.examples, indices, starts, self.profile)
+        inputs = batch.inputs
+        if config.background_mix and self.quiet.size:
+            inputs = self._mix_backgrounds(inputs)
+        if self.profile.standardize:
+            inputs = _standardize(inputs)
+        if config.specaugment:
+            inputs = self._mask(inputs)
+        clip, frames = batch.clip, batch.frames
+        if config.mixup_alpha > 0 and inputs.shape[0] > 1:
+            lam = rng.beta(config.mixup_alpha, config.mixup_alpha, size=inputs.shape[0])
+            lam = np.maximum(lam, 1.0 - lam).astype(np.float32)
+            other = rng.permutation(inputs.shape[0])
+            inputs = lam[:, None, None] * inputs + (1 - lam[:, None, None]) * inputs[other]
+            clip = lam[:, None] * clip + (1 - lam[:, None]) * clip[other]
+            frames = lam[:, None, None] * frames + (1 - lam[:, None, None]) * frames[other]
+        return _Batch(inputs.astype(np.float32), clip.astype(np.float32), frames.astype(np.float32))
+
+    def _mix_backgrounds(self, inputs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        rng, width = self.rng, self.profile.window_frames
+        chosen = np.flatnonzero(rng.random(inputs.shape[0]) < _BACKGROUND_MIX_PROBABILITY)
+        if not chosen.size:
+            return inputs
+        out = inputs.copy()
+        sources = self.quiet[rng.integers(self.quiet.size, size=chosen.size)]
+        gains_db = rng.uniform(*_BACKGROUND_GAIN_DB, size=chosen.size)
+        for row, source, gain_db in zip(chosen, sources, gains_db, strict=True):
+            example = self.examples[source]
+            start = int(rng.integers(example.num_starts))
+            other = example.log_mel_db[:, start : start + width].astype(np.float64)
+            power = 10.0 ** (inputs[row].astype(np.float64) / 10.0) + 10.0 ** (
+                (other + gain_db) / 10.0
+            )
+            out[row] = (10.0 * np.log10(power)).astype(np.float32)
+        return out
+
+    def _mask(self, inputs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        rng = self.rng
+        out = inputs.copy()
+        bands, frames = out.shape[1], out.shape[2]
+        for row in range(out.shape[0]):
+            for _ in range(2):
+                width = int(rng.integers(0, min(8, bands) + 1))
+                low = int(rng.integers(0, bands - width + 1))
+                out[row, low : low + width, :] = self.fill[low : low + width]
+            for _ in range(2):
+                width = int(rng.integers(0, min(10, frames) + 1))
+                low = int(rng.integers(0, frames - width + 1))
+                out[row, :, low : low + width] = self.fill
+        return out
+
+
+def _band_stats(
+    data: TrainingData,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Per-band mean and standard deviation of the training grid windows (as the model sees
+    them: standardised when the profile is)."""
+    indices, starts = data.grid("train")
+    total = np.zeros(data.profile.num_bands)
+    square = np.zeros(data.profile.num_bands)
+    count = 0
+    for lo in range(0, indices.size, 512):
+        batch = _cut(
+            data.examples["train"], indices[lo : lo + 512], starts[lo : lo + 512], data.profile
+        )
+        inputs = _standardize(batch.inputs) if data.profile.standardize else batch.inputs
+        values = inputs.astype(np.float64)
+        total += values.sum(axis=(0, 2))
+        square += np.square(values).sum(axis=(0, 2))
+        count += values.shape[0] * values.shape[2]
+    mean = total / count
+    std = np.sqrt(np.maximum(square / count - mean**2, 0.0))
+    return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Network
+
+
+@cache
+def _network_class() -> type[torch.nn.Module]:
+    _require_torch()
+    import torch  # noqa: PLC0415
+    from torch import nn  # noqa: PLC0415
+    from torch.nn import functional  # noqa: PLC0415
+
+    class SoundSentryCNN(nn.Module):
+        """Module docstring, "Model"; ``forward`` gives probabilities, ``logits`` the logits."""
+
+        band_mean: torch.Tensor
+        band_scale: torch.Tensor
+
+        def __init__(
+            self,
+            *,
+            num_bands: int,
+            num_frames: int,
+            num_labels: int,
+            channels: Sequence[int],
+            dropout: float,
+            frame_output: bool,
+            band_mean: npt.NDArray[np.float32],
+            band_std: npt.NDArray[np.float32],
+        ) -> None:
+            super().__init__()
+            self.num_frames = num_frames
+            shape = (1, 1, num_bands, 1)
+            self.register_buffer("band_mean", torch.tensor(band_mean).reshape(shape))
+            self.register_buffer("band_scale", torch.tensor(1.0 / band_std).reshape(shape))
+            layers: list[Any] = []
+            width = 1
+            for index, out in enumerate(channels):
+                last = index == len(channels) - 1
+                for c_in in (width, out):
+                    layers += [
+                        nn.Conv2d(c_in, out, kernel_size=3, padding=1, bias=False),
+                        nn.BatchNorm2d(out),
+                        nn.ReLU(),
+                    ]
+                layers.append(nn.MaxPool2d((2, 1) if last else (2, 2)))
+                width = out
+            self.features = nn.Sequential(*layers)
+            self.dropout = nn.Dropout(dropout)
+            self.clip_head = nn.Linear(width, num_labels)
+            self.frame_head = nn.Conv1d(width, num_labels, kernel_size=1) if frame_output else None
+
+        def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            x = (x - self.band_mean) * self.band_scale
+            hidden = self.features(x).mean(dim=2)  # [batch, channels, frames']
+            pooled = hidden.mean(dim=2) + hidden.amax(dim=2)
+            clip = self.clip_head(self.dropout(pooled))
+            if self.frame_head is None:
+                return clip, None
+            frames = self.frame_head(self.dropout(hidden))
+            frames = functional.interpolate(
+                frames, size=self.num_frames, mode="linear", align_corners=False
+            )
+            return clip, frames
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+            clip, frames = self.logits(x)
+            if frames is None:
+                return torch.sigmoid(clip)
+            return torch.sigmoid(clip), torch.sigmoid(frames)
+
+    return SoundSentryCNN
+
+
+def build_network(
+    profile: FeatureProfile,
+    num_labels: int,
+    *,
+    channels: Sequence[int] = (16, 32, 64),
+    dropout: float = 0.2,
+    frame_output: bool = True,
+    band_mean: npt.NDArray[np.float32] | None = None,
+    band_std: npt.NDArray[np.float32] | None = None,
+) -> torch.nn.Module:
+    """The CNN for windows of ``profile`` (module docstring, "Model"), freshly initialised.
+
+    ``band_mean`` / ``band_std`` [shape=(num_bands,)], float32: input normalisation
+    (default 0 and 1).
+    """
+    bands = profile.num_bands
+    module: torch.nn.Module = _network_class()(
+        num_bands=bands,
+        num_frames=profile.window_frames,
+        num_labels=num_labels,
+        channels=tuple(channels),
+        dropout=dropout,
+        frame_output=frame_output,
+        band_mean=np.zeros(bands, np.float32) if band_mean is None else band_mean,
+        band_std=np.ones(bands, np.float32) if band_std is None else band_std,
+    )
+    return module
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class EarlyStopping:
+    """Tracks the best (lowest) validation loss; stop after ``patience`` epochs without one.
+
+    A NaN loss never counts as an improvement.
+    """
+
+    patience: int
+    best_loss: float = math.inf
+    best_epoch: int = -1
+    epochs_without_improvement: int = 0
+
+    def update(self, epoch: int, loss: float) -> bool:
+        """Record an epoch's loss; True when it is the best so far (keep these weights)."""
+        if math.isfinite(loss) and loss < self.best_loss:
+            self.best_loss, self.best_epoch = loss, epoch
+            self.epochs_without_improvement = 0
+            return True
+        self.epochs_without_improvement += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.epochs_without_improvement >= self.patience
+
+
+class _Progress:
+    """A one-line progress bar on a text stream (a terminal), cleared at the end."""
+
+    def __init__(self, stream: TextIO | None, total: int, prefix: str) -> None:
+        self.stream, self.total, self.prefix = stream, max(total, 1), prefix
+        self.done = 0
+
+    def step(self, note: str) -> None:
+        self.done += 1
+        if self.stream is None:
+            return
+        filled = round(24 * self.done / self.total)
+        bar = "#" * filled + "." * (24 - filled)
+        self.stream.write(f"\r{self.prefix} [{bar}] {self.done}/{self.total} {note}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+@dataclass(eq=False)
+class TrainResult:
+    """A trained model (eval mode, best epoch's weights) and what the card says about it.
+
+    ``check_inputs`` [shape=(n, bands, frames)], float32: validation windows, as the model
+    takes them, for checking the export.
+    """
+
+    model: torch.nn.Module
+    profile: FeatureProfile
+    labels: tuple[str, ...]
+    thresholds: dict[str, float]
+    metrics: dict[str, Any]
+    training_data: list[dict[str, str]]
+    licence: str
+    config: TrainConfig
+    check_inputs: npt.NDArray[np.float32] = field(repr=False)
+    dataset_dir: Path | None = None
+
+
+def _loss(model: torch.nn.Module, batch: _Batch, frame_weight: float) -> torch.Tensor:
+    import torch  # noqa: PLC0415
+    from torch.nn import functional  # noqa: PLC0415
+
+    clip_logits, frame_logits = cast("_Network", model).logits(
+        torch.from_numpy(batch.inputs[:, None])
+    )
+    loss = functional.binary_cross_entropy_with_logits(clip_logits, torch.from_numpy(batch.clip))
+    if frame_logits is not None and frame_weight > 0:
+        loss = loss + frame_weight * functional.binary_cross_entropy_with_logits(
+            frame_logits, torch.from_numpy(batch.frames)
+        )
+    result: torch.Tensor = loss
+    return result
+
+
+def _predict(
+    model: torch.nn.Module, inputs: npt.NDArray[np.float32]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+    """Probabilities [n, labels] and frame probabilities [n, labels, frames] (or None)."""
+    import torch  # noqa: PLC0415
+
+    model.eval()
+    clips, frames = [], []
+    with torch.no_grad():
+        for lo in range(0, inputs.shape[0], _EVAL_BATCH):
+            out = model(torch.from_numpy(inputs[lo : lo + _EVAL_BATCH, None]))
+            if isinstance(out, tuple):
+                clips.append(out[0].numpy())
+                frames.append(out[1].numpy())
+            else:
+                clips.append(out.numpy())
+    clip = np.concatenate(clips).astype(np.float32)
+    return clip, (np.concatenate(frames).astype(np.float32) if frames else None)
+
+
+def _train_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    augmenter: _Augmenter,
+    grid: tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]],
+    config: TrainConfig,
+    rng: np.random.Generator,
+    bar: _Progress,
+) -> float:
+    """One pass over the training windows in a random order; returns the mean loss."""
+    indices, starts = grid
+    frame_weight = config.frame_loss_weight if config.frame_output else 0.0
+    model.train()
+    order = rng.permutation(indices.size)
+    total = 0.0
+    for lo in range(0, order.size, config.batch_size):
+        rows = order[lo : lo + config.batch_size]
+        batch = augmenter.batch(indices[rows], starts[rows])
+        optimizer.zero_grad()
+        loss = _loss(model, batch, frame_weight)
+        loss.backward()  # type: ignore[no-untyped-call]  # untyped in torch
+        optimizer.step()
+        total += float(loss.item()) * rows.size
+        bar.step(f"loss {total / (lo + rows.size):.4f}")
+    bar.close()
+    return total / max(order.size, 1)
+
+
+def _validation_batch(
+    data: TrainingData,
+) -> tuple[_Batch, npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    indices, starts = data.grid("validate")
+    batch = _cut(data.examples["validate"], indices, starts, data.profile)
+    if data.profile.standardize:
+        batch = _Batch(_standardize(batch.inputs), batch.clip, batch.frames)
+    return batch, indices, starts
+
+
+def train_model(
+    data: TrainingData, config: TrainConfig, *, progress: TextIO | None = None
+) -> TrainResult:
+    """Train, keep the best epoch, calibrate thresholds and measure them on ``validate``.
+
+    ``progress``: where to draw a progress bar (e.g. ``sys.stderr``); None draws none.
+    Per-epoch losses are logged at INFO.
+
+    Raises
+    ------
+    ConfigurationError
+        when torch is missing, or ``config`` does not fit ``data`` (profile or labels).
+    """
+    _require_torch()
+    import torch  # noqa: PLC0415
+
+    if config.profile != data.profile:
+        raise ConfigurationError(
+            f"the data were featurised for profile {data.profile.name!r}, the settings ask "
+            f"for {config.profile.name!r}"
+        )
+    if config.labels is not None and tuple(config.labels) != data.labels:
+        raise ConfigurationError(
+            f"the data were labelled for {list(data.labels)}, the settings ask for "
+            f"{list(config.labels)}"
+        )
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    band_mean, band_std = _band_stats(data)
+    model = build_network(
+        data.profile,
+        len(data.labels),
+        channels=config.channels,
+        dropout=config.dropout,
+        frame_output=config.frame_output,
+        band_mean=band_mean,
+        band_std=band_std,
+    )
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    augmenter = _Augmenter(data, config, rng, band_mean)
+    train_indices, train_starts = data.grid("train")
+    validation, val_indices, val_starts = _validation_batch(data)
+    frame_weight = config.frame_loss_weight if config.frame_output else 0.0
+    stopping = EarlyStopping(config.patience)
+    best_state = copy.deepcopy(model.state_dict())
+    history: list[dict[str, float]] = []
+    grid = (train_indices, train_starts)
+    for epoch in range(config.epochs):
+        started = time.monotonic()
+        bar = _Progress(
+            progress,
+            -(-train_indices.size // config.batch_size),
+            f"epoch {epoch + 1}/{config.epochs}",
+        )
+        train_loss = _train_epoch(
+            model, optimizer, augmenter=augmenter, grid=grid, config=config, rng=rng, bar=bar
+        )
+        model.eval()
+        with torch.no_grad():
+            val_loss = float(_loss(model, validation, frame_weight).item())
+        history.append({"train_loss": round(train_loss, 6), "validation_loss": round(val_loss, 6)})
+        improved = stopping.update(epoch, val_loss)
+        logger.info(
+            "epoch %d/%d: train loss %.4f, validation loss %.4f%s (%.1f s)",
+            epoch + 1,
+            config.epochs,
+            train_loss,
+            val_loss,
+            " (best)" if improved else "",
+            time.monotonic() - started,
+        )
+        if improved:
+            best_state = copy.deepcopy(model.state_dict())
+        if stopping.should_stop:
+            logger.info("stopping early: no better validation loss for %d epochs", config.patience)
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    probs, frame_probs = _predict(model, validation.inputs)
+    thresholds = calibrate_thresholds(probs, validation.clip, data.labels)
+    metrics: dict[str, Any] = {
+        "split": "validate",
+        "examples": len(data.examples["validate"]),
+        "windows": int(validation.inputs.shape[0]),
+        "best_epoch": stopping.best_epoch + 1,
+        "epochs_run": len(history),
+        "best_validation_loss": round(stopping.best_loss, 6),
+        "history": history,
+        "window": window_metrics(probs, validation.clip, data.labels, thresholds),
+        **_event_metrics(
+            data,
+            thresholds=thresholds,
+            probs=probs,
+            frame_probs=frame_probs,
+            indices=val_indices,
+            starts=val_starts,
+        ),
+    }
+    return TrainResult(
+        model=model,
+        profile=data.profile,
+        labels=data.labels,
+        thresholds=thresholds,
+        metrics=_json_safe(metrics),
+        training_data=data.training_data,
+        licence=data.licence,
+        config=config,
+        check_inputs=np.ascontiguousarray(validation.inputs[:16]),
+        dataset_dir=data.dataset_dir,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration and metrics
+
+
+def _f1_at(
+    probs: npt.NDArray[np.floating], targets: npt.NDArray[np.bool_], threshold: float
+) -> tuple[int, int, int]:
+    predicted = probs >= threshold
+    tp = int(np.sum(predicted & targets))
+    return tp, int(np.sum(predicted & ~targets)), int(np.sum(~predicted & targets))
+
+
+def calibrate_thresholds(
+    probs: npt.NDArray[np.floating],
+    targets: npt.NDArray[np.floating],
+    labels: Sequence[str],
+    *,
+    grid: Sequence[float] = THRESHOLD_GRID,
+) -> dict[str, float]:
+    """Per label, the threshold of ``grid`` with the best window-level F1.
+
+    ``probs``, ``targets`` : np.ndarray [shape=(n, labels)]; a target counts as positive when
+    >= 0.5. Ties go to the lowest threshold; a label whose best F1 is 0 (no positive found or
+    none to find) gets 0.5.
+    """
+    truth = np.asarray(targets) >= 0.5
+    result: dict[str, float] = {}
+    for column, label in enumerate(labels):
+        best, best_f1 = 0.5, 0.0
+        for threshold in grid:
+            tp, fp, fn = _f1_at(probs[:, column], truth[:, column], threshold)
+            f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+            if f1 > best_f1:
+                best, best_f1 = float(threshold), f1
+        result[label] = best
+    return result
+
+
+def window_metrics(
+    probs: npt.NDArray[np.floating],
+    targets: npt.NDArray[np.floating],
+    labels: Sequence[str],
+    thresholds: Mapping[str, float],
+) -> dict[str, Any]:
+    """Window-level precision, recall, F1 and support per label at ``thresholds``.
+
+    Precision (recall) is None when nothing is predicted (nothing is to be found); F1 is None
+    when either is. ``macro_f1`` averages the defined F1 values (None when there is none).
+    """
+    truth = np.asarray(targets) >= 0.5
+    per_label: dict[str, Any] = {}
+    f1s = []
+    for column, label in enumerate(labels):
+        tp, fp, fn = _f1_at(probs[:, column], truth[:, column], thresholds[label])
+        precision = tp / (tp + fp) if tp + fp else None
+        recall = tp / (tp + fn) if tp + fn else None
+        f1 = None
+        if precision is not None and recall is not None:
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            f1s.append(f1)
+        per_label[label] = {
+            "threshold": thresholds[label],
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": tp + fn,
+        }
+    return {"labels": per_label, "macro_f1": float(np.mean(f1s)) if f1s else None}
+
+
+def _event_metrics(
+    data: TrainingData,
+    *,
+    thresholds: Mapping[str, float],
+    probs: npt.NDArray[np.float32],
+    frame_probs: npt.NDArray[np.float32] | None,
+    indices: npt.NDArray[np.intp],
+    starts: npt.NDArray[np.intp],
+) -> dict[str, Any]:
+    """Event- and segment-based metrics of the events detected on the validation examples."""
+    from soundsentry.detect import OFF_RATIO  # noqa: PLC0415 - the rule detect uses
+    from soundsentry.evaluation import (  # noqa: PLC0415
+        EvalEvent,
+        event_based_metrics,
+        segment_based_metrics,
+    )
+    from soundsentry.events import EventRule, detect_events  # noqa: PLC0415
+
+    profile, mel = data.profile, data.profile.mel
+    hop_samples = profile.hop_frames * mel.hop_length
+    examples = data.examples["validate"]
+    reference = [
+        EvalEvent(example.path, event.label, event.onset_s, event.offset_s)
+        for example in examples
+        for event in example.events
+        if event.offset_s > event.onset_s
+    ]
+    system: list[EvalEvent] = []
+    for number, example in enumerate(examples):
+        rows = np.flatnonzero(indices == number)
+        if not rows.size:
+            continue
+        start_samples = starts[rows].astype(np.int64) * mel.hop_length
+        for column, label in enumerate(data.labels):
+            on = thresholds[label]
+            rule = EventRule(
+                label=label,
+                on_threshold=on,
+                off_threshold=on * OFF_RATIO,
+                merge_gap_s=hop_samples / mel.sample_rate_hz,
+            )
+            found = detect_events(
+                start_samples,
+                probs[rows, column].astype(np.float64),
+                rule,
+                sample_rate_hz=mel.sample_rate_hz,
+                window_samples=profile.window_samples,
+                hop_samples=hop_samples,
+                frame_scores=None if frame_probs is None else frame_probs[rows, column],
+                frame_hop_samples=mel.hop_length,
+                frame_samples=mel.n_fft,
+            )
+            system += [EvalEvent(example.path, label, e.onset_s, e.offset_s) for e in found]
+    labels = list(data.labels)
+    event_based = event_based_metrics(reference=reference, system=system, labels=labels)
+    segment_based = segment_based_metrics(
+        reference=reference,
+        system=system,
+        labels=labels,
+        file_durations_s={example.path: example.duration_s for example in examples},
+    )
+
+    def summary(metrics: Any, **settings: float) -> dict[str, Any]:
+        return {
+            **settings,
+            "f1": metrics.overall.f1,
+            "error_rate": metrics.overall.error_rate,
+            "class_wise": {
+                label: {"f1": c.f1, "error_rate": c.error_rate, "n_ref": c.n_ref, "n_sys": c.n_sys}
+                for label, c in metrics.class_wise.items()
+            },
+        }
+
+    return {
+        "event_based": summary(event_based, t_collar_s=0.2, percentage_of_length=0.5),
+        "segment_based": summary(segment_based, segment_length_s=1.0),
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become None (the card is strict JSON); numpy scalars become floats."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return round(value, 6) if math.isfinite(value) else None
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+
+
+def _profile_document(profile: FeatureProfile) -> dict[str, Any]:
+    """The profile in the form :func:`soundsentry.features.parse_profile` reads."""
+    return {
+        "name": profile.name,
+        "mel": dataclasses.asdict(profile.mel),
+        "window_s": profile.window_s,
+        "window_hop_s": profile.window_hop_s,
+        "band_fmin_hz": profile.band_fmin_hz,
+        "band_fmax_hz": profile.band_fmax_hz,
+        "standardize": profile.standardize,
+    }
+
+
+def _check_name(name: str) -> None:
+    if not name or not name.isascii() or not all(c.isalnum() or c in "._-" for c in name):
+        raise ConfigurationError(
+            f"model name {name!r} must be ASCII letters, digits, '.', '_', '-'"
+        )
+
+
+def export_model(
+    result: TrainResult,
+    out_dir: str | Path,
+    *,
+    name: str,
+    version: str,
+    description: str | None = None,
+) -> Path:
+    """Write ``<name>.onnx`` and ``<name>.json`` into ``out_dir`` and check them.
+
+    Returns the card's path.
+
+    Raises
+    ------
+    ConfigurationError
+        for an invalid name, or a card :func:`~soundsentry.models.load_model` rejects.
+    ExportCheckError
+        when the ONNX scores differ from PyTorch's by more than 1e-4 (the card is removed).
+    """
+    _require_torch()
+    import torch  # noqa: PLC0415
+
+    from soundsentry.models import load_model  # noqa: PLC0415
+
+    _check_name(name)
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx_path = folder / f"{name}.onnx"
+    card_path = folder / f"{name}.json"
+    model = result.model.eval()
+    frame_output = getattr(model, "frame_head", None) is not None
+    outputs = ["scores", "frame_scores"] if frame_output else ["scores"]
+    sample = torch.from_numpy(result.check_inputs[:2, None])
+    with warnings.catch_warnings():
+        # The TorchScript exporter: the torch.export one needs onnxscript, another dependency.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (sample,),
+            str(onnx_path),
+            input_names=[INPUT_NAME],
+            output_names=outputs,
+            dynamic_axes={key: {0: "batch"} for key in [INPUT_NAME, *outputs]},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    config = result.config
+    card = {
+        "name": name,
+        "version": version,
+        "onnx": onnx_path.name,
+        "labels": list(result.labels),
+        "profile": _profile_document(result.profile),
+        "thresholds": dict(result.thresholds),
+        "silence_gate_dbfs": -70.0,
+        "metrics": result.metrics,
+        "training_data": result.training_data,
+        "licence": result.licence,
+        "description": description
+        or (
+            f"SoundSentry CNN {list(config.channels)} on {result.profile.name} log-mel windows, "
+            f"{len(result.labels)} labels, sigmoid outputs"
+            + (" with frame-level scores" if frame_output else "")
+            + f"; trained with soundsentry train (seed {config.seed})."
+        ),
+    }
+    card_path.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    dataset_dir = result.dataset_dir
+    if dataset_dir is not None:
+        for extra in ("LICENCES.txt", "FREESOUNDCREDITS.txt"):
+            if (dataset_dir / extra).is_file():
+                shutil.copyfile(dataset_dir / extra, folder / f"{name}.{extra}")
+    loaded = load_model(card_path)
+    difference = _max_difference(model, loaded, result.check_inputs)
+    if difference > EXPORT_TOLERANCE:
+        card_path.unlink()
+        raise ExportCheckError(
+            f"{onnx_path}: ONNX scores differ from PyTorch's by {difference:.2e} "
+            f"(> {EXPORT_TOLERANCE}); the card was removed"
+        )
+    logger.info("wrote %s (export check: max difference %.1e)", card_path, difference)
+    return card_path
+
+
+def _max_difference(
+    model: torch.nn.Module, loaded: LoadedModel, inputs: npt.NDArray[np.float32]
+) -> float:
+    """Largest absolute difference of the ONNX and PyTorch outputs on ``inputs``."""
+    scores, frames = loaded.predict(inputs)
+    expected, expected_frames = _predict(model, inputs)
+    difference = float(np.max(np.abs(scores - expected)))
+    if frames is not None and expected_frames is not None:
+        difference = max(difference, float(np.max(np.abs(frames - expected_frames))))
+    elif (frames is None) != (expected_frames is None):
+        return math.inf
+    return difference
+
+
+def train(
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    name: str = "default",
+    version: str = "1.0.0",
+    progress: TextIO | None = None,
+) -> Path:
+    """Featurise ``dataset_dir``, train, export into ``out_dir``; returns the card's path.
+
+    Raises
+    ------
+    ConfigurationError
+        for bad settings or data, or when torch is missing.
+    ExportCheckError
+        when the export does not reproduce the PyTorch model.
+    """
+    config = config or TrainConfig()
+    _check_name(name)
+    _require_torch()
+    started = time.monotonic()
+    data = load_dataset(dataset_dir, profile=config.profile, labels=config.labels)
+    logger.info(
+        "featurised %d train and %d validate examples for %s in %.1f s",
+        len(data.examples["train"]),
+        len(data.examples["validate"]),
+        list(data.labels),
+        time.monotonic() - started,
+    )
+    result = train_model(data, config, progress=progress)
+    return export_model(result, out_dir, name=name, version=version)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``soundsentry train`` (for wiring into the main CLI)."""
+    defaults = TrainConfig()
+    parser.add_argument("dataset_dir", type=Path, help="a folder from 'soundsentry dataset synth'")
+    parser.add_argument("--out", type=Path, required=True, help="model folder (card + ONNX)")
+    parser.add_argument("--name", default="default", help="model name (file names, card)")
+    parser.add_argument(
+        "--model-version", dest="model_version", default="1.0.0", help="model version"
+    )
+    parser.add_argument("--labels", nargs="+", default=None, help="labels (default: all)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs")
+    parser.add_argument("--patience", type=int, default=defaults.patience, help="early stopping")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="same seed, same model")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Body of ``soundsentry train`` for parsed ``args`` (see :func:`add_train_arguments`)."""
+    config = TrainConfig(
+        labels=None if args.labels is None else tuple(args.labels),
+        epochs=args.epochs,
+        patience=args.patience,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+    )
+    card = train(
+        args.dataset_dir,
+        args.out,
+        config,
+        name=args.name,
+        version=args.model_version,
+        progress=sys.stderr if sys.stderr.isatty() else None,
+    )
+    document = json.loads(card.read_text(encoding="utf-8"))
+    print(f"wrote {card} and {card.parent / document['onnx']}")
+    for label, values in document["metrics"]["window"]["labels"].items():
+        print(f"  {label:<16} threshold {values['threshold']:.2f}  window F1 {_fmt(values['f1'])}")
+    print(f"licence: {document['licence']}")
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
