@@ -5,6 +5,7 @@ All audio leaves this module as mono float32 in [-1, 1] (full scale 1.0).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ __all__ = [
     "ChunkLimits",
     "StreamResampler",
     "decode_pcm",
+    "file_blocks",
     "load_audio",
+    "s16_chunks",
     "validate_chunk",
 ]
 
@@ -218,3 +221,73 @@ class StreamResampler:
         """Resample the next piece of the stream; ``last=True`` flushes what soxr holds back."""
         out: npt.NDArray[np.float32] = self._stream.resample_chunk(samples, last=last)
         return out
+
+
+def s16_chunks(
+    blocks: Iterable[npt.NDArray[np.int16]],
+    *,
+    sensor_id: str,
+    stream_id: str,
+    sample_rate_hz: int,
+    start_time_ns: int = 0,
+) -> Iterator[AudioChunk]:
+    """AudioChunks of one stream from blocks of int16 frames, as a microphone sends them.
+
+    Parameters
+    ----------
+    blocks : iterable of np.ndarray [shape=(frames,) or (frames, channels)], int16
+        Consecutive audio; each non-empty block becomes one chunk.
+    start_time_ns : capture time of the stream's first frame (ns since the epoch); 0 leaves
+        ``captured_at`` unset.
+
+    Sequence numbers count from 0 and ``start_sample`` is the running frame count.
+    """
+    start = 0
+    sequence = 0
+    for block in blocks:
+        frames = block.reshape(block.shape[0], -1)
+        if not frames.shape[0]:
+            continue
+        chunk = AudioChunk(
+            sensor_id=sensor_id,
+            stream_id=stream_id,
+            sequence=sequence,
+            start_sample=start,
+            sample_rate_hz=sample_rate_hz,
+            channels=frames.shape[1],
+            sample_format=SampleFormat.SAMPLE_FORMAT_S16LE,
+            pcm=np.ascontiguousarray(frames, dtype="<i2").tobytes(),
+        )
+        if start_time_ns:
+            chunk.captured_at.FromNanoseconds(
+                start_time_ns + start * 1_000_000_000 // sample_rate_hz
+            )
+        yield chunk
+        start += frames.shape[0]
+        sequence += 1
+
+
+def file_blocks(path: str | Path, *, block_s: float) -> tuple[int, Iterator[npt.NDArray[np.int16]]]:
+    """The sample rate of an audio file and an iterator of its int16 frames, ``block_s`` at a
+    time (all channels), read lazily: memory stays constant however long the file is.
+
+    Raises
+    ------
+    ConfigurationError
+        when the file is missing or not audio libsndfile can read, or ``block_s`` <= 0.
+    """
+    import soundfile  # noqa: PLC0415 - only file-reading paths need libsndfile
+
+    if block_s <= 0:
+        raise ConfigurationError(f"block length must be positive, got {block_s} s")
+    try:
+        rate = int(soundfile.info(str(path)).samplerate)
+    except (OSError, RuntimeError, soundfile.LibsndfileError) as exc:
+        raise ConfigurationError(f"cannot read audio file {path}: {exc}") from exc
+    block = max(1, int(rate * block_s))
+
+    def blocks() -> Iterator[npt.NDArray[np.int16]]:
+        with soundfile.SoundFile(str(path)) as handle:
+            yield from handle.blocks(blocksize=block, dtype="int16", always_2d=True)
+
+    return rate, blocks()

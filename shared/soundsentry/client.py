@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-import numpy as np
 
-from soundsentry.contracts import AudioChunk, ChunkAck, SampleFormat
+from soundsentry.audio import file_blocks, s16_chunks
+from soundsentry.contracts import AudioChunk, ChunkAck
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.v1 import soundsentry_pb2_grpc
 
@@ -48,40 +48,24 @@ def file_chunks(
     chunk_ms: int = 100,
     start_time_ns: int | None = None,
 ) -> Iterator[AudioChunk]:
-    """Cut an audio file into s16le chunks of ``chunk_ms`` milliseconds (channels kept).
+    """Cut an audio file into s16le chunks of ``chunk_ms`` milliseconds (channels kept), read
+    lazily. Capture times start at ``start_time_ns`` (default: now).
 
     Raises
     ------
     ConfigurationError
         when the file cannot be read or ``chunk_ms`` is not positive.
     """
-    import soundfile  # noqa: PLC0415
-
     if chunk_ms <= 0:
         raise ConfigurationError(f"chunk_ms must be positive, got {chunk_ms}")
-    try:
-        info = soundfile.info(str(path))
-        frames = soundfile.read(str(path), dtype="int16", always_2d=True)[0]
-    except (OSError, RuntimeError, soundfile.LibsndfileError) as exc:
-        raise ConfigurationError(f"cannot read audio file {path}: {exc}") from exc
-    rate = int(info.samplerate)
-    step = max(1, rate * chunk_ms // 1000)
-    stream = stream_id or uuid.uuid4().hex
-    epoch = time.time_ns() if start_time_ns is None else start_time_ns
-    for sequence, start in enumerate(range(0, frames.shape[0], step)):
-        block = np.ascontiguousarray(frames[start : start + step], dtype="<i2")
-        chunk = AudioChunk(
-            sensor_id=sensor_id,
-            stream_id=stream,
-            sequence=sequence,
-            start_sample=start,
-            sample_rate_hz=rate,
-            channels=frames.shape[1],
-            sample_format=SampleFormat.SAMPLE_FORMAT_S16LE,
-            pcm=block.tobytes(),
-        )
-        chunk.captured_at.FromNanoseconds(epoch + start * 1_000_000_000 // rate)
-        yield chunk
+    rate, blocks = file_blocks(path, block_s=chunk_ms / 1000)
+    return s16_chunks(
+        blocks,
+        sensor_id=sensor_id,
+        stream_id=stream_id or uuid.uuid4().hex,
+        sample_rate_hz=rate,
+        start_time_ns=time.time_ns() if start_time_ns is None else start_time_ns,
+    )
 
 
 def _channel(target: str, tls_ca: Path | None) -> grpc.aio.Channel:

@@ -14,13 +14,11 @@ windows quieter than the card's ``silence_gate_dbfs`` are not scored (they count
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from soundsentry.contracts import AudioChunk, SampleFormat
+from soundsentry.audio import file_blocks, s16_chunks
 from soundsentry.events import EventRule, EventTracker, EventUpdate
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features import Featurizer, Window
@@ -67,33 +65,6 @@ def event_rule_for(model: LoadedModel, label: str) -> EventRule:
         min_duration_s=0.0,
         merge_gap_s=hop_s,
     )
-
-
-def _file_chunks(path: Path, *, stream_id: str) -> Iterator[AudioChunk]:
-    import soundfile  # noqa: PLC0415
-
-    try:
-        handle = soundfile.SoundFile(str(path))
-    except (OSError, RuntimeError, soundfile.LibsndfileError) as exc:
-        raise ConfigurationError(f"cannot read audio file {path}: {exc}") from exc
-    with handle:
-        rate = int(handle.samplerate)
-        block = int(_BLOCK_S * rate)
-        start = 0
-        for sequence, data in enumerate(
-            handle.blocks(blocksize=block, dtype="int16", always_2d=True)
-        ):
-            yield AudioChunk(
-                sensor_id=_SENSOR,
-                stream_id=stream_id,
-                sequence=sequence,
-                start_sample=start,
-                sample_rate_hz=rate,
-                channels=data.shape[1],
-                sample_format=SampleFormat.SAMPLE_FORMAT_S16LE,
-                pcm=np.ascontiguousarray(data, dtype="<i2").tobytes(),
-            )
-            start += data.shape[0]
 
 
 def detect_file(
@@ -154,8 +125,10 @@ def detect_file(
                     )
                 )
 
+    rate, blocks = file_blocks(source, block_s=_BLOCK_S)
+    chunks = s16_chunks(blocks, sensor_id=_SENSOR, stream_id=uuid.uuid4().hex, sample_rate_hz=rate)
     done = 0
-    for chunk in _file_chunks(source, stream_id=uuid.uuid4().hex):
+    for chunk in chunks:
         windows = featurizer.process([chunk]).windows
         _score_and_track(
             windows,

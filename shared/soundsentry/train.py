@@ -90,7 +90,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
 import numpy as np
 import numpy.typing as npt
 
-from soundsentry.contracts import AudioChunk, SampleFormat
+from soundsentry.audio import s16_chunks
 from soundsentry.dataset import SPLITS, EventSpan
 from soundsentry.events import segment_bounds
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
@@ -469,19 +469,12 @@ def _example_frames(
         featurizer = featurizers[frames] = Featurizer([_whole_example_profile(profile, frames)])
     rate = mel.sample_rate_hz
     step = round(_CHUNK_S * rate)
-    chunks = [
-        AudioChunk(
-            sensor_id="training",
-            stream_id="example",
-            sequence=sequence,
-            start_sample=start,
-            sample_rate_hz=rate,
-            channels=1,
-            sample_format=SampleFormat.SAMPLE_FORMAT_S16LE,
-            pcm=pcm[start : start + step].astype("<i2").tobytes(),
-        )
-        for sequence, start in enumerate(range(0, pcm.size, step))
-    ]
+    chunks = s16_chunks(
+        (pcm[start : start + step] for start in range(0, pcm.size, step)),
+        sensor_id="training",
+        stream_id="example",
+        sample_rate_hz=rate,
+    )
     windows = featurizer.process(chunks).windows
     featurizer.forget("training")
     if len(windows) != 1:  # pragma: no cover - the profile covers exactly the example

@@ -13,7 +13,9 @@ from soundsentry.audio import (
     ChunkLimits,
     StreamResampler,
     decode_pcm,
+    file_blocks,
     load_audio,
+    s16_chunks,
     validate_chunk,
 )
 from soundsentry.contracts import AudioChunk, SampleFormat
@@ -144,3 +146,29 @@ def test_streaming_resampler_output_does_not_depend_on_chunking() -> None:
     parts.append(stream.process(np.empty(0, dtype=np.float32), last=True))
     np.testing.assert_array_equal(np.concatenate(parts), whole)
     np.testing.assert_array_equal(whole, soxr.resample(signal, 44_100, 16_000))
+
+
+def test_s16_chunks_number_frames_and_times_like_a_microphone() -> None:
+    stereo = np.arange(40, dtype=np.int16).reshape(20, 2)
+    blocks = [stereo[:8], stereo[8:8], stereo[8:]]  # an empty block is skipped
+    chunks = list(
+        s16_chunks(blocks, sensor_id="m", stream_id="s", sample_rate_hz=8000, start_time_ns=10**9)
+    )
+    assert [(c.sequence, c.start_sample, c.channels) for c in chunks] == [(0, 0, 2), (1, 8, 2)]
+    assert chunks[1].captured_at.ToNanoseconds() == 10**9 + 8 * 1_000_000_000 // 8000
+    pcm = b"".join(c.pcm for c in chunks)
+    np.testing.assert_array_equal(np.frombuffer(pcm, dtype="<i2"), stereo.ravel())
+    untimed = next(s16_chunks([stereo], sensor_id="m", stream_id="s", sample_rate_hz=8000))
+    assert not untimed.HasField("captured_at")
+
+
+def test_file_blocks_stream_a_file_lazily(tmp_path: Path) -> None:
+    samples = (np.arange(16_000) % 200 - 100).astype(np.int16)
+    soundfile.write(tmp_path / "a.wav", samples, 16_000, subtype="PCM_16")
+    rate, blocks = file_blocks(tmp_path / "a.wav", block_s=0.3)
+    parts = list(blocks)
+    assert rate == 16_000
+    assert [p.shape for p in parts] == [(4800, 1)] * 3 + [(1600, 1)]
+    np.testing.assert_array_equal(np.concatenate(parts)[:, 0], samples)
+    with pytest.raises(ConfigurationError, match="cannot read audio file"):
+        file_blocks(tmp_path / "missing.wav", block_s=0.1)
