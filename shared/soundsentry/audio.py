@@ -245,9 +245,9 @@ def s16_chunks(
     start = 0
     sequence = 0
     for block in blocks:
-        frames = block.reshape(block.shape[0], -1)
-        if not frames.shape[0]:
+        if not block.shape[0]:
             continue
+        frames = block.reshape(block.shape[0], -1)
         chunk = AudioChunk(
             sensor_id=sensor_id,
             stream_id=stream_id,
