@@ -193,10 +193,10 @@ class IngestServer:
         )
         self.health = health_aio.HealthServicer()
         self.server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", 2 * _MAX_MESSAGE_BYTES),
-                ("grpc.max_concurrent_streams", settings.max_streams),
-            ]
+            options=[("grpc.max_receive_message_length", 2 * _MAX_MESSAGE_BYTES)],
+            # Server-wide (HTTP/2's max_concurrent_streams would only bound each connection);
+            # a stream beyond it is refused with RESOURCE_EXHAUSTED and the sensor retries.
+            maximum_concurrent_rpcs=settings.max_streams,
         )
         soundsentry_pb2_grpc.add_IngestServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

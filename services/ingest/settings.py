@@ -37,7 +37,9 @@ class IngestSettings(BaseSettings):
         description="Chunks per stream published but not yet acknowledged by Kafka; more waits.",
     )
     max_streams: int = Field(
-        default=20_000, ge=1, description="Concurrent gRPC streams the server accepts."
+        default=20_000,
+        ge=1,
+        description="Concurrent streams (all connections); more are refused (RESOURCE_EXHAUSTED).",
     )
     linger_ms: int = Field(
         default=5, ge=0, le=1000, description="Producer linger: batches chunks from many sensors."

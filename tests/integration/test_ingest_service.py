@@ -301,3 +301,35 @@ def test_settings_refuse_an_open_door_by_accident(monkeypatch: pytest.MonkeyPatc
         IngestSettings()
     monkeypatch.setenv("SOUNDSENTRY_INGEST_ALLOW_ANONYMOUS", "true")
     assert IngestSettings().allow_anonymous
+
+
+async def test_streams_beyond_the_limit_are_refused_and_the_open_one_carries_on(
+    kafka_settings: KafkaSettings, topic_layout: TopicLayout
+) -> None:
+    settings = IngestSettings(
+        host="127.0.0.1", port=0, allow_anonymous=True, max_streams=1, metrics_port=0
+    )
+    server = IngestServer(settings, kafka_settings, topic_layout, registry=CollectorRegistry())
+    await server.start()
+    release = asyncio.Event()
+
+    async def slow_sensor() -> AsyncIterator[AudioChunk]:
+        yield _good("held-mic", 0)
+        await release.wait()
+        yield _good("held-mic", 1)
+
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = soundsentry_pb2_grpc.IngestStub(channel)
+            held = stub.StreamAudio(slow_sensor())
+            first = await held.read()
+            assert first.code == 0
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await push(f"127.0.0.1:{server.port}", [_good("second-mic", 0)], timeout_s=10)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            release.set()
+            second = await held.read()
+            assert (second.sequence, second.code) == (1, 0)
+            assert await held.read() is grpc.aio.EOF
+    finally:
+        await server.stop(grace_s=1.0)
