@@ -17,7 +17,6 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-import scipy.signal
 
 from soundsentry.exceptions import ConfigurationError
 
@@ -145,6 +144,8 @@ def synthesize_alarm(
     dry *= 10.0 ** (level / 20.0) / peak
     if rt60 > 0:
         # Overlap-add FFT convolution: direct convolution with a long room response takes seconds.
+        import scipy.signal  # noqa: PLC0415 - slow to import (about 1 s)
+
         wet = scipy.signal.oaconvolve(
             dry, room_impulse_response(rt60_s=rt60, sample_rate_hz=sample_rate_hz, rng=rng)
         )

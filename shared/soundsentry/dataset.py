@@ -68,7 +68,6 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-import scipy.signal
 
 from soundsentry.alarms import PATTERNS, room_impulse_response, synthesize_alarm
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
@@ -752,6 +751,8 @@ def _alarm_target(
     )
     response = room_impulse_response(rt60_s=rt60_s, sample_rate_hz=spec.sample_rate_hz, rng=rng)
     track = np.zeros(spec.num_samples, dtype=np.float64)
+    import scipy.signal  # noqa: PLC0415 - slow to import (about 1 s); only mixing needs it
+
     wet = scipy.signal.oaconvolve(signal.audio.astype(np.float64), response.astype(np.float64))
     size = min(track.size, wet.size)
     track[:size] = wet[:size]
