@@ -69,7 +69,6 @@ __all__ = [
 # RMS floor: digital silence reads as -120 dBFS rather than -inf.
 _MIN_MEAN_SQUARE = 1e-12
 _S16 = SampleFormat.SAMPLE_FORMAT_S16LE
-_EMPTY_F32: npt.NDArray[np.float32] = np.empty(0, dtype=np.float32)  # a placeholder slot
 
 
 @dataclass(frozen=True)
@@ -315,20 +314,14 @@ class _MelStream:
     def nbytes(self) -> int:
         return self.tail.nbytes + self.ring.nbytes + self.ring_power.nbytes
 
-    def push_frames(self, log_mel: npt.NDArray[np.float64], power: npt.NDArray[np.float64]) -> None:
-        count = power.size
-        end = self.ring_len + count
-        if end > self.ring.shape[0]:  # a long chunk: grow (rare; shrinks back on reset)
-            grown = max(end, 2 * self.ring.shape[0])
-            ring = np.empty((grown, self.ring.shape[1]), dtype=np.float32)
-            ring[: self.ring_len] = self.ring[: self.ring_len]
-            ring_power = np.empty(grown, dtype=np.float64)
-            ring_power[: self.ring_len] = self.ring_power[: self.ring_len]
-            self.ring, self.ring_power = ring, ring_power
-        self.ring[self.ring_len : end] = log_mel
-        self.ring_power[self.ring_len : end] = power
-        self.ring_len = end
-        self.next_frame += count
+    def grow(self, frames: int) -> None:
+        """Make room for ``frames`` frames (a long chunk; shrinks back on reset)."""
+        grown = max(frames, 2 * self.ring.shape[0])
+        ring = np.empty((grown, self.ring.shape[1]), dtype=np.float32)
+        ring[: self.ring_len] = self.ring[: self.ring_len]
+        ring_power = np.empty(grown, dtype=np.float64)
+        ring_power[: self.ring_len] = self.ring_power[: self.ring_len]
+        self.ring, self.ring_power = ring, ring_power
 
     def drop_before(self, frame: int) -> None:
         drop = frame - self.ring_first
@@ -343,6 +336,9 @@ class _MelStream:
 
 
 _EMPTY: npt.NDArray[np.float64] = np.empty(0, dtype=np.float64)
+
+
+_Piece = tuple["_SensorState", _MelStream, list[npt.NDArray[np.floating]], int, int]
 
 
 @dataclass(slots=True)
@@ -382,6 +378,7 @@ class Featurizer:
         for profile in self.profiles:
             self._by_spec[profile.mel] = (*self._by_spec.get(profile.mel, ()), profile)
         # Audio is kept in int16 units (full scale 2**15): s16le payloads need no scaling pass.
+        self._buffers = [np.empty(0) for _ in self._by_spec]
         self._front_ends = {
             spec: MelFrontEnd(spec, input_scale=FULL_SCALE_S16) for spec in self._by_spec
         }
@@ -407,10 +404,6 @@ class Featurizer:
         """
         result = BatchResult()
         touched: dict[str, _SensorState] = {}
-        # s16le mono chunks, the common case, are decoded together after the loop into the
-        # slot (state, position in state.pending) they keep, so each sensor's audio stays in order.
-        s16_slots: list[tuple[_SensorState, int]] = []
-        s16_payloads: list[bytes] = []
         sensors = self._sensors
         for index, chunk in enumerate(chunks):
             # Fast path: the next s16le mono chunk of a stream we know, of an acceptable size.
@@ -430,9 +423,8 @@ class Featurizer:
                     state.next_sequence += 1
                     state.next_start_sample += size >> 1
                     touched[chunk.sensor_id] = state
-                    s16_slots.append((state, len(state.pending)))
-                    s16_payloads.append(pcm)
-                    state.pending.append(_EMPTY_F32)
+                    # int16 units, no copy (full scale 2**15 is undone exactly by the front end)
+                    state.pending.append(np.frombuffer(pcm, dtype="<i2"))
                     continue
             try:
                 validate_chunk(chunk, self.limits)
@@ -453,13 +445,9 @@ class Featurizer:
             if state is None:
                 continue
             touched[state.sensor_id] = state
-            if samples is None:
-                s16_slots.append((state, len(state.pending)))
-                s16_payloads.append(chunk.pcm)
-                samples = _EMPTY_F32
-            state.pending.append(samples)
-        if s16_payloads:
-            self._decode_s16(s16_slots, s16_payloads)
+            state.pending.append(
+                np.frombuffer(chunk.pcm, dtype="<i2") if samples is None else samples
+            )
         states = list(touched.values())
         for spec_index, (spec, profiles) in enumerate(self._by_spec.items()):
             result.frames += self._compute(
@@ -468,13 +456,6 @@ class Featurizer:
         for state in states:
             state.pending.clear()
         return result
-
-    def _decode_s16(self, slots: list[tuple[_SensorState, int]], payloads: list[bytes]) -> None:
-        # Samples stay in int16 units (full scale 2**15, undone exactly by the front end).
-        for (state, position), payload in zip(slots, payloads, strict=True):
-            # A sensor reset later in this batch replaced its state: that audio is dropped.
-            if self._sensors.get(state.sensor_id) is state:
-                state.pending[position] = np.frombuffer(payload, dtype="<i2")
 
     # -- sequence bookkeeping ------------------------------------------------------------
 
@@ -533,19 +514,13 @@ class Featurizer:
 
     # -- frames and windows --------------------------------------------------------------
 
-    def _compute(
-        self,
-        spec_index: int,
-        front_end: MelFrontEnd,
-        profiles: tuple[FeatureProfile, ...],
-        states: list[_SensorState],
-        windows: list[Window],
-    ) -> int:
-        spec = front_end.spec
-        hop, n_fft = spec.hop_length, spec.n_fft
-        # Lay each sensor's unfinished samples plus its new audio on one hop-aligned grid, so
-        # that every frame of every sensor is a row of one strided view.
-        pieces: list[tuple[_SensorState, _MelStream, list[npt.NDArray[np.floating]], int, int]] = []
+    def _layout(
+        self, spec_index: int, *, n_fft: int, hop: int, states: list[_SensorState]
+    ) -> tuple[list[_Piece], int]:
+        """Where each sensor's unfinished samples plus new audio go on one hop-aligned grid,
+        so that every frame of every sensor is a row of one strided view; sensors with too
+        little audio for a frame just keep it."""
+        pieces: list[_Piece] = []
         grid_rows = 0
         for state in states:
             stream = state.mel[spec_index]
@@ -565,9 +540,26 @@ class Featurizer:
             count = (length - n_fft) // hop + 1
             pieces.append((state, stream, new, grid_rows, count))
             grid_rows += -(-length // hop)
+        return pieces, grid_rows
+
+    def _compute(
+        self,
+        spec_index: int,
+        front_end: MelFrontEnd,
+        profiles: tuple[FeatureProfile, ...],
+        states: list[_SensorState],
+        windows: list[Window],
+    ) -> int:
+        spec = front_end.spec
+        hop, n_fft = spec.hop_length, spec.n_fft
+        pieces, grid_rows = self._layout(spec_index, n_fft=n_fft, hop=hop, states=states)
         if not pieces:
             return 0
-        signal = np.empty(grid_rows * hop + n_fft, dtype=np.float64)
+        # One buffer per mel spec, reused: a fresh 10+ MB array per batch costs page faults.
+        needed = grid_rows * hop + n_fft
+        signal = self._buffers[spec_index]
+        if signal.size < needed:
+            signal = self._buffers[spec_index] = np.empty(max(needed, 2 * signal.size))
         for _, stream, new, first_row, count in pieces:
             start = position = first_row * hop
             tail = stream.tail
@@ -584,11 +576,17 @@ class Featurizer:
         counts = np.fromiter((p[4] for p in pieces), dtype=np.intp, count=len(pieces))
         ends = np.cumsum(counts)
         rows = np.arange(int(ends[-1]), dtype=np.intp) + np.repeat(firsts - (ends - counts), counts)
-        log_mel, power = front_end.compute(front_end.frame_view(signal), rows)
+        log_mel, power = front_end.compute(front_end.frame_view(signal[:needed]), rows)
         offset = 0
         for state, stream, _, _, count in pieces:
             end = offset + count
-            stream.push_frames(log_mel[offset:end], power[offset:end])
+            ring_end = stream.ring_len + count
+            if ring_end > stream.ring.shape[0]:
+                stream.grow(ring_end)
+            stream.ring[stream.ring_len : ring_end] = log_mel[offset:end]
+            stream.ring_power[stream.ring_len : ring_end] = power[offset:end]
+            stream.ring_len = ring_end
+            stream.next_frame += count
             offset = end
             if stream.next_frame >= stream.due_frame:
                 self._emit(state, stream, spec, profiles, windows)
