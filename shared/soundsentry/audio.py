@@ -26,6 +26,7 @@ __all__ = [
     "file_blocks",
     "load_audio",
     "s16_chunks",
+    "to_s16",
     "validate_chunk",
 ]
 
@@ -171,6 +172,12 @@ def decode_pcm(pcm: bytes, *, sample_format: int, channels: int = 1) -> npt.NDAr
     if channels > 1:
         samples = samples.reshape(-1, channels).mean(axis=1, dtype=np.float32)
     return samples
+
+
+def to_s16(samples: npt.NDArray[np.floating]) -> npt.NDArray[np.int16]:
+    """Full-scale-1.0 float audio as int16 (rounded, clipped to the int16 range)."""
+    scaled = np.round(np.asarray(samples, dtype=np.float64) * FULL_SCALE_S16)
+    return np.clip(scaled, -32768, 32767).astype(np.int16)
 
 
 def load_audio(path: str | Path) -> tuple[npt.NDArray[np.float32], int]:

@@ -70,6 +70,7 @@ import numpy as np
 import numpy.typing as npt
 
 from soundsentry.alarms import PATTERNS, room_impulse_response, synthesize_alarm
+from soundsentry.audio import load_audio, to_s16
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
 
 if TYPE_CHECKING:
@@ -115,7 +116,6 @@ ClipRole = Literal["target", "ambience", "event"]
 """``target``: a labelled target sound; ``ambience``: background that can fill a whole example;
 ``event``: an isolated non-target sound (a distractor), placed once."""
 
-_FULL_SCALE_S16 = 32768.0
 _FRAME_S = 0.02
 _HOP_S = 0.01
 _TARGET_PAD_S = 0.05
@@ -529,8 +529,6 @@ class ClipLoader:
         if cached is not None:
             self._cache.move_to_end(clip.path)
             return cached
-        from soundsentry.audio import load_audio  # noqa: PLC0415 - needs libsndfile
-
         audio, rate = load_audio(clip.path)
         if rate != clip.sample_rate_hz:
             raise ConfigurationError(
@@ -942,11 +940,6 @@ def _draw_target_label(
     return real_labels[int(rng.integers(len(real_labels)))]
 
 
-def _pcm16(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
-    scaled = np.round(np.asarray(audio, dtype=np.float64) * _FULL_SCALE_S16)
-    return np.clip(scaled, -32768, 32767).astype(np.int16)
-
-
 def synthesize(
     *,
     data_dir: Path,
@@ -1094,7 +1087,7 @@ def _write_flac(path: Path, example: Example) -> None:
     import soundfile  # noqa: PLC0415 - needs libsndfile
 
     soundfile.write(
-        str(path), _pcm16(example.audio), example.sample_rate_hz, format="FLAC", subtype="PCM_16"
+        str(path), to_s16(example.audio), example.sample_rate_hz, format="FLAC", subtype="PCM_16"
     )
 
 

@@ -90,7 +90,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
 import numpy as np
 import numpy.typing as npt
 
-from soundsentry.audio import s16_chunks
+from soundsentry.audio import load_audio, s16_chunks, to_s16
 from soundsentry.dataset import SPLITS, EventSpan
 from soundsentry.events import segment_bounds
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
@@ -441,19 +441,12 @@ def _whole_example_profile(profile: FeatureProfile, num_frames: int) -> FeatureP
 
 
 def _read_pcm(path: Path, rate: int) -> npt.NDArray[np.int16]:
-    import soundfile  # noqa: PLC0415 - needs libsndfile
-
-    try:
-        samples, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (OSError, RuntimeError, soundfile.LibsndfileError) as exc:
-        raise ConfigurationError(f"cannot read audio file {path}: {exc}") from exc
-    mono = samples.mean(axis=1)
-    if int(file_rate) != rate:
+    mono, file_rate = load_audio(path)
+    if file_rate != rate:
         import soxr  # noqa: PLC0415
 
-        mono = soxr.resample(mono, int(file_rate), rate, quality="HQ")
-    scaled = np.round(np.asarray(mono, dtype=np.float64) * 32768.0)
-    return np.clip(scaled, -32768, 32767).astype(np.int16)
+        mono = soxr.resample(mono, file_rate, rate, quality="HQ")
+    return to_s16(mono)
 
 
 def _example_frames(
