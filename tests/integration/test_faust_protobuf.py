@@ -7,13 +7,11 @@ saying why, is counted, and the records around it flow on.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from soundsentry.contracts import AudioChunk, decode, encode, sensor_key
@@ -22,22 +20,7 @@ from soundsentry.settings import KafkaSettings
 from soundsentry.streaming import decode_or_park
 from soundsentry.testing.pytest_kafka import TopicFactory
 from soundsentry.topics import AUDIO, ProtobufCodec, TopicLayout
-
-
-async def _consume(settings: KafkaSettings, topic: str, count: int, group: str) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic, **settings.aiokafka_kwargs(), group_id=group, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        async with asyncio.timeout(90):
-            while len(records) < count:
-                for batch in (await consumer.getmany(timeout_ms=500)).values():
-                    records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
+from tests.integration.topic_helpers import at_least, consume_until
 
 
 async def test_faust_agent_copies_chunks_and_parks_a_bad_record(
@@ -98,8 +81,12 @@ async def test_faust_agent_copies_chunks_and_parks_a_bad_record(
                 )
         finally:
             await producer.stop()
-        copied = await _consume(kafka_settings, output, len(chunks), consumer_group + "-out")
-        parked = await _consume(kafka_settings, topic_layout.dlq(AUDIO), 1, consumer_group + "-dlq")
+        copied = await consume_until(
+            kafka_settings, output, consumer_group + "-out", at_least(len(chunks))
+        )
+        parked = await consume_until(
+            kafka_settings, topic_layout.dlq(AUDIO), consumer_group + "-dlq", at_least(1)
+        )
     finally:
         await app.stop()
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from aiokafka import AIOKafkaConsumer
 
 from soundsentry.contracts import AudioChunk, SampleFormat, decode, sensor_key
 from soundsentry.settings import KafkaSettings
 from soundsentry.topics import AUDIO, TopicLayout
+from tests.integration.topic_helpers import at_least, consume_until
 
 EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "examples" / "go-producer"
 SAMPLE_RATE = 16_000
@@ -88,27 +88,9 @@ def wav_file(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, np.n
 async def consume_chunks(
     kafka_settings: KafkaSettings, topic: str, group: str, expected: int
 ) -> list[tuple[bytes | None, AudioChunk]]:
-    consumer = AIOKafkaConsumer(
-        topic,
-        **kafka_settings.aiokafka_kwargs(),
-        group_id=group,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    received: list[tuple[bytes | None, AudioChunk]] = []
-    try:
-        async with asyncio.timeout(60):
-            while len(received) < expected:
-                batch = await consumer.getmany(timeout_ms=1000)
-                for records in batch.values():
-                    received.extend((r.key, decode(AudioChunk, r.value)) for r in records)
-        # Nothing beyond the expected chunks (e.g. duplicates from retries) arrives.
-        extra = await consumer.getmany(timeout_ms=500)
-        received.extend((r.key, decode(AudioChunk, r.value)) for rs in extra.values() for r in rs)
-    finally:
-        await consumer.stop()
-    return received
+    # Nothing beyond the expected chunks (e.g. duplicates from retries) may arrive.
+    records = await consume_until(kafka_settings, topic, group, at_least(expected), drain_s=0.5)
+    return [(r.key, decode(AudioChunk, r.value)) for r in records]
 
 
 async def test_go_producer_chunks_arrive_as_audio_chunks_holding_the_wav_samples(

@@ -15,7 +15,6 @@ import grpc
 import numpy as np
 import pytest
 import soundfile
-from aiokafka import AIOKafkaConsumer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
@@ -28,6 +27,7 @@ from soundsentry.settings import KafkaSettings
 from soundsentry.topics import AUDIO, TopicLayout
 from soundsentry.v1 import soundsentry_pb2_grpc
 from tests.audio_fixtures import recording
+from tests.integration.topic_helpers import at_least, consume_until
 
 TOKENS = {"site-1/*": "gateway-token", "lobby": "lobby-token"}
 
@@ -51,21 +51,8 @@ async def ingest(
 async def consume_chunks(
     settings: KafkaSettings, topic: str, count: int, group: str
 ) -> list[AudioChunk]:
-    consumer = AIOKafkaConsumer(
-        topic, **settings.aiokafka_kwargs(), group_id=group, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        async with asyncio.timeout(60):
-            while len(records) < count:
-                for batch in (await consumer.getmany(timeout_ms=300)).values():
-                    records.extend(batch)
-            # Anything beyond the expected records would be a duplicate or a leak.
-            extra = await consumer.getmany(timeout_ms=1000)
-            records.extend(r for batch in extra.values() for r in batch)
-    finally:
-        await consumer.stop()
+    # Drain a second more: anything beyond the expected records would be a duplicate or leak.
+    records = await consume_until(settings, topic, group, at_least(count), drain_s=1.0)
     chunks = [decode(AudioChunk, r.value) for r in records]
     assert all(r.key == c.sensor_id.encode() for r, c in zip(records, chunks, strict=True))
     return chunks

@@ -21,9 +21,15 @@ WAIT_S = 90
 
 
 async def consume_until(
-    kafka: KafkaSettings, topic: str, group: str, done: Callable[[list[Any]], bool]
+    kafka: KafkaSettings,
+    topic: str,
+    group: str,
+    done: Callable[[list[Any]], bool],
+    *,
+    drain_s: float = 0.0,
 ) -> list[Any]:
-    """Records of ``topic`` from the start, until ``done(records)``."""
+    """Records of ``topic`` from the start, until ``done(records)``; then, with ``drain_s``,
+    whatever else arrives within that time (so a test can see duplicates or leaks)."""
     consumer = AIOKafkaConsumer(
         topic, **kafka.aiokafka_kwargs(), group_id=group, auto_offset_reset="earliest"
     )
@@ -34,6 +40,9 @@ async def consume_until(
             while not done(records):
                 for batch in (await consumer.getmany(timeout_ms=200)).values():
                     records.extend(batch)
+            if drain_s:
+                extra = await consumer.getmany(timeout_ms=round(drain_s * 1000))
+                records.extend(r for batch in extra.values() for r in batch)
     finally:
         await consumer.stop()
     return records
@@ -89,3 +98,8 @@ def assert_same_windows(records: list[Any], expected: list[Window]) -> None:
         assert window.log_mel_db.shape == other.log_mel_db.shape
         assert np.abs(window.log_mel_db - other.log_mel_db).max() <= 1e-3, window_id
         assert window.rms_dbfs == pytest.approx(other.rms_dbfs, abs=1e-4)
+
+
+def at_least(count: int) -> Callable[[list[Any]], bool]:
+    """A ``done`` for :func:`consume_until`: ``count`` records have arrived."""
+    return lambda records: len(records) >= count
