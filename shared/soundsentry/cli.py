@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from soundsentry import __version__
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
@@ -180,10 +181,45 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return run_train(args)
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from soundsentry.calibration import calibrate_card, rule_document  # noqa: PLC0415
+
+    tuned = calibrate_card(args.card, args.dataset_dir)
+    print(f"wrote the event rules into {args.card}")
+    for label, result in tuned.items():
+        print(
+            f"  {label:<16} event F1 {result.f1:.3f}  ER {result.error_rate:.3f}  "
+            f"{rule_document(result.rule)}"
+        )
+    return 0
+
+
 def _cmd_dataset_synth(args: argparse.Namespace) -> int:
     from soundsentry.dataset import run_synth  # noqa: PLC0415
 
     return run_synth(args)
+
+
+def _add_model_commands(sub: Any) -> None:
+    """``train`` and ``calibrate``."""
+    train = sub.add_parser(
+        "train",
+        help="train a small CNN on a synthesised dataset and export ONNX + model card "
+        "(needs: pip install 'soundsentry[train]')",
+    )
+    _add_train_arguments(train)
+    train.set_defaults(func=_cmd_train)
+
+    calibrate = sub.add_parser(
+        "calibrate",
+        help="tune a model's per-label event rules for event F1 on a data set's validation split "
+        "and write them into its card",
+    )
+    calibrate.add_argument("card", type=Path, help="the model card (<name>.json)")
+    calibrate.add_argument(
+        "dataset_dir", type=Path, help="a folder from 'soundsentry dataset synth'"
+    )
+    calibrate.set_defaults(func=_cmd_calibrate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,13 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth_arguments(synth)
     synth.set_defaults(func=_cmd_dataset_synth)
 
-    train = sub.add_parser(
-        "train",
-        help="train a small CNN on a synthesised dataset and export ONNX + model card "
-        "(needs: pip install 'soundsentry[train]')",
-    )
-    _add_train_arguments(train)
-    train.set_defaults(func=_cmd_train)
+    _add_model_commands(sub)
 
     kafka = sub.add_parser(
         "kafka-local", help="fetch (Maven Central) or run a local Kafka broker for development"

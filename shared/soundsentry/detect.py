@@ -6,9 +6,11 @@ them, the :class:`~soundsentry.features.Featurizer` makes the windows, the
 :class:`~soundsentry.events.EventTracker` per (model, label) turns scores into events. Files are
 read block by block, so memory stays constant however long the file is.
 
-Event rules come from each model card: a label enters an event at its threshold and leaves it
-below 0.75 x the threshold (hysteresis), short drops of up to one window hop are merged, and
-windows quieter than the card's ``silence_gate_dbfs`` are not scored (they count as 0).
+Event rules come from each model card: its ``event_rules`` for a label when it has them
+(``soundsentry calibrate`` tunes them on validation data); otherwise a label enters an event at
+its threshold and leaves it below 0.75 x the threshold (hysteresis) and short drops of up to one
+window hop are merged. Windows quieter than the card's ``silence_gate_dbfs`` are not scored
+(they count as 0).
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class WindowTrace:
 
 def event_rule_for(model: LoadedModel, label: str) -> EventRule:
     """The rule detection uses for one label of one model (see the module docstring)."""
+    tuned = model.card.event_rule(label)
+    if tuned is not None:
+        return tuned
     on = model.card.threshold(label)
     profile = model.profile
     hop_s = profile.hop_frames * profile.mel.hop_length / profile.mel.sample_rate_hz

@@ -1032,15 +1032,20 @@ def metrics_table(metrics: SedMetrics, *, title: str) -> str:
         f"{title}",
         f"{'label':<20} {'Nref':>5} {'Nsys':>5} {'F1':>7} {'ER':>7} {'P':>7} {'R':>7}",
     ]
+    # sed_eval divides by n_ref + eps: a label without reference events gets an error rate of
+    # about 1e15 per false alarm, which the table shows as undefined.
+    undefined = [label for label in metrics.labels if metrics.class_wise[label].n_ref == 0]
     for label in metrics.labels:
         c = metrics.class_wise[label]
+        er = f"{'n/a':>7}" if c.n_ref == 0 else f"{c.error_rate:>7.3f}"
         rows.append(
-            f"{label:<20} {c.n_ref:>5} {c.n_sys:>5} {c.f1:>7.3f} {c.error_rate:>7.3f} "
+            f"{label:<20} {c.n_ref:>5} {c.n_sys:>5} {c.f1:>7.3f} {er} "
             f"{c.precision:>7.3f} {c.recall:>7.3f}"
         )
     avg, o = metrics.class_wise_average, metrics.overall
+    avg_er = f"{'n/a':>7}" if undefined else f"{avg.error_rate:>7.3f}"
     rows.append(
-        f"{'class-wise average':<20} {'':>5} {'':>5} {avg.f1:>7.3f} {avg.error_rate:>7.3f} "
+        f"{'class-wise average':<20} {'':>5} {'':>5} {avg.f1:>7.3f} {avg_er} "
         f"{avg.precision:>7.3f} {avg.recall:>7.3f}"
     )
     rows.append(

@@ -14,8 +14,11 @@ All times are integer sample indices since the stream's start, at ``sample_rate_
 ``*_s`` properties convert to seconds. A window starting at sample ``s`` with ``L`` samples, with
 ``H`` samples between consecutive window starts (``0 < H <= L``), speaks for its central
 segment ``[s + (L - H) // 2, s + (L - H) // 2 + H)`` (when ``L - H`` is odd the segment lies half
-a sample early), so consecutive windows tile the time line with no overlap and no hole; the
-first ``(L - H) // 2`` samples of a stream belong to no segment. An event's onset is the start
+a sample early), so consecutive windows tile the time line with no overlap and no hole. The
+first window of a stream (and the first after a gap) also speaks for the ``(L - H) // 2``
+samples before its segment, which no other window covers: its segment starts at ``s``, so a
+sound that is already there when a stream starts gets an onset at the stream's start (not a
+quarter of a window later, outside a 200 ms onset collar). An event's onset is the start
 of the segment of its first window whose smoothed score is ``>= on_threshold`` and its offset
 is the end of the segment of its last window whose smoothed score is ``>= off_threshold``.
 
@@ -23,8 +26,10 @@ With frame-level scores (frame ``f`` of a window covers
 ``[s + f * frame_hop_samples, s + f * frame_hop_samples + frame_samples)``), only the frames
 lying wholly inside the window's segment count: the onset moves to the start of the first such
 frame of the first window with a frame score ``>= on_threshold``, and the offset to the end of
-the last such frame of the last window with a frame score ``>= off_threshold``. When no frame
-qualifies the segment bound stays. Frame scores are raw, not smoothed. So an onset never moves
+the last such frame of the last window with a frame score ``>= off_threshold``. For the onset
+in a stream's first window the frames from the window's start count too (the samples it owns
+before its segment); offsets always use the segment's frames. When no frame qualifies the
+segment bound stays. Frame scores are raw, not smoothed. So an onset never moves
 before its segment's start nor an offset after its segment's end, and onset < offset.
 
 Event rules
@@ -319,6 +324,7 @@ class EventTracker:
         "_frame_hop",
         "_frame_last",
         "_frame_samples",
+        "_fresh",
         "_last_start",
         "_lead",
         "_merge_gap",
@@ -409,6 +415,7 @@ class EventTracker:
         self._recent = [0.0] * rule.smoothing_windows
         self._ring_pos = 0
         self._last_start: int | None = None
+        self._fresh = True
         self._onset: int | None = None  # of the open event, None when there is none
         self._offset = 0  # of the open event's last active window
         self._peak = 0.0
@@ -461,6 +468,7 @@ class EventTracker:
             if step > self.hop_samples:  # a gap in the stream
                 self._finish(updates)
                 self._reset_smoothing()
+        self._fresh = self._last_start is None or start - self._last_start > self.hop_samples
         self._last_start = start
         self._recent[self._ring_pos] = value
         self._ring_pos = (self._ring_pos + 1) % len(self._recent)
@@ -518,15 +526,14 @@ class EventTracker:
             self._end_if_final(start, updates)
 
     def _refine_onset(self, start: int, frames: npt.NDArray[np.float64] | None) -> int:
-        begin = start + self._lead
+        # A stream's first window owns the samples before its segment (module docstring).
+        begin, first = (start, 0) if self._fresh else (start + self._lead, self._frame_first)
         if frames is None:
             return begin
-        hits = np.flatnonzero(
-            frames[self._frame_first : self._frame_last + 1] >= self.rule.on_threshold
-        )
+        hits = np.flatnonzero(frames[first : self._frame_last + 1] >= self.rule.on_threshold)
         if not hits.size:
             return begin
-        return start + (self._frame_first + int(hits[0])) * self._frame_hop
+        return start + (first + int(hits[0])) * self._frame_hop
 
     def _refine_offset(self, start: int, frames: npt.NDArray[np.float64] | None) -> int:
         end = start + self._lead + self.hop_samples

@@ -8,6 +8,8 @@ A model card (``<name>.json``, beside its ONNX file) says everything the pipelin
       "profile": {"name": "full-16k", "window_s": 1.0, "window_hop_s": 0.5,
                   "mel": {"sample_rate_hz": 16000, "n_fft": 512, ...}},
       "thresholds": {"smoke_alarm": 0.5, ...},
+      "event_rules": {"smoke_alarm": {"on_threshold": 0.5, "off_threshold": 0.375,
+                      "smoothing_windows": 1, "min_duration_s": 0.5, "merge_gap_s": 1.0}, ...},
       "silence_gate_dbfs": -70.0,
       "metrics": {...}, "training_data": [{"name": ..., "licence": ...}], "licence": "..."
     }
@@ -31,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from soundsentry.events import EventRule
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features import FeatureProfile, Window, parse_profile
 
@@ -50,6 +53,10 @@ class ModelCard(BaseModel):
     labels: list[str] = Field(min_length=1)
     profile: dict[str, Any] = Field(description="a feature profile, as in a profiles file")
     thresholds: dict[str, float] = Field(default_factory=dict)
+    event_rules: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="per label, EventRule settings (tuned on validation by soundsentry calibrate)",
+    )
     silence_gate_dbfs: float | None = Field(
         default=None, description="windows quieter than this are not scored"
     )
@@ -68,6 +75,11 @@ class ModelCard(BaseModel):
         bad = {k: v for k, v in self.thresholds.items() if not 0.0 <= v <= 1.0}
         if bad:
             raise ValueError(f"thresholds must be in [0, 1]: {bad}")
+        unknown = sorted(set(self.event_rules) - set(self.labels))
+        if unknown:
+            raise ValueError(f"event_rules for labels the model does not have: {unknown}")
+        for label in self.event_rules:
+            self.event_rule(label)  # a rule that cannot work fails at load time
         return self
 
     def feature_profile(self) -> FeatureProfile:
@@ -82,6 +94,37 @@ class ModelCard(BaseModel):
 
     def threshold(self, label: str, default: float = 0.5) -> float:
         return self.thresholds.get(label, default)
+
+    def event_rule(self, label: str) -> EventRule | None:
+        """The card's event rule for ``label``, or None when the card has none.
+
+        Raises ValueError (pydantic reports it at load time) for settings EventRule rejects.
+        """
+        spec = self.event_rules.get(label)
+        if spec is None:
+            return None
+        allowed = {"on_threshold", "off_threshold", "smoothing_windows"}
+        allowed |= {"min_duration_s", "merge_gap_s"}
+        extra = sorted(set(spec) - allowed)
+        if extra or not {"on_threshold", "off_threshold"} <= set(spec):
+            raise ValueError(
+                f"event_rules[{label!r}] must have on_threshold and off_threshold and only "
+                f"{sorted(allowed)}; got {sorted(spec)}"
+            )
+        smoothing = spec.get("smoothing_windows", 1)
+        if smoothing != int(smoothing):
+            raise ValueError(f"event_rules[{label!r}]: smoothing_windows must be whole")
+        try:
+            return EventRule(
+                label=label,
+                on_threshold=spec["on_threshold"],
+                off_threshold=spec["off_threshold"],
+                smoothing_windows=int(smoothing),
+                min_duration_s=spec.get("min_duration_s", 0.0),
+                merge_gap_s=spec.get("merge_gap_s", 0.0),
+            )
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,14 +50,19 @@ and ``frame_scores [batch, labels, frames]``.
 
 Training, calibration, metrics
 ------------------------------
-AdamW on binary cross-entropy (clip, plus ``frame_loss_weight`` x frame), seeded
+AdamW on binary cross-entropy (clip, plus ``frame_loss_weight`` x frame) with a one-cycle
+learning-rate schedule over ``epochs`` (warm-up over the first 10 % of the steps to
+``learning_rate``, then cosine annealing; a constant rate left the validation loss noisy enough
+for early stopping to end runs at epoch 4 of 20), seeded
 (``torch.manual_seed`` and a numpy generator: the same seed gives the same weights), early
 stopping on the validation loss with the best epoch's weights kept (:class:`EarlyStopping`).
 Each label's threshold is the one of 0.05, 0.10, .., 0.95 with the best window-level F1 on the
 validation windows (the lowest of equal ones; 0.5 when no threshold finds a positive).
-Metrics at those thresholds: window-level precision, recall, F1; and event-based (collar
-0.2 s) and segment-based (1 s) F1 and error rate of the events
-:func:`soundsentry.events.detect_events` finds with the rule ``soundsentry detect`` uses.
+Metrics at those thresholds: window-level precision, recall, F1. Each label's event rule is
+tuned on the validation events (:mod:`soundsentry.calibration`) and stored in the card; the
+event-based (collar 0.2 s) and segment-based (1 s) F1 and error rate are those of the events
+:func:`soundsentry.events.detect_events` finds with those rules, as ``soundsentry detect``
+does.
 
 Export
 ------
@@ -91,8 +96,15 @@ import numpy as np
 import numpy.typing as npt
 
 from soundsentry.audio import load_audio, s16_chunks, to_s16
+from soundsentry.calibration import (
+    _json_safe,
+    event_metrics,
+    rule_document,
+    scored_examples,
+    tune_event_rules,
+)
 from soundsentry.dataset import SPLITS, EventSpan
-from soundsentry.events import segment_bounds
+from soundsentry.events import EventRule, segment_bounds
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
 from soundsentry.features import FeatureProfile, Featurizer
 
@@ -119,6 +131,7 @@ __all__ = [
     "segment_targets",
     "train",
     "train_model",
+    "validation_windows",
     "window_metrics",
 ]
 
@@ -516,8 +529,9 @@ def load_dataset(
     *,
     profile: FeatureProfile = DEFAULT_PROFILE,
     labels: Sequence[str] | None = None,
+    splits: Sequence[str] = ("train", "validate"),
 ) -> TrainingData:
-    """Read and featurise the ``train`` and ``validate`` examples of a data set.
+    """Read and featurise the examples of ``splits`` of a data set.
 
     ``labels`` default: every label of the manifest (all splits), sorted.
 
@@ -525,7 +539,7 @@ def load_dataset(
     ------
     ConfigurationError
         for a missing or malformed manifest, unreadable audio, a label the manifest never
-        uses, or an empty ``train`` or ``validate`` split.
+        uses, or an empty split of ``splits``.
     """
     folder = Path(dataset_dir)
     rows = _read_manifest(folder)
@@ -538,12 +552,15 @@ def load_dataset(
         )
     if not chosen:
         raise ConfigurationError(f"{folder / 'manifest.csv'} has no labelled example")
-    used = [row for row in rows if row.split in ("train", "validate")]
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown:
+        raise ConfigurationError(f"splits {unknown} are unknown; known: {list(SPLITS)}")
+    used = [row for row in rows if row.split in splits]
     mel = profile.mel
     window_samples = profile.window_samples
     hop_samples = profile.hop_frames * mel.hop_length
     featurizers: dict[int, Featurizer] = {}
-    examples: dict[str, list[ExampleFeatures]] = {"train": [], "validate": []}
+    examples: dict[str, list[ExampleFeatures]] = {split: [] for split in splits}
     skipped = 0
     for row in used:
         pcm = _read_pcm(folder / row.path, mel.sample_rate_hz)
@@ -581,7 +598,7 @@ def load_dataset(
         )
     if skipped:
         logger.warning("skipped %d examples shorter than one %s window", skipped, profile.name)
-    for split in ("train", "validate"):
+    for split in splits:
         if not examples[split]:
             raise ConfigurationError(f"{folder}: the {split!r} split has no usable example")
     entries, licence = _licence_summaries(used)
@@ -589,7 +606,7 @@ def load_dataset(
         "name": "soundsentry dataset synth",
         "dataset": folder.resolve().name,
         "licence": "the most restrictive licence of its sources; see LICENCES.txt",
-        "examples": f"train {len(examples['train'])}, validate {len(examples['validate'])}",
+        "examples": ", ".join(f"{split} {len(examples[split])}" for split in splits),
     }
     return TrainingData(
         dataset_dir=folder,
@@ -910,6 +927,7 @@ class TrainResult:
     profile: FeatureProfile
     labels: tuple[str, ...]
     thresholds: dict[str, float]
+    event_rules: dict[str, EventRule]
     metrics: dict[str, Any]
     training_data: list[dict[str, str]]
     licence: str
@@ -957,6 +975,7 @@ def _predict(
 def _train_epoch(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
     *,
     augmenter: _Augmenter,
     grid: tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]],
@@ -977,10 +996,20 @@ def _train_epoch(
         loss = _loss(model, batch, frame_weight)
         loss.backward()  # type: ignore[no-untyped-call]  # untyped in torch
         optimizer.step()
+        scheduler.step()
         total += float(loss.item()) * rows.size
         bar.step(f"loss {total / (lo + rows.size):.4f}")
     bar.close()
     return total / max(order.size, 1)
+
+
+def validation_windows(
+    data: TrainingData,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The validation grid windows as the model takes them [n, bands, frames], with the
+    (example index, start frame) of each."""
+    batch, indices, starts = _validation_batch(data)
+    return batch.inputs, indices, starts
 
 
 def _validation_batch(
@@ -1036,6 +1065,18 @@ def train_model(
     )
     augmenter = _Augmenter(data, config, rng, band_mean)
     train_indices, train_starts = data.grid("train")
+    steps_per_epoch = -(-train_indices.size // config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    if total_steps >= 4:  # each one-cycle phase needs two steps
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=config.learning_rate,
+            total_steps=total_steps,
+            pct_start=max(0.1, 2.0 / total_steps),
+        )
+    else:  # a run too short for a schedule
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     validation, val_indices, val_starts = _validation_batch(data)
     frame_weight = config.frame_loss_weight if config.frame_output else 0.0
     stopping = EarlyStopping(config.patience)
@@ -1046,11 +1087,18 @@ def train_model(
         started = time.monotonic()
         bar = _Progress(
             progress,
-            -(-train_indices.size // config.batch_size),
+            steps_per_epoch,
             f"epoch {epoch + 1}/{config.epochs}",
         )
         train_loss = _train_epoch(
-            model, optimizer, augmenter=augmenter, grid=grid, config=config, rng=rng, bar=bar
+            model,
+            optimizer,
+            scheduler,
+            augmenter=augmenter,
+            grid=grid,
+            config=config,
+            rng=rng,
+            bar=bar,
         )
         model.eval()
         with torch.no_grad():
@@ -1075,6 +1123,18 @@ def train_model(
     model.eval()
     probs, frame_probs = _predict(model, validation.inputs)
     thresholds = calibrate_thresholds(probs, validation.clip, data.labels)
+    scored = scored_examples(
+        data.examples["validate"],
+        val_indices,
+        val_starts,
+        probs,
+        frame_probs,
+        profile=data.profile,
+    )
+    rules = {
+        label: tuned.rule
+        for label, tuned in tune_event_rules(scored, data.labels, data.profile).items()
+    }
     metrics: dict[str, Any] = {
         "split": "validate",
         "examples": len(data.examples["validate"]),
@@ -1084,20 +1144,15 @@ def train_model(
         "best_validation_loss": round(stopping.best_loss, 6),
         "history": history,
         "window": window_metrics(probs, validation.clip, data.labels, thresholds),
-        **_event_metrics(
-            data,
-            thresholds=thresholds,
-            probs=probs,
-            frame_probs=frame_probs,
-            indices=val_indices,
-            starts=val_starts,
-        ),
+        **event_metrics(scored, data.labels, rules, data.profile),
+        "event_rules_tuned_on": f"validate, {len(scored)} examples",
     }
     return TrainResult(
         model=model,
         profile=data.profile,
         labels=data.labels,
         thresholds=thresholds,
+        event_rules=rules,
         metrics=_json_safe(metrics),
         training_data=data.training_data,
         licence=data.licence,
@@ -1175,98 +1230,6 @@ def window_metrics(
             "support": tp + fn,
         }
     return {"labels": per_label, "macro_f1": float(np.mean(f1s)) if f1s else None}
-
-
-def _event_metrics(
-    data: TrainingData,
-    *,
-    thresholds: Mapping[str, float],
-    probs: npt.NDArray[np.float32],
-    frame_probs: npt.NDArray[np.float32] | None,
-    indices: npt.NDArray[np.intp],
-    starts: npt.NDArray[np.intp],
-) -> dict[str, Any]:
-    """Event- and segment-based metrics of the events detected on the validation examples."""
-    from soundsentry.detect import OFF_RATIO  # noqa: PLC0415 - the rule detect uses
-    from soundsentry.evaluation import (  # noqa: PLC0415
-        EvalEvent,
-        event_based_metrics,
-        segment_based_metrics,
-    )
-    from soundsentry.events import EventRule, detect_events  # noqa: PLC0415
-
-    profile, mel = data.profile, data.profile.mel
-    hop_samples = profile.hop_frames * mel.hop_length
-    examples = data.examples["validate"]
-    reference = [
-        EvalEvent(example.path, event.label, event.onset_s, event.offset_s)
-        for example in examples
-        for event in example.events
-        if event.offset_s > event.onset_s
-    ]
-    system: list[EvalEvent] = []
-    for number, example in enumerate(examples):
-        rows = np.flatnonzero(indices == number)
-        if not rows.size:
-            continue
-        start_samples = starts[rows].astype(np.int64) * mel.hop_length
-        for column, label in enumerate(data.labels):
-            on = thresholds[label]
-            rule = EventRule(
-                label=label,
-                on_threshold=on,
-                off_threshold=on * OFF_RATIO,
-                merge_gap_s=hop_samples / mel.sample_rate_hz,
-            )
-            found = detect_events(
-                start_samples,
-                probs[rows, column].astype(np.float64),
-                rule,
-                sample_rate_hz=mel.sample_rate_hz,
-                window_samples=profile.window_samples,
-                hop_samples=hop_samples,
-                frame_scores=None if frame_probs is None else frame_probs[rows, column],
-                frame_hop_samples=mel.hop_length,
-                frame_samples=mel.n_fft,
-            )
-            system += [EvalEvent(example.path, label, e.onset_s, e.offset_s) for e in found]
-    labels = list(data.labels)
-    event_based = event_based_metrics(reference=reference, system=system, labels=labels)
-    segment_based = segment_based_metrics(
-        reference=reference,
-        system=system,
-        labels=labels,
-        file_durations_s={example.path: example.duration_s for example in examples},
-    )
-
-    def summary(metrics: Any, **settings: float) -> dict[str, Any]:
-        return {
-            **settings,
-            "f1": metrics.overall.f1,
-            "error_rate": metrics.overall.error_rate,
-            "class_wise": {
-                label: {"f1": c.f1, "error_rate": c.error_rate, "n_ref": c.n_ref, "n_sys": c.n_sys}
-                for label, c in metrics.class_wise.items()
-            },
-        }
-
-    return {
-        "event_based": summary(event_based, t_collar_s=0.2, percentage_of_length=0.5),
-        "segment_based": summary(segment_based, segment_length_s=1.0),
-    }
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities become None (the card is strict JSON); numpy scalars become floats."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return round(value, 6) if math.isfinite(value) else None
-    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1347,6 +1310,7 @@ def export_model(
         "labels": list(result.labels),
         "profile": _profile_document(result.profile),
         "thresholds": dict(result.thresholds),
+        "event_rules": {label: rule_document(r) for label, r in result.event_rules.items()},
         "silence_gate_dbfs": -70.0,
         "metrics": result.metrics,
         "training_data": result.training_data,

@@ -2,7 +2,10 @@
 
 Geometry used throughout unless a test says otherwise: 1000 samples/s, windows of 1000
 samples every 500, so window k starts at 500 k and speaks for the segment
-[500 k + 250, 500 k + 750).
+[500 k + 250, 500 k + 750), except the first window of a stream (and the first window after a
+gap), which also speaks for the 250 samples before that segment: [500 k, 500 k + 750). So an
+event opened at such a window has its onset at the window's start, and its frames 0..5 (not only
+3..5) can move that onset; offsets are never extended.
 """
 
 from __future__ import annotations
@@ -111,12 +114,13 @@ def test_hysteresis_a_score_between_the_thresholds_keeps_an_event_but_never_star
 
 
 def test_thresholds_are_inclusive_at_on_and_at_off() -> None:
-    assert offline([0.5, 0.25, 0.24], rule(0.5, 0.25)) == [(250, 1250)]
+    # Window 0 (the stream's first: onset 0) reaches on, window 1 stays at off.
+    assert offline([0.5, 0.25, 0.24], rule(0.5, 0.25)) == [(0, 1250)]
     assert offline([0.49, 0.25], rule(0.5, 0.25)) == []
 
 
 def test_without_hysteresis_every_drop_below_the_threshold_ends_the_event() -> None:
-    assert offline([0.9, 0.4, 0.9, 0.9, 0.4], rule(0.5)) == [(250, 750), (1250, 2250)]
+    assert offline([0.9, 0.4, 0.9, 0.9, 0.4], rule(0.5)) == [(0, 750), (1250, 2250)]
 
 
 # -- smoothing ------------------------------------------------------------------------------
@@ -147,10 +151,15 @@ def test_smoothing_counts_the_windows_before_the_stream_as_zero() -> None:
 
 def test_events_shorter_than_min_duration_are_dropped_and_longer_ones_kept() -> None:
     one_second = rule(0.5, min_duration_s=1.0)  # two segments
-    assert offline([0.9, 0.0, 0.0], one_second) == []  # 500 samples
-    assert offline([0.9, 0.9, 0.0], one_second) == [(250, 1250)]  # exactly 1000: kept
+    assert offline([0.9, 0.0, 0.0], one_second) == []  # 0 to 750: 750 samples
+    assert offline([0.0, 0.9, 0.9, 0.0], one_second) == [(750, 1750)]  # exactly 1000: kept
     assert offline([0.0, 0.9, 0.9, 0.9, 0.0], one_second) == [(750, 2250)]
-    assert offline([0.9, 0.0, 0.9, 0.0, 0.9], one_second) == []
+    assert offline([0.9, 0.9, 0.0], one_second) == [(0, 1250)]  # 1250 samples
+    assert offline([0.9, 0.0, 0.9, 0.0, 0.9], one_second) == []  # 750, 500 and 500 samples
+    # The first window of a stream speaks for 250 more samples: one active window there is an
+    # event of 750 samples, anywhere else of 500.
+    assert offline([0.9, 0.0], rule(0.5, min_duration_s=0.7)) == [(0, 750)]
+    assert offline([0.0, 0.9, 0.0], rule(0.5, min_duration_s=0.7)) == []
 
 
 def test_streaming_starts_once_min_duration_is_reached_with_the_first_windows_onset() -> None:
@@ -194,11 +203,11 @@ def test_with_no_min_duration_an_event_starts_at_its_first_window() -> None:
 @pytest.mark.parametrize(
     ("merge_gap_s", "expected"),
     [
-        (0.0, [(250, 1250), (1750, 2750)]),
-        (0.4, [(250, 1250), (1750, 2750)]),
-        (0.5, [(250, 1250), (1750, 2750)]),  # the gap is exactly 500 samples: not shorter
-        (0.6, [(250, 2750)]),
-        (5.0, [(250, 2750)]),
+        (0.0, [(0, 1250), (1750, 2750)]),
+        (0.4, [(0, 1250), (1750, 2750)]),
+        (0.5, [(0, 1250), (1750, 2750)]),  # the gap is exactly 500 samples: not shorter
+        (0.6, [(0, 2750)]),
+        (5.0, [(0, 2750)]),
     ],
 )
 def test_bursts_closer_than_merge_gap_are_one_event(
@@ -211,10 +220,11 @@ def test_bursts_closer_than_merge_gap_are_one_event(
 def test_a_gap_with_scores_between_the_thresholds_merges_but_a_rise_to_off_does_not_resume() -> (
     None
 ):
-    # After the drop (0.1) the event only resumes at >= on; the 0.4 does not count as active.
+    # After the drop (0.1) the event only resumes at >= on; the 0.4 does not count as active:
+    # the gap is onset 1750 - offset 750 = 1000.
     scores = [0.9, 0.1, 0.4, 0.9, 0.1]
-    assert offline(scores, rule(0.6, 0.3, merge_gap_s=1.2)) == [(250, 2250)]
-    assert offline(scores, rule(0.6, 0.3, merge_gap_s=1.0)) == [(250, 750), (1750, 2250)]
+    assert offline(scores, rule(0.6, 0.3, merge_gap_s=1.2)) == [(0, 2250)]
+    assert offline(scores, rule(0.6, 0.3, merge_gap_s=1.0)) == [(0, 750), (1750, 2250)]
 
 
 def test_streaming_ends_an_event_as_soon_as_the_gap_exceeds_merge_gap() -> None:
@@ -244,13 +254,14 @@ def test_merging_counts_towards_min_duration_and_starts_the_merged_event() -> No
     event_rule = rule(0.5, 0.3, min_duration_s=1.5, merge_gap_s=0.6)
     tracker = EventTracker(event_rule, **GEOMETRY)
     updates = pushes(tracker, [0.9, 0.0, 0.8, 0.0, 0.0])
-    # Two one-window bursts (250-750, 1250-1750), each too short, merge into 250-1750.
+    # Two one-window bursts (0-750, the stream's first window, and 1250-1750), each too short,
+    # merge (gap 500) into 0-1750.
     assert [[u.kind for u in batch] for batch in updates] == [[], [], ["started"], [], ["ended"]]
-    assert updates[2][0].event.onset_sample == 250
+    assert updates[2][0].event.onset_sample == 0
     assert updates[4][0].event == Detected(
-        "smoke_alarm", onset_sample=250, offset_sample=1750, sample_rate_hz=SR, peak_score=0.9
+        "smoke_alarm", onset_sample=0, offset_sample=1750, sample_rate_hz=SR, peak_score=0.9
     )
-    assert offline([0.9, 0.0, 0.8, 0.0, 0.0], event_rule) == [(250, 1750)]
+    assert offline([0.9, 0.0, 0.8, 0.0, 0.0], event_rule) == [(0, 1750)]
 
 
 def test_a_new_burst_after_a_long_gap_ends_the_old_event_and_starts_a_new_one_in_one_push() -> None:
@@ -282,8 +293,16 @@ def test_a_new_burst_after_a_long_gap_ends_the_old_event_and_starts_a_new_one_in
 # -- boundaries -----------------------------------------------------------------------------
 
 
-def test_an_event_at_the_very_start_begins_at_the_first_segment() -> None:
-    assert offline([0.9, 0.9, 0.0], rule(0.5)) == [(250, 1250)]
+def test_an_event_at_the_very_start_begins_at_the_streams_start() -> None:
+    # The first window speaks for [0, 750), not only for its segment [250, 750).
+    assert offline([0.9, 0.9, 0.0], rule(0.5)) == [(0, 1250)]
+    (started,) = EventTracker(rule(0.5), **GEOMETRY).push(0, 0.9)
+    assert started.event.onset_sample == 0
+    # A stream need not start at sample 0: its first window still begins the event.
+    assert offline([0.9, 0.0], rule(0.5), [2000, 2500]) == [(2000, 2750)]
+    # So does the first window after a gap (1500 > one hop after 0), but no later window.
+    assert offline([0.0, 0.9, 0.9], rule(0.5), [0, 1500, 2000]) == [(1500, 2750)]
+    assert offline([0.0, 0.9, 0.9], rule(0.5), [0, 500, 1000]) == [(750, 1750)]
 
 
 def test_an_event_open_at_the_end_is_ended_at_flush_at_the_last_segment_end() -> None:
@@ -300,7 +319,7 @@ def test_an_event_waiting_to_merge_is_ended_at_flush_at_its_offset() -> None:
     tracker = EventTracker(rule(0.5, merge_gap_s=10.0), **GEOMETRY)
     pushes(tracker, [0.9, 0.9, 0.0, 0.0])
     (ended,) = tracker.flush()
-    assert (ended.event.onset_sample, ended.event.offset_sample) == (250, 1250)
+    assert (ended.event.onset_sample, ended.event.offset_sample) == (0, 1250)
 
 
 def test_empty_input_gives_no_events() -> None:
@@ -324,12 +343,14 @@ def test_a_flushed_tracker_starts_afresh() -> None:
 
 
 def test_a_gap_in_the_stream_ends_the_event_and_restarts_smoothing() -> None:
+    # The first window after the gap (3000) begins the new event at its own start.
     starts = [0, 500, 1000, 3000, 3500]
-    assert offline([0.9] * 5, rule(0.5, merge_gap_s=10.0), starts) == [(250, 1750), (3250, 4250)]
+    assert offline([0.9] * 5, rule(0.5, merge_gap_s=10.0), starts) == [(0, 1750), (3000, 4250)]
     # One missing window is already a gap.
-    one_missing, expected = [0, 500, 1500], [(250, 1250), (1750, 2250)]
+    one_missing, expected = [0, 500, 1500], [(0, 1250), (1500, 2250)]
     assert offline([0.9] * 3, rule(0.5, merge_gap_s=10.0), one_missing) == expected
-    # Smoothing over 2 restarts after the gap: 0.45, 0.9, 0.9 | 0.45, 0.9.
+    # Smoothing over 2 restarts after the gap: 0.45, 0.9, 0.9 | 0.45, 0.9. The events are
+    # confirmed at the second window of each piece, which only speaks for its segment.
     assert offline([0.9] * 5, rule(0.6, smoothing=2), starts) == [(750, 1750), (3750, 4250)]
 
 
@@ -338,8 +359,8 @@ def test_streaming_ends_the_open_event_when_the_gap_window_arrives() -> None:
     pushes(tracker, [0.9, 0.9])
     updates = tracker.push(5000, 0.9)
     assert [u.kind for u in updates] == ["ended", "started"]
-    assert (updates[0].event.onset_sample, updates[0].event.offset_sample) == (250, 1250)
-    assert updates[1].event.onset_sample == 5250
+    assert (updates[0].event.onset_sample, updates[0].event.offset_sample) == (0, 1250)
+    assert updates[1].event.onset_sample == 5000  # the first window after the gap
 
 
 def test_a_gap_discards_an_open_event_shorter_than_min_duration() -> None:
@@ -404,12 +425,12 @@ def test_frame_scores_move_onset_and_offset_inside_the_segments() -> None:
 
 def test_frame_onset_needs_on_threshold_and_offset_needs_off_threshold() -> None:
     window_frames = np.stack([frames(3, 5, value=0.4), frames(4, value=0.35)])
-    # No frame of window 0 reaches 0.6: its segment start stays; the last frame of window 1
-    # at >= 0.3 is frame 4: offset 500 + 400 + 200.
+    # No frame of window 0 reaches 0.6: its segment start stays (the first window's: 0); the
+    # last frame of window 1 at >= 0.3 is frame 4: offset 500 + 400 + 200.
     events = detect_events(
         [0, 500], [0.9, 0.9], rule(0.6, 0.3), frame_scores=window_frames, **GEOMETRY, **FRAMES
     )
-    assert spans(events) == [(250, 1100)]
+    assert spans(events) == [(0, 1100)]
 
 
 def test_without_a_qualifying_frame_the_segment_bounds_stay() -> None:
@@ -417,13 +438,19 @@ def test_without_a_qualifying_frame_the_segment_bounds_stay() -> None:
     events = detect_events(
         [0, 500], [0.9, 0.9], rule(0.5), frame_scores=window_frames, **GEOMETRY, **FRAMES
     )
-    assert spans(events) == [(250, 1250)]
-    # Frames outside the segment (0..2, 6..8) never count, even when hot.
-    hot_outside = [frames(0, 1, 2, 6, 7, 8)] * 2
+    assert spans(events) == [(0, 1250)]  # the first window's segment starts at its start
+    # Frames outside the segment (0..2, 6..8) of a window that is not a stream's first never
+    # count, even when hot.
+    hot_outside = [frames(0, 1, 2, 6, 7, 8)] * 3
     events = detect_events(
-        [0, 500], [0.9, 0.9], rule(0.5), frame_scores=hot_outside, **GEOMETRY, **FRAMES
+        [0, 500, 1000],
+        [0.0, 0.9, 0.9],
+        rule(0.5),
+        frame_scores=hot_outside,
+        **GEOMETRY,
+        **FRAMES,
     )
-    assert spans(events) == [(250, 1250)]
+    assert spans(events) == [(750, 1750)]
 
 
 def test_a_single_window_event_refines_both_ends_within_one_segment() -> None:
@@ -434,11 +461,40 @@ def test_a_single_window_event_refines_both_ends_within_one_segment() -> None:
     assert ended.event.offset_sample == 600
 
 
+def test_frames_before_the_segment_set_the_onset_only_in_the_first_window_of_a_stream() -> None:
+    # The first window speaks for [0, 750): frames 0..5 lie inside it, frame 1 is [100, 300).
+    tracker = EventTracker(rule(0.5), **GEOMETRY, **FRAMES)
+    (started,) = tracker.push(0, 0.9, frames(1))
+    assert started.event.onset_sample == 100
+    # Frame 6 [600, 800) reaches past the segment: no frame qualifies, the onset stays at 0.
+    tracker = EventTracker(rule(0.5), **GEOMETRY, **FRAMES)
+    (started,) = tracker.push(0, 0.9, frames(6))
+    assert started.event.onset_sample == 0
+    # A later window speaks for [750, 1250) only: its frame 1 [600, 800) does not count.
+    tracker = EventTracker(rule(0.5), **GEOMETRY, **FRAMES)
+    assert tracker.push(0, 0.0, frames()) == []
+    (started,) = tracker.push(500, 0.9, frames(1))
+    assert started.event.onset_sample == 750
+    # The first window after a gap is a first window again: frame 1 gives 2000 + 100.
+    (ended, started) = tracker.push(2000, 0.9, frames(1))
+    assert (ended.kind, ended.event.onset_sample, ended.event.offset_sample) == ("ended", 750, 1250)
+    assert (started.kind, started.event.onset_sample) == ("started", 2100)
+    events = detect_events(
+        [0, 500, 2000],
+        [0.0, 0.9, 0.9],
+        rule(0.5),
+        frame_scores=[frames(), frames(1), frames(1)],
+        **GEOMETRY,
+        **FRAMES,
+    )
+    assert spans(events) == [(750, 1250), (2100, 2750)]
+
+
 def test_merge_gaps_are_measured_between_refined_times() -> None:
     # Segment bounds give a gap of 500 (1250 -> 1750); frames give 1000 (1000 -> 2000).
     window_frames = [frames(3), frames(3), frames(), frames(5), frames(5)]
     scores = [0.9, 0.9, 0.0, 0.9, 0.9]
-    assert offline(scores, rule(0.5, merge_gap_s=0.6)) == [(250, 2750)]
+    assert offline(scores, rule(0.5, merge_gap_s=0.6)) == [(0, 2750)]
     kwargs: dict[str, Any] = {"frame_scores": window_frames, **GEOMETRY, **FRAMES}
     merged = detect_events(np.arange(5) * HOP, scores, rule(0.5, merge_gap_s=1.2), **kwargs)
     assert spans(merged) == [(300, 2700)]
@@ -503,7 +559,7 @@ def test_bad_scores_are_rejected(bad: object) -> None:
 def test_numpy_scalars_are_accepted() -> None:
     tracker = EventTracker(rule(0.5), **GEOMETRY)
     (started,) = tracker.push(np.int64(0), np.float32(0.75))  # type: ignore[arg-type]
-    assert started.event.onset_sample == 250
+    assert started.event.onset_sample == 0
     assert type(started.event.onset_sample) is int
 
 
@@ -561,7 +617,7 @@ def test_updates_carry_the_id_of_their_sensor_stream_label_and_onset() -> None:
 
     first, again = run(), run()
     assert first == again
-    assert {u.event_id for u in first} == {event_id("sensor-1", "stream-a", "smoke_alarm", 250)}
+    assert {u.event_id for u in first} == {event_id("sensor-1", "stream-a", "smoke_alarm", 0)}
 
 
 # -- rules ----------------------------------------------------------------------------------
@@ -653,13 +709,15 @@ def reference(
     n = event_rule.smoothing_windows
     lead = (WINDOW - HOP) // 2
 
-    def onset(i: int) -> int:
-        begin = starts[i] + lead
+    def onset(i: int, first: bool) -> int:
+        # The first window of a piece speaks for [start, start + lead + HOP).
+        begin = starts[i] if first else starts[i] + lead
+        end = starts[i] + lead + HOP
         if window_frames is None:
             return begin
         for f in range(N_FRAMES):
             frame_start = starts[i] + 100 * f
-            inside = frame_start >= begin and frame_start + 200 <= begin + HOP
+            inside = frame_start >= begin and frame_start + 200 <= end
             if inside and window_frames[i][f] >= event_rule.on_threshold:
                 return frame_start
         return begin
@@ -694,7 +752,7 @@ def reference(
             j = k
             while j + 1 < len(piece) and smoothed[j + 1] >= event_rule.off_threshold:
                 j += 1
-            run = Ref(onset(piece[k]), offset(piece[j]), max(smoothed[k : j + 1]), piece[j])
+            run = Ref(onset(piece[k], k == 0), offset(piece[j]), max(smoothed[k : j + 1]), piece[j])
             merge_gap = round(event_rule.merge_gap_s * SR)
             if runs and run.onset - runs[-1].offset < merge_gap:
                 previous = runs.pop()

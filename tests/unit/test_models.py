@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from soundsentry.detect import event_rule_for
+from soundsentry.events import EventRule
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features import FeatureProfile, Featurizer
 from soundsentry.models import ModelSet, load_model
@@ -85,6 +87,22 @@ def _card(tmp_path: Path, **changes: object) -> Path:
         ({"profile": {"name": "x", "mel": {"n_fft": 500}}}, "invalid model card: .*power of two"),
         ({"profile": {"name": "x", "hop": 3}}, "unknown key\\(s\\) \\['hop'\\]"),
         ({"labels": ["siren", "siren"]}, "labels must be unique"),
+        (
+            {"event_rules": {"gunshot": {"on_threshold": 0.5, "off_threshold": 0.4}}},
+            "event_rules for labels the model does not have: \\['gunshot'\\]",
+        ),
+        (
+            {"event_rules": {"siren": {"on_threshold": 0.5, "off_threshold": 0.7}}},
+            "off_threshold=0.7 must be <= on_threshold=0.5",
+        ),
+        (
+            {"event_rules": {"siren": {"on_threshold": 0.5}}},
+            "must have on_threshold and off_threshold",
+        ),
+        (
+            {"event_rules": {"siren": {"on_threshold": 0.5, "off_threshold": 0.4, "gap": 1}}},
+            "got \\['gap', 'off_threshold', 'on_threshold'\\]",
+        ),
     ],
 )
 def test_cards_that_do_not_fit_are_named_at_load(
@@ -107,3 +125,19 @@ def test_broken_files_and_empty_directories_are_named(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "bad.json: cannot read the model card" in message
     assert "good.json (good.onnx): not a loadable ONNX model" in message
+
+
+def test_a_cards_event_rules_are_what_detection_uses(tmp_path: Path) -> None:
+    spec = {
+        "on_threshold": 0.6,
+        "off_threshold": 0.3,
+        "smoothing_windows": 2,
+        "min_duration_s": 0.5,
+        "merge_gap_s": 1.0,
+    }
+    model = load_model(_card(tmp_path, event_rules={"siren": spec}))
+    assert event_rule_for(model, "siren") == EventRule(label="siren", **spec)
+    # A label without a rule falls back to the threshold rule.
+    fallback = event_rule_for(model, "car_horn")
+    assert fallback.on_threshold == model.card.threshold("car_horn")
+    assert fallback.off_threshold == pytest.approx(0.75 * fallback.on_threshold)

@@ -178,6 +178,7 @@ def test_card_loads_with_thresholds_metrics_and_licences(
     assert model.profile == data.profile
     assert set(card.thresholds) == set(card.labels)
     assert all(0.0 <= value <= 1.0 for value in card.thresholds.values())
+    assert set(card.event_rules) == set(card.labels)  # tuned on validation
     metrics = card.metrics
     assert metrics["epochs_run"] == 2
     assert len(metrics["history"]) == 2

@@ -1,0 +1,52 @@
+"""soundsentry.calibration: per-label event rules chosen for event F1 on scored examples."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from soundsentry.calibration import ScoredExample, event_metrics, rule_document, tune_event_rule
+from soundsentry.evaluation import EvalEvent
+from soundsentry.events import EventRule
+from soundsentry.features import FeatureProfile
+
+PROFILE = FeatureProfile("full-16k")  # 1 s windows every 0.5 s
+HOP = 8000
+
+
+def example(key: str, scores: list[float], events: list[tuple[float, float]]) -> ScoredExample:
+    return ScoredExample(
+        key=key,
+        duration_s=0.5 * (len(scores) + 1),
+        start_samples=np.arange(len(scores), dtype=np.int64) * HOP,
+        scores=np.array(scores, dtype=np.float32)[:, None],
+        frame_scores=None,
+        events=tuple(EvalEvent(key, "siren", on, off) for on, off in events),
+    )
+
+
+def test_a_fragmented_sound_gets_a_merge_gap_and_a_spike_a_minimum_duration() -> None:
+    # A siren from 0 s to 4.75 s whose score dips for two windows (one event, if merged), and
+    # clips where one window spikes without a siren (false alarms, unless a minimum duration).
+    examples = [
+        example(f"s{i}", [0.9, 0.9, 0.9, 0.05, 0.05, 0.9, 0.9, 0.9, 0.9, 0.05], [(0.0, 4.75)])
+        for i in range(4)
+    ] + [example(f"q{i}", [0.05, 0.05, 0.95, 0.05, 0.05, 0.05], []) for i in range(4)]
+    tuned = tune_event_rule("siren", 0, examples, PROFILE)
+    assert tuned.f1 == 1.0
+    assert tuned.error_rate == 0.0
+    assert tuned.rule.merge_gap_s > 1.0  # the 1 s dip is bridged
+    assert tuned.rule.min_duration_s >= 0.5  # the single-window spikes are dropped
+    metrics = event_metrics(examples, ["siren"], {"siren": tuned.rule}, PROFILE)
+    assert metrics["event_based"]["f1"] == 1.0
+    assert metrics["event_based"]["class_wise"]["siren"]["n_sys"] == 4
+
+
+def test_the_simplest_of_equally_good_rules_is_kept() -> None:
+    # Clean scores: every candidate without smoothing finds the events; the first (lowest on
+    # threshold, no merging, no minimum duration) wins.
+    examples = [example(f"c{i}", [0.0, 0.0, 1.0, 1.0, 0.0, 0.0], [(1.25, 2.25)]) for i in range(3)]
+    tuned = tune_event_rule("siren", 0, examples, PROFILE)
+    assert tuned.f1 == 1.0
+    assert rule_document(tuned.rule) == rule_document(
+        EventRule("siren", on_threshold=0.1, off_threshold=0.075)
+    )

@@ -1,0 +1,53 @@
+"""The committed default model (models/) and the README's example recording."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from soundsentry.detect import detect_file
+from soundsentry.evaluation import read_event_list
+from soundsentry.models import ModelSet
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ROOT / "models"
+EXAMPLE = ROOT / "examples" / "audio" / "kitchen_alarms.flac"
+LABELS = {
+    "smoke_alarm",
+    "co_alarm",
+    "glass_break",
+    "gun_shot",
+    "siren",
+    "car_horn",
+    "dog_bark",
+    "baby_cry",
+}
+
+
+@pytest.fixture(scope="module")
+def models() -> ModelSet:
+    return ModelSet.from_dir(MODELS)
+
+
+def test_the_default_model_is_small_and_says_what_it_learned_from(models: ModelSet) -> None:
+    (model,) = models.models
+    card = model.card
+    assert set(card.labels) >= LABELS
+    assert sum(p.stat().st_size for p in MODELS.iterdir()) <= 2_000_000
+    assert set(card.event_rules) == set(card.labels)
+    assert set(card.metrics["window"]["labels"]) == set(card.labels)
+    assert "NON-COMMERCIAL USE ONLY" in card.licence
+    assert "urbansound8k_subset" in {entry["name"] for entry in card.training_data}
+    assert (MODELS / f"{card.name}.FREESOUNDCREDITS.txt").is_file()
+
+
+def test_the_readme_example_alarms_are_found_within_250_ms(models: ModelSet) -> None:
+    reference = read_event_list(EXAMPLE.with_name("kitchen_alarms.events.tsv"))
+    found = detect_file(EXAMPLE, models)
+    assert len(reference) == 4
+    for event in reference:
+        onsets = [d.onset_s for d in found if d.label == event.label]
+        assert any(abs(onset - event.onset_s) <= 0.25 for onset in onsets), (event, found)
+    alarms = [d for d in found if d.label in {"smoke_alarm", "co_alarm"}]
+    assert len(alarms) == len(reference)  # each alarm cycle once, nothing more
