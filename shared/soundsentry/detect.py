@@ -112,7 +112,6 @@ def detect_file(
             if traces is not None:
                 trace_of[model.name, label] = WindowTrace(model.name, label, [], [])
                 traces.append(trace_of[model.name, label])
-    gates = {m.name: m.card.silence_gate_dbfs for m in models.models}
     events: list[DetectedEvent] = []
 
     def record(model: str, updates: Iterable[EventUpdate]) -> None:
@@ -138,7 +137,6 @@ def detect_file(
         _score_and_track(
             windows,
             models=models,
-            gates=gates,
             trackers=trackers,
             trace_of=trace_of,
             record=record,
@@ -156,7 +154,6 @@ def _score_and_track(
     windows: list[Window],
     *,
     models: ModelSet,
-    gates: dict[str, float | None],
     trackers: dict[tuple[str, str], EventTracker],
     trace_of: dict[tuple[str, str], WindowTrace],
     record: Callable[[str, Iterable[EventUpdate]], None],
@@ -166,12 +163,10 @@ def _score_and_track(
     by_name = {m.name: m for m in models.models}
     for result in models.score(windows):
         window = result.window
-        gate = gates[result.model]
-        silent = gate is not None and window.rms_dbfs < gate
         model = by_name[result.model]
         for index, label in enumerate(model.card.labels):
-            score = 0.0 if silent else float(result.scores[index])
-            frames = None if silent or result.frame_scores is None else result.frame_scores[index]
+            score = float(result.scores[index])  # 0 for a window below the silence gate
+            frames = None if result.frame_scores is None else result.frame_scores[index]
             tracker = trackers[result.model, label]
             record(result.model, tracker.push(window.start_sample, score, frames))
             trace = trace_of.get((result.model, label))

@@ -23,6 +23,7 @@ start-up with a message that names the file and the mismatch, never at the first
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,11 +34,20 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from soundsentry.contracts import WindowScores
 from soundsentry.events import EventRule
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features import FeatureProfile, Window, parse_profile
 
-__all__ = ["LoadedModel", "ModelCard", "ModelSet", "WindowScore", "load_model"]
+__all__ = [
+    "LoadedModel",
+    "ModelCard",
+    "ModelSet",
+    "WindowScore",
+    "load_model",
+    "score_id",
+    "score_to_proto",
+]
 
 INPUT_NAME = "log_mel"
 
@@ -127,6 +137,38 @@ class ModelCard(BaseModel):
             raise ValueError(str(exc)) from None
 
 
+def score_id(window_id: str, model: str, model_version: str) -> str:
+    """Deterministic id of one model's scores of one window (replays dedupe)."""
+    key = f"{window_id}\x1f{model}\x1f{model_version}".encode()
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
+
+
+def score_to_proto(result: WindowScore, labels: Sequence[str]) -> WindowScores:
+    """The wire form of one model's scores of one window; ``labels`` in output order."""
+    window = result.window
+    message = WindowScores(
+        score_id=score_id(window.window_id, result.model, result.model_version),
+        window_id=window.window_id,
+        sensor_id=window.sensor_id,
+        stream_id=window.stream_id,
+        model=result.model,
+        model_version=result.model_version,
+        profile=window.profile,
+        start_sample=window.start_sample,
+        num_samples=window.num_samples,
+        sample_rate_hz=window.sample_rate_hz,
+        rms_dbfs=window.rms_dbfs,
+        gated=result.gated,
+    )
+    if window.start_time_ns:
+        message.start_time.FromNanoseconds(window.start_time_ns)
+    for index, label in enumerate(labels):
+        entry = message.scores.add(label=label, score=float(result.scores[index]))
+        if result.frame_scores is not None:
+            entry.frame_scores.extend(result.frame_scores[index].tolist())
+    return message
+
+
 @dataclass(frozen=True, slots=True)
 class WindowScore:
     """One model's scores for one window."""
@@ -136,6 +178,7 @@ class WindowScore:
     model_version: str
     scores: npt.NDArray[np.float32]  # shape=(num_labels,)
     frame_scores: npt.NDArray[np.float32] | None  # shape=(num_labels, num_frames)
+    gated: bool = False  # below the model's silence gate: not run, scores 0
 
 
 class LoadedModel:
@@ -292,7 +335,12 @@ class ModelSet:
         return [group[0].profile for group in self._by_profile.values()]
 
     def score(self, windows: Sequence[Window]) -> list[WindowScore]:
-        """Score every window with every model of its profile, one batch per model."""
+        """Score every window with every model of its profile, one batch per model.
+
+        A window quieter than a model's ``silence_gate_dbfs`` is not run through that model:
+        its result has ``gated=True``, scores 0 and no frame scores (silence is "no event",
+        and gating it costs nothing).
+        """
         results: list[WindowScore] = []
         by_profile: dict[str, list[Window]] = {}
         for window in windows:
@@ -301,17 +349,27 @@ class ModelSet:
             models = self._by_profile.get(profile_name, [])
             if not models:
                 continue
-            batch = np.stack([w.log_mel_db for w in group])
+            levels = np.array([w.rms_dbfs for w in group], dtype=np.float64)
             for model in models:
-                scores, frames = model.predict(batch)
+                gate = model.card.silence_gate_dbfs
+                loud = np.ones(len(group), bool) if gate is None else levels >= gate
+                rows = np.flatnonzero(loud)
+                scores = frames = None
+                if rows.size:
+                    batch = np.stack([group[i].log_mel_db for i in rows])
+                    scores, frames = model.predict(batch)
+                silent = np.zeros(len(model.card.labels), dtype=np.float32)
+                row_of = {int(i): r for r, i in enumerate(rows)}
                 for i, window in enumerate(group):
+                    row = row_of.get(i)
                     results.append(
                         WindowScore(
                             window=window,
                             model=model.name,
                             model_version=model.card.version,
-                            scores=scores[i],
-                            frame_scores=None if frames is None else frames[i],
+                            scores=silent if row is None or scores is None else scores[row],
+                            frame_scores=None if row is None or frames is None else frames[row],
+                            gated=row is None,
                         )
                     )
         return results

@@ -1,16 +1,18 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from soundsentry.contracts import WindowScores
 from soundsentry.detect import event_rule_for
 from soundsentry.events import EventRule
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features import FeatureProfile, Featurizer
-from soundsentry.models import ModelSet, load_model
+from soundsentry.models import ModelSet, load_model, score_id, score_to_proto
 from tests.audio_fixtures import chunks, recording
 from tests.model_fixtures import expected_scores, write_model
 
@@ -141,3 +143,59 @@ def test_a_cards_event_rules_are_what_detection_uses(tmp_path: Path) -> None:
     fallback = event_rule_for(model, "car_horn")
     assert fallback.on_threshold == model.card.threshold("car_horn")
     assert fallback.off_threshold == pytest.approx(0.75 * fallback.on_threshold)
+
+
+def test_windows_below_the_silence_gate_are_not_run_and_say_so(tmp_path: Path) -> None:
+    weights, bias = write_model(tmp_path, "m", FULL, ["siren", "car_horn"])
+    path = tmp_path / "m.json"
+    document = json.loads(path.read_text())
+    document["silence_gate_dbfs"] = -30.0
+    path.write_text(json.dumps(document))
+    models = ModelSet.from_dir(tmp_path)
+    samples, rate = recording("siren")
+    featurizer = Featurizer([FULL])
+    windows = []
+    for chunk in chunks(samples, rate, [1600], sensor_id="s"):
+        windows += featurizer.process([chunk]).windows
+    # Make every other window silent: its level decides, not its spectrum.
+    windows = [
+        dataclasses.replace(w, rms_dbfs=-80.0) if i % 2 else dataclasses.replace(w, rms_dbfs=-10.0)
+        for i, w in enumerate(windows)
+    ]
+    (model,) = models.models
+    calls: list[int] = []
+    predict = model.predict
+
+    def counting(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        calls.append(batch.shape[0])
+        return predict(batch)
+
+    model.predict = counting  # type: ignore[method-assign]
+    scored = models.score(windows)
+    assert calls == [len(windows[::2])]  # one batch, loud windows only
+    for index, result in enumerate(scored):
+        assert result.window is windows[index]
+        assert result.gated == bool(index % 2)
+        if result.gated:
+            assert not result.scores.any()
+        else:
+            expected = expected_scores(result.window.log_mel_db[None], weights, bias)[0]
+            np.testing.assert_allclose(result.scores, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_scores_on_the_wire_carry_a_deterministic_id_and_every_label(tmp_path: Path) -> None:
+    write_model(tmp_path, "framed", FULL, ["siren", "car_horn"], frame_output=True)
+    models = ModelSet.from_dir(tmp_path)
+    samples, rate = recording("siren")
+    windows = Featurizer([FULL]).process(list(chunks(samples, rate, [16000]))).windows[:2]
+    first, second = models.score(windows)
+    message = score_to_proto(first, ["siren", "car_horn"])
+    assert message.score_id == score_id(first.window.window_id, "framed", "0.0.1")
+    assert message.score_id != score_to_proto(second, ["siren", "car_horn"]).score_id
+    assert message.window_id == first.window.window_id
+    assert [s.label for s in message.scores] == ["siren", "car_horn"]
+    assert first.frame_scores is not None
+    np.testing.assert_allclose([s.score for s in message.scores], first.scores, rtol=1e-6)
+    assert len(message.scores[0].frame_scores) == FULL.window_frames
+    assert not message.gated
+    assert WindowScores.FromString(message.SerializeToString()) == message
