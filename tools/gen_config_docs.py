@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings
 
+from soundsentry.services.classifier.settings import ClassifierSettings
 from soundsentry.services.featurizer.settings import FeaturizerSettings
 from soundsentry.services.ingest.settings import IngestSettings
 from soundsentry.settings import KafkaSettings, TopicSettings
@@ -23,6 +24,7 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     TopicSettings,
     IngestSettings,
     FeaturizerSettings,
+    ClassifierSettings,
 )
 
 

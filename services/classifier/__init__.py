@@ -1,1 +1,1 @@
-"""Classifier: micro-batched ONNX scoring of audio.windows into audio.scores."""
+"""The classifier service: feature windows in, per-label scores out."""

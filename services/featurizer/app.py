@@ -26,14 +26,14 @@ from typing import Any, cast
 import faust
 from faust.types import TP
 from mode import CrashingSupervisor
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from soundsentry.contracts import AudioChunk, sensor_key
 from soundsentry.features import Featurizer, window_to_proto
 from soundsentry.services.featurizer.metrics import FeaturizerMetrics
 from soundsentry.services.featurizer.settings import FeaturizerSettings
 from soundsentry.settings import KafkaSettings, TopicSettings
-from soundsentry.streaming import decode_or_park, park
+from soundsentry.streaming import decode_or_park, park, run_worker, update_consumer_lag
 from soundsentry.topics import AUDIO, DLQ_PARTITIONS, WINDOWS, TopicLayout
 
 __all__ = ["SERVICE", "FeaturizerService", "create_app", "main", "run"]
@@ -135,23 +135,10 @@ class FeaturizerService:
             )
             metrics.windows.labels(window.profile).inc()
         metrics.sensors.set(self.featurizer.sensors)
-        self._update_lag(last_offsets)
+        update_consumer_lag(self.app, last_offsets, metrics.consumer_lag)
         # Faust only logs a failed send and would commit past it: wait for Kafka's acks
         # (producer_acks=-1) so that a failure crashes the worker before the batch is acked.
         await asyncio.gather(*deliveries)
-
-    def _update_lag(self, last_offsets: dict[TP, int]) -> None:
-        consumer = self.app.consumer
-        assigned = consumer.assignment()
-        for tp, offset in last_offsets.items():
-            if tp not in assigned:  # revoked meanwhile; aiokafka asserts on unassigned ones
-                continue
-            # The next offset Kafka will assign (None before the partition's first fetch).
-            highwater: int | None = consumer.highwater(tp)
-            if highwater is not None:
-                self.metrics.consumer_lag.labels(str(tp.partition)).set(
-                    max(highwater - (offset + 1), 0)
-                )
 
     def on_partitions_revoked(self, revoked: Set[TP]) -> None:
         """Drop the state of the sensors of revoked partitions and their lag gauges.
@@ -221,22 +208,13 @@ def run(service: FeaturizerService, *, loglevel: str = "INFO") -> int:
     Serves the registry's ``/metrics`` on ``metrics_port`` (unless 0) while it runs.
     """
     settings = service.settings
-    server = None
-    if settings.metrics_port:
-        server, _ = start_http_server(
-            settings.metrics_port,
-            settings.metrics_host,
-            registry=service.registry,
-        )
-    worker = faust.Worker(service.app, loglevel=loglevel)
-    try:
-        worker.execute_from_commandline()  # always ends with SystemExit
-    except SystemExit as exit_:
-        code = exit_.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    finally:
-        if server is not None:
-            server.shutdown()
+    return run_worker(
+        service.app,
+        service.registry,
+        metrics_port=settings.metrics_port,
+        metrics_host=settings.metrics_host,
+        loglevel=loglevel,
+    )
 
 
 def main(*, loglevel: str = "INFO") -> int:

@@ -55,6 +55,12 @@ def _cmd_featurizer(args: argparse.Namespace) -> int:
     return featurizer_main(loglevel=args.log_level)
 
 
+def _cmd_classifier(args: argparse.Namespace) -> int:
+    from soundsentry.services.classifier.app import main as classifier_main  # noqa: PLC0415
+
+    return classifier_main(loglevel=args.log_level)
+
+
 def _cmd_push(args: argparse.Namespace) -> int:
     from soundsentry.client import file_chunks, push  # noqa: PLC0415
 
@@ -247,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
         "featurizer", help="run the featurizer stream service (SOUNDSENTRY_FEATURIZER_*)"
     )
     featurizer.set_defaults(func=_cmd_featurizer)
+
+    classifier = sub.add_parser(
+        "classifier", help="run the classifier stream service (SOUNDSENTRY_CLASSIFIER_*)"
+    )
+    classifier.set_defaults(func=_cmd_classifier)
 
     push = sub.add_parser("push", help="stream an audio file to the ingest service over gRPC")
     push.add_argument("file", type=Path, help="WAV, FLAC, OGG or MP3 file")

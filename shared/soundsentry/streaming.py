@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import faust
+from faust.types import TP
 from google.protobuf.message import Message
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from soundsentry.contracts import decode
 from soundsentry.deadletter import dead_letter
@@ -14,7 +17,7 @@ from soundsentry.exceptions import BadMessageError
 from soundsentry.metrics import StreamMetrics
 from soundsentry.topics import TopicSpec
 
-__all__ = ["decode_or_park", "park"]
+__all__ = ["decode_or_park", "park", "run_worker", "update_consumer_lag"]
 
 M = TypeVar("M", bound=Message)
 
@@ -74,3 +77,43 @@ async def decode_or_park(
     except BadMessageError as error:
         await park(event, error, dlq=dlq, metrics=metrics, service=service)
         return None
+
+
+def update_consumer_lag(app: faust.App, last_offsets: Mapping[TP, int], gauge: Gauge) -> None:
+    """Set ``gauge`` (labelled by partition) to the records behind each partition's high-water
+    mark, as of the last offset a batch took from it."""
+    consumer = app.consumer
+    assigned = consumer.assignment()
+    for tp, offset in last_offsets.items():
+        if tp not in assigned:  # revoked meanwhile; aiokafka asserts on unassigned ones
+            continue
+        # The next offset Kafka will assign (None before the partition's first fetch).
+        highwater: int | None = consumer.highwater(tp)
+        if highwater is not None:
+            gauge.labels(str(tp.partition)).set(max(highwater - (offset + 1), 0))
+
+
+def run_worker(
+    app: faust.App,
+    registry: CollectorRegistry,
+    *,
+    metrics_port: int,
+    metrics_host: str,
+    loglevel: str = "INFO",
+) -> int:
+    """Run ``app`` as a Faust worker until SIGTERM / Ctrl-C; return the exit status.
+
+    Serves the registry's ``/metrics`` on ``metrics_port`` (unless 0) while it runs.
+    """
+    server = None
+    if metrics_port:
+        server, _ = start_http_server(metrics_port, metrics_host, registry=registry)
+    worker = faust.Worker(app, loglevel=loglevel)
+    try:
+        worker.execute_from_commandline()  # always ends with SystemExit
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        if server is not None:
+            server.shutdown()

@@ -13,13 +13,12 @@ import os
 import signal
 import sys
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.types import TP
 from prometheus_client import CollectorRegistry
@@ -41,6 +40,8 @@ from tests.integration.topic_helpers import (
     WAIT_S,
     assert_same_windows,
     consume_until,
+    eventually,
+    produce,
     running,
     window_records_cover,
 )
@@ -91,23 +92,6 @@ def settings_for(consumer_group: str, tmp_path: Path, **kwargs: Any) -> Featuriz
         metrics_port=0,
         **kwargs,
     )
-
-
-async def produce(kafka: KafkaSettings, topic: str, records: Iterable[Record]) -> None:
-    producer = AIOKafkaProducer(**kafka.aiokafka_kwargs(), acks="all")
-    await producer.start()
-    try:
-        for key, value in records:
-            await producer.send_and_wait(topic, value, key=key)
-    finally:
-        await producer.stop()
-
-
-async def eventually(check: Callable[[], bool]) -> None:
-    """Wait (bounded) until ``check()``: metrics are updated a moment after records are sent."""
-    async with asyncio.timeout(WAIT_S):
-        while not check():  # noqa: ASYNC110 - polls a metric: there is no event to wait on
-            await asyncio.sleep(0.05)
 
 
 def windows_by_profile(windows: Iterable[Window]) -> dict[str, int]:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
+import faust
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from soundsentry.contracts import FeatureWindow, decode, sensor_key
 from soundsentry.features import Window, window_from_proto
-from soundsentry.services.featurizer.app import FeaturizerService
 from soundsentry.settings import KafkaSettings
 
 # Bounds every wait on the broker (a guard against hangs, not an assertion about speed).
@@ -58,8 +58,34 @@ def window_records_cover(expected: Iterable[Window]) -> Callable[[list[Any]], bo
     return done
 
 
+async def produce(kafka: KafkaSettings, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
+    """Send (key, value) records in order, each acknowledged by every replica."""
+    producer = AIOKafkaProducer(**kafka.aiokafka_kwargs(), acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def eventually(check: Callable[[], bool]) -> None:
+    """Wait (bounded) until ``check()``: metrics are updated a moment after records are sent."""
+    async with asyncio.timeout(WAIT_S):
+        while not check():  # noqa: ASYNC110 - polls a metric: there is no event to wait on
+            await asyncio.sleep(0.05)
+
+
+class _Service(Protocol):
+    @property
+    def app(self) -> faust.App: ...
+
+
+S = TypeVar("S", bound=_Service)
+
+
 @asynccontextmanager
-async def running(service: FeaturizerService) -> AsyncIterator[FeaturizerService]:
+async def running(service: S) -> AsyncIterator[S]:
     await service.app.start()
     try:
         yield service

@@ -1,0 +1,202 @@
+"""The classifier's Faust app: feature windows in, per-label scores out, bad records parked.
+
+One agent reads the windows topic in micro-batches (up to ``max_batch_windows`` records,
+waiting at most ``max_batch_ms``), decodes each record (undecodable ones, and windows whose
+shape does not fit their profile, are parked in the windows DLQ), and scores the whole batch
+with :meth:`ModelSet.score`: every model whose profile matches a window, one ONNX call per
+model for all sensors of the batch, windows below a model's silence gate skipped. Each model's
+scores of each window go to the scores topic keyed by sensor, with a deterministic id.
+
+Delivery is at least once, as in the featurizer: a batch's records become committable only
+after Kafka acknowledged every score of the batch; a failed send crashes the worker, which
+restarts from the last committed offset; consumers drop the duplicates by ``score_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import faust
+from faust.types import TP
+from mode import CrashingSupervisor
+from prometheus_client import CollectorRegistry
+
+from soundsentry.contracts import sensor_key
+from soundsentry.exceptions import BadMessageError
+from soundsentry.features import FeatureProfile, Window, window_from_proto
+from soundsentry.models import ModelSet, score_to_proto
+from soundsentry.services.classifier.metrics import ClassifierMetrics
+from soundsentry.services.classifier.settings import ClassifierSettings
+from soundsentry.settings import KafkaSettings, TopicSettings
+from soundsentry.streaming import decode_or_park, park, run_worker, update_consumer_lag
+from soundsentry.topics import DLQ_PARTITIONS, SCORES, WINDOWS, TopicLayout
+
+__all__ = ["SERVICE", "ClassifierService", "create_app", "main", "run"]
+
+SERVICE = "classifier"
+
+
+class ClassifierService:
+    """The classifier's Faust app, its models and its metrics; built by :func:`create_app`."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        *,
+        models: ModelSet,
+        metrics: ClassifierMetrics,
+        settings: ClassifierSettings,
+        topics: TopicLayout,
+        registry: CollectorRegistry,
+    ) -> None:
+        self.app = app
+        self.registry = registry
+        self.models = models
+        self.metrics = metrics
+        self.settings = settings
+        self.topics = topics
+        self.source = topics.faust_raw_topic(app, topics.name(WINDOWS))
+        self.dlq = topics.faust_raw_topic(app, topics.dlq(WINDOWS), partitions=DLQ_PARTITIONS)
+        self.scores = topics.faust_topic(app, SCORES)
+        self._profiles: dict[str, FeatureProfile] = {p.name: p for p in models.profiles()}
+        self._labels = {m.name: list(m.card.labels) for m in models.models}
+        app.agent(self.source, name=f"{SERVICE}.score", supervisor_strategy=CrashingSupervisor)(
+            self._agent
+        )
+
+    async def _agent(self, stream: faust.StreamT[bytes]) -> None:
+        batches = cast(faust.Stream[bytes], stream).take_events(
+            self.settings.max_batch_windows, within=self.settings.max_batch_ms / 1000
+        )
+        async for events in batches:
+            try:
+                await self.process_batch(events)
+            except Exception:
+                # As in the featurizer: keep the failed batch from being committed on the way
+                # down, so the restarted worker reads it again.
+                for event in events:
+                    event.message.incref()
+                raise
+
+    def _check_shape(self, window: Window) -> None:
+        profile = self._profiles.get(window.profile)
+        if profile is None:
+            return  # counted as unmatched: a profile for other consumers is not an error
+        expected = (profile.num_bands, profile.window_frames)
+        if window.log_mel_db.shape != expected:
+            raise BadMessageError(
+                "window_shape_mismatch",
+                f"window {window.window_id} of profile {window.profile!r} has "
+                f"{window.log_mel_db.shape[0]} bands x {window.log_mel_db.shape[1]} frames; "
+                f"the loaded models of that profile take {expected[0]} x {expected[1]}",
+            )
+
+    async def process_batch(self, events: Sequence[faust.EventT[Any]]) -> None:
+        """Score one batch of window records; return when Kafka has all its scores."""
+        metrics = self.metrics
+        windows: list[Window] = []
+        last_offsets: dict[TP, int] = {}
+        unmatched: Counter[str] = Counter()
+        for event in events:
+            message = event.message
+            last_offsets[message.tp] = max(message.offset, last_offsets.get(message.tp, -1))
+            decoded = await decode_or_park(
+                event, WINDOWS, dlq=self.dlq, metrics=metrics.stream, service=SERVICE
+            )
+            if decoded is None:
+                continue
+            try:
+                window = window_from_proto(decoded)
+                self._check_shape(window)
+            except BadMessageError as error:
+                await park(event, error, dlq=self.dlq, metrics=metrics.stream, service=SERVICE)
+                continue
+            if window.profile in self._profiles:
+                windows.append(window)
+            else:
+                unmatched[window.profile] += 1
+        for profile, count in unmatched.items():
+            metrics.windows_unmatched.labels(profile).inc(count)
+
+        started = time.perf_counter()
+        results = self.models.score(windows)
+        metrics.inference_seconds.observe(time.perf_counter() - started)
+        metrics.batch_windows.observe(len(events))
+        deliveries = []
+        for result in results:
+            counter = metrics.windows_gated if result.gated else metrics.windows_scored
+            counter.labels(result.model).inc()
+            deliveries.append(
+                await self.scores.send(
+                    key=sensor_key(result.window.sensor_id),
+                    value=score_to_proto(result, self._labels[result.model]),
+                )
+            )
+        update_consumer_lag(self.app, last_offsets, metrics.consumer_lag)
+        # Faust only logs a failed send and would commit past it: wait for Kafka's acks.
+        await asyncio.gather(*deliveries)
+
+
+def create_app(
+    kafka: KafkaSettings,
+    topics: TopicLayout,
+    settings: ClassifierSettings,
+    *,
+    registry: CollectorRegistry,
+) -> ClassifierService:
+    """Build the classifier's Faust app and load its models (nothing connects until it starts).
+
+    Raises
+    ------
+    ConfigurationError
+        when the model directory is empty or holds a card that does not fit its model.
+    """
+    models = ModelSet.from_dir(settings.model_dir, threads=settings.inference_threads)
+    app = faust.App(
+        settings.app_id,
+        broker=kafka.faust_broker_url(),
+        store="memory://",
+        web_enabled=False,
+        producer_acks=-1,
+        topic_partitions=topics.partitions,
+        topic_replication_factor=topics.replication_factor,
+        datadir=(settings.data_dir or Path(tempfile.gettempdir())) / f"{settings.app_id}-data",
+    )
+    return ClassifierService(
+        app,
+        models=models,
+        metrics=ClassifierMetrics.create(registry),
+        settings=settings,
+        topics=topics,
+        registry=registry,
+    )
+
+
+def run(service: ClassifierService, *, loglevel: str = "INFO") -> int:
+    """Run the service as a Faust worker until SIGTERM / Ctrl-C; return the exit status."""
+    settings = service.settings
+    return run_worker(
+        service.app,
+        service.registry,
+        metrics_port=settings.metrics_port,
+        metrics_host=settings.metrics_host,
+        loglevel=loglevel,
+    )
+
+
+def main(*, loglevel: str = "INFO") -> int:
+    """``soundsentry classifier``: settings from the environment, run until stopped."""
+    registry = CollectorRegistry()
+    service = create_app(
+        KafkaSettings(),
+        TopicLayout.from_settings(TopicSettings()),
+        ClassifierSettings(),
+        registry=registry,
+    )
+    return run(service, loglevel=loglevel)
