@@ -7,6 +7,10 @@ with :meth:`ModelSet.score`: every model whose profile matches a window, one ONN
 model for all sensors of the batch, windows below a model's silence gate skipped. Each model's
 scores of each window go to the scores topic keyed by sensor, with a deterministic id.
 
+Hot reload: every ``reload_interval_s`` the model directory is re-read
+(:class:`~soundsentry.models.ModelDirectory`); new and changed cards serve from the next batch,
+a card that fails to load is logged and counted while its previous version keeps serving.
+
 Delivery is at least once, as in the featurizer: a batch's records become committable only
 after Kafka acknowledged every score of the batch; a failed send crashes the worker, which
 restarts from the last committed offset; consumers drop the duplicates by ``score_id``.
@@ -15,6 +19,7 @@ restarts from the last committed offset; consumers drop the duplicates by ``scor
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
 import time
 from collections import Counter
@@ -30,7 +35,7 @@ from prometheus_client import CollectorRegistry
 from soundsentry.contracts import sensor_key
 from soundsentry.exceptions import BadMessageError
 from soundsentry.features import FeatureProfile, Window, window_from_proto
-from soundsentry.models import ModelSet, score_to_proto
+from soundsentry.models import ModelDirectory, ModelSet, ReloadReport, score_to_proto
 from soundsentry.services.classifier.metrics import ClassifierMetrics
 from soundsentry.services.classifier.settings import ClassifierSettings
 from soundsentry.settings import KafkaSettings, TopicSettings
@@ -38,6 +43,8 @@ from soundsentry.streaming import decode_or_park, park, run_worker, update_consu
 from soundsentry.topics import DLQ_PARTITIONS, SCORES, WINDOWS, TopicLayout
 
 __all__ = ["SERVICE", "ClassifierService", "create_app", "main", "run"]
+
+logger = logging.getLogger(__name__)
 
 SERVICE = "classifier"
 
@@ -49,7 +56,7 @@ class ClassifierService:
         self,
         app: faust.App,
         *,
-        models: ModelSet,
+        models: ModelDirectory,
         metrics: ClassifierMetrics,
         settings: ClassifierSettings,
         topics: TopicLayout,
@@ -57,18 +64,44 @@ class ClassifierService:
     ) -> None:
         self.app = app
         self.registry = registry
-        self.models = models
+        self.directory = models
         self.metrics = metrics
         self.settings = settings
         self.topics = topics
         self.source = topics.faust_raw_topic(app, topics.name(WINDOWS))
         self.dlq = topics.faust_raw_topic(app, topics.dlq(WINDOWS), partitions=DLQ_PARTITIONS)
         self.scores = topics.faust_topic(app, SCORES)
-        self._profiles: dict[str, FeatureProfile] = {p.name: p for p in models.profiles()}
-        self._labels = {m.name: list(m.card.labels) for m in models.models}
+        self._use(models.models)
         app.agent(self.source, name=f"{SERVICE}.score", supervisor_strategy=CrashingSupervisor)(
             self._agent
         )
+        if settings.reload_interval_s:
+            app.timer(settings.reload_interval_s, name=f"{SERVICE}.reload")(self._reload_timer)
+
+    def _use(self, models: ModelSet) -> None:
+        self.models = models
+        self._profiles: dict[str, FeatureProfile] = {p.name: p for p in models.profiles()}
+        self._labels = {m.name: list(m.card.labels) for m in models.models}
+        self.metrics.models_loaded.set(len(models.models))
+
+    def reload_models(self) -> ReloadReport:
+        """Re-read the model directory; the next batch uses what changed."""
+        report = self.directory.refresh()
+        for card in report.loaded:
+            self.metrics.model_reloads.labels(card, "loaded").inc()
+            logger.info("model card %s loaded", card)
+        for card in report.removed:
+            self.metrics.model_reloads.labels(card, "removed").inc()
+            logger.info("model card %s removed", card)
+        for card, problem in report.failed:
+            self.metrics.model_reloads.labels(card, "failed").inc()
+            logger.error("model reload: %s", problem)
+        if report.changed:
+            self._use(self.directory.models)
+        return report
+
+    async def _reload_timer(self) -> None:
+        self.reload_models()
 
     async def _agent(self, stream: faust.StreamT[bytes]) -> None:
         batches = cast(faust.Stream[bytes], stream).take_events(
@@ -157,7 +190,7 @@ def create_app(
     ConfigurationError
         when the model directory is empty or holds a card that does not fit its model.
     """
-    models = ModelSet.from_dir(settings.model_dir, threads=settings.inference_threads)
+    models = ModelDirectory(settings.model_dir, threads=settings.inference_threads)
     app = faust.App(
         settings.app_id,
         broker=kafka.faust_broker_url(),

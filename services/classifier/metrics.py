@@ -27,6 +27,8 @@ class ClassifierMetrics:
     windows_gated: Counter
     windows_unmatched: Counter
     consumer_lag: Gauge
+    model_reloads: Counter
+    models_loaded: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ClassifierMetrics:
@@ -67,6 +69,18 @@ class ClassifierMetrics:
                 "Records of the windows topic behind its high-water mark, by partition "
                 "(as of the last batch from that partition).",
                 ["partition"],
+                registry=registry,
+            ),
+            model_reloads=Counter(
+                "soundsentry_classifier_model_reloads_total",
+                "Model directory changes seen by hot reload, by card file and result "
+                "(loaded, removed, failed: the previous version keeps serving).",
+                ["card", "result"],
+                registry=registry,
+            ),
+            models_loaded=Gauge(
+                "soundsentry_classifier_models_loaded",
+                "Models serving now.",
                 registry=registry,
             ),
         )

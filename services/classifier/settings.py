@@ -42,6 +42,14 @@ class ClassifierSettings(BaseSettings):
         description="How long to wait to fill a batch before scoring what has arrived (ms): "
         "the latency the batching adds at low load.",
     )
+    reload_interval_s: float = Field(
+        default=10.0,
+        ge=0.0,
+        le=3600.0,
+        description="How often the model directory is re-read for new, changed or removed "
+        "cards (hot reload; a card that fails to load is reported and its previous version "
+        "keeps serving); 0 disables.",
+    )
     inference_threads: int = Field(
         default=1, ge=1, le=64, description="ONNX Runtime intra-op threads per model."
     )

@@ -42,7 +42,9 @@ from soundsentry.features import FeatureProfile, Window, parse_profile
 __all__ = [
     "LoadedModel",
     "ModelCard",
+    "ModelDirectory",
     "ModelSet",
+    "ReloadReport",
     "WindowScore",
     "load_model",
     "score_id",
@@ -190,6 +192,8 @@ class LoadedModel:
         import onnxruntime as ort  # noqa: PLC0415 - only processes that score load it
 
         self.card = card
+        self.onnx_path = onnx_path
+        self.card_path = card_path
         where = f"{card_path} ({onnx_path.name})" if card_path else str(onnx_path)
         self.profile = card.feature_profile()
         options = ort.SessionOptions()
@@ -373,3 +377,106 @@ class ModelSet:
                         )
                     )
         return results
+
+
+# -- hot reload -------------------------------------------------------------------------------
+
+_Fingerprint = tuple[int, int, int, int]  # card (mtime_ns, size), ONNX (mtime_ns, size)
+
+
+def _fingerprint(card: Path) -> _Fingerprint:
+    """What changes when a card or its ONNX file is rewritten (-1 for an unreadable one)."""
+
+    def stat(path: Path) -> tuple[int, int]:
+        try:
+            info = path.stat()
+        except OSError:
+            return (-1, -1)
+        return (info.st_mtime_ns, info.st_size)
+
+    onnx = (-1, -1)
+    try:
+        name = json.loads(card.read_text()).get("onnx")
+        if isinstance(name, str):
+            onnx = stat(card.parent / name)
+    except (OSError, ValueError, AttributeError):
+        pass  # load_model reports it
+    return (*stat(card), *onnx)
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadReport:
+    """What one :meth:`ModelDirectory.refresh` did. Names are card file names; ``failed``
+    maps a card (or ``"*"`` for the set as a whole) to the problem; what failed keeps serving
+    its previous version."""
+
+    loaded: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    failed: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.loaded or self.removed)
+
+
+class ModelDirectory:
+    """A model directory re-read while serving: new and changed cards are loaded, removed ones
+    dropped, and a card that fails to load is reported while its previous version (if any)
+    keeps serving. ``models`` is the current :class:`ModelSet`.
+
+    A change is seen through the card's and its ONNX file's modification time and size; a
+    failed card is retried only after it changes again (so it is reported once). Write the
+    ONNX file before the card (or rename both into place) so a reload never sees half a model.
+    """
+
+    def __init__(self, directory: str | Path, *, threads: int = 1) -> None:
+        """Load every card; at start-up any problem is an error (ConfigurationError)."""
+        self.directory = Path(directory)
+        self._threads = threads
+        self.models = ModelSet.from_dir(self.directory, threads=threads)
+        self._loaded: dict[Path, tuple[_Fingerprint, LoadedModel]] = {}
+        by_card = {m.card_path: m for m in self.models.models}
+        for card_path, model in by_card.items():
+            if card_path is not None:
+                self._loaded[card_path] = (_fingerprint(card_path), model)
+        self._failed: dict[Path, _Fingerprint] = {}
+        self._empty_reported = False
+
+    def refresh(self) -> ReloadReport:
+        """Re-read the directory (cheap when nothing changed: a few stat calls per model)."""
+        cards = sorted(self.directory.glob("*.json"))
+        current = dict(self._loaded)
+        loaded, failed = [], []
+        for card in cards:
+            stamp = _fingerprint(card)
+            known = current.get(card)
+            if (known is not None and known[0] == stamp) or self._failed.get(card) == stamp:
+                continue
+            try:
+                model = load_model(card, threads=self._threads)
+            except ConfigurationError as exc:
+                self._failed[card] = stamp
+                failed.append((card.name, str(exc)))
+                continue
+            self._failed.pop(card, None)
+            current[card] = (stamp, model)
+            loaded.append(card.name)
+        present = set(cards)
+        removed = sorted(p.name for p in current if p not in present)
+        for name in removed:
+            del current[self.directory / name]
+        if not (loaded or removed):
+            return ReloadReport(failed=tuple(failed))
+        if not current:
+            if not self._empty_reported:  # once, not at every refresh
+                self._empty_reported = True
+                failed.append(("*", f"no model cards left in {self.directory}; keeping the models"))
+            return ReloadReport(failed=tuple(failed))
+        self._empty_reported = False
+        try:
+            models = ModelSet([model for _, model in current.values()])
+        except ConfigurationError as exc:  # e.g. two cards now name the same model
+            failed.append(("*", f"{exc}; the previous models keep serving"))
+            return ReloadReport(failed=tuple(failed))
+        self._loaded, self.models = current, models
+        return ReloadReport(loaded=tuple(loaded), removed=tuple(removed), failed=tuple(failed))

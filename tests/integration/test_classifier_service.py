@@ -7,7 +7,9 @@ with plain consumers.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -142,4 +144,76 @@ async def test_windows_of_many_sensors_get_the_offline_scores_and_bad_ones_are_p
     assert sample("soundsentry_classifier_batch_windows_sum") == len(records)
     assert sample("soundsentry_classifier_inference_seconds_count") == sample(
         "soundsentry_classifier_batch_windows_count"
+    )
+
+
+async def test_models_are_hot_reloaded_and_a_broken_card_does_not_stop_scoring(
+    kafka_settings: KafkaSettings,
+    topic_layout: TopicLayout,
+    consumer_group: str,
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    write_model(folder, "general", FULL, ["siren", "dog_bark"])
+    settings = ClassifierSettings(
+        app_id=consumer_group,
+        model_dir=folder,
+        data_dir=tmp_path,
+        metrics_port=0,
+        reload_interval_s=0,  # the test reloads by hand, at a known moment
+    )
+    registry = CollectorRegistry()
+    service = create_app(kafka_settings, topic_layout, settings, registry=registry)
+    first = sensor_windows("siren", "mic-a")
+    second = sensor_windows("dog_bark", "mic-b")
+    source, scores = topic_layout.name(WINDOWS), topic_layout.name(SCORES)
+
+    def models_of(records: list[Any], sensor: str) -> set[tuple[str, str]]:
+        messages = [decode(WindowScores, r.value) for r in records]
+        return {(m.model, m.model_version) for m in messages if m.sensor_id == sensor}
+
+    async with running(service):
+        await produce(
+            kafka_settings,
+            source,
+            [(sensor_key(w.sensor_id), encode(window_to_proto(w))) for w in first],
+        )
+        await consume_until(
+            kafka_settings,
+            scores,
+            consumer_group + "-1",
+            lambda got: len(got) >= sum(w.profile == FULL.name for w in first),
+        )
+        # A new model, a new version of the old one, and a broken card.
+        write_model(folder, "alarms", BAND, ["smoke_alarm"], seed=1)
+        card = folder / "general.json"
+        document = json.loads(card.read_text())
+        document["version"] = "2.0.0"
+        card.write_text(json.dumps(document))
+        (folder / "broken.json").write_text("{not json")
+        report = service.reload_models()
+        assert sorted(report.loaded) == ["alarms.json", "general.json"]
+        assert [name for name, _ in report.failed] == ["broken.json"]
+
+        await produce(
+            kafka_settings,
+            source,
+            [(sensor_key(w.sensor_id), encode(window_to_proto(w))) for w in second],
+        )
+        records = await consume_until(
+            kafka_settings,
+            scores,
+            consumer_group + "-2",
+            lambda got: models_of(got, "mic-b") == {("general", "2.0.0"), ("alarms", "0.0.1")},
+        )
+    assert models_of(records, "mic-a") == {("general", "0.0.1")}
+    sample = registry.get_sample_value
+    assert sample("soundsentry_classifier_models_loaded") == 2
+    assert (
+        sample(
+            "soundsentry_classifier_model_reloads_total",
+            {"card": "broken.json", "result": "failed"},
+        )
+        == 1
     )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,14 @@ from soundsentry.detect import event_rule_for
 from soundsentry.events import EventRule
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features import FeatureProfile, Featurizer
-from soundsentry.models import ModelSet, load_model, score_id, score_to_proto
+from soundsentry.models import (
+    ModelDirectory,
+    ModelSet,
+    ReloadReport,
+    load_model,
+    score_id,
+    score_to_proto,
+)
 from tests.audio_fixtures import chunks, recording
 from tests.model_fixtures import expected_scores, write_model
 
@@ -199,3 +207,53 @@ def test_scores_on_the_wire_carry_a_deterministic_id_and_every_label(tmp_path: P
     assert len(message.scores[0].frame_scores) == FULL.window_frames
     assert not message.gated
     assert WindowScores.FromString(message.SerializeToString()) == message
+
+
+def _touch(path: Path, step: int) -> None:
+    """Give a rewritten file a distinct modification time (coarse file-system clocks)."""
+    stamp = path.stat().st_mtime_ns + step * 1_000_000_000
+    os.utime(path, ns=(stamp, stamp))
+
+
+def test_a_model_directory_reloads_new_changed_broken_and_removed_cards(tmp_path: Path) -> None:
+    write_model(tmp_path, "general", FULL, ["siren", "car_horn"])
+    directory = ModelDirectory(tmp_path)
+    assert directory.refresh() == ReloadReport()  # nothing changed
+
+    # A new model appears.
+    write_model(tmp_path, "alarms", BAND, ["smoke_alarm"], seed=1)
+    report = directory.refresh()
+    assert report.loaded == ("alarms.json",)
+    assert {m.name for m in directory.models.models} == {"general", "alarms"}
+
+    # A changed card is reloaded.
+    card = tmp_path / "general.json"
+    document = json.loads(card.read_text())
+    document["thresholds"] = {"siren": 0.8}
+    card.write_text(json.dumps(document))
+    _touch(card, 1)
+    assert directory.refresh().loaded == ("general.json",)
+    general = next(m for m in directory.models.models if m.name == "general")
+    assert general.card.threshold("siren") == 0.8
+
+    # A broken card is reported once; the previous version keeps serving until it is fixed.
+    card.write_text("{not json")
+    _touch(card, 2)
+    report = directory.refresh()
+    assert report.loaded == ()
+    assert [name for name, _ in report.failed] == ["general.json"]
+    assert "cannot read the model card" in report.failed[0][1]
+    assert directory.refresh() == ReloadReport()
+    assert "general" in {m.name for m in directory.models.models}
+    card.write_text(json.dumps(document))
+    _touch(card, 3)
+    assert directory.refresh().loaded == ("general.json",)
+
+    # A removed card is dropped, but the last one is kept (reported once).
+    (tmp_path / "alarms.json").unlink()
+    assert directory.refresh().removed == ("alarms.json",)
+    card.unlink()
+    report = directory.refresh()
+    assert [name for name, _ in report.failed] == ["*"]
+    assert directory.refresh() == ReloadReport()
+    assert [m.name for m in directory.models.models] == ["general"]
