@@ -44,6 +44,7 @@ __all__ = [
     "TunedRule",
     "calibrate_card",
     "event_metrics",
+    "json_safe",
     "rule_document",
     "scored_examples",
     "tune_event_rule",
@@ -295,7 +296,7 @@ def calibrate_card(card_path: str | Path, dataset_dir: str | Path) -> dict[str, 
     document["event_rules"] = {label: rule_document(t.rule) for label, t in tuned.items()}
     metrics = document.setdefault("metrics", {})
     metrics.update(
-        _json_safe(
+        json_safe(
             event_metrics(examples, labels, {k: t.rule for k, t in tuned.items()}, data.profile)
         )
     )
@@ -307,12 +308,12 @@ def calibrate_card(card_path: str | Path, dataset_dir: str | Path) -> dict[str, 
     return tuned
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN and infinities become None (the card is strict JSON); numpy scalars become floats."""
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float):

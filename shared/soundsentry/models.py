@@ -435,10 +435,9 @@ class ModelDirectory:
         self._threads = threads
         self.models = ModelSet.from_dir(self.directory, threads=threads)
         self._loaded: dict[Path, tuple[_Fingerprint, LoadedModel]] = {}
-        by_card = {m.card_path: m for m in self.models.models}
-        for card_path, model in by_card.items():
-            if card_path is not None:
-                self._loaded[card_path] = (_fingerprint(card_path), model)
+        for model in self.models.models:
+            if model.card_path is not None:  # from_dir always sets it
+                self._loaded[model.card_path] = (_fingerprint(model.card_path), model)
         self._failed: dict[Path, _Fingerprint] = {}
         self._empty_reported = False
 

@@ -97,8 +97,8 @@ import numpy.typing as npt
 
 from soundsentry.audio import load_audio, s16_chunks, to_s16
 from soundsentry.calibration import (
-    _json_safe,
     event_metrics,
+    json_safe,
     rule_document,
     scored_examples,
     tune_event_rules,
@@ -1153,7 +1153,7 @@ def train_model(
         labels=data.labels,
         thresholds=thresholds,
         event_rules=rules,
-        metrics=_json_safe(metrics),
+        metrics=json_safe(metrics),
         training_data=data.training_data,
         licence=data.licence,
         config=config,
