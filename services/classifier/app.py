@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, cast
 
 import faust
@@ -39,7 +37,13 @@ from soundsentry.models import ModelDirectory, ModelSet, ReloadReport, score_to_
 from soundsentry.services.classifier.metrics import ClassifierMetrics
 from soundsentry.services.classifier.settings import ClassifierSettings
 from soundsentry.settings import KafkaSettings, TopicSettings
-from soundsentry.streaming import decode_or_park, park, run_worker, update_consumer_lag
+from soundsentry.streaming import (
+    decode_or_park,
+    new_app,
+    park,
+    run_worker,
+    update_consumer_lag,
+)
 from soundsentry.topics import DLQ_PARTITIONS, SCORES, WINDOWS, TopicLayout
 
 __all__ = ["SERVICE", "ClassifierService", "create_app", "main", "run"]
@@ -191,16 +195,7 @@ def create_app(
         when the model directory is empty or holds a card that does not fit its model.
     """
     models = ModelDirectory(settings.model_dir, threads=settings.inference_threads)
-    app = faust.App(
-        settings.app_id,
-        broker=kafka.faust_broker_url(),
-        store="memory://",
-        web_enabled=False,
-        producer_acks=-1,
-        topic_partitions=topics.partitions,
-        topic_replication_factor=topics.replication_factor,
-        datadir=(settings.data_dir or Path(tempfile.gettempdir())) / f"{settings.app_id}-data",
-    )
+    app = new_app(settings.app_id, kafka, topics, data_dir=settings.data_dir)
     return ClassifierService(
         app,
         models=models,

@@ -17,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import tempfile
 import time
 from collections.abc import Sequence, Set
-from pathlib import Path
 from typing import Any, cast
 
 import faust
@@ -33,7 +31,13 @@ from soundsentry.features import Featurizer, window_to_proto
 from soundsentry.services.featurizer.metrics import FeaturizerMetrics
 from soundsentry.services.featurizer.settings import FeaturizerSettings
 from soundsentry.settings import KafkaSettings, TopicSettings
-from soundsentry.streaming import decode_or_park, park, run_worker, update_consumer_lag
+from soundsentry.streaming import (
+    decode_or_park,
+    new_app,
+    park,
+    run_worker,
+    update_consumer_lag,
+)
 from soundsentry.topics import AUDIO, DLQ_PARTITIONS, WINDOWS, TopicLayout
 
 __all__ = ["SERVICE", "FeaturizerService", "create_app", "main", "run"]
@@ -180,18 +184,7 @@ def create_app(
         when the profiles file is unusable.
     """
     featurizer = Featurizer(settings.feature_profiles())
-    app = faust.App(
-        settings.app_id,
-        broker=kafka.faust_broker_url(),
-        store="memory://",
-        web_enabled=False,
-        producer_acks=-1,
-        topic_partitions=topics.partitions,
-        topic_replication_factor=topics.replication_factor,
-        # Faust creates <datadir> and <datadir>/v1/tables at start even with the memory store;
-        # the default (<cwd>/<app id>-data) fails on a read-only root filesystem.
-        datadir=(settings.data_dir or Path(tempfile.gettempdir())) / f"{settings.app_id}-data",
-    )
+    app = new_app(settings.app_id, kafka, topics, data_dir=settings.data_dir)
     return FeaturizerService(
         app,
         featurizer=featurizer,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import faust
@@ -15,9 +17,10 @@ from soundsentry.contracts import decode
 from soundsentry.deadletter import dead_letter
 from soundsentry.exceptions import BadMessageError
 from soundsentry.metrics import StreamMetrics
-from soundsentry.topics import TopicSpec
+from soundsentry.settings import KafkaSettings
+from soundsentry.topics import TopicLayout, TopicSpec
 
-__all__ = ["decode_or_park", "park", "run_worker", "update_consumer_lag"]
+__all__ = ["decode_or_park", "new_app", "park", "run_worker", "update_consumer_lag"]
 
 M = TypeVar("M", bound=Message)
 
@@ -117,3 +120,22 @@ def run_worker(
     finally:
         if server is not None:
             server.shutdown()
+
+
+def new_app(
+    app_id: str, kafka: KafkaSettings, topics: TopicLayout, *, data_dir: Path | None
+) -> faust.App:
+    """A stream service's Faust app: in-memory store, no web server, producer acks from every
+    in-sync replica, topics created with the layout's partitions and replication."""
+    return faust.App(
+        app_id,
+        broker=kafka.faust_broker_url(),
+        store="memory://",
+        web_enabled=False,
+        producer_acks=-1,
+        topic_partitions=topics.partitions,
+        topic_replication_factor=topics.replication_factor,
+        # Faust creates <datadir> and <datadir>/v1/tables at start even with the memory store;
+        # the default (<cwd>/<app id>-data) fails on a read-only root filesystem.
+        datadir=(data_dir or Path(tempfile.gettempdir())) / f"{app_id}-data",
+    )
