@@ -46,7 +46,7 @@ from soundsentry.streaming import (
 )
 from soundsentry.topics import DLQ_PARTITIONS, SCORES, WINDOWS, TopicLayout
 
-__all__ = ["SERVICE", "ClassifierService", "create_app", "main", "run"]
+__all__ = ["SERVICE", "ClassifierService", "create_app", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -206,18 +206,6 @@ def create_app(
     )
 
 
-def run(service: ClassifierService, *, loglevel: str = "INFO") -> int:
-    """Run the service as a Faust worker until SIGTERM / Ctrl-C; return the exit status."""
-    settings = service.settings
-    return run_worker(
-        service.app,
-        service.registry,
-        metrics_port=settings.metrics_port,
-        metrics_host=settings.metrics_host,
-        loglevel=loglevel,
-    )
-
-
 def main(*, loglevel: str = "INFO") -> int:
     """``soundsentry classifier``: settings from the environment, run until stopped."""
     registry = CollectorRegistry()
@@ -227,4 +215,4 @@ def main(*, loglevel: str = "INFO") -> int:
         ClassifierSettings(),
         registry=registry,
     )
-    return run(service, loglevel=loglevel)
+    return run_worker(service, loglevel=loglevel)

@@ -40,7 +40,7 @@ from soundsentry.streaming import (
 )
 from soundsentry.topics import AUDIO, DLQ_PARTITIONS, WINDOWS, TopicLayout
 
-__all__ = ["SERVICE", "FeaturizerService", "create_app", "main", "run"]
+__all__ = ["SERVICE", "FeaturizerService", "create_app", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class FeaturizerService:
     """The featurizer's Faust app, its featurizer and its metrics; built by :func:`create_app`.
 
     ``await service.app.start()`` / ``await service.app.stop()`` run it inside an event loop
-    (tests); :func:`run` runs it as a worker process.
+    (tests); :func:`main` runs it as a worker process.
     """
 
     def __init__(
@@ -195,21 +195,6 @@ def create_app(
     )
 
 
-def run(service: FeaturizerService, *, loglevel: str = "INFO") -> int:
-    """Run the service as a Faust worker until SIGTERM / Ctrl-C; return the exit status.
-
-    Serves the registry's ``/metrics`` on ``metrics_port`` (unless 0) while it runs.
-    """
-    settings = service.settings
-    return run_worker(
-        service.app,
-        service.registry,
-        metrics_port=settings.metrics_port,
-        metrics_host=settings.metrics_host,
-        loglevel=loglevel,
-    )
-
-
 def main(*, loglevel: str = "INFO") -> int:
     """``soundsentry featurizer``: settings from the environment, run until stopped."""
     registry = CollectorRegistry()
@@ -219,4 +204,4 @@ def main(*, loglevel: str = "INFO") -> int:
         FeaturizerSettings(),
         registry=registry,
     )
-    return run(service, loglevel=loglevel)
+    return run_worker(service, loglevel=loglevel)

@@ -6,7 +6,7 @@ import logging
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import faust
 from faust.types import TP
@@ -20,7 +20,14 @@ from soundsentry.metrics import StreamMetrics
 from soundsentry.settings import KafkaSettings
 from soundsentry.topics import TopicLayout, TopicSpec
 
-__all__ = ["decode_or_park", "new_app", "park", "run_worker", "update_consumer_lag"]
+__all__ = [
+    "StreamService",
+    "decode_or_park",
+    "new_app",
+    "park",
+    "run_worker",
+    "update_consumer_lag",
+]
 
 M = TypeVar("M", bound=Message)
 
@@ -96,22 +103,37 @@ def update_consumer_lag(app: faust.App, last_offsets: Mapping[TP, int], gauge: G
             gauge.labels(str(tp.partition)).set(max(highwater - (offset + 1), 0))
 
 
-def run_worker(
-    app: faust.App,
-    registry: CollectorRegistry,
-    *,
-    metrics_port: int,
-    metrics_host: str,
-    loglevel: str = "INFO",
-) -> int:
-    """Run ``app`` as a Faust worker until SIGTERM / Ctrl-C; return the exit status.
+class _MetricsSettings(Protocol):
+    @property
+    def metrics_port(self) -> int: ...
+    @property
+    def metrics_host(self) -> str: ...
 
-    Serves the registry's ``/metrics`` on ``metrics_port`` (unless 0) while it runs.
+
+class StreamService(Protocol):
+    """What :func:`run_worker` needs of a stream service (the featurizer, the classifier)."""
+
+    @property
+    def app(self) -> faust.App: ...
+    @property
+    def registry(self) -> CollectorRegistry: ...
+    @property
+    def settings(self) -> _MetricsSettings: ...
+
+
+def run_worker(service: StreamService, *, loglevel: str = "INFO") -> int:
+    """Run the service's app as a Faust worker until SIGTERM / Ctrl-C; return the exit status.
+
+    Serves the service's registry on ``/metrics`` at ``settings.metrics_port`` (unless 0) while
+    it runs.
     """
+    settings = service.settings
     server = None
-    if metrics_port:
-        server, _ = start_http_server(metrics_port, metrics_host, registry=registry)
-    worker = faust.Worker(app, loglevel=loglevel)
+    if settings.metrics_port:
+        server, _ = start_http_server(
+            settings.metrics_port, settings.metrics_host, registry=service.registry
+        )
+    worker = faust.Worker(service.app, loglevel=loglevel)
     try:
         worker.execute_from_commandline()  # always ends with SystemExit
     except SystemExit as exit_:
