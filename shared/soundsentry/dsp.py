@@ -4,8 +4,10 @@ The frames equal ``librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=..
 hop_length=..., center=False, power=2.0, n_mels=..., fmin=..., fmax=...), ref=1.0, top_db=None)``:
 frame ``i`` covers samples ``[i * hop_length, i * hop_length + n_fft)`` of its signal, is
 weighted by a periodic Hann window, and its power spectrum is projected on librosa's Slaney mel
-filterbank. The filterbank is built once per :class:`MelSpec` and kept sparse; FFTs run in float64
-(float32 FFT rounding alone moves quiet bands by more than 1e-3 dB).
+filterbank. The filterbank is built once per :class:`MelSpec`, and each band sums only the bins
+under its triangle; FFTs run in float64 (float32 FFT rounding alone moves quiet bands by more
+than 1e-3 dB). Framing, windowing and the mel projection are compiled loops
+(:mod:`soundsentry._kernels`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 import scipy.fft
-import scipy.sparse
 
+from soundsentry._kernels import kernels
 from soundsentry.exceptions import ConfigurationError
 
 __all__ = ["AMIN", "MelFrontEnd", "MelSpec", "num_frames"]
@@ -115,34 +117,32 @@ class MelFrontEnd:
             fmin=spec.fmin_hz,
             fmax=spec.fmax_hz,
         ).astype(np.float64)
-        self._mel = scipy.sparse.csr_array(weights * self._power_scale)
+        weights *= self._power_scale
+        # Each band's triangle is non-zero over a run of bins; the kernel sums only that run.
+        nonzero = weights != 0.0
+        self._first_bin = np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), 0).astype(np.intp)
+        self._stop_bin = np.where(
+            nonzero.any(axis=1), weights.shape[1] - nonzero[:, ::-1].argmax(axis=1), 0
+        ).astype(np.intp)
+        self._weights = np.ascontiguousarray(weights)
+        self._kernels = kernels()
 
-    def frame_view(self, signal: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Read-only view of every frame of ``signal`` on its hop grid [shape=(rows, n_fft)].
-
-        Row ``r`` is ``signal[r * hop_length : r * hop_length + n_fft]``; no data is copied.
-        """
+    def frame_starts(self, num_samples: int) -> npt.NDArray[np.intp]:
+        """Start sample of every frame of a signal of ``num_samples`` samples [shape=(n,)]."""
         spec = self.spec
-        rows = num_frames(signal.size, n_fft=spec.n_fft, hop_length=spec.hop_length)
-        view: npt.NDArray[np.float64] = np.lib.stride_tricks.as_strided(
-            signal,
-            shape=(rows, spec.n_fft),
-            strides=(signal.strides[0] * spec.hop_length, signal.strides[0]),
-            writeable=False,
-        )
-        return view
+        count = num_frames(num_samples, n_fft=spec.n_fft, hop_length=spec.hop_length)
+        return np.arange(count, dtype=np.intp) * spec.hop_length
 
     def compute(
-        self, frames: npt.NDArray[np.float64], rows: npt.NDArray[np.intp]
+        self, signal: npt.NDArray[np.float64], starts: npt.NDArray[np.intp]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """Log-mel dB and mean-square level of the selected frames.
+        """Log-mel dB and mean-square level of the frames of ``signal`` that begin at ``starts``.
 
         Parameters
         ----------
-        frames : np.ndarray [shape=(n, n_fft)], float64
-            Typically :meth:`frame_view` of a signal.
-        rows : np.ndarray [shape=(n_frames,)], int
-            Which rows of ``frames`` to compute.
+        signal : np.ndarray [shape=(n_samples,)], float64, C-contiguous
+        starts : np.ndarray [shape=(n_frames,)], int
+            First sample of each frame; each frame is ``signal[start : start + n_fft]``.
 
         Returns
         -------
@@ -151,20 +151,36 @@ class MelFrontEnd:
             signal's frames are contiguous).
         mean_square : np.ndarray [shape=(n_frames,)], float64
             Mean of the squared samples of each (unwindowed) frame.
+
+        Raises
+        ------
+        ConfigurationError
+            if a frame does not lie wholly inside ``signal`` (the kernels do not check bounds).
         """
         spec = self.spec
-        log_mel = np.empty((rows.size, spec.n_mels), dtype=np.float64)
-        mean_square = np.empty(rows.size, dtype=np.float64)
-        for lo in range(0, rows.size, _BLOCK_FRAMES):
-            block = frames[rows[lo : lo + _BLOCK_FRAMES]]  # a copy, C-contiguous
-            hi = lo + block.shape[0]
-            np.einsum("ij,ij->i", block, block, out=mean_square[lo:hi])
-            block *= self.window
-            spectrum = scipy.fft.rfft(block, axis=-1)
-            power = np.square(spectrum.real)
-            power += np.square(spectrum.imag)
-            log_mel[lo:hi] = (self._mel @ np.ascontiguousarray(power.T)).T
-        mean_square *= self._power_scale / spec.n_fft
+        n_fft = spec.n_fft
+        starts = np.ascontiguousarray(starts, dtype=np.intp)
+        if signal.dtype != np.float64 or signal.ndim != 1 or not signal.flags.c_contiguous:
+            raise ConfigurationError("signal must be a C-contiguous 1-D float64 array")
+        if starts.size and (int(starts.min()) < 0 or int(starts.max()) + n_fft > signal.size):
+            raise ConfigurationError(
+                f"frames at {int(starts.min())}..{int(starts.max())} + {n_fft} do not fit a "
+                f"signal of {signal.size} samples"
+            )
+        frames_of, mel_power = self._kernels
+        log_mel = np.empty((starts.size, spec.n_mels), dtype=np.float64)
+        mean_square = np.empty(starts.size, dtype=np.float64)
+        block = np.empty((min(_BLOCK_FRAMES, starts.size), n_fft), dtype=np.float64)
+        power = np.empty(n_fft // 2 + 1, dtype=np.float64)
+        for lo in range(0, starts.size, _BLOCK_FRAMES):
+            hi = min(lo + _BLOCK_FRAMES, starts.size)
+            frames = block[: hi - lo]
+            frames_of(signal, starts[lo:hi], self.window, frames, mean_square[lo:hi])
+            spectrum = scipy.fft.rfft(frames, axis=-1, overwrite_x=True)
+            mel_power(
+                spectrum, self._weights, self._first_bin, self._stop_bin, power, log_mel[lo:hi]
+            )
+        mean_square *= self._power_scale / n_fft
         np.maximum(log_mel, AMIN, out=log_mel)
         np.log10(log_mel, out=log_mel)
         log_mel *= 10.0
@@ -172,6 +188,6 @@ class MelFrontEnd:
 
     def log_mel(self, y: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
         """Log-mel dB of a whole signal [shape=(n_mels, num_frames(len(y)))]: the offline path."""
-        frames = self.frame_view(np.ascontiguousarray(y, dtype=np.float64))
-        log_mel, _ = self.compute(frames, np.arange(frames.shape[0], dtype=np.intp))
+        signal = np.ascontiguousarray(y, dtype=np.float64)
+        log_mel, _ = self.compute(signal, self.frame_starts(signal.size))
         return np.ascontiguousarray(log_mel.T)

@@ -338,7 +338,7 @@ class _MelStream:
 _EMPTY: npt.NDArray[np.float64] = np.empty(0, dtype=np.float64)
 
 
-_Piece = tuple["_SensorState", _MelStream, list[npt.NDArray[np.floating]], int, int]
+_Piece = tuple["_SensorState", _MelStream, int]
 
 
 @dataclass(slots=True)
@@ -514,14 +514,21 @@ class Featurizer:
 
     # -- frames and windows --------------------------------------------------------------
 
-    def _layout(
+    def _gather(
         self, spec_index: int, *, n_fft: int, hop: int, states: list[_SensorState]
-    ) -> tuple[list[_Piece], int]:
-        """Where each sensor's unfinished samples plus new audio go on one hop-aligned grid,
-        so that every frame of every sensor is a row of one strided view; sensors with too
-        little audio for a frame just keep it."""
+    ) -> tuple[npt.NDArray[np.float64], list[_Piece], npt.NDArray[np.intp]]:
+        """Lay each sensor's unfinished samples plus new audio on one hop-aligned buffer, so
+        that every frame of every sensor is a slice of it; sensors with too little audio for a
+        frame just keep it.
+
+        Returns the buffer, ``(state, stream, frames)`` per sensor with frames, and the start
+        sample in the buffer of every frame, sensor after sensor.
+        """
+        # One buffer per mel spec, reused: a fresh 10+ MB array per batch costs page faults.
+        signal = self._buffers[spec_index]
         pieces: list[_Piece] = []
-        grid_rows = 0
+        firsts: list[int] = []
+        position = 0  # where the next sensor's samples go: always on the hop grid
         for state in states:
             stream = state.mel[spec_index]
             new = state.pending
@@ -530,17 +537,38 @@ class Featurizer:
                 new = [stream.resampler.process(joined.astype(np.float32))]
             if stream.skip:
                 new = self._skip(stream, new)
-            length = stream.tail.size
+            tail = stream.tail
+            length = tail.size
             for audio in new:
                 length += audio.size
             if length < n_fft:
                 if new:
-                    stream.tail = np.concatenate((stream.tail, *new))
+                    stream.tail = np.concatenate((tail, *new))
                 continue
+            if position + length > signal.size:
+                grown = np.empty(max(2 * signal.size, position + length + n_fft))
+                grown[:position] = signal[:position]
+                signal = self._buffers[spec_index] = grown
+            end = position + tail.size
+            signal[position:end] = tail
+            for audio in new:
+                signal[end : end + audio.size] = audio
+                end += audio.size
             count = (length - n_fft) // hop + 1
-            pieces.append((state, stream, new, grid_rows, count))
-            grid_rows += -(-length // hop)
-        return pieces, grid_rows
+            # Samples from the next unfinished frame on stay for the next batch.
+            stream.tail = signal[position + count * hop : end].copy()
+            pieces.append((state, stream, count))
+            firsts.append(position)
+            position += -(-length // hop) * hop
+        if not pieces:
+            return signal, pieces, np.empty(0, dtype=np.intp)
+        counts = np.fromiter((p[2] for p in pieces), dtype=np.intp, count=len(pieces))
+        ends = np.cumsum(counts)
+        # Frame j of a sensor whose samples begin at `first` starts at first + j * hop.
+        starts = np.arange(int(ends[-1]), dtype=np.intp) - np.repeat(ends - counts, counts)
+        starts *= hop
+        starts += np.repeat(np.asarray(firsts, dtype=np.intp), counts)
+        return signal, pieces, starts
 
     def _compute(
         self,
@@ -551,34 +579,14 @@ class Featurizer:
         windows: list[Window],
     ) -> int:
         spec = front_end.spec
-        hop, n_fft = spec.hop_length, spec.n_fft
-        pieces, grid_rows = self._layout(spec_index, n_fft=n_fft, hop=hop, states=states)
+        signal, pieces, starts = self._gather(
+            spec_index, n_fft=spec.n_fft, hop=spec.hop_length, states=states
+        )
         if not pieces:
             return 0
-        # One buffer per mel spec, reused: a fresh 10+ MB array per batch costs page faults.
-        needed = grid_rows * hop + n_fft
-        signal = self._buffers[spec_index]
-        if signal.size < needed:
-            signal = self._buffers[spec_index] = np.empty(max(needed, 2 * signal.size))
-        for _, stream, new, first_row, count in pieces:
-            start = position = first_row * hop
-            tail = stream.tail
-            if tail.size:
-                position += tail.size
-                signal[start:position] = tail
-            for audio in new:
-                signal[position : position + audio.size] = audio
-                position += audio.size
-            # Samples from the next unfinished frame on stay for the next batch.
-            stream.tail = signal[start + count * hop : position].copy()
-        # Rows first_row .. first_row + count - 1 of each sensor, in one vectorised step.
-        firsts = np.fromiter((p[3] for p in pieces), dtype=np.intp, count=len(pieces))
-        counts = np.fromiter((p[4] for p in pieces), dtype=np.intp, count=len(pieces))
-        ends = np.cumsum(counts)
-        rows = np.arange(int(ends[-1]), dtype=np.intp) + np.repeat(firsts - (ends - counts), counts)
-        log_mel, power = front_end.compute(front_end.frame_view(signal[:needed]), rows)
+        log_mel, power = front_end.compute(signal, starts)
         offset = 0
-        for state, stream, _, _, count in pieces:
+        for state, stream, count in pieces:
             end = offset + count
             ring_end = stream.ring_len + count
             if ring_end > stream.ring.shape[0]:
@@ -590,7 +598,7 @@ class Featurizer:
             offset = end
             if stream.next_frame >= stream.due_frame:
                 self._emit(state, stream, spec, profiles, windows)
-        return int(rows.size)
+        return int(starts.size)
 
     @staticmethod
     def _skip(
