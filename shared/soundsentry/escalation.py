@@ -314,10 +314,11 @@ class CircuitBreaker:
       success closes the breaker, a failure opens it again with a fresh timer.
 
     Every allowed call must report, by :meth:`record_success` or :meth:`record_failure` (count a
-    timeout as a failure): a trial that never reports leaves the breaker half open, refusing
-    everything. A success always closes the breaker, even one reported while open (a call that
-    was let through before it opened): the backend answered. A failure reported while open
-    changes nothing, since the breaker already knows the backend is failing.
+    timeout as a failure), or be given back by :meth:`release` if it was never made: a trial
+    that never reports leaves the breaker half open, refusing everything. A success always
+    closes the breaker, even one reported while open (a call that was let through before it
+    opened): the backend answered. A failure reported while open changes nothing, since the
+    breaker already knows the backend is failing.
 
     Parameters
     ----------
@@ -388,6 +389,15 @@ class CircuitBreaker:
             return True  # the one trial call
         self.rejected += 1
         return False
+
+    def release(self) -> None:
+        """An allowed call that was not made after all (e.g. refused by the budget).
+
+        A half-open breaker gets its trial back: it reads ``open`` again, with its timer
+        already run out, so the next :meth:`allow` is the trial. Otherwise nothing changes.
+        """
+        if self._state == "half_open":
+            self._state = "open"
 
     def record_success(self) -> None:
         """The call succeeded: the breaker closes and the failure count starts again."""

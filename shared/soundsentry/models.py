@@ -139,17 +139,28 @@ class ModelCard(BaseModel):
             raise ValueError(str(exc)) from None
 
 
-def score_id(window_id: str, model: str, model_version: str) -> str:
-    """Deterministic id of one model's scores of one window (replays dedupe)."""
-    key = f"{window_id}\x1f{model}\x1f{model_version}".encode()
-    return hashlib.blake2b(key, digest_size=16).hexdigest()
+def score_id(window_id: str, model: str, model_version: str, escalated_to: str = "") -> str:
+    """Deterministic id of one model's scores of one window (replays dedupe).
+
+    A revision by a second stage (``escalated_to``) has an id of its own.
+    """
+    key = f"{window_id}\x1f{model}\x1f{model_version}"
+    if escalated_to:
+        key += f"\x1f{escalated_to}"
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
 
 
-def score_to_proto(result: WindowScore, labels: Sequence[str]) -> WindowScores:
-    """The wire form of one model's scores of one window; ``labels`` in output order."""
+def score_to_proto(
+    result: WindowScore, labels: Sequence[str], *, escalated_to: str = ""
+) -> WindowScores:
+    """The wire form of one model's scores of one window; ``labels`` in output order.
+
+    ``escalated_to`` names the second stage whose answer is merged into these scores.
+    """
     window = result.window
     message = WindowScores(
-        score_id=score_id(window.window_id, result.model, result.model_version),
+        score_id=score_id(window.window_id, result.model, result.model_version, escalated_to),
+        escalated_to=escalated_to,
         window_id=window.window_id,
         sensor_id=window.sensor_id,
         stream_id=window.stream_id,

@@ -417,6 +417,23 @@ def test_breaker_late_reports_while_open() -> None:
     assert breaker.allow()
 
 
+def test_breaker_release_gives_the_half_open_trial_back() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(1, 10.0, now=clock)
+    breaker.record_failure()
+    clock.advance(10.0)
+    assert breaker.allow()  # the trial...
+    breaker.release()  # ...was never made
+    assert breaker.state == "open"
+    assert breaker.allow()  # so the next call is the trial, without a new wait
+    assert breaker.state == "half_open"
+    assert not breaker.allow()
+    breaker.record_success()
+    breaker.release()  # closed: nothing to give back
+    assert breaker.state == "closed"
+    assert breaker.rejected == 1
+
+
 # -- backoff_delays -------------------------------------------------------------------------------
 
 
