@@ -44,16 +44,25 @@ def moto_endpoint(aws_credentials: None) -> Iterator[str]:
 
 
 class FailingEndpoint:
-    """An HTTP endpoint on loopback that answers every request with ``status`` (or hangs for
-    ``delay_s`` first), counting the requests it got."""
+    """An HTTP endpoint on loopback that answers every request with ``status``, counting the
+    requests it got. It waits ``delay_s`` before answering, or, with ``hold=True``, until
+    :meth:`release` (at most a minute)."""
 
     def __init__(
-        self, status: int = 500, *, error: str = "InternalServerError", delay_s: float = 0.0
+        self,
+        status: int = 500,
+        *,
+        error: str = "InternalServerError",
+        delay_s: float = 0.0,
+        hold: bool = False,
     ) -> None:
         self.status = status
         self.error = error
         self.delay_s = delay_s
         self.requests = 0
+        self._released = threading.Event()
+        if not hold:
+            self._released.set()
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -61,6 +70,7 @@ class FailingEndpoint:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 endpoint.requests += 1
                 time.sleep(endpoint.delay_s)
+                endpoint._released.wait(60.0)
                 body = b'{"__type": "%s", "message": "test endpoint"}' % endpoint.error.encode()
                 try:
                     self.send_response(endpoint.status)
@@ -80,6 +90,11 @@ class FailingEndpoint:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
+    def release(self) -> None:
+        """Let held requests (and all later ones) be answered."""
+        self._released.set()
+
     def close(self) -> None:
+        self._released.set()
         self.server.shutdown()
         self.server.server_close()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings
 
-from soundsentry.services.classifier.settings import ClassifierSettings
+from soundsentry.services.classifier.settings import ClassifierSettings, EscalationSettings
 from soundsentry.services.featurizer.settings import FeaturizerSettings
 from soundsentry.services.ingest.settings import IngestSettings
 from soundsentry.settings import KafkaSettings, TopicSettings
@@ -25,13 +25,14 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     IngestSettings,
     FeaturizerSettings,
     ClassifierSettings,
+    EscalationSettings,
 )
 
 
 def _default(value: object) -> str:
     if value is None:
         return "none"
-    if value == "":
+    if value == "" or value == {}:
         return "empty"
     return f"`{str(value).lower() if isinstance(value, bool) else value}`"
 
@@ -50,7 +51,7 @@ def render() -> str:
         for name, field in cls.model_fields.items():
             description = (field.description or "").replace("|", "\\|")
             lines.append(
-                f"| `{prefix}{name.upper()}` | {_default(field.default)} | {description} |"
+                f"| `{prefix}{name.upper()}` | {_default(field.get_default(call_default_factory=True))} | {description} |"
             )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

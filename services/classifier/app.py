@@ -11,9 +11,17 @@ Hot reload: every ``reload_interval_s`` the model directory is re-read
 (:class:`~soundsentry.models.ModelDirectory`); new and changed cards serve from the next batch,
 a card that fails to load is logged and counted while its previous version keeps serving.
 
+Escalation (optional, :class:`~soundsentry.services.classifier.settings.EscalationSettings`):
+after a window's first-stage scores are sent, an uncertain one is offered to the
+:class:`~soundsentry.escalator.Escalator`, which calls the second stage in a task of its own;
+scoring goes on meanwhile. When the answer comes, a revision (the merged scores, with
+``escalated_to`` set and a score id of its own) goes to the scores topic too.
+
 Delivery is at least once, as in the featurizer: a batch's records become committable only
 after Kafka acknowledged every score of the batch; a failed send crashes the worker, which
-restarts from the last committed offset; consumers drop the duplicates by ``score_id``.
+restarts from the last committed offset; consumers drop the duplicates by ``score_id``. The
+record of an escalated window stays uncommitted until its revision is acknowledged (or the
+escalation gave up), so a crash in between escalates it again rather than losing it.
 """
 
 from __future__ import annotations
@@ -31,11 +39,26 @@ from mode import CrashingSupervisor
 from prometheus_client import CollectorRegistry
 
 from soundsentry.contracts import sensor_key
-from soundsentry.exceptions import BadMessageError
+from soundsentry.escalation import CircuitBreaker, EscalationPolicy, RateBudget, UncertaintyBand
+from soundsentry.escalator import (
+    EscalationMetrics,
+    Escalator,
+    OnnxSecondStage,
+    RekognitionSecondStage,
+    Revision,
+    SecondStage,
+)
+from soundsentry.exceptions import BadMessageError, ConfigurationError
 from soundsentry.features import FeatureProfile, Window, window_from_proto
-from soundsentry.models import ModelDirectory, ModelSet, ReloadReport, score_to_proto
+from soundsentry.models import (
+    ModelDirectory,
+    ModelSet,
+    ReloadReport,
+    load_model,
+    score_to_proto,
+)
 from soundsentry.services.classifier.metrics import ClassifierMetrics
-from soundsentry.services.classifier.settings import ClassifierSettings
+from soundsentry.services.classifier.settings import ClassifierSettings, EscalationSettings
 from soundsentry.settings import KafkaSettings, TopicSettings
 from soundsentry.streaming import (
     decode_or_park,
@@ -46,7 +69,7 @@ from soundsentry.streaming import (
 )
 from soundsentry.topics import DLQ_PARTITIONS, SCORES, WINDOWS, TopicLayout
 
-__all__ = ["SERVICE", "ClassifierService", "create_app", "main"]
+__all__ = ["SERVICE", "ClassifierService", "build_escalator", "create_app", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +88,11 @@ class ClassifierService:
         settings: ClassifierSettings,
         topics: TopicLayout,
         registry: CollectorRegistry,
+        escalator: Escalator | None = None,
     ) -> None:
         self.app = app
+        self.escalator = escalator
+        self._revisions: set[asyncio.Task[None]] = set()
         self.registry = registry
         self.directory = models
         self.metrics = metrics
@@ -81,6 +107,8 @@ class ClassifierService:
         )
         if settings.reload_interval_s:
             app.timer(settings.reload_interval_s, name=f"{SERVICE}.reload")(self._reload_timer)
+        if escalator is not None:
+            app.on_before_shutdown.connect(self._finish_escalations)
 
     def _use(self, models: ModelSet) -> None:
         self.models = models
@@ -138,6 +166,7 @@ class ClassifierService:
         """Score one batch of window records; return when Kafka has all its scores."""
         metrics = self.metrics
         windows: list[Window] = []
+        sources: dict[str, faust.EventT[Any]] = {}  # window id -> its record, for escalation
         last_offsets: dict[TP, int] = {}
         unmatched: Counter[str] = Counter()
         for event in events:
@@ -156,6 +185,7 @@ class ClassifierService:
                 continue
             if window.profile in self._profiles:
                 windows.append(window)
+                sources[window.window_id] = event
             else:
                 unmatched[window.profile] += 1
         for profile, count in unmatched.items():
@@ -169,15 +199,114 @@ class ClassifierService:
         for result in results:
             counter = metrics.windows_gated if result.gated else metrics.windows_scored
             counter.labels(result.model).inc()
+            labels = self._labels[result.model]
             deliveries.append(
                 await self.scores.send(
                     key=sensor_key(result.window.sensor_id),
-                    value=score_to_proto(result, self._labels[result.model]),
+                    value=score_to_proto(result, labels),
                 )
             )
+            if self.escalator is not None:
+                job = self.escalator.offer(result, labels)
+                if job is not None:
+                    self._follow(job, sources[result.window.window_id], labels)
         update_consumer_lag(self.app, last_offsets, metrics.consumer_lag)
         # Faust only logs a failed send and would commit past it: wait for Kafka's acks.
         await asyncio.gather(*deliveries)
+
+    def _follow(
+        self,
+        job: asyncio.Task[Revision | None],
+        event: faust.EventT[Any],
+        labels: Sequence[str],
+    ) -> None:
+        # One more reference on the record: it stays uncommitted until the revision is out.
+        event.message.incref()
+        task = asyncio.get_running_loop().create_task(self._publish_revision(job, event, labels))
+        self._revisions.add(task)
+        task.add_done_callback(self._revisions.discard)
+
+    async def _publish_revision(
+        self,
+        job: asyncio.Task[Revision | None],
+        event: faust.EventT[Any],
+        labels: Sequence[str],
+    ) -> None:
+        try:
+            revision = await job
+            if revision is not None:
+                delivery = await self.scores.send(
+                    key=sensor_key(revision.result.window.sensor_id),
+                    value=score_to_proto(
+                        revision.result, labels, escalated_to=revision.escalated_to
+                    ),
+                )
+                await delivery
+        except asyncio.CancelledError:
+            raise  # shutting down: the record stays uncommitted and is escalated again
+        except Exception as exc:
+            # A bug or a failed send: as for a batch, crash without committing the record.
+            logger.exception("publishing the revision of window %s failed", job.get_name())
+            await self.app.crash(exc)
+            return
+        event.ack()
+
+    async def _finish_escalations(
+        self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any
+    ) -> None:
+        """On shutdown: give calls in flight a moment, then publish what they revised."""
+        assert self.escalator is not None
+        grace = min(self.escalator.timeout_s, 5.0)
+        await self.escalator.drain(grace)
+        if self._revisions:
+            _done, late = await asyncio.wait(set(self._revisions), timeout=grace)
+            for task in late:
+                task.cancel()
+
+
+def build_escalator(
+    settings: EscalationSettings, *, registry: CollectorRegistry, threads: int = 1
+) -> Escalator | None:
+    """The escalator the settings describe, or None when escalation is off.
+
+    Raises
+    ------
+    ConfigurationError
+        for a band, ARN or ONNX card that cannot work.
+    """
+    if settings.backend == "none":
+        return None
+    backend: SecondStage
+    if settings.backend == "rekognition":
+        backend = RekognitionSecondStage(
+            project_version_arn=settings.rekognition_project_version_arn,
+            min_confidence=settings.rekognition_min_confidence,
+            region=settings.rekognition_region,
+            endpoint_url=settings.rekognition_endpoint_url,
+            label_map=settings.rekognition_label_map,
+            timeout_s=settings.timeout_s,
+        )
+    else:
+        if settings.onnx_card is None:  # checked by the settings; keeps mypy informed
+            raise ConfigurationError("escalation backend onnx needs ONNX_CARD")
+        backend = OnnxSecondStage(load_model(settings.onnx_card, threads=threads))
+    policy = EscalationPolicy(
+        {label: UncertaintyBand(low, high) for label, (low, high) in settings.bands.items()}
+    )
+    return Escalator(
+        backend,
+        policy=policy,
+        budget=RateBudget(settings.calls_per_minute, settings.calls_per_sensor_per_minute),
+        breaker=CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s),
+        merge=settings.merge,
+        timeout_s=settings.timeout_s,
+        retries=settings.retries,
+        backoff_base_s=settings.backoff_base_s,
+        backoff_cap_s=settings.backoff_cap_s,
+        max_concurrency=settings.max_concurrency,
+        max_pending=settings.max_pending,
+        metrics=EscalationMetrics.create(registry),
+    )
 
 
 def create_app(
@@ -186,15 +315,22 @@ def create_app(
     settings: ClassifierSettings,
     *,
     registry: CollectorRegistry,
+    escalation: EscalationSettings | None = None,
 ) -> ClassifierService:
     """Build the classifier's Faust app and load its models (nothing connects until it starts).
 
     Raises
     ------
     ConfigurationError
-        when the model directory is empty or holds a card that does not fit its model.
+        when the model directory is empty or holds a card that does not fit its model, or
+        the escalation settings cannot work.
     """
     models = ModelDirectory(settings.model_dir, threads=settings.inference_threads)
+    escalator = (
+        build_escalator(escalation, registry=registry, threads=settings.inference_threads)
+        if escalation is not None
+        else None
+    )
     app = new_app(settings.app_id, kafka, topics, data_dir=settings.data_dir)
     return ClassifierService(
         app,
@@ -203,6 +339,7 @@ def create_app(
         settings=settings,
         topics=topics,
         registry=registry,
+        escalator=escalator,
     )
 
 
@@ -214,5 +351,6 @@ def main(*, loglevel: str = "INFO") -> int:
         TopicLayout.from_settings(TopicSettings()),
         ClassifierSettings(),
         registry=registry,
+        escalation=EscalationSettings(),
     )
     return run_worker(service, loglevel=loglevel)

@@ -65,8 +65,9 @@ class KafkaSettings(BaseSettings):
         return kwargs
 
     def faust_broker_url(self) -> str:
-        """The broker URL in Faust's ``kafka://host:port;host:port`` form."""
-        return "kafka://" + ";".join(self.bootstrap_servers.split(","))
+        """The broker URL for Faust, ``soundsentry://host:port;host:port``: Faust's aiokafka
+        transport with the commit fix of :mod:`soundsentry.faust_transport`."""
+        return "soundsentry://" + ";".join(self.bootstrap_servers.split(","))
 
 
 class TopicSettings(BaseSettings):

@@ -7,24 +7,28 @@ with plain consumers.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry
 
 from soundsentry.contracts import WindowScores, decode, encode, sensor_key
 from soundsentry.features import FeatureProfile, Featurizer, Window, window_to_proto
 from soundsentry.models import ModelSet, score_to_proto
 from soundsentry.services.classifier.app import create_app
-from soundsentry.services.classifier.settings import ClassifierSettings
+from soundsentry.services.classifier.settings import ClassifierSettings, EscalationSettings
 from soundsentry.settings import KafkaSettings
 from soundsentry.topics import SCORES, WINDOWS, TopicLayout
 from tests.audio_fixtures import chunks, recording
+from tests.aws_fixtures import PROJECT_VERSION_ARN, REGION, FailingEndpoint
 from tests.integration.topic_helpers import consume_until, eventually, produce, running
-from tests.model_fixtures import write_model
+from tests.model_fixtures import expected_scores, write_model
 
 FULL = FeatureProfile("full-16k")
 BAND = FeatureProfile(
@@ -217,3 +221,184 @@ async def test_models_are_hot_reloaded_and_a_broken_card_does_not_stop_scoring(
         )
         == 1
     )
+
+
+@pytest.mark.parametrize("backend", ["onnx", "rekognition"])
+async def test_uncertain_windows_get_a_revision_from_the_second_stage(
+    backend: str,
+    *,
+    kafka_settings: KafkaSettings,
+    topic_layout: TopicLayout,
+    consumer_group: str,
+    tmp_path: Path,
+    model_dir: Path,
+    moto_endpoint: str,
+) -> None:
+    windows = sensor_windows("siren", "mic-a")
+    # Every siren score of the general model is uncertain under this band: all its windows go
+    # (within a per-sensor budget large enough for all of them).
+    bands = {"siren": (0.0, 1.0)}
+    budget = {"calls_per_sensor_per_minute": 60.0}
+    if backend == "onnx":
+        big_dir = tmp_path / "second"
+        big_dir.mkdir()
+        big_weights, big_bias = write_model(big_dir, "big", FULL, ["siren", "dog_bark"], seed=5)
+        escalation = EscalationSettings(
+            backend="onnx", bands=bands, onnx_card=big_dir / "big.json", merge="mean", **budget
+        )
+        escalated_to = "onnx:big@0.0.1"
+
+        def answer(window: Window) -> float:
+            return float(expected_scores(window.log_mel_db[None], big_weights, big_bias)[0, 0])
+    else:
+        escalation = EscalationSettings(
+            backend="rekognition",
+            bands=bands,
+            merge="mean",
+            rekognition_project_version_arn=PROJECT_VERSION_ARN,
+            rekognition_region=REGION,
+            rekognition_endpoint_url=moto_endpoint,
+            rekognition_label_map={"MyLogo": "siren"},  # moto's one canned label
+            **budget,
+        )
+        escalated_to = "rekognition"
+
+        def answer(window: Window) -> float:
+            return 77.7729721069336 / 100
+
+    offline = ModelSet.from_dir(model_dir)
+    labels = {m.name: list(m.card.labels) for m in offline.models}
+    expected = {}
+    revised = 0
+    for result in offline.score(windows):
+        first = score_to_proto(result, labels[result.model])
+        expected[first.score_id] = first
+        if result.model == "general":
+            scores = result.scores.copy()
+            scores[0] = (scores[0] + answer(result.window)) / 2
+            merged = dataclasses.replace(result, scores=scores)
+            revision = score_to_proto(merged, labels["general"], escalated_to=escalated_to)
+            expected[revision.score_id] = revision
+            revised += 1
+
+    settings = ClassifierSettings(
+        app_id=consumer_group,
+        model_dir=model_dir,
+        data_dir=tmp_path,
+        metrics_port=0,
+        reload_interval_s=0,
+    )
+    registry = CollectorRegistry()
+    service = create_app(
+        kafka_settings, topic_layout, settings, registry=registry, escalation=escalation
+    )
+    await produce(
+        kafka_settings,
+        topic_layout.name(WINDOWS),
+        [(sensor_key(w.sensor_id), encode(window_to_proto(w))) for w in windows],
+    )
+    async with running(service):
+        scored = await consume_until(
+            kafka_settings,
+            topic_layout.name(SCORES),
+            consumer_group + "-scores",
+            lambda got: {decode(WindowScores, r.value).score_id for r in got} >= set(expected),
+        )
+    got = {}
+    for record in scored:
+        message = decode(WindowScores, record.value)
+        got[message.score_id] = message
+    assert set(got) == set(expected)
+    for score_id, want in expected.items():
+        have = got[score_id]
+        assert (have.window_id, have.model, have.escalated_to) == (
+            want.window_id,
+            want.model,
+            want.escalated_to,
+        )
+        np.testing.assert_allclose(
+            [s.score for s in have.scores], [s.score for s in want.scores], atol=1e-5
+        )
+    name = "onnx:big@0.0.1" if backend == "onnx" else "rekognition"
+    sample = registry.get_sample_value
+    assert (
+        sample("soundsentry_escalation_windows_total", {"backend": name, "result": "revised"})
+        == revised
+    )
+    assert sample("soundsentry_escalation_uncertain_windows_total") == revised
+
+
+async def test_an_escalated_window_stays_uncommitted_until_its_escalation_ends(
+    aws_credentials: None,
+    *,
+    kafka_settings: KafkaSettings,
+    topic_layout: TopicLayout,
+    consumer_group: str,
+    tmp_path: Path,
+    model_dir: Path,
+) -> None:
+    """At least once for revisions: the held record is where a restart would resume."""
+    # The alarm model's windows first (they have no band: never escalated), then the general
+    # model's; with one call per sensor per minute only the first of those is escalated.
+    windows = sorted(sensor_windows("siren", "mic-a"), key=lambda w: w.profile == FULL.name)
+    records = [(sensor_key(w.sensor_id), encode(window_to_proto(w))) for w in windows]
+    held = next(i for i, w in enumerate(windows) if w.profile == FULL.name)
+    assert held > 0
+    offline = ModelSet.from_dir(model_dir)
+    labels = {m.name: list(m.card.labels) for m in offline.models}
+    first_stage = {score_to_proto(r, labels[r.model]).score_id for r in offline.score(windows)}
+    endpoint = FailingEndpoint(hold=True)
+    escalation = EscalationSettings(
+        backend="rekognition",
+        bands={"siren": (0.0, 1.0)},
+        calls_per_sensor_per_minute=1.0,
+        timeout_s=120.0,
+        retries=0,
+        rekognition_project_version_arn=PROJECT_VERSION_ARN,
+        rekognition_region=REGION,
+        rekognition_endpoint_url=endpoint.url,
+    )
+    settings = ClassifierSettings(
+        app_id=consumer_group, model_dir=model_dir, data_dir=tmp_path, metrics_port=0
+    )
+    registry = CollectorRegistry()
+    service = create_app(
+        kafka_settings, topic_layout, settings, registry=registry, escalation=escalation
+    )
+    source = topic_layout.name(WINDOWS)
+    await produce(kafka_settings, source, records)
+    admin = AIOKafkaAdminClient(**kafka_settings.aiokafka_kwargs())
+    await admin.start()
+
+    async def committed() -> int:
+        offsets = await admin.list_consumer_group_offsets(consumer_group)
+        return sum(max(meta.offset, 0) for tp, meta in offsets.items() if tp.topic == source)
+
+    try:
+        async with running(service):
+            # Scoring is not held back by the hanging call: every first-stage score comes out.
+            await consume_until(
+                kafka_settings,
+                topic_layout.name(SCORES),
+                consumer_group + "-scores",
+                lambda got: {decode(WindowScores, r.value).score_id for r in got} >= first_stage,
+            )
+            assert endpoint.requests == 1
+            assert service.escalator is not None
+            assert service.escalator.pending == 1
+            # Faust commits up to the held record and stops there while the call hangs.
+            offsets = {held}
+            while (offset := await committed()) != held:
+                offsets.add(offset)
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(3 * service.app.conf.broker_commit_interval)
+            assert await committed() == held
+            assert max(offsets) <= held
+            endpoint.release()  # the call fails: the window keeps its first-stage score
+            while await committed() != len(records):  # noqa: ASYNC110 - polls the broker
+                await asyncio.sleep(0.2)
+    finally:
+        endpoint.close()
+        await admin.close()
+    failed = {"backend": "rekognition", "result": "failed"}
+    assert registry.get_sample_value("soundsentry_escalation_windows_total", failed) == 1

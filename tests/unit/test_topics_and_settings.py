@@ -49,7 +49,7 @@ def test_settings_are_frozen() -> None:
 def test_kafka_settings_normalise_hosts_and_reject_garbage() -> None:
     settings = KafkaSettings(bootstrap_servers=" a:9092 , b:9093 ")
     assert settings.bootstrap_servers == "a:9092,b:9093"
-    assert settings.faust_broker_url() == "kafka://a:9092;b:9093"
+    assert settings.faust_broker_url() == "soundsentry://a:9092;b:9093"
     with pytest.raises(ValidationError, match="host:port"):
         KafkaSettings(bootstrap_servers="no-port")
 

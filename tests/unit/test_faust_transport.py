@@ -1,0 +1,66 @@
+"""The commit fix of soundsentry.faust_transport, on Faust's own consumer bookkeeping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from soundsentry.faust_transport import Consumer, first_in_flight
+
+PARTITION = TP("audio.windows", 0)
+OTHER = TP("audio.windows", 1)
+
+
+@dataclass
+class Delivered:
+    tp: TP
+    offset: int
+    acked: bool = False
+
+
+def consumer(committed: int | None, acked: list[int], in_flight: list[Delivered]) -> Any:
+    """A Consumer with just the state _new_offset reads (not started: no broker needed)."""
+    subject: Any = Consumer.__new__(Consumer)
+    subject._acked = {PARTITION: list(acked)}
+    subject._acked_index = {PARTITION: set(acked)}
+    subject._committed_offset = {PARTITION: committed}
+    subject._gap = {PARTITION: []}
+    subject._unacked_messages = in_flight
+    return subject
+
+
+def test_first_in_flight_is_the_lowest_unacked_offset_of_the_partition() -> None:
+    messages = [
+        Delivered(PARTITION, 9),
+        Delivered(PARTITION, 4, acked=True),
+        Delivered(PARTITION, 6),
+        Delivered(OTHER, 1),
+    ]
+    assert first_in_flight(messages, PARTITION) == 6
+    assert first_in_flight(messages, TP("audio.windows", 7)) is None
+
+
+@pytest.mark.parametrize(
+    ("committed", "acked", "held", "expected"),
+    [
+        # The case Faust itself gets wrong: one message in flight right at the committed offset.
+        (15, [16, 17, 18], 15, None),
+        # A fresh group (nothing committed) holding its first message.
+        (None, [1, 2, 3], 0, None),
+        # Acknowledged messages before the held one are committed up to it.
+        (10, [10, 11, 12, 14, 15], 13, 13),
+        # Nothing in flight: Faust's own rule.
+        (10, [10, 11, 12], None, 13),
+    ],
+)
+def test_commits_stop_before_the_first_message_in_flight(
+    committed: int | None, acked: list[int], held: int | None, expected: int | None
+) -> None:
+    in_flight = [] if held is None else [Delivered(PARTITION, held)]
+    subject = consumer(committed, acked, in_flight)
+    assert subject._new_offset(PARTITION) == expected
+    if expected is None:
+        assert subject._acked[PARTITION] == acked  # kept for when the held one is done
