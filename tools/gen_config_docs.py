@@ -32,7 +32,7 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
 def _default(value: object) -> str:
     if value is None:
         return "none"
-    if value == "" or value == {}:
+    if value in ("", {}):
         return "empty"
     return f"`{str(value).lower() if isinstance(value, bool) else value}`"
 
@@ -50,9 +50,8 @@ def render() -> str:
         ]
         for name, field in cls.model_fields.items():
             description = (field.description or "").replace("|", "\\|")
-            lines.append(
-                f"| `{prefix}{name.upper()}` | {_default(field.get_default(call_default_factory=True))} | {description} |"
-            )
+            default = _default(field.get_default(call_default_factory=True))
+            lines.append(f"| `{prefix}{name.upper()}` | {default} | {description} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
