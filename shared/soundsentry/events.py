@@ -255,6 +255,9 @@ class EventUpdate:
     event: Detected
 
 
+_SNAPSHOT_VERSION = 1
+
+
 def event_id(sensor_id: str, stream_id: str, label: str, onset_sample: int) -> str:
     """Deterministic id of an event: blake2b (16 bytes, hex) of its sensor, stream, label, onset.
 
@@ -483,6 +486,65 @@ class EventTracker:
         self._reset_smoothing()
         self._last_start = None
         return updates
+
+    def snapshot(self) -> dict[str, Any]:
+        """The tracker's changing state as JSON values, to keep in a changelog-backed table.
+
+        :meth:`restore` on a tracker with the same rule and geometry continues exactly where
+        this one is: the same updates for the same later windows.
+        """
+        return {
+            "version": _SNAPSHOT_VERSION,
+            "recent": list(self._recent),
+            "ring_pos": self._ring_pos,
+            "last_start": self._last_start,
+            "fresh": self._fresh,
+            "onset": self._onset,
+            "offset": self._offset,
+            "peak": self._peak,
+            "started": self._started,
+            "pending": self._pending,
+            "stale_windows": self.stale_windows,
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`snapshot` (of a tracker with the same geometry).
+
+        A snapshot taken under a rule with another ``smoothing_windows`` restarts the smoothing
+        from zeros, as after a gap; everything else carries over.
+
+        Raises
+        ------
+        BadMessageError
+            ``bad_tracker_state`` for a snapshot that is not one (the tracker is unchanged).
+        """
+        try:
+            if state["version"] != _SNAPSHOT_VERSION:
+                raise ValueError(f"version {state['version']!r}")
+            recent = [float(x) for x in state["recent"]]
+            ring_pos = int(state["ring_pos"])
+            last = state["last_start"]
+            onset = state["onset"]
+            values = {
+                "_last_start": None if last is None else int(last),
+                "_fresh": bool(state["fresh"]),
+                "_onset": None if onset is None else int(onset),
+                "_offset": int(state["offset"]),
+                "_peak": float(state["peak"]),
+                "_started": bool(state["started"]),
+                "_pending": bool(state["pending"]),
+                "stale_windows": int(state["stale_windows"]),
+            }
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadMessageError(
+                "bad_tracker_state", f"not an event tracker snapshot: {exc!r}"
+            ) from exc
+        for name, value in values.items():
+            setattr(self, name, value)
+        if len(recent) == len(self._recent) and 0 <= ring_pos < len(recent):
+            self._recent, self._ring_pos = recent, ring_pos
+        else:
+            self._reset_smoothing()
 
     def state_bytes(self) -> int:
         """Memory held by the tracker (its slots and recent scores), in bytes."""

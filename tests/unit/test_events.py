@@ -10,6 +10,7 @@ event opened at such a window has its onset at the window's start, and its frame
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -855,3 +856,59 @@ def test_streaming_equals_offline_equals_the_reference(
         **frame_geometry,
     )
     assert offline_events == ended
+
+
+@settings(max_examples=200, deadline=None)
+@given(cases(), st.floats(0.0, 1.0))
+def test_a_tracker_restored_from_a_snapshot_continues_exactly(
+    case: tuple[EventRule, list[int], list[float], list[np.ndarray] | None], split: float
+) -> None:
+    event_rule, starts, scores, window_frames = case
+    geometry = {**GEOMETRY, **(FRAMES if window_frames is not None else {})}
+    cut = round(split * len(starts))
+
+    def frames(index: int) -> np.ndarray | None:
+        return None if window_frames is None else window_frames[index]
+
+    whole = EventTracker(event_rule, **geometry, sensor_id="s", stream_id="t")
+    expected = [u for i, x in enumerate(starts) for u in whole.push(x, scores[i], frames(i))]
+    expected += whole.flush()
+
+    first = EventTracker(event_rule, **geometry, sensor_id="s", stream_id="t")
+    got = [u for i in range(cut) for u in first.push(starts[i], scores[i], frames(i))]
+    # Through JSON, as a changelog would store it.
+    state = json.loads(json.dumps(first.snapshot()))
+    second = EventTracker(event_rule, **geometry, sensor_id="s", stream_id="t")
+    second.restore(state)
+    got += [
+        u for i in range(cut, len(starts)) for u in second.push(starts[i], scores[i], frames(i))
+    ]
+    got += second.flush()
+    assert got == expected
+
+
+def test_a_snapshot_under_other_smoothing_restarts_the_smoothing() -> None:
+    tracker = EventTracker(rule(smoothing=3), **GEOMETRY)
+    tracker.push(0, 1.0)
+    other = EventTracker(rule(smoothing=2), **GEOMETRY)
+    other.restore(tracker.snapshot())
+    assert other.snapshot()["recent"] == [0.0, 0.0]
+    assert other.snapshot()["last_start"] == 0
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {},
+        {"version": 2},
+        {"version": 1, "recent": "x"},
+        {"version": 1, "recent": [], "ring_pos": None},
+    ],
+)
+def test_a_broken_snapshot_is_refused_and_changes_nothing(state: dict[str, Any]) -> None:
+    tracker = EventTracker(rule(), **GEOMETRY)
+    tracker.push(0, 1.0)
+    before = tracker.snapshot()
+    with pytest.raises(BadMessageError, match="snapshot"):
+        tracker.restore(state)
+    assert tracker.snapshot() == before
