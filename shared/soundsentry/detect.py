@@ -24,9 +24,16 @@ from soundsentry.audio import file_blocks, s16_chunks
 from soundsentry.events import EventRule, EventTracker, EventUpdate
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features import Featurizer, Window
-from soundsentry.models import LoadedModel, ModelSet
+from soundsentry.models import ModelCard, ModelSet
 
-__all__ = ["DetectedEvent", "WindowTrace", "detect_file", "event_rule_for", "plot_detections"]
+__all__ = [
+    "DetectedEvent",
+    "WindowTrace",
+    "detect_file",
+    "event_rule_for",
+    "new_event_tracker",
+    "plot_detections",
+]
 
 # Off threshold as a share of the on threshold: hysteresis against flicker at the threshold.
 OFF_RATIO = 0.75
@@ -54,13 +61,13 @@ class WindowTrace:
     scores: list[float]
 
 
-def event_rule_for(model: LoadedModel, label: str) -> EventRule:
+def event_rule_for(card: ModelCard, label: str) -> EventRule:
     """The rule detection uses for one label of one model (see the module docstring)."""
-    tuned = model.card.event_rule(label)
+    tuned = card.event_rule(label)
     if tuned is not None:
         return tuned
-    on = model.card.threshold(label)
-    profile = model.profile
+    on = card.threshold(label)
+    profile = card.feature_profile()
     hop_s = profile.hop_frames * profile.mel.hop_length / profile.mel.sample_rate_hz
     return EventRule(
         label=label,
@@ -69,6 +76,24 @@ def event_rule_for(model: LoadedModel, label: str) -> EventRule:
         smoothing_windows=1,
         min_duration_s=0.0,
         merge_gap_s=hop_s,
+    )
+
+
+def new_event_tracker(
+    card: ModelCard, rule: EventRule, *, sensor_id: str = "", stream_id: str = ""
+) -> EventTracker:
+    """An event tracker for one label of ``card``'s model, with the geometry of its windows
+    (frame scores, when the model gives them, are one per STFT frame)."""
+    profile = card.feature_profile()
+    return EventTracker(
+        rule,
+        sample_rate_hz=profile.mel.sample_rate_hz,
+        window_samples=profile.window_samples,
+        hop_samples=profile.hop_frames * profile.mel.hop_length,
+        frame_hop_samples=profile.mel.hop_length,
+        frame_samples=profile.mel.n_fft,
+        sensor_id=sensor_id,
+        stream_id=stream_id,
     )
 
 
@@ -99,15 +124,9 @@ def detect_file(
     trackers: dict[tuple[str, str], EventTracker] = {}
     trace_of: dict[tuple[str, str], WindowTrace] = {}
     for model in models.models:
-        profile = model.profile
         for label in model.card.labels:
-            trackers[model.name, label] = EventTracker(
-                event_rule_for(model, label),
-                sample_rate_hz=profile.mel.sample_rate_hz,
-                window_samples=profile.window_samples,
-                hop_samples=profile.hop_frames * profile.mel.hop_length,
-                frame_hop_samples=profile.mel.hop_length,
-                frame_samples=profile.mel.n_fft,
+            trackers[model.name, label] = new_event_tracker(
+                model.card, event_rule_for(model.card, label)
             )
             if traces is not None:
                 trace_of[model.name, label] = WindowTrace(model.name, label, [], [])

@@ -518,9 +518,13 @@ class EventTracker:
         BadMessageError
             ``bad_tracker_state`` for a snapshot that is not one (the tracker is unchanged).
         """
+        version = state.get("version") if isinstance(state, Mapping) else None
+        if version != _SNAPSHOT_VERSION:
+            raise BadMessageError(
+                "bad_tracker_state",
+                f"not an event tracker snapshot of version {_SNAPSHOT_VERSION}: {version!r}",
+            )
         try:
-            if state["version"] != _SNAPSHOT_VERSION:
-                raise ValueError(f"version {state['version']!r}")
             recent = [float(x) for x in state["recent"]]
             ring_pos = int(state["ring_pos"])
             last = state["last_start"]

@@ -274,14 +274,13 @@ class LoadedModel:
         return scores, frames
 
 
-def load_model(card_path: str | Path, *, threads: int = 1) -> LoadedModel:
-    """Load one card and its ONNX file.
+def read_card(card_path: str | Path) -> ModelCard:
+    """Read and check one model card (not its ONNX file).
 
     Raises
     ------
     ConfigurationError
-        naming the file and the problem: unreadable or invalid card, missing ONNX file,
-        or a graph that does not match the card.
+        naming the file and the problem: unreadable or invalid card.
     """
     path = Path(card_path)
     try:
@@ -298,6 +297,20 @@ def load_model(card_path: str | Path, *, threads: int = 1) -> LoadedModel:
         raise ConfigurationError(f"{path}: invalid model card: {problems}") from exc
     except ConfigurationError as exc:
         raise ConfigurationError(f"{path}: invalid model card: {exc}") from exc
+    return card
+
+
+def load_model(card_path: str | Path, *, threads: int = 1) -> LoadedModel:
+    """Load one card and its ONNX file.
+
+    Raises
+    ------
+    ConfigurationError
+        naming the file and the problem: unreadable or invalid card, missing ONNX file,
+        or a graph that does not match the card.
+    """
+    path = Path(card_path)
+    card = read_card(path)
     onnx_path = (path.parent / card.onnx).resolve()
     if not onnx_path.is_file():
         raise ConfigurationError(f"{path}: the ONNX file {card.onnx!r} does not exist")

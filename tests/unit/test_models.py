@@ -146,9 +146,9 @@ def test_a_cards_event_rules_are_what_detection_uses(tmp_path: Path) -> None:
         "merge_gap_s": 1.0,
     }
     model = load_model(_card(tmp_path, event_rules={"siren": spec}))
-    assert event_rule_for(model, "siren") == EventRule(label="siren", **spec)
+    assert event_rule_for(model.card, "siren") == EventRule(label="siren", **spec)
     # A label without a rule falls back to the threshold rule.
-    fallback = event_rule_for(model, "car_horn")
+    fallback = event_rule_for(model.card, "car_horn")
     assert fallback.on_threshold == model.card.threshold("car_horn")
     assert fallback.off_threshold == pytest.approx(0.75 * fallback.on_threshold)
 
