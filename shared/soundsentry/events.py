@@ -518,7 +518,7 @@ class EventTracker:
         BadMessageError
             ``bad_tracker_state`` for a snapshot that is not one (the tracker is unchanged).
         """
-        version = state.get("version") if isinstance(state, Mapping) else None
+        version = state.get("version")
         if version != _SNAPSHOT_VERSION:
             raise BadMessageError(
                 "bad_tracker_state",
