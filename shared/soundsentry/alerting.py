@@ -1,0 +1,398 @@
+"""Window scores to timed events for many sensors: the alerter's logic, without Kafka.
+
+For each score message (one model's scores of one window), :class:`AlertEngine` feeds every
+label's score to that (sensor, model, label)'s :class:`~soundsentry.events.EventTracker` and
+turns the updates into ``Event`` messages (``started`` / ``ended``, deterministic ids). Each
+sensor's trackers are kept as one JSON-able snapshot (:meth:`AlertEngine.state_of`), which the
+alerter service stores in a changelog-backed table, so a restarted alerter continues every
+event where it was.
+
+Rules: a label's :class:`~soundsentry.events.EventRule` is its model card's (tuned
+``event_rules``, else the threshold rule that ``soundsentry detect`` uses), with
+:class:`AlertRules` overrides on top: for every sensor, then for the first sensor group whose
+patterns match the sensor id. A label can be disabled there; rules can change while running
+(:meth:`AlertEngine.use_rules`): trackers keep their state under the new rule, and a label
+that is disabled ends its open event.
+
+Revisions (scores with ``escalated_to``) are not applied: a tracker has moved past their window
+by the time they arrive, and events never change after the fact. They are counted.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from soundsentry.contracts import Event, EventKind, WindowScores
+from soundsentry.detect import event_rule_for, new_event_tracker
+from soundsentry.events import EventRule, EventTracker, EventUpdate
+from soundsentry.exceptions import BadMessageError, ConfigurationError
+from soundsentry.models import ModelCard
+
+__all__ = [
+    "AlertEngine",
+    "AlertOutcome",
+    "AlertRules",
+    "LabelOverrides",
+    "SensorGroup",
+    "event_to_proto",
+]
+
+_KIND = {"started": EventKind.EVENT_KIND_STARTED, "ended": EventKind.EVENT_KIND_ENDED}
+_STATE_VERSION = 1
+
+
+class LabelOverrides(BaseModel):
+    """Changes to a label's rule; unset fields keep the card's value."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool | None = Field(default=None, description="false: no events for this label")
+    on_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
+    off_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    smoothing_windows: int | None = Field(default=None, ge=1, le=100)
+    min_duration_s: float | None = Field(default=None, ge=0.0, le=3600.0)
+    merge_gap_s: float | None = Field(default=None, ge=0.0, le=3600.0)
+
+    def apply(self, rule: EventRule) -> EventRule:
+        changes = {
+            name: value
+            for name in (
+                "on_threshold",
+                "off_threshold",
+                "smoothing_windows",
+                "min_duration_s",
+                "merge_gap_s",
+            )
+            if (value := getattr(self, name)) is not None
+        }
+        if "on_threshold" in changes and "off_threshold" not in changes:
+            # Keep the card's hysteresis ratio when only the on threshold moves.
+            ratio = rule.off_threshold / rule.on_threshold
+            changes["off_threshold"] = changes["on_threshold"] * ratio
+        return replace(rule, **changes) if changes else rule
+
+
+class SensorGroup(BaseModel):
+    """Overrides for the sensors whose ids match one of ``sensors`` (shell-style patterns)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    sensors: list[str] = Field(min_length=1, description='patterns, e.g. "factory-1/*"')
+    labels: dict[str, LabelOverrides] = Field(default_factory=dict)
+
+    def matches(self, sensor_id: str) -> bool:
+        return any(fnmatch.fnmatchcase(sensor_id, pattern) for pattern in self.sensors)
+
+
+class AlertRules(BaseModel):
+    """Per-label overrides for every sensor (``labels``, ``"*"`` for every label), then for the
+    first matching sensor group. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    labels: dict[str, LabelOverrides] = Field(default_factory=dict)
+    groups: list[SensorGroup] = Field(default_factory=list)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> AlertRules:
+        """Read a rules file (JSON).
+
+        Raises
+        ------
+        ConfigurationError
+            naming the file and the problem.
+        """
+        source = Path(path)
+        try:
+            rules = cls.model_validate(json.loads(source.read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigurationError(f"{source}: cannot read the alert rules: {exc}") from exc
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'rules'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigurationError(f"{source}: invalid alert rules: {problems}") from exc
+        rules.check()
+        return rules
+
+    def check(self) -> None:
+        """Raise ConfigurationError for overrides that make an impossible rule."""
+        probe = EventRule("probe", on_threshold=0.5, off_threshold=0.25)
+        for where, overrides in self._all_overrides():
+            try:
+                overrides.apply(probe)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"alert rules, {where}: {exc}") from exc
+
+    def _all_overrides(self) -> Iterable[tuple[str, LabelOverrides]]:
+        for label, overrides in self.labels.items():
+            yield f"labels.{label}", overrides
+        for group in self.groups:
+            for label, overrides in group.labels.items():
+                yield f"group {group.name}, labels.{label}", overrides
+
+    def resolve(self, rule: EventRule, sensor_id: str) -> EventRule | None:
+        """``rule`` with the overrides for its label and ``sensor_id``; None when disabled."""
+        layers = [self.labels.get("*"), self.labels.get(rule.label)]
+        group = next((g for g in self.groups if g.matches(sensor_id)), None)
+        if group is not None:
+            layers += [group.labels.get("*"), group.labels.get(rule.label)]
+        enabled = True
+        for overrides in layers:
+            if overrides is None:
+                continue
+            rule = overrides.apply(rule)
+            if overrides.enabled is not None:
+                enabled = overrides.enabled
+        return rule if enabled else None
+
+
+def event_to_proto(
+    update: EventUpdate,
+    *,
+    sensor_id: str,
+    stream_id: str,
+    model: str,
+    model_version: str,
+    anchor_ns: int,
+) -> Event:
+    """The wire form of an update; times from ``anchor_ns`` (capture time of sample 0, 0 if
+    unknown)."""
+    found = update.event
+    message = Event(
+        event_id=update.event_id,
+        kind=_KIND[update.kind],
+        sensor_id=sensor_id,
+        stream_id=stream_id,
+        label=found.label,
+        sample_rate_hz=found.sample_rate_hz,
+        onset_sample=found.onset_sample,
+        peak_score=found.peak_score,
+        model=model,
+        model_version=model_version,
+    )
+    rate = found.sample_rate_hz
+    if anchor_ns:
+        message.onset_time.FromNanoseconds(anchor_ns + round(found.onset_sample * 1e9 / rate))
+    if update.kind == "ended":
+        message.offset_sample = found.offset_sample
+        if anchor_ns:
+            message.offset_time.FromNanoseconds(anchor_ns + round(found.offset_sample * 1e9 / rate))
+    return message
+
+
+@dataclass(slots=True)
+class _Sensor:
+    stream_id: str
+    anchor_ns: int = 0
+    # (model, label) -> tracker
+    trackers: dict[tuple[str, str], EventTracker] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class AlertOutcome:
+    """What one score message did: the events it caused, or why it was skipped."""
+
+    events: list[Event] = field(default_factory=list)
+    skipped: str | None = None  # "revision", "unknown_model", "stale_window"
+
+
+class AlertEngine:
+    """Event trackers for every (sensor, model, label), fed one score message at a time.
+
+    Parameters
+    ----------
+    cards : mapping of model name to ModelCard
+        The models whose scores arrive (window geometry and event rules).
+    rules : AlertRules
+    """
+
+    def __init__(self, cards: Mapping[str, ModelCard], rules: AlertRules | None = None) -> None:
+        self._cards = dict(cards)
+        self._rules = rules or AlertRules()
+        self._sensors: dict[str, _Sensor] = {}
+
+    @property
+    def sensors(self) -> int:
+        return len(self._sensors)
+
+    def forget(self, sensor_ids: Iterable[str] | None = None) -> None:
+        """Drop cached trackers (all with None), e.g. when partitions are revoked; they come
+        back from the stored state on the next message."""
+        if sensor_ids is None:
+            self._sensors.clear()
+        else:
+            for sensor_id in sensor_ids:
+                self._sensors.pop(sensor_id, None)
+
+    def use_rules(
+        self, rules: AlertRules | None = None, cards: Mapping[str, ModelCard] | None = None
+    ) -> list[tuple[str, Event]]:
+        """New rules or cards, effective from the next message.
+
+        Returns the ``ended`` events of open events whose label is now disabled (or whose
+        model is gone), as ``(sensor_id, event)``.
+        """
+        if rules is not None:
+            self._rules = rules
+        if cards is not None:
+            self._cards = dict(cards)
+        ended: list[tuple[str, Event]] = []
+        for sensor_id, sensor in self._sensors.items():
+            for key in list(sensor.trackers):
+                model, label = key
+                card = self._cards.get(model)
+                rule = self._rule(card, label, sensor_id) if card is not None else None
+                tracker = sensor.trackers[key]
+                if rule is None:
+                    ended += [
+                        (sensor_id, self._proto(u, sensor_id, sensor, model))
+                        for u in tracker.flush()
+                    ]
+                    del sensor.trackers[key]
+                elif rule != tracker.rule and card is not None:
+                    sensor.trackers[key] = self._rebuilt(card, rule, tracker, sensor_id, sensor)
+        return ended
+
+    def process(
+        self, message: WindowScores, stored: Callable[[str], Mapping[str, Any] | None]
+    ) -> AlertOutcome:
+        """Feed one score message; ``stored(sensor_id)`` gives the sensor's stored state.
+
+        Raises
+        ------
+        BadMessageError
+            ``bad_score`` and the like (a score outside [0, 1], a window off the hop grid);
+            no tracker has changed.
+        """
+        if message.escalated_to:
+            return AlertOutcome(skipped="revision")
+        card = self._cards.get(message.model)
+        if card is None:
+            return AlertOutcome(skipped="unknown_model")
+        _check_scores(message)
+        outcome = AlertOutcome()
+        sensor = self._sensor(message.sensor_id, stored)
+        if sensor.stream_id != message.stream_id:
+            # A restarted sensor: its old stream is over.
+            for (model, _), old in sensor.trackers.items():
+                outcome.events += [
+                    self._proto(u, message.sensor_id, sensor, model) for u in old.flush()
+                ]
+            sensor = self._sensors[message.sensor_id] = _Sensor(message.stream_id)
+        if message.HasField("start_time") and message.sample_rate_hz:
+            sensor.anchor_ns = message.start_time.ToNanoseconds() - round(
+                message.start_sample * 1e9 / message.sample_rate_hz
+            )
+        stale = True
+        for entry in message.scores:
+            tracker = self._tracker(card, entry.label, message, sensor)
+            if tracker is None:
+                continue
+            before = tracker.stale_windows
+            frames = list(entry.frame_scores) or None
+            updates = tracker.push(message.start_sample, entry.score, frames)
+            stale = stale and tracker.stale_windows > before
+            outcome.events += [
+                self._proto(u, message.sensor_id, sensor, message.model) for u in updates
+            ]
+        if stale and message.scores:
+            outcome.skipped = "stale_window"
+        return outcome
+
+    def state_of(self, sensor_id: str) -> dict[str, Any] | None:
+        """The sensor's trackers as JSON values (what :meth:`process` reads back through
+        ``stored``), or None for a sensor not seen."""
+        sensor = self._sensors.get(sensor_id)
+        if sensor is None:
+            return None
+        return {
+            "version": _STATE_VERSION,
+            "stream_id": sensor.stream_id,
+            "anchor_ns": sensor.anchor_ns,
+            "trackers": [
+                {"model": model, "label": label, "state": tracker.snapshot()}
+                for (model, label), tracker in sensor.trackers.items()
+            ],
+        }
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _rule(self, card: ModelCard, label: str, sensor_id: str) -> EventRule | None:
+        return self._rules.resolve(event_rule_for(card, label), sensor_id)
+
+    def _sensor(self, sensor_id: str, stored: Callable[[str], Mapping[str, Any] | None]) -> _Sensor:
+        sensor = self._sensors.get(sensor_id)
+        if sensor is not None:
+            return sensor
+        state = stored(sensor_id)
+        sensor = _Sensor("")
+        if state and state.get("version") == _STATE_VERSION:
+            sensor.stream_id = str(state.get("stream_id", ""))
+            sensor.anchor_ns = int(state.get("anchor_ns", 0))
+            for item in state.get("trackers", []):
+                card = self._cards.get(item["model"])
+                rule = self._rule(card, item["label"], sensor_id) if card else None
+                if card is None or rule is None:
+                    continue
+                tracker = new_event_tracker(
+                    card, rule, sensor_id=sensor_id, stream_id=sensor.stream_id
+                )
+                tracker.restore(item["state"])
+                sensor.trackers[item["model"], item["label"]] = tracker
+        self._sensors[sensor_id] = sensor
+        return sensor
+
+    def _tracker(
+        self, card: ModelCard, label: str, message: WindowScores, sensor: _Sensor
+    ) -> EventTracker | None:
+        key = (card.name, label)
+        rule = self._rule(card, label, message.sensor_id)
+        if rule is None:
+            return None
+        tracker = sensor.trackers.get(key)
+        if tracker is None:
+            tracker = sensor.trackers[key] = new_event_tracker(
+                card, rule, sensor_id=message.sensor_id, stream_id=message.stream_id
+            )
+        return tracker
+
+    @staticmethod
+    def _rebuilt(
+        card: ModelCard, rule: EventRule, tracker: EventTracker, sensor_id: str, sensor: _Sensor
+    ) -> EventTracker:
+        rebuilt = new_event_tracker(card, rule, sensor_id=sensor_id, stream_id=sensor.stream_id)
+        rebuilt.restore(tracker.snapshot())
+        return rebuilt
+
+    def _proto(self, update: EventUpdate, sensor_id: str, sensor: _Sensor, model: str) -> Event:
+        card = self._cards.get(model)
+        return event_to_proto(
+            update,
+            sensor_id=sensor_id,
+            stream_id=sensor.stream_id,
+            model=model,
+            model_version=card.version if card else "",
+            anchor_ns=sensor.anchor_ns,
+        )
+
+
+def _check_scores(message: WindowScores) -> None:
+    for entry in message.scores:
+        if not (math.isfinite(entry.score) and 0.0 <= entry.score <= 1.0):
+            raise BadMessageError(
+                "bad_score", f"score {entry.score!r} of {entry.label!r} is not in [0, 1]"
+            )
+        if any(not (math.isfinite(f) and 0.0 <= f <= 1.0) for f in entry.frame_scores):
+            raise BadMessageError(
+                "bad_frame_scores", f"a frame score of {entry.label!r} is not in [0, 1]"
+            )

@@ -1,0 +1,240 @@
+"""The alerter's logic: score messages in, the events of ``soundsentry detect`` out, across
+restarts (state through JSON), rule overrides, sensor groups and disabled labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from soundsentry.alerting import AlertEngine, AlertRules, LabelOverrides, SensorGroup
+from soundsentry.contracts import EventKind, WindowScores
+from soundsentry.detect import event_rule_for, new_event_tracker
+from soundsentry.events import EventRule
+from soundsentry.exceptions import BadMessageError, ConfigurationError
+from soundsentry.features import FeatureProfile, Featurizer
+from soundsentry.models import ModelCard, ModelSet, read_card, score_to_proto
+from tests.audio_fixtures import chunks, recording
+from tests.model_fixtures import write_model
+
+PROFILE = FeatureProfile("full-16k", window_s=1.0, window_hop_s=0.5)
+LABELS = ["siren", "dog_bark"]
+# Low thresholds, so that the random linear model of the fixture makes events.
+RULES = {
+    "siren": {"on_threshold": 0.3, "off_threshold": 0.2, "min_duration_s": 0.5},
+    "dog_bark": {"on_threshold": 0.5, "off_threshold": 0.4, "smoothing_windows": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelCard, list[WindowScores]]:
+    folder = tmp_path_factory.mktemp("models")
+    write_model(folder, "general", PROFILE, LABELS, frame_output=True, event_rules=RULES)
+    models = ModelSet.from_dir(folder)
+    messages = []
+    for name in ("siren", "dog_bark", "siren"):  # one sensor, one stream, three recordings
+        samples, _rate = recording(name)
+        messages.append(samples)
+    audio = np.concatenate(messages)
+    windows = Featurizer([PROFILE]).process(list(chunks(audio, 16_000, [1600]))).windows
+    messages = [score_to_proto(r, LABELS) for r in models.score(windows)]
+    # Scores with a known rhythm (the fixture's model is random): sirens in runs of six
+    # windows, barks of three, so that events start and end many times.
+    for index, message in enumerate(messages):
+        patterns = (0.9 if (index // 6) % 2 else 0.05, 0.8 if index % 10 in (2, 3, 4) else 0.1)
+        for entry, value in zip(message.scores, patterns, strict=True):
+            entry.score = value
+            entry.frame_scores[:] = [value] * len(entry.frame_scores)
+    return read_card(folder / "general.json"), messages
+
+
+def offline(card: ModelCard, messages: list[WindowScores], rules: AlertRules) -> list[Any]:
+    """What detect's trackers report for the same scores, as (kind, id, label, onset, offset)."""
+    out = []
+    trackers = {}
+    for label in LABELS:
+        rule = rules.resolve(event_rule_for(card, label), messages[0].sensor_id)
+        if rule is not None:
+            trackers[label] = new_event_tracker(
+                card, rule, sensor_id=messages[0].sensor_id, stream_id=messages[0].stream_id
+            )
+    for message in messages:
+        for entry in message.scores:
+            if entry.label in trackers:
+                updates = trackers[entry.label].push(
+                    message.start_sample, entry.score, list(entry.frame_scores)
+                )
+                out += [(u.kind, u.event_id, u.event.label, u.event.onset_sample) for u in updates]
+    return out
+
+
+def as_tuples(events: list[Any]) -> list[Any]:
+    kinds = {EventKind.EVENT_KIND_STARTED: "started", EventKind.EVENT_KIND_ENDED: "ended"}
+    return [(kinds[e.kind], e.event_id, e.label, e.onset_sample) for e in events]
+
+
+def run(engine: AlertEngine, messages: list[WindowScores], store: dict[str, Any]) -> list[Any]:
+    events = []
+    for message in messages:
+        events += engine.process(message, store.get).events
+        store[message.sensor_id] = json.loads(json.dumps(engine.state_of(message.sensor_id)))
+    return events
+
+
+def test_the_engine_reports_what_detection_reports(
+    scored: tuple[ModelCard, list[WindowScores]],
+) -> None:
+    card, messages = scored
+    events = run(AlertEngine({"general": card}), messages, {})
+    expected = offline(card, messages, AlertRules())
+    assert as_tuples(events) == expected
+    assert {"started", "ended"} <= {kind for kind, *_ in expected}
+    for event in events:
+        assert event.model == "general"
+        assert event.model_version == "0.0.1"
+        assert event.sensor_id == messages[0].sensor_id
+        if event.kind == EventKind.EVENT_KIND_ENDED:
+            assert event.offset_sample > event.onset_sample
+            assert event.offset_time.ToNanoseconds() > event.onset_time.ToNanoseconds() > 0
+
+
+@pytest.mark.parametrize("cut", [1, 7, 20, 33])
+def test_a_restarted_engine_continues_from_the_stored_state(
+    scored: tuple[ModelCard, list[WindowScores]], cut: int
+) -> None:
+    card, messages = scored
+    store: dict[str, Any] = {}
+    events = run(AlertEngine({"general": card}), messages[:cut], store)
+    # A new process: nothing cached, the state comes back from the store.
+    events += run(AlertEngine({"general": card}), messages[cut:], store)
+    assert as_tuples(events) == offline(card, messages, AlertRules())
+
+
+def test_replayed_messages_cause_no_events(scored: tuple[ModelCard, list[WindowScores]]) -> None:
+    card, messages = scored
+    engine = AlertEngine({"general": card})
+    store: dict[str, Any] = {}
+    first = run(engine, messages, store)
+    outcomes = [engine.process(m, store.get) for m in messages[-5:]]
+    assert first
+    assert all(o.events == [] and o.skipped == "stale_window" for o in outcomes)
+
+
+def test_overrides_apply_per_label_then_per_group() -> None:
+    rule = EventRule("siren", on_threshold=0.6, off_threshold=0.3)
+    rules = AlertRules(
+        labels={"siren": LabelOverrides(on_threshold=0.8)},
+        groups=[
+            SensorGroup(
+                name="factory",
+                sensors=["factory-*"],
+                labels={"*": LabelOverrides(min_duration_s=2.0)},
+            ),
+            SensorGroup(
+                name="quiet",
+                sensors=["lab-1", "lab-2"],
+                labels={"siren": LabelOverrides(enabled=False)},
+            ),
+        ],
+    )
+    everywhere = rules.resolve(rule, "street-9")
+    assert everywhere == EventRule("siren", on_threshold=0.8, off_threshold=0.4)  # ratio kept
+    factory = rules.resolve(rule, "factory-3")
+    assert factory is not None
+    assert factory.min_duration_s == 2.0
+    assert factory.on_threshold == 0.8
+    assert rules.resolve(rule, "lab-2") is None
+
+
+def test_disabling_a_label_at_runtime_ends_its_open_event(
+    scored: tuple[ModelCard, list[WindowScores]],
+) -> None:
+    card, messages = scored
+    engine = AlertEngine({"general": card})
+    store: dict[str, Any] = {}
+    events = []
+    index = 0
+    while not (events and events[-1].kind == EventKind.EVENT_KIND_STARTED):
+        events += engine.process(messages[index], store.get).events
+        index += 1
+    label = events[-1].label
+    message = messages[index - 1]
+    ended = engine.use_rules(AlertRules(labels={label: LabelOverrides(enabled=False)}))
+    assert [(s, e.kind, e.event_id) for s, e in ended] == [
+        (message.sensor_id, EventKind.EVENT_KIND_ENDED, events[-1].event_id)
+    ]
+    later = []
+    for later_message in messages[index:]:
+        later += engine.process(later_message, store.get).events
+    assert all(e.label != label for e in later)
+
+
+def test_a_new_stream_ends_the_events_of_the_old_one(
+    scored: tuple[ModelCard, list[WindowScores]],
+) -> None:
+    card, messages = scored
+    engine = AlertEngine({"general": card})
+    store: dict[str, Any] = {}
+    events: list[Any] = []
+    index = 0
+    while not (events and events[-1].kind == EventKind.EVENT_KIND_STARTED):
+        events += engine.process(messages[index], store.get).events
+        index += 1
+    restarted = WindowScores()
+    restarted.CopyFrom(messages[0])
+    restarted.stream_id = "after-reboot"
+    outcome = engine.process(restarted, store.get)
+    assert outcome.events[0].kind == EventKind.EVENT_KIND_ENDED
+    assert outcome.events[0].event_id == events[-1].event_id
+    assert outcome.events[0].stream_id == messages[0].stream_id
+
+
+def test_revisions_and_unknown_models_are_skipped(
+    scored: tuple[ModelCard, list[WindowScores]],
+) -> None:
+    card, messages = scored
+    engine = AlertEngine({"general": card})
+    revision = WindowScores()
+    revision.CopyFrom(messages[0])
+    revision.escalated_to = "rekognition"
+    assert engine.process(revision, {}.get).skipped == "revision"
+    other = WindowScores()
+    other.CopyFrom(messages[0])
+    other.model = "not-loaded"
+    assert engine.process(other, {}.get).skipped == "unknown_model"
+    assert engine.sensors == 0
+
+
+@pytest.mark.parametrize("score", [float("nan"), 1.5, -0.1])
+def test_a_bad_score_is_refused_before_any_tracker_moves(
+    scored: tuple[ModelCard, list[WindowScores]], score: float
+) -> None:
+    card, messages = scored
+    engine = AlertEngine({"general": card})
+    store: dict[str, Any] = {}
+    engine.process(messages[0], store.get)
+    before = engine.state_of(messages[0].sensor_id)
+    bad = WindowScores()
+    bad.CopyFrom(messages[1])
+    bad.scores[1].score = score
+    with pytest.raises(BadMessageError, match="not in"):
+        engine.process(bad, store.get)
+    assert engine.state_of(messages[0].sensor_id) == before
+
+
+def test_rules_files_are_checked(tmp_path: Path) -> None:
+    good = tmp_path / "rules.json"
+    good.write_text(json.dumps({"labels": {"siren": {"on_threshold": 0.7}}}))
+    assert AlertRules.from_file(good).labels["siren"].on_threshold == 0.7
+    for content, problem in [
+        ("{not json", "cannot read"),
+        (json.dumps({"labels": {"siren": {"on": 0.7}}}), "invalid alert rules"),
+        (json.dumps({"labels": {"siren": {"on_threshold": 0.3, "off_threshold": 0.5}}}), "off"),
+    ]:
+        bad = tmp_path / "bad.json"
+        bad.write_text(content)
+        with pytest.raises(ConfigurationError, match=problem):
+            AlertRules.from_file(bad)
