@@ -15,7 +15,10 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from soundsentry.features import FeatureProfile
+from soundsentry.contracts import WindowScores
+from soundsentry.features import FeatureProfile, Featurizer
+from soundsentry.models import ModelCard, ModelSet, read_card, score_to_proto
+from tests.audio_fixtures import chunks, recording
 
 
 def linear_model(
@@ -144,3 +147,32 @@ def write_model(
     }
     (directory / f"{name}.json").write_text(json.dumps(document, indent=2))
     return weights, bias
+
+
+LABELS = ["siren", "dog_bark"]
+EVENT_RULES = {
+    "siren": {"on_threshold": 0.3, "off_threshold": 0.2, "min_duration_s": 0.5},
+    "dog_bark": {"on_threshold": 0.5, "off_threshold": 0.4, "smoothing_windows": 2},
+}
+
+
+def patterned_scores(
+    directory: Path, *, sensor_id: str = "mic-1"
+) -> tuple[ModelCard, list[WindowScores]]:
+    """A "general" model card in ``directory`` and its score messages for real windows of one
+    sensor (three recordings in one stream), with scores of a known rhythm: sirens in runs of
+    six windows, barks of three, so that events start and end many times (the fixture's model
+    itself is random)."""
+    profile = FeatureProfile("full-16k", window_s=1.0, window_hop_s=0.5)
+    write_model(directory, "general", profile, LABELS, frame_output=True, event_rules=EVENT_RULES)
+    models = ModelSet.from_dir(directory)
+    audio = np.concatenate([recording(name)[0] for name in ("siren", "dog_bark", "siren")])
+    stream = chunks(audio, 16_000, [1600], sensor_id=sensor_id)
+    windows = Featurizer([profile]).process(list(stream)).windows
+    messages = [score_to_proto(r, LABELS) for r in models.score(windows)]
+    for index, message in enumerate(messages):
+        values = (0.9 if (index // 6) % 2 else 0.05, 0.8 if index % 10 in (2, 3, 4) else 0.1)
+        for entry, value in zip(message.scores, values, strict=True):
+            entry.score = value
+            entry.frame_scores[:] = [value] * len(entry.frame_scores)
+    return read_card(directory / "general.json"), messages

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings
 
+from soundsentry.services.alerter.settings import AlerterSettings
 from soundsentry.services.classifier.settings import ClassifierSettings, EscalationSettings
 from soundsentry.services.featurizer.settings import FeaturizerSettings
 from soundsentry.services.ingest.settings import IngestSettings
@@ -26,6 +27,7 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     FeaturizerSettings,
     ClassifierSettings,
     EscalationSettings,
+    AlerterSettings,
 )
 
 

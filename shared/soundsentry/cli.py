@@ -61,6 +61,12 @@ def _cmd_classifier(args: argparse.Namespace) -> int:
     return classifier_main(loglevel=args.log_level)
 
 
+def _cmd_alerter(args: argparse.Namespace) -> int:
+    from soundsentry.services.alerter.app import main as alerter_main  # noqa: PLC0415
+
+    return alerter_main(loglevel=args.log_level)
+
+
 def _cmd_push(args: argparse.Namespace) -> int:
     from soundsentry.client import file_chunks, push  # noqa: PLC0415
 
@@ -258,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
         "classifier", help="run the classifier stream service (SOUNDSENTRY_CLASSIFIER_*)"
     )
     classifier.set_defaults(func=_cmd_classifier)
+
+    alerter = sub.add_parser(
+        "alerter", help="run the alerter stream service (SOUNDSENTRY_ALERTER_*)"
+    )
+    alerter.set_defaults(func=_cmd_alerter)
 
     push = sub.add_parser("push", help="stream an audio file to the ingest service over gRPC")
     push.add_argument("file", type=Path, help="WAV, FLAC, OGG or MP3 file")

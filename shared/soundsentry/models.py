@@ -47,6 +47,8 @@ __all__ = [
     "ReloadReport",
     "WindowScore",
     "load_model",
+    "read_card",
+    "read_cards",
     "score_id",
     "score_to_proto",
 ]
@@ -298,6 +300,36 @@ def read_card(card_path: str | Path) -> ModelCard:
     except ConfigurationError as exc:
         raise ConfigurationError(f"{path}: invalid model card: {exc}") from exc
     return card
+
+
+def read_cards(directory: str | Path) -> dict[str, ModelCard]:
+    """Every ``*.json`` card of a model directory by model name, without the ONNX files
+    (for services that need a model's labels, profile and rules but never run it).
+
+    Raises
+    ------
+    ConfigurationError
+        if the directory has no card, a card fails to read (all problems are listed), or two
+        cards name the same model.
+    """
+    folder = Path(directory)
+    paths = sorted(folder.glob("*.json"))
+    if not paths:
+        raise ConfigurationError(f"no model cards (*.json) in {folder}")
+    cards: dict[str, ModelCard] = {}
+    problems = []
+    for path in paths:
+        try:
+            card = read_card(path)
+        except ConfigurationError as exc:
+            problems.append(str(exc))
+            continue
+        if card.name in cards:
+            problems.append(f"{path}: a second card for model {card.name!r}")
+        cards[card.name] = card
+    if problems:
+        raise ConfigurationError("\n".join(problems))
+    return cards
 
 
 def load_model(card_path: str | Path, *, threads: int = 1) -> LoadedModel:

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from soundsentry.alerting import AlertEngine, AlertRules, LabelOverrides, SensorGroup
@@ -15,40 +14,13 @@ from soundsentry.contracts import EventKind, WindowScores
 from soundsentry.detect import event_rule_for, new_event_tracker
 from soundsentry.events import EventRule
 from soundsentry.exceptions import BadMessageError, ConfigurationError
-from soundsentry.features import FeatureProfile, Featurizer
-from soundsentry.models import ModelCard, ModelSet, read_card, score_to_proto
-from tests.audio_fixtures import chunks, recording
-from tests.model_fixtures import write_model
-
-PROFILE = FeatureProfile("full-16k", window_s=1.0, window_hop_s=0.5)
-LABELS = ["siren", "dog_bark"]
-# Low thresholds, so that the random linear model of the fixture makes events.
-RULES = {
-    "siren": {"on_threshold": 0.3, "off_threshold": 0.2, "min_duration_s": 0.5},
-    "dog_bark": {"on_threshold": 0.5, "off_threshold": 0.4, "smoothing_windows": 2},
-}
+from soundsentry.models import ModelCard
+from tests.model_fixtures import LABELS, patterned_scores
 
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelCard, list[WindowScores]]:
-    folder = tmp_path_factory.mktemp("models")
-    write_model(folder, "general", PROFILE, LABELS, frame_output=True, event_rules=RULES)
-    models = ModelSet.from_dir(folder)
-    messages = []
-    for name in ("siren", "dog_bark", "siren"):  # one sensor, one stream, three recordings
-        samples, _rate = recording(name)
-        messages.append(samples)
-    audio = np.concatenate(messages)
-    windows = Featurizer([PROFILE]).process(list(chunks(audio, 16_000, [1600]))).windows
-    messages = [score_to_proto(r, LABELS) for r in models.score(windows)]
-    # Scores with a known rhythm (the fixture's model is random): sirens in runs of six
-    # windows, barks of three, so that events start and end many times.
-    for index, message in enumerate(messages):
-        patterns = (0.9 if (index // 6) % 2 else 0.05, 0.8 if index % 10 in (2, 3, 4) else 0.1)
-        for entry, value in zip(message.scores, patterns, strict=True):
-            entry.score = value
-            entry.frame_scores[:] = [value] * len(entry.frame_scores)
-    return read_card(folder / "general.json"), messages
+    return patterned_scores(tmp_path_factory.mktemp("models"))
 
 
 def offline(card: ModelCard, messages: list[WindowScores], rules: AlertRules) -> list[Any]:

@@ -1,0 +1,230 @@
+"""The alerter's Faust app: window scores in, started/ended events out, state in a table.
+
+One agent reads the scores topic in batches (up to ``max_batch_scores`` records, waiting at
+most ``max_batch_ms``), decodes each record (undecodable ones, and scores outside [0, 1], are
+parked in the scores DLQ) and feeds it to the :class:`~soundsentry.alerting.AlertEngine`. The
+events it causes go to the events topic keyed by sensor; then each touched sensor's trackers are
+written to a Faust table (``<app id>-trackers-changelog``, keyed like the source so that a
+sensor's state lives in the partition of its scores) and the producer is flushed.
+
+Delivery is at least once: a batch counts as processed only after Kafka acknowledged its events
+and its state. A crash before that replays the batch from the stored state of before: the same
+events come out again with the same ids (consumers drop duplicates), and windows the stored
+state has already seen are ignored. The state comes back from the changelog when a worker (re)
+starts or takes over a partition.
+
+Model cards and the rules file are re-read every ``reload_interval_s``; a label that becomes
+disabled ends its open events at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import faust
+from faust.types import TP
+from mode import CrashingSupervisor
+from prometheus_client import CollectorRegistry
+
+from soundsentry.alerting import AlertEngine, AlertRules
+from soundsentry.contracts import Event, WindowScores, sensor_key
+from soundsentry.exceptions import BadMessageError, ConfigurationError
+from soundsentry.models import ModelCard, read_cards
+from soundsentry.services.alerter.metrics import AlerterMetrics
+from soundsentry.services.alerter.settings import AlerterSettings
+from soundsentry.settings import KafkaSettings, TopicSettings
+from soundsentry.streaming import (
+    decode_or_park,
+    new_app,
+    park,
+    run_worker,
+    update_consumer_lag,
+)
+from soundsentry.topics import DLQ_PARTITIONS, EVENTS, SCORES, TopicLayout
+
+__all__ = ["SERVICE", "AlerterService", "create_app", "main"]
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "alerter"
+_KINDS = {1: "started", 2: "ended"}
+
+
+def _read_rules(path: Path | None) -> AlertRules:
+    return AlertRules.from_file(path) if path is not None else AlertRules()
+
+
+class AlerterService:
+    """The alerter's Faust app, engine, state table and metrics; built by :func:`create_app`."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        *,
+        engine: AlertEngine,
+        cards: Mapping[str, ModelCard],
+        rules: AlertRules,
+        metrics: AlerterMetrics,
+        settings: AlerterSettings,
+        topics: TopicLayout,
+        registry: CollectorRegistry,
+    ) -> None:
+        self.app = app
+        self.engine = engine
+        self.metrics = metrics
+        self.settings = settings
+        self.topics = topics
+        self.registry = registry
+        self._cards = dict(cards)
+        self._rules = rules
+        self.source = topics.faust_raw_topic(app, topics.name(SCORES))
+        self.dlq = topics.faust_raw_topic(app, topics.dlq(SCORES), partitions=DLQ_PARTITIONS)
+        self.events = topics.faust_topic(app, EVENTS)
+        # Keyed by the raw sensor key and placed by the producer's partitioner, like the scores
+        # records themselves: a sensor's state is in the changelog partition of its scores.
+        self.table = app.Table(
+            f"{SERVICE}-trackers",
+            default=None,
+            partitions=topics.partitions,
+            key_type=bytes,  # raw bytes; values are JSON
+            use_partitioner=True,
+        )
+        app.agent(self.source, name=f"{SERVICE}.track", supervisor_strategy=CrashingSupervisor)(
+            self._agent
+        )
+        app.on_partitions_revoked.connect(self._forget)
+        app.on_partitions_assigned.connect(self._forget)
+        if settings.reload_interval_s:
+            app.timer(settings.reload_interval_s, name=f"{SERVICE}.reload")(self.reload)
+
+    def _stored(self, sensor_id: str) -> Mapping[str, Any] | None:
+        state = self.table.get(sensor_key(sensor_id))
+        return cast(Mapping[str, Any] | None, state)
+
+    async def _forget(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # After a rebalance the table is the truth: trackers come back from it when needed.
+        self.engine.forget()
+        self.metrics.sensors.set(0)
+
+    async def _agent(self, stream: faust.StreamT[bytes]) -> None:
+        batches = cast(faust.Stream[bytes], stream).take_events(
+            self.settings.max_batch_scores, within=self.settings.max_batch_ms / 1000
+        )
+        async for events in batches:
+            try:
+                await self.process_batch(events)
+            except Exception:
+                # As in the other services: keep the failed batch from being committed.
+                for event in events:
+                    event.message.incref()
+                raise
+
+    async def process_batch(self, events: Sequence[faust.EventT[Any]]) -> None:
+        """Track one batch of score records; return when Kafka has its events and state."""
+        started = time.perf_counter()
+        metrics = self.metrics
+        last_offsets: dict[TP, int] = {}
+        touched: set[str] = set()
+        out: list[Event] = []
+        for event in events:
+            message = event.message
+            last_offsets[message.tp] = max(message.offset, last_offsets.get(message.tp, -1))
+            scores = await decode_or_park(
+                event, SCORES, dlq=self.dlq, metrics=metrics.stream, service=SERVICE
+            )
+            if scores is None:
+                continue
+            assert isinstance(scores, WindowScores)
+            try:
+                outcome = self.engine.process(scores, self._stored)
+            except BadMessageError as error:
+                await park(event, error, dlq=self.dlq, metrics=metrics.stream, service=SERVICE)
+                continue
+            if outcome.skipped:
+                metrics.scores_skipped.labels(outcome.skipped).inc()
+            if outcome.skipped not in ("revision", "unknown_model"):
+                touched.add(scores.sensor_id)
+            out += outcome.events
+        await self._publish(out, touched)
+        update_consumer_lag(self.app, last_offsets, metrics.consumer_lag)
+        metrics.sensors.set(self.engine.sensors)
+        metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def _publish(self, events: Sequence[Event], sensors: set[str]) -> None:
+        """Send ``events``, then the state of ``sensors``; return when Kafka has all of it."""
+        deliveries = []
+        for event in events:
+            deliveries.append(await self.events.send(key=sensor_key(event.sensor_id), value=event))
+            self.metrics.events.labels(event.label, _KINDS[event.kind]).inc()
+        # Faust only logs a failed send and would commit past it: wait for Kafka's acks.
+        await asyncio.gather(*deliveries)
+        for sensor_id in sensors:
+            self.table[sensor_key(sensor_id)] = self.engine.state_of(sensor_id)
+        if sensors:
+            # The changelog records are sent in the background: the batch is done only when
+            # they are stored too, or a crash could commit offsets past state that was lost.
+            await self.app.producer.flush()
+
+    async def reload(self) -> bool:
+        """Re-read the model cards and the rules file; True when something changed."""
+        try:
+            cards = read_cards(self.settings.model_dir)
+            rules = _read_rules(self.settings.rules_file)
+        except ConfigurationError:
+            self.metrics.reloads.labels("failed").inc()
+            logger.exception("alerter reload failed; the previous rules keep applying")
+            return False
+        if cards == self._cards and rules == self._rules:
+            return False
+        self._cards, self._rules = cards, rules
+        ended = self.engine.use_rules(rules, cards)
+        await self._publish([event for _, event in ended], {sensor for sensor, _ in ended})
+        self.metrics.reloads.labels("applied").inc()
+        logger.info("alerter rules reloaded: %d models, %d events ended", len(cards), len(ended))
+        return True
+
+
+def create_app(
+    kafka: KafkaSettings,
+    topics: TopicLayout,
+    settings: AlerterSettings,
+    *,
+    registry: CollectorRegistry,
+) -> AlerterService:
+    """Build the alerter's Faust app (nothing connects until it starts).
+
+    Raises
+    ------
+    ConfigurationError
+        when the model directory has no usable card or the rules file is unusable.
+    """
+    cards = read_cards(settings.model_dir)
+    rules = _read_rules(settings.rules_file)
+    app = new_app(settings.app_id, kafka, topics, data_dir=settings.data_dir)
+    return AlerterService(
+        app,
+        engine=AlertEngine(cards, rules),
+        cards=cards,
+        rules=rules,
+        metrics=AlerterMetrics.create(registry),
+        settings=settings,
+        topics=topics,
+        registry=registry,
+    )
+
+
+def main(*, loglevel: str = "INFO") -> int:
+    """``soundsentry alerter``: settings from the environment, run until stopped."""
+    registry = CollectorRegistry()
+    service = create_app(
+        KafkaSettings(),
+        TopicLayout.from_settings(TopicSettings()),
+        AlerterSettings(),
+        registry=registry,
+    )
+    return run_worker(service, loglevel=loglevel)

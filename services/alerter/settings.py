@@ -1,0 +1,72 @@
+"""Alerter service settings (prefix ``SOUNDSENTRY_ALERTER_``).
+
+A rules file (JSON, :class:`~soundsentry.alerting.AlertRules`) changes event rules per label,
+for every sensor and per sensor group; it is re-read while running::
+
+    {
+      "labels": {"siren": {"on_threshold": 0.7}, "dog_bark": {"enabled": false}},
+      "groups": [
+        {"name": "factory", "sensors": ["factory-1/*"],
+         "labels": {"*": {"min_duration_s": 1.0}}}
+      ]
+    }
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["AlerterSettings"]
+
+
+class AlerterSettings(BaseSettings):
+    """How the alerter consumes, keeps state and reports. Prefix: ``SOUNDSENTRY_ALERTER_``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SOUNDSENTRY_ALERTER_", frozen=True, extra="forbid"
+    )
+
+    app_id: str = Field(
+        default="soundsentry-alerter",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Faust app id: the Kafka consumer group, and the prefix of its state "
+        "table's changelog topic.",
+    )
+    model_dir: Path = Field(
+        default=Path("models"),
+        description="Directory of model cards (the classifier's): window geometry and event "
+        "rules per label. Only the cards are read, not the ONNX files.",
+    )
+    rules_file: Path | None = Field(
+        default=None, description="Alert rules (JSON): per-label and per-sensor-group overrides."
+    )
+    reload_interval_s: float = Field(
+        default=10.0,
+        ge=0.0,
+        le=3600.0,
+        description="How often model cards and the rules file are re-read (0: never); a file "
+        "that fails to load is reported and the previous rules keep applying.",
+    )
+    max_batch_scores: int = Field(
+        default=256, ge=1, le=10_000, description="Most score records handled together."
+    )
+    max_batch_ms: int = Field(
+        default=20,
+        ge=1,
+        le=60_000,
+        description="How long to wait to fill a batch (ms): the latency batching adds at low load.",
+    )
+    data_dir: Path | None = Field(
+        default=None,
+        description="Directory Faust creates its data directory in; default: the system temp "
+        "directory.",
+    )
+    metrics_port: int = Field(
+        default=9104, ge=0, le=65535, description="Prometheus /metrics port (0: disabled)."
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="Address /metrics binds to.")

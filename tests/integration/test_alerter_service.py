@@ -1,0 +1,148 @@
+"""The alerter service against the real broker: scores in, the engine's events out, bad records
+parked, and a restarted alerter continuing its open events from the changelog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from soundsentry.alerting import AlertEngine
+from soundsentry.contracts import Event, EventKind, WindowScores, decode, encode, sensor_key
+from soundsentry.services.alerter.app import AlerterService, create_app
+from soundsentry.services.alerter.settings import AlerterSettings
+from soundsentry.settings import KafkaSettings
+from soundsentry.topics import EVENTS, SCORES, TopicLayout
+from tests.integration.topic_helpers import consume_until, eventually, produce, running
+from tests.model_fixtures import patterned_scores
+
+
+def offline_events(card: Any, messages: list[WindowScores]) -> list[tuple[str, int]]:
+    engine = AlertEngine({card.name: card})
+    store: dict[str, Any] = {}
+    out = []
+    for message in messages:
+        out += [(e.event_id, e.kind) for e in engine.process(message, store.get).events]
+        store[message.sensor_id] = engine.state_of(message.sensor_id)
+    return out
+
+
+def records(messages: list[WindowScores]) -> list[tuple[bytes, bytes]]:
+    return [(sensor_key(m.sensor_id), encode(m)) for m in messages]
+
+
+def alerter(
+    kafka: KafkaSettings, topics: TopicLayout, group: str, tmp_path: Path, models: Path
+) -> tuple[AlerterService, CollectorRegistry]:
+    registry = CollectorRegistry()
+    settings = AlerterSettings(
+        app_id=group, model_dir=models, data_dir=tmp_path, metrics_port=0, reload_interval_s=0
+    )
+    return create_app(kafka, topics, settings, registry=registry), registry
+
+
+async def test_scores_become_the_engines_events_and_bad_records_are_parked(
+    kafka_settings: KafkaSettings,
+    topic_layout: TopicLayout,
+    consumer_group: str,
+    tmp_path: Path,
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    card, messages = patterned_scores(models, sensor_id="mic-a")
+    _, other = patterned_scores(tmp_path, sensor_id="mic-b")
+    expected = offline_events(card, messages) + offline_events(card, other)
+    revision = WindowScores()
+    revision.CopyFrom(messages[3])
+    revision.escalated_to = "rekognition"
+    bad = WindowScores()
+    bad.CopyFrom(messages[4])
+    bad.scores[0].score = 7.0
+    # Two sensors interleaved, with a revision, a bad score and an undecodable record inside.
+    mixed = [m for pair in zip(messages, other, strict=True) for m in pair]
+    payload = records(mixed)
+    payload[10:10] = [*records([revision, bad]), (b"mic-x", b"\xffnot protobuf")]
+    service, registry = alerter(kafka_settings, topic_layout, consumer_group, tmp_path, models)
+    await produce(kafka_settings, topic_layout.name(SCORES), payload)
+    async with running(service):
+        got = await consume_until(
+            kafka_settings,
+            topic_layout.name(EVENTS),
+            consumer_group + "-events",
+            lambda got: len(got) >= len(expected),
+        )
+        letters = await consume_until(
+            kafka_settings,
+            topic_layout.dlq(SCORES),
+            consumer_group + "-dlq",
+            lambda got: len(got) >= 2,
+        )
+    events = [decode(Event, r.value) for r in got]
+    assert all(r.key == sensor_key(e.sensor_id) for r, e in zip(got, events, strict=True))
+    by_sensor = {
+        sensor: [(e.event_id, e.kind) for e in events if e.sensor_id == sensor]
+        for sensor in ("mic-a", "mic-b")
+    }
+    assert by_sensor["mic-a"] == offline_events(card, messages)
+    assert by_sensor["mic-b"] == offline_events(card, other)
+    reasons = sorted(dict(r.headers)["soundsentry.error.reason"].decode() for r in letters)
+    assert reasons == ["bad_score", "undecodable"]
+    sample = registry.get_sample_value
+    assert sample("soundsentry_alerter_scores_skipped_total", {"reason": "revision"}) == 1
+    started = sum(1 for _, kind in expected if kind == EventKind.EVENT_KIND_STARTED)
+    assert started > 2
+    assert (
+        sum(
+            sample("soundsentry_alerter_events_total", {"label": label, "kind": "started"}) or 0
+            for label in card.labels
+        )
+        == started
+    )
+
+
+async def test_a_restarted_alerter_continues_open_events_from_its_changelog(
+    kafka_settings: KafkaSettings,
+    topic_layout: TopicLayout,
+    consumer_group: str,
+    tmp_path: Path,
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    card, messages = patterned_scores(models, sensor_id="mic-a")
+    expected = offline_events(card, messages)
+    # Cut the stream where an event has started and not ended.
+    engine, store, cut = AlertEngine({card.name: card}), {}, 0
+    open_events: set[str] = set()
+    while not open_events or cut < 8:
+        for event in engine.process(messages[cut], store.get).events:
+            if event.kind == EventKind.EVENT_KIND_STARTED:
+                open_events.add(event.event_id)
+            else:
+                open_events.discard(event.event_id)
+        cut += 1
+    first_half = offline_events(card, messages[:cut])
+    source, sink = topic_layout.name(SCORES), topic_layout.name(EVENTS)
+
+    first, _ = alerter(kafka_settings, topic_layout, consumer_group, tmp_path, models)
+    await produce(kafka_settings, source, records(messages[:cut]))
+    async with running(first):
+        await consume_until(
+            kafka_settings, sink, consumer_group + "-1", lambda got: len(got) >= len(first_half)
+        )
+    # A new process: nothing in memory, the trackers come back from the changelog.
+    second, _registry = alerter(kafka_settings, topic_layout, consumer_group, tmp_path, models)
+    await produce(kafka_settings, source, records(messages[cut:]))
+    async with running(second):
+        got = await consume_until(
+            kafka_settings,
+            sink,
+            consumer_group + "-2",
+            lambda got: len(got) >= len(expected),
+            drain_s=2.0,
+        )
+        await eventually(lambda: second.engine.sensors == 1)
+    events = [decode(Event, r.value) for r in got]
+    assert [(e.event_id, e.kind) for e in events] == expected
+    # The event open at the cut was started by the first alerter and ended by the second.
+    assert open_events <= {e.event_id for e in events[len(first_half) :]}
