@@ -1,0 +1,328 @@
+"""Notifications for real: webhooks to an HTTP server on 127.0.0.1, SNS through moto's server,
+retries, refusals, dead letters, duplicates, rate limits, and lanes that do not wait on each
+other."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from soundsentry.contracts import Event, EventKind
+from soundsentry.exceptions import ConfigurationError
+from soundsentry.notify import (
+    NotificationMetrics,
+    Notifier,
+    SnsDestination,
+    WebhookDestination,
+    destinations_from_config,
+    event_payload,
+    slack_payload,
+)
+
+SECRET = "s3cret"
+
+
+def event(kind: int = EventKind.EVENT_KIND_STARTED, event_id: str = "e1") -> Event:
+    message = Event(
+        event_id=event_id,
+        kind=kind,
+        sensor_id="site-1/mic-2",
+        stream_id="boot-7",
+        label="smoke_alarm",
+        sample_rate_hz=16_000,
+        onset_sample=32_000,
+        peak_score=0.93,
+        model="default",
+        model_version="1.0.0",
+    )
+    message.onset_time.FromNanoseconds(1_800_000_002_000_000_000)
+    if kind == EventKind.EVENT_KIND_ENDED:
+        message.offset_sample = 96_000
+        message.offset_time.FromNanoseconds(1_800_000_006_000_000_000)
+    return message
+
+
+@dataclass
+class Receiver:
+    """An HTTP endpoint that answers with the next scripted status (200 when out of script)."""
+
+    statuses: list[int] = field(default_factory=list)
+    hold: asyncio.Event | None = None
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    url: str = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append((dict(request.headers), await request.read()))
+        if self.hold is not None:
+            await self.hold.wait()
+        status = self.statuses.pop(0) if self.statuses else 200
+        return web.Response(status=status, text="ok")
+
+
+@pytest.fixture
+async def receivers() -> AsyncIterator[Any]:
+    runners = []
+
+    async def start(**kwargs: Any) -> Receiver:
+        receiver = Receiver(**kwargs)
+        app = web.Application()
+        app.router.add_post("/hook", receiver.handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        receiver.url = f"http://127.0.0.1:{port}/hook"
+        runners.append(runner)
+        return receiver
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+class Letters:
+    def __init__(self) -> None:
+        self.parked: list[tuple[str, str, str]] = []
+
+    async def __call__(self, message: Event, destination: str, problem: str) -> None:
+        self.parked.append((message.event_id, destination, problem))
+
+
+def notifier(
+    *destinations: Any, letters: Letters, registry: CollectorRegistry, **kw: Any
+) -> Notifier:
+    sleeps = kw.pop("sleeps", None)
+
+    async def sleep(seconds: float) -> None:
+        if sleeps is not None:
+            sleeps.append(seconds)
+
+    return Notifier(
+        list(destinations),
+        dead_letter=letters,
+        metrics=NotificationMetrics.create(registry),
+        rng=random.Random(3),
+        sleep=sleep,
+        **kw,
+    )
+
+
+def count(registry: CollectorRegistry, destination: str, result: str) -> float:
+    value = registry.get_sample_value(
+        "soundsentry_notifications_total", {"destination": destination, "result": result}
+    )
+    return value or 0.0
+
+
+async def test_a_webhook_gets_signed_json_naming_the_event(receivers: Any) -> None:
+    receiver = await receivers()
+    registry, letters = CollectorRegistry(), Letters()
+    hook = WebhookDestination("ops", receiver.url, secret=SECRET, clock=lambda: 1_800_000_010.0)
+    runner = notifier(hook, letters=letters, registry=registry)
+    await runner.submit(event(EventKind.EVENT_KIND_ENDED))
+    await runner.close()
+    ((headers, body),) = receiver.requests
+    payload = json.loads(body)
+    assert payload == event_payload(event(EventKind.EVENT_KIND_ENDED))
+    assert payload["kind"] == "ended"
+    assert payload["onset"] == "2027-01-15T08:00:02Z"
+    assert payload["offset_s"] == 6.0
+    assert headers["X-SoundSentry-Delivery-Id"] == "e1:ended"
+    assert headers["X-SoundSentry-Timestamp"] == "1800000010"
+    expected = hmac.new(SECRET.encode(), b"1800000010." + body, hashlib.sha256).hexdigest()
+    assert headers["X-SoundSentry-Signature"] == f"sha256={expected}"
+    assert count(registry, "ops", "delivered") == 1
+
+
+async def test_a_slack_webhook_gets_a_message(receivers: Any) -> None:
+    receiver = await receivers()
+    runner = notifier(
+        WebhookDestination("chat", receiver.url, style="slack"),
+        letters=Letters(),
+        registry=CollectorRegistry(),
+    )
+    await runner.submit(event())
+    await runner.close()
+    ((headers, body),) = receiver.requests
+    assert json.loads(body) == slack_payload(event())
+    assert "*smoke alarm*" in json.loads(body)["text"]
+    assert "X-SoundSentry-Signature" not in headers
+
+
+async def test_server_errors_are_retried_with_backoff(receivers: Any) -> None:
+    receiver = await receivers(statuses=[503, 429])
+    registry, letters, sleeps = CollectorRegistry(), Letters(), []
+    runner = notifier(
+        WebhookDestination("ops", receiver.url),
+        letters=letters,
+        registry=registry,
+        sleeps=sleeps,
+        retries=3,
+        backoff_base_s=1.0,
+        backoff_cap_s=8.0,
+    )
+    await runner.submit(event())
+    await runner.close()
+    assert len(receiver.requests) == 3
+    assert len(sleeps) == 2
+    assert 0 <= sleeps[0] <= 1.0
+    assert 0 <= sleeps[1] <= 2.0
+    assert count(registry, "ops", "delivered") == 1
+    assert letters.parked == []
+
+
+async def test_refused_and_exhausted_deliveries_are_dead_lettered(receivers: Any) -> None:
+    refusing = await receivers(statuses=[400])
+    failing = await receivers(statuses=[500] * 10)
+    registry, letters = CollectorRegistry(), Letters()
+    runner = notifier(
+        WebhookDestination("refusing", refusing.url),
+        WebhookDestination("failing", failing.url),
+        letters=letters,
+        registry=registry,
+        retries=2,
+    )
+    await runner.submit(event())
+    await runner.close()
+    assert len(refusing.requests) == 1  # a refusal is not retried
+    assert len(failing.requests) == 3
+    assert sorted((d, p.split(":")[0]) for _, d, p in letters.parked) == [
+        ("failing", "retries_exhausted"),
+        ("refusing", "refused"),
+    ]
+    assert count(registry, "failing", "dead_lettered") == 1
+
+
+async def test_a_hanging_destination_does_not_delay_the_others(receivers: Any) -> None:
+    stuck = await receivers(hold=asyncio.Event())
+    fine = await receivers()
+    registry = CollectorRegistry()
+    runner = notifier(
+        WebhookDestination("stuck", stuck.url, timeout_s=30.0),
+        WebhookDestination("fine", fine.url),
+        letters=Letters(),
+        registry=registry,
+    )
+    first = runner.submit(event(event_id="a"))
+    second = runner.submit(event(event_id="b"))
+    while len(fine.requests) < 2:  # noqa: ASYNC110 - waits on another task's progress
+        await asyncio.sleep(0.01)
+    assert not first.done()
+    assert not second.done()
+    assert len(stuck.requests) == 1  # one at a time per destination
+    stuck.hold.set()
+    await asyncio.gather(first, second)
+    await runner.close()
+    assert count(registry, "stuck", "delivered") == count(registry, "fine", "delivered") == 2
+
+
+async def test_a_replayed_event_is_delivered_once(receivers: Any) -> None:
+    receiver = await receivers()
+    registry = CollectorRegistry()
+    runner = notifier(WebhookDestination("ops", receiver.url), letters=Letters(), registry=registry)
+    await runner.submit(event())
+    await runner.submit(event())
+    await runner.submit(event(EventKind.EVENT_KIND_ENDED))  # another delivery of the same event
+    await runner.close()
+    assert [h["X-SoundSentry-Delivery-Id"] for h, _ in receiver.requests] == [
+        "e1:started",
+        "e1:ended",
+    ]
+    assert count(registry, "ops", "duplicate") == 1
+
+
+async def test_the_rate_limit_spaces_requests_out(receivers: Any) -> None:
+    receiver = await receivers()
+    now = [0.0]
+    sleeps: list[float] = []
+    runner = notifier(
+        WebhookDestination("ops", receiver.url),
+        letters=Letters(),
+        registry=CollectorRegistry(),
+        sleeps=sleeps,
+        rate_per_minute=2.0,
+        clock=lambda: now[0],
+    )
+    await asyncio.gather(*(runner.submit(event(event_id=f"e{i}")) for i in range(4)))
+    await runner.close()
+    assert len(receiver.requests) == 4
+    # A burst of two, then one every 30 s (the clock stands still: waits add up).
+    assert sleeps == pytest.approx([30.0, 60.0])
+
+
+async def test_a_full_queue_dead_letters_at_once(receivers: Any) -> None:
+    stuck = await receivers(hold=asyncio.Event())
+    letters = Letters()
+    runner = notifier(
+        WebhookDestination("stuck", stuck.url, timeout_s=30.0),
+        letters=letters,
+        registry=CollectorRegistry(),
+        max_queued=1,
+    )
+    runner.submit(event(event_id="a"))
+    await asyncio.sleep(0.05)  # "a" is in flight, the queue is empty again
+    runner.submit(event(event_id="b"))  # waits in the queue
+    third = runner.submit(event(event_id="c"))  # no room
+    await third
+    assert [(e, p.split(":")[0]) for e, _, p in letters.parked] == [("c", "queue_full")]
+    stuck.hold.set()
+    await runner.close()
+
+
+async def test_sns_gets_the_event_with_its_ids(moto_endpoint: str) -> None:
+    import boto3  # noqa: PLC0415
+
+    sns = boto3.client("sns", region_name="eu-west-1", endpoint_url=moto_endpoint)
+    sqs = boto3.client("sqs", region_name="eu-west-1", endpoint_url=moto_endpoint)
+    topic = sns.create_topic(Name="alarms")["TopicArn"]
+    queue = sqs.create_queue(QueueName="alarms-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    registry = CollectorRegistry()
+    runner = notifier(
+        SnsDestination("sns", topic, endpoint_url=moto_endpoint),
+        letters=Letters(),
+        registry=registry,
+    )
+    await runner.submit(event())
+    await runner.close()
+    (received,) = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    envelope = json.loads(received["Body"])
+    assert json.loads(envelope["Message"]) == event_payload(event())
+    assert envelope["MessageAttributes"]["delivery_id"]["Value"] == "e1:started"
+    assert count(registry, "sns", "delivered") == 1
+
+
+def test_destinations_are_read_from_their_description() -> None:
+    made = destinations_from_config(
+        [
+            {"name": "ops", "type": "webhook", "url": "https://example.org/h", "secret_env": "S"},
+            {"name": "chat", "type": "slack", "url": "https://example.org/s"},
+        ],
+        secrets={"S": "x"},
+        timeout_s=2.0,
+    )
+    assert [d.name for d in made] == ["ops", "chat"]
+    for items, problem in [
+        ([{"name": "a", "type": "pager", "url": "https://x"}], "type"),
+        ([{"name": "a", "type": "webhook"}], "missing 'url'"),
+        ([{"name": "a", "type": "webhook", "url": "ftp://x"}], "not an http"),
+        ([{"name": "a", "type": "webhook", "url": "https://x", "secret_env": "NOPE"}], "NOPE"),
+        ([{"name": "a", "type": "sns", "topic_arn": "nope"}], "SNS topic ARN"),
+        ([{"name": "a", "type": "webhook", "url": "https://x", "colour": "red"}], "unknown"),
+    ]:
+        with pytest.raises(ConfigurationError, match=problem):
+            destinations_from_config(items, secrets={}, timeout_s=2.0)
