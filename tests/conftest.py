@@ -4,7 +4,12 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["pytester", "soundsentry.testing.pytest_kafka", "tests.aws_fixtures"]
+pytest_plugins = [
+    "pytester",
+    "soundsentry.testing.pytest_kafka",
+    "tests.aws_fixtures",
+    "tests.http_fixtures",
+]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings
 
-from soundsentry.services.alerter.settings import AlerterSettings
+from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
 from soundsentry.services.classifier.settings import ClassifierSettings, EscalationSettings
 from soundsentry.services.featurizer.settings import FeaturizerSettings
 from soundsentry.services.ingest.settings import IngestSettings
@@ -28,6 +28,7 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     ClassifierSettings,
     EscalationSettings,
     AlerterSettings,
+    NotifySettings,
 )
 
 

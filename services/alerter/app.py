@@ -15,12 +15,20 @@ starts or takes over a partition.
 
 Model cards and the rules file are re-read every ``reload_interval_s``; a label that becomes
 disabled ends its open events at once.
+
+Notifications (with a destinations file, :class:`NotifySettings`): a second agent reads the
+events topic and hands each event to the :class:`~soundsentry.notify.Notifier` without waiting;
+the event's record stays uncommitted until every destination has delivered it or given up on it,
+in which case the record is parked in the events DLQ naming the destination and the problem.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,8 +43,14 @@ from soundsentry.alerting import AlertEngine, AlertRules
 from soundsentry.contracts import Event, WindowScores, sensor_key
 from soundsentry.exceptions import BadMessageError, ConfigurationError
 from soundsentry.models import ModelCard, read_cards
+from soundsentry.notify import (
+    NotificationMetrics,
+    Notifier,
+    delivery_id,
+    destinations_from_config,
+)
 from soundsentry.services.alerter.metrics import AlerterMetrics
-from soundsentry.services.alerter.settings import AlerterSettings
+from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
 from soundsentry.settings import KafkaSettings, TopicSettings
 from soundsentry.streaming import (
     decode_or_park,
@@ -76,6 +90,7 @@ class AlerterService:
     ) -> None:
         self.app = app
         self.engine = engine
+        self.notifier: Notifier | None = None
         self.metrics = metrics
         self.settings = settings
         self.topics = topics
@@ -101,6 +116,20 @@ class AlerterService:
         app.on_partitions_assigned.connect(self._forget)
         if settings.reload_interval_s:
             app.timer(settings.reload_interval_s, name=f"{SERVICE}.reload")(self.reload)
+        self.events_dlq = topics.faust_raw_topic(app, topics.dlq(EVENTS), partitions=DLQ_PARTITIONS)
+        # Records of events whose notifications are under way, by delivery id.
+        self._notifying: dict[str, faust.EventT[Any]] = {}
+
+    def attach_notifier(self, notifier: Notifier) -> None:
+        """Notify every event on the events topic through ``notifier`` (before the app starts;
+        its dead-letter callback should be :meth:`park_notification`)."""
+        self.notifier = notifier
+        self.app.agent(
+            self.topics.faust_raw_topic(self.app, self.topics.name(EVENTS)),
+            name=f"{SERVICE}.notify",
+            supervisor_strategy=CrashingSupervisor,
+        )(self._notify_agent)
+        self.app.on_before_shutdown.connect(self._close_notifier)
 
     def _stored(self, sensor_id: str) -> Mapping[str, Any] | None:
         state = self.table.get(sensor_key(sensor_id))
@@ -170,6 +199,43 @@ class AlerterService:
             # they are stored too, or a crash could commit offsets past state that was lost.
             await self.app.producer.flush()
 
+    async def _notify_agent(self, stream: faust.StreamT[bytes]) -> None:
+        assert self.notifier is not None
+        async for record in stream.events():
+            message = await decode_or_park(
+                record, EVENTS, dlq=self.events_dlq, metrics=self.metrics.stream, service=SERVICE
+            )
+            if message is None:
+                continue
+            assert isinstance(message, Event)
+            # One more reference: the record is committed only when every destination is done.
+            record.message.incref()
+            key = delivery_id(message)
+            self._notifying[key] = record
+            self.notifier.submit(message).add_done_callback(
+                functools.partial(self._notified, record, key)
+            )
+
+    def _notified(self, record: faust.EventT[Any], key: str, _: object) -> None:
+        if self._notifying.get(key) is record:
+            del self._notifying[key]
+        record.ack()
+
+    async def park_notification(self, event: Event, destination: str, problem: str) -> None:
+        """The notifier's dead-letter callback: park the event's record, naming the problem."""
+        record = self._notifying.get(delivery_id(event))
+        if record is None:  # not from the events topic (cannot happen in the service)
+            logger.error(
+                "notification %s to %s given up: %s", delivery_id(event), destination, problem
+            )
+            return
+        error = BadMessageError("notification_failed", f"{destination}: {problem}")
+        await park(record, error, dlq=self.events_dlq, metrics=self.metrics.stream, service=SERVICE)
+
+    async def _close_notifier(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assert self.notifier is not None
+        await self.notifier.close(timeout_s=5.0)
+
     async def reload(self) -> bool:
         """Re-read the model cards and the rules file; True when something changed."""
         try:
@@ -195,18 +261,24 @@ def create_app(
     settings: AlerterSettings,
     *,
     registry: CollectorRegistry,
+    notify: NotifySettings | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> AlerterService:
     """Build the alerter's Faust app (nothing connects until it starts).
+
+    ``secrets`` holds the environment variables named by the destinations (default: the
+    process environment).
 
     Raises
     ------
     ConfigurationError
-        when the model directory has no usable card or the rules file is unusable.
+        when the model directory has no usable card, or the rules or destinations file is
+        unusable.
     """
     cards = read_cards(settings.model_dir)
     rules = _read_rules(settings.rules_file)
     app = new_app(settings.app_id, kafka, topics, data_dir=settings.data_dir)
-    return AlerterService(
+    service = AlerterService(
         app,
         engine=AlertEngine(cards, rules),
         cards=cards,
@@ -215,6 +287,37 @@ def create_app(
         settings=settings,
         topics=topics,
         registry=registry,
+    )
+    if notify is not None and notify.destinations_file is not None:
+        service.attach_notifier(
+            _notifier(notify, registry, service, os.environ if secrets is None else secrets)
+        )
+    return service
+
+
+def _notifier(
+    notify: NotifySettings,
+    registry: CollectorRegistry,
+    service: AlerterService,
+    secrets: Mapping[str, str],
+) -> Notifier:
+    path = notify.destinations_file
+    assert path is not None
+    try:
+        items = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigurationError(f"{path}: cannot read the destinations: {exc}") from exc
+    if not isinstance(items, list) or not items:
+        raise ConfigurationError(f"{path}: the destinations must be a non-empty JSON list")
+    return Notifier(
+        destinations_from_config(items, secrets=secrets, timeout_s=notify.timeout_s),
+        dead_letter=service.park_notification,
+        retries=notify.retries,
+        backoff_base_s=notify.backoff_base_s,
+        backoff_cap_s=notify.backoff_cap_s,
+        rate_per_minute=notify.rate_per_minute,
+        max_queued=notify.max_queued,
+        metrics=NotificationMetrics.create(registry),
     )
 
 
@@ -226,5 +329,6 @@ def main(*, loglevel: str = "INFO") -> int:
         TopicLayout.from_settings(TopicSettings()),
         AlerterSettings(),
         registry=registry,
+        notify=NotifySettings(),
     )
     return run_worker(service, loglevel=loglevel)

@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["AlerterSettings"]
+__all__ = ["AlerterSettings", "NotifySettings"]
 
 
 class AlerterSettings(BaseSettings):
@@ -70,3 +70,39 @@ class AlerterSettings(BaseSettings):
         default=9104, ge=0, le=65535, description="Prometheus /metrics port (0: disabled)."
     )
     metrics_host: str = Field(default="0.0.0.0", description="Address /metrics binds to.")
+
+
+class NotifySettings(BaseSettings):
+    """Where events are sent and how hard to try. Prefix: ``SOUNDSENTRY_NOTIFY_``.
+
+    The destinations file is a JSON list; secrets stay in environment variables it names::
+
+        [
+          {"name": "ops", "type": "webhook", "url": "https://ops.example/hook",
+           "secret_env": "OPS_WEBHOOK_SECRET"},
+          {"name": "chat", "type": "slack", "url": "https://hooks.slack.com/services/..."},
+          {"name": "sns", "type": "sns", "topic_arn": "arn:aws:sns:eu-west-1:123456789012:alarms"}
+        ]
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SOUNDSENTRY_NOTIFY_", frozen=True, extra="forbid")
+
+    destinations_file: Path | None = Field(
+        default=None, description="Destinations (JSON list); none: events are not notified."
+    )
+    timeout_s: float = Field(default=5.0, gt=0.0, le=120.0, description="Timeout of a request.")
+    retries: int = Field(
+        default=5, ge=0, le=20, description="Retries of a failed request that may succeed later."
+    )
+    backoff_base_s: float = Field(
+        default=0.5, gt=0.0, description="Ceiling of the first retry's jittered delay (doubles)."
+    )
+    backoff_cap_s: float = Field(default=30.0, gt=0.0, description="Ceiling of any retry delay.")
+    rate_per_minute: float = Field(
+        default=120.0, ge=1.0, description="Requests per minute to one destination (bursts too)."
+    )
+    max_queued: int = Field(
+        default=1000,
+        ge=1,
+        description="Notifications waiting per destination; beyond it they are dead-lettered.",
+    )

@@ -384,8 +384,7 @@ class _Lane:
         try:
             self.queue.put_nowait(job)
         except asyncio.QueueFull:
-            done.set_result(None)
-            self.notifier._spawn(self._dead_letter(job, "queue_full", "the queue is full"))
+            self.notifier._spawn(self._refuse(job))
         self._observe()
         return done
 
@@ -434,6 +433,12 @@ class _Lane:
                 if notifier.metrics:
                     notifier.metrics.seconds.labels(name).observe(time.monotonic() - job.queued_at)
                 return
+
+    async def _refuse(self, job: _Job) -> None:
+        try:
+            await self._dead_letter(job, "queue_full", "the queue is full")
+        finally:
+            job.done.set_result(None)
 
     async def _dead_letter(self, job: _Job, reason: str, problem: str) -> None:
         self.notifier._count(self.destination.name, "dead_lettered")

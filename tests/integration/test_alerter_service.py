@@ -3,6 +3,9 @@ parked, and a restarted alerter continuing its open events from the changelog.""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from soundsentry.alerting import AlertEngine
 from soundsentry.contracts import Event, EventKind, WindowScores, decode, encode, sensor_key
 from soundsentry.services.alerter.app import AlerterService, create_app
-from soundsentry.services.alerter.settings import AlerterSettings
+from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
 from soundsentry.settings import KafkaSettings
 from soundsentry.topics import EVENTS, SCORES, TopicLayout
 from tests.integration.topic_helpers import consume_until, eventually, produce, running
@@ -146,3 +149,63 @@ async def test_a_restarted_alerter_continues_open_events_from_its_changelog(
     assert [(e.event_id, e.kind) for e in events] == expected
     # The event open at the cut was started by the first alerter and ended by the second.
     assert open_events <= {e.event_id for e in events[len(first_half) :]}
+
+
+async def test_events_are_notified_and_a_failing_destination_is_dead_lettered(
+    kafka_settings: KafkaSettings,
+    topic_layout: TopicLayout,
+    consumer_group: str,
+    tmp_path: Path,
+    aiohttp_receiver: Any,
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    card, messages = patterned_scores(models, sensor_id="mic-a")
+    expected = offline_events(card, messages)
+    good = await aiohttp_receiver()
+    bad = await aiohttp_receiver(status=404)
+    destinations = tmp_path / "destinations.json"
+    destinations.write_text(
+        json.dumps(
+            [
+                {"name": "ops", "type": "webhook", "url": good.url, "secret_env": "OPS_SECRET"},
+                {"name": "gone", "type": "webhook", "url": bad.url},
+            ]
+        )
+    )
+    registry = CollectorRegistry()
+    settings = AlerterSettings(
+        app_id=consumer_group, model_dir=models, data_dir=tmp_path, metrics_port=0
+    )
+    service = create_app(
+        kafka_settings,
+        topic_layout,
+        settings,
+        registry=registry,
+        notify=NotifySettings(destinations_file=destinations, retries=1, backoff_base_s=0.01),
+        secrets={"OPS_SECRET": "s3cret"},
+    )
+    await produce(kafka_settings, topic_layout.name(SCORES), records(messages))
+    async with running(service):
+        await eventually(lambda: len(good.requests) >= len(expected))
+        letters = await consume_until(
+            kafka_settings,
+            topic_layout.dlq(EVENTS),
+            consumer_group + "-dlq",
+            lambda got: len(got) >= len(expected),
+        )
+    delivered = [json.loads(body) for _, body in good.requests]
+    assert [(d["event_id"], d["kind"]) for d in delivered] == [
+        (event_id, "started" if kind == EventKind.EVENT_KIND_STARTED else "ended")
+        for event_id, kind in expected
+    ]
+    for headers, body in good.requests:
+        stamp = headers["X-SoundSentry-Timestamp"]
+        digest = hmac.new(b"s3cret", stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        assert headers["X-SoundSentry-Signature"] == f"sha256={digest}"
+    assert len(bad.requests) == len(expected)  # a 404 is a refusal: not retried
+    for letter in letters:
+        headers = dict(letter.headers)
+        assert headers["soundsentry.error.reason"] == b"notification_failed"
+        assert headers["soundsentry.error.message"].startswith(b"gone: refused: ")
+    assert {decode(Event, r.value).event_id for r in letters} == {e for e, _ in expected}

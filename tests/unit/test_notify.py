@@ -9,12 +9,9 @@ import hashlib
 import hmac
 import json
 import random
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from soundsentry.contracts import Event, EventKind
@@ -52,45 +49,6 @@ def event(kind: int = EventKind.EVENT_KIND_STARTED, event_id: str = "e1") -> Eve
     return message
 
 
-@dataclass
-class Receiver:
-    """An HTTP endpoint that answers with the next scripted status (200 when out of script)."""
-
-    statuses: list[int] = field(default_factory=list)
-    hold: asyncio.Event | None = None
-    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    url: str = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append((dict(request.headers), await request.read()))
-        if self.hold is not None:
-            await self.hold.wait()
-        status = self.statuses.pop(0) if self.statuses else 200
-        return web.Response(status=status, text="ok")
-
-
-@pytest.fixture
-async def receivers() -> AsyncIterator[Any]:
-    runners = []
-
-    async def start(**kwargs: Any) -> Receiver:
-        receiver = Receiver(**kwargs)
-        app = web.Application()
-        app.router.add_post("/hook", receiver.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        receiver.url = f"http://127.0.0.1:{port}/hook"
-        runners.append(runner)
-        return receiver
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
-
-
 class Letters:
     def __init__(self) -> None:
         self.parked: list[tuple[str, str, str]] = []
@@ -125,8 +83,8 @@ def count(registry: CollectorRegistry, destination: str, result: str) -> float:
     return value or 0.0
 
 
-async def test_a_webhook_gets_signed_json_naming_the_event(receivers: Any) -> None:
-    receiver = await receivers()
+async def test_a_webhook_gets_signed_json_naming_the_event(aiohttp_receiver: Any) -> None:
+    receiver = await aiohttp_receiver()
     registry, letters = CollectorRegistry(), Letters()
     hook = WebhookDestination("ops", receiver.url, secret=SECRET, clock=lambda: 1_800_000_010.0)
     runner = notifier(hook, letters=letters, registry=registry)
@@ -145,8 +103,8 @@ async def test_a_webhook_gets_signed_json_naming_the_event(receivers: Any) -> No
     assert count(registry, "ops", "delivered") == 1
 
 
-async def test_a_slack_webhook_gets_a_message(receivers: Any) -> None:
-    receiver = await receivers()
+async def test_a_slack_webhook_gets_a_message(aiohttp_receiver: Any) -> None:
+    receiver = await aiohttp_receiver()
     runner = notifier(
         WebhookDestination("chat", receiver.url, style="slack"),
         letters=Letters(),
@@ -160,8 +118,8 @@ async def test_a_slack_webhook_gets_a_message(receivers: Any) -> None:
     assert "X-SoundSentry-Signature" not in headers
 
 
-async def test_server_errors_are_retried_with_backoff(receivers: Any) -> None:
-    receiver = await receivers(statuses=[503, 429])
+async def test_server_errors_are_retried_with_backoff(aiohttp_receiver: Any) -> None:
+    receiver = await aiohttp_receiver(statuses=[503, 429])
     registry, letters, sleeps = CollectorRegistry(), Letters(), []
     runner = notifier(
         WebhookDestination("ops", receiver.url),
@@ -182,9 +140,9 @@ async def test_server_errors_are_retried_with_backoff(receivers: Any) -> None:
     assert letters.parked == []
 
 
-async def test_refused_and_exhausted_deliveries_are_dead_lettered(receivers: Any) -> None:
-    refusing = await receivers(statuses=[400])
-    failing = await receivers(statuses=[500] * 10)
+async def test_refused_and_exhausted_deliveries_are_dead_lettered(aiohttp_receiver: Any) -> None:
+    refusing = await aiohttp_receiver(statuses=[400])
+    failing = await aiohttp_receiver(statuses=[500] * 10)
     registry, letters = CollectorRegistry(), Letters()
     runner = notifier(
         WebhookDestination("refusing", refusing.url),
@@ -204,9 +162,9 @@ async def test_refused_and_exhausted_deliveries_are_dead_lettered(receivers: Any
     assert count(registry, "failing", "dead_lettered") == 1
 
 
-async def test_a_hanging_destination_does_not_delay_the_others(receivers: Any) -> None:
-    stuck = await receivers(hold=asyncio.Event())
-    fine = await receivers()
+async def test_a_hanging_destination_does_not_delay_the_others(aiohttp_receiver: Any) -> None:
+    stuck = await aiohttp_receiver(hold=asyncio.Event())
+    fine = await aiohttp_receiver()
     registry = CollectorRegistry()
     runner = notifier(
         WebhookDestination("stuck", stuck.url, timeout_s=30.0),
@@ -227,8 +185,8 @@ async def test_a_hanging_destination_does_not_delay_the_others(receivers: Any) -
     assert count(registry, "stuck", "delivered") == count(registry, "fine", "delivered") == 2
 
 
-async def test_a_replayed_event_is_delivered_once(receivers: Any) -> None:
-    receiver = await receivers()
+async def test_a_replayed_event_is_delivered_once(aiohttp_receiver: Any) -> None:
+    receiver = await aiohttp_receiver()
     registry = CollectorRegistry()
     runner = notifier(WebhookDestination("ops", receiver.url), letters=Letters(), registry=registry)
     await runner.submit(event())
@@ -242,8 +200,8 @@ async def test_a_replayed_event_is_delivered_once(receivers: Any) -> None:
     assert count(registry, "ops", "duplicate") == 1
 
 
-async def test_the_rate_limit_spaces_requests_out(receivers: Any) -> None:
-    receiver = await receivers()
+async def test_the_rate_limit_spaces_requests_out(aiohttp_receiver: Any) -> None:
+    receiver = await aiohttp_receiver()
     now = [0.0]
     sleeps: list[float] = []
     runner = notifier(
@@ -261,8 +219,8 @@ async def test_the_rate_limit_spaces_requests_out(receivers: Any) -> None:
     assert sleeps == pytest.approx([30.0, 60.0])
 
 
-async def test_a_full_queue_dead_letters_at_once(receivers: Any) -> None:
-    stuck = await receivers(hold=asyncio.Event())
+async def test_a_full_queue_dead_letters_at_once(aiohttp_receiver: Any) -> None:
+    stuck = await aiohttp_receiver(hold=asyncio.Event())
     letters = Letters()
     runner = notifier(
         WebhookDestination("stuck", stuck.url, timeout_s=30.0),
