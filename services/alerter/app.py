@@ -39,7 +39,7 @@ from faust.types import TP
 from mode import CrashingSupervisor
 from prometheus_client import CollectorRegistry
 
-from soundsentry.alerting import AlertEngine, AlertRules
+from soundsentry.alerting import AlertEngine, AlertRules, NotificationPolicy
 from soundsentry.contracts import Event, WindowScores, sensor_key
 from soundsentry.exceptions import BadMessageError, ConfigurationError
 from soundsentry.models import ModelCard, read_cards
@@ -97,6 +97,7 @@ class AlerterService:
         self.registry = registry
         self._cards = dict(cards)
         self._rules = rules
+        self.policy = NotificationPolicy(rules)
         self.source = topics.faust_raw_topic(app, topics.name(SCORES))
         self.dlq = topics.faust_raw_topic(app, topics.dlq(SCORES), partitions=DLQ_PARTITIONS)
         self.events = topics.faust_topic(app, EVENTS)
@@ -208,6 +209,10 @@ class AlerterService:
             if message is None:
                 continue
             assert isinstance(message, Event)
+            suppressed = self.policy.decide(message)
+            if suppressed is not None:
+                self.metrics.notifications_suppressed.labels(suppressed).inc()
+                continue
             # One more reference: the record is committed only when every destination is done.
             record.message.incref()
             key = delivery_id(message)
@@ -248,6 +253,7 @@ class AlerterService:
         if cards == self._cards and rules == self._rules:
             return False
         self._cards, self._rules = cards, rules
+        self.policy.use_rules(rules)
         ended = self.engine.use_rules(rules, cards)
         await self._publish([event for _, event in ended], {sensor for sensor, _ in ended})
         self.metrics.reloads.labels("applied").inc()

@@ -26,6 +26,7 @@ class AlerterMetrics:
     sensors: Gauge
     consumer_lag: Gauge
     reloads: Counter
+    notifications_suppressed: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> AlerterMetrics:
@@ -67,6 +68,13 @@ class AlerterMetrics:
                 "Re-reads of the model cards and rules file that changed something, by result "
                 "(applied, failed: the previous rules keep applying).",
                 ["result"],
+                registry=registry,
+            ),
+            notifications_suppressed=Counter(
+                "soundsentry_notifications_suppressed_total",
+                "Events not notified, by reason (cooldown, quiet_hours, suppressed_start: the "
+                "end of an event whose start was not notified).",
+                ["reason"],
                 registry=registry,
             ),
         )

@@ -23,10 +23,13 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -41,6 +44,7 @@ __all__ = [
     "AlertOutcome",
     "AlertRules",
     "LabelOverrides",
+    "NotificationPolicy",
     "SensorGroup",
     "event_to_proto",
 ]
@@ -60,6 +64,19 @@ class LabelOverrides(BaseModel):
     smoothing_windows: int | None = Field(default=None, ge=1, le=100)
     min_duration_s: float | None = Field(default=None, ge=0.0, le=3600.0)
     merge_gap_s: float | None = Field(default=None, ge=0.0, le=3600.0)
+    cooldown_s: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=7 * 86_400.0,
+        description="after a notified event, the same sensor and label are not notified again "
+        "for events starting within this many seconds (events are still published)",
+    )
+    quiet_hours: str | None = Field(
+        default=None,
+        pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$",
+        description='"HH:MM-HH:MM" in the rules\' timezone: events starting then are not '
+        'notified (may wrap midnight, e.g. "22:00-07:00")',
+    )
 
     def apply(self, rule: EventRule) -> EventRule:
         changes = {
@@ -101,6 +118,7 @@ class AlertRules(BaseModel):
 
     labels: dict[str, LabelOverrides] = Field(default_factory=dict)
     groups: list[SensorGroup] = Field(default_factory=list)
+    timezone: str = Field(default="UTC", description="IANA time zone of quiet hours")
 
     @classmethod
     def from_file(cls, path: str | Path) -> AlertRules:
@@ -125,7 +143,12 @@ class AlertRules(BaseModel):
         return rules
 
     def check(self) -> None:
-        """Raise ConfigurationError for overrides that make an impossible rule."""
+        """Raise ConfigurationError for overrides that make an impossible rule, or an unknown
+        time zone."""
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigurationError(f"alert rules: unknown time zone {self.timezone!r}") from exc
         probe = EventRule("probe", on_threshold=0.5, off_threshold=0.25)
         for where, overrides in self._all_overrides():
             try:
@@ -140,12 +163,28 @@ class AlertRules(BaseModel):
             for label, overrides in group.labels.items():
                 yield f"group {group.name}, labels.{label}", overrides
 
-    def resolve(self, rule: EventRule, sensor_id: str) -> EventRule | None:
-        """``rule`` with the overrides for its label and ``sensor_id``; None when disabled."""
-        layers = [self.labels.get("*"), self.labels.get(rule.label)]
+    def _layers(self, label: str, sensor_id: str) -> list[LabelOverrides | None]:
+        layers = [self.labels.get("*"), self.labels.get(label)]
         group = next((g for g in self.groups if g.matches(sensor_id)), None)
         if group is not None:
-            layers += [group.labels.get("*"), group.labels.get(rule.label)]
+            layers += [group.labels.get("*"), group.labels.get(label)]
+        return layers
+
+    def notification_settings(self, label: str, sensor_id: str) -> tuple[float, str | None]:
+        """The cooldown (seconds, 0 for none) and quiet hours of a label at a sensor."""
+        cooldown, quiet = 0.0, None
+        for overrides in self._layers(label, sensor_id):
+            if overrides is None:
+                continue
+            if overrides.cooldown_s is not None:
+                cooldown = overrides.cooldown_s
+            if overrides.quiet_hours is not None:
+                quiet = overrides.quiet_hours
+        return cooldown, quiet
+
+    def resolve(self, rule: EventRule, sensor_id: str) -> EventRule | None:
+        """``rule`` with the overrides for its label and ``sensor_id``; None when disabled."""
+        layers = self._layers(rule.label, sensor_id)
         enabled = True
         for overrides in layers:
             if overrides is None:
@@ -396,3 +435,66 @@ def _check_scores(message: WindowScores) -> None:
             raise BadMessageError(
                 "bad_frame_scores", f"a frame score of {entry.label!r} is not in [0, 1]"
             )
+
+
+def _minutes(text: str) -> int:
+    hours, minutes = text.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+class NotificationPolicy:
+    """Which events to notify: cooldowns and quiet hours of :class:`AlertRules`.
+
+    Decisions use the events' capture times (onset), not the clock, so a replay decides the
+    same. An ``ended`` is notified exactly when its ``started`` was. The memory of recent
+    notifications is per process: after a restart a cooldown starts afresh. Events without a
+    capture time are always notified.
+    """
+
+    def __init__(self, rules: AlertRules, *, remember: int = 100_000) -> None:
+        self.rules = rules
+        self._zone = ZoneInfo(rules.timezone)
+        self._remember = remember
+        # (sensor, label) -> onset (ns) of the last notified start
+        self._last: OrderedDict[tuple[str, str], int] = OrderedDict()
+        # event id -> None if notified, else why not
+        self._decided: OrderedDict[str, str | None] = OrderedDict()
+
+    def use_rules(self, rules: AlertRules) -> None:
+        self.rules = rules
+        self._zone = ZoneInfo(rules.timezone)
+
+    def decide(self, event: Event) -> str | None:
+        """None to notify ``event``, else why not (``cooldown``, ``quiet_hours``, or
+        ``suppressed_start`` for the end of an event whose start was not notified)."""
+        if event.event_id in self._decided:  # a replay, or the end of a decided start
+            earlier = self._decided[event.event_id]
+            if event.kind == EventKind.EVENT_KIND_ENDED and earlier is not None:
+                return "suppressed_start"
+            return earlier
+        onset_ns = event.onset_time.ToNanoseconds() if event.HasField("onset_time") else 0
+        cooldown_s, quiet = self.rules.notification_settings(event.label, event.sensor_id)
+        key = (event.sensor_id, event.label)
+        last = self._last.get(key)
+        reason = None
+        if onset_ns and quiet is not None and self._in_quiet_hours(onset_ns, quiet):
+            reason = "quiet_hours"
+        elif onset_ns and last is not None and 0 <= onset_ns - last < cooldown_s * 1e9:
+            reason = "cooldown"
+        self._decided[event.event_id] = reason
+        if len(self._decided) > self._remember:
+            self._decided.popitem(last=False)
+        if reason is None and onset_ns and (last is None or onset_ns > last):
+            self._last[key] = onset_ns
+            self._last.move_to_end(key)
+            if len(self._last) > self._remember:
+                self._last.popitem(last=False)
+        return reason
+
+    def _in_quiet_hours(self, onset_ns: int, quiet: str) -> bool:
+        local = datetime.fromtimestamp(onset_ns / 1e9, tz=self._zone)
+        minute = local.hour * 60 + local.minute
+        start, end = (_minutes(part) for part in quiet.split("-"))
+        if start <= end:
+            return start <= minute < end
+        return minute >= start or minute < end  # wraps midnight

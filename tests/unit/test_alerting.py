@@ -9,8 +9,14 @@ from typing import Any
 
 import pytest
 
-from soundsentry.alerting import AlertEngine, AlertRules, LabelOverrides, SensorGroup
-from soundsentry.contracts import EventKind, WindowScores
+from soundsentry.alerting import (
+    AlertEngine,
+    AlertRules,
+    LabelOverrides,
+    NotificationPolicy,
+    SensorGroup,
+)
+from soundsentry.contracts import Event, EventKind, WindowScores
 from soundsentry.detect import event_rule_for, new_event_tracker
 from soundsentry.events import EventRule
 from soundsentry.exceptions import BadMessageError, ConfigurationError
@@ -210,3 +216,51 @@ def test_rules_files_are_checked(tmp_path: Path) -> None:
         bad.write_text(content)
         with pytest.raises(ConfigurationError, match=problem):
             AlertRules.from_file(bad)
+
+
+MIDNIGHT_UTC = 1_799_971_200  # 2027-01-15 00:00:00 UTC
+STARTED, ENDED = EventKind.EVENT_KIND_STARTED, EventKind.EVENT_KIND_ENDED
+
+
+def notice(kind: int, event_id: str, onset_s: float, *, label: str = "siren") -> Event:
+    message = Event(event_id=event_id, kind=kind, sensor_id="mic-1", label=label)
+    message.onset_time.FromNanoseconds(round((MIDNIGHT_UTC + onset_s) * 1e9))
+    return message
+
+
+def test_a_cooldown_suppresses_the_next_events_of_a_label_with_their_ends() -> None:
+    policy = NotificationPolicy(AlertRules(labels={"siren": LabelOverrides(cooldown_s=60.0)}))
+    assert policy.decide(notice(STARTED, "a", 0.0)) is None
+    assert policy.decide(notice(ENDED, "a", 0.0)) is None
+    assert policy.decide(notice(STARTED, "b", 30.0)) == "cooldown"
+    assert policy.decide(notice(ENDED, "b", 30.0)) == "suppressed_start"
+    assert policy.decide(notice(STARTED, "c", 30.0, label="dog_bark")) is None  # other label
+    assert policy.decide(notice(STARTED, "d", 61.0)) is None  # measured from "a", not "b"
+    assert policy.decide(notice(STARTED, "d", 61.0)) is None  # a replay decides the same
+
+
+def test_quiet_hours_wrap_midnight_in_the_rules_time_zone() -> None:
+    rules = AlertRules(
+        labels={"*": LabelOverrides(quiet_hours="22:00-07:00")}, timezone="Europe/Berlin"
+    )
+    policy = NotificationPolicy(rules)
+    # Berlin is UTC+1 in January: 00:00 UTC is 01:00 there (quiet), 06:30 UTC is 07:30 (not).
+    assert policy.decide(notice(STARTED, "a", 0.0)) == "quiet_hours"
+    assert policy.decide(notice(STARTED, "b", 6.5 * 3600)) is None
+    assert policy.decide(notice(STARTED, "c", 20.5 * 3600)) is None  # 21:30 there
+    assert policy.decide(notice(STARTED, "d", 21.0 * 3600)) == "quiet_hours"  # 22:00 there
+
+
+def test_group_settings_override_the_label_settings() -> None:
+    rules = AlertRules(
+        labels={"siren": LabelOverrides(cooldown_s=600.0)},
+        groups=[
+            SensorGroup(
+                name="lab", sensors=["mic-*"], labels={"siren": LabelOverrides(cooldown_s=0)}
+            )
+        ],
+    )
+    assert rules.notification_settings("siren", "mic-1") == (0.0, None)
+    assert rules.notification_settings("siren", "street-1") == (600.0, None)
+    with pytest.raises(ConfigurationError, match="time zone"):
+        AlertRules(timezone="Mars/Olympus").check()
