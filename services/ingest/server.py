@@ -233,7 +233,11 @@ class IngestServer:
         await self.producer.stop()
 
 
-async def _serve(server: IngestServer) -> None:
+async def _serve(settings: IngestSettings, registry: CollectorRegistry) -> None:
+    # Built inside the running loop: aiokafka's producer binds to the loop it is created in.
+    server = IngestServer(
+        settings, KafkaSettings(), TopicLayout.from_settings(TopicSettings()), registry=registry
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -249,10 +253,7 @@ def main() -> int:
     """``soundsentry ingest``: settings from the environment, serve until SIGTERM or Ctrl-C."""
     settings = IngestSettings()
     registry = CollectorRegistry()
-    server = IngestServer(
-        settings, KafkaSettings(), TopicLayout.from_settings(TopicSettings()), registry=registry
-    )
     if settings.metrics_port:
         start_http_server(settings.metrics_port, settings.metrics_host, registry=registry)
-    asyncio.run(_serve(server))
+    asyncio.run(_serve(settings, registry))
     return 0
