@@ -1,0 +1,152 @@
+"""The four services as separate processes on the real broker, fed by ``soundsentry push``:
+the project-made kitchen recording with known alarms goes in over gRPC; the events on the events
+topic and the webhook calls match its truth (onsets within 250 ms) and equal what
+``soundsentry detect`` finds in the same file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from soundsentry.contracts import Event, EventKind, decode
+from soundsentry.detect import detect_file
+from soundsentry.models import ModelSet
+from soundsentry.settings import KafkaSettings
+from soundsentry.topics import EVENTS, TopicLayout
+from tests.integration.topic_helpers import consume_until, eventually
+
+REPO = Path(__file__).resolve().parents[2]
+RECORDING = REPO / "examples" / "audio" / "kitchen_alarms.flac"
+TRUTH = REPO / "examples" / "audio" / "kitchen_alarms.events.tsv"
+SOUNDSENTRY = str(Path(sys.executable).with_name("soundsentry"))
+ONSET_COLLAR_S = 0.25
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def services(env: dict[str, str], logs: Path) -> AsyncIterator[None]:
+    processes = []
+    try:
+        for name in ("ingest", "featurizer", "classifier", "alerter"):
+            log = (logs / f"{name}.log").open("wb")
+            processes.append(
+                (
+                    name,
+                    await asyncio.create_subprocess_exec(
+                        SOUNDSENTRY, name, env=env, stdout=log, stderr=log, cwd=REPO
+                    ),
+                )
+            )
+        yield
+    finally:
+        for _, process in processes:
+            if process.returncode is None:
+                process.terminate()
+        for name, process in processes:
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+            print(f"--- {name} (exit {process.returncode}) ---")  # shown when the test fails
+            print((logs / f"{name}.log").read_text(errors="replace")[-3000:])
+
+
+async def wait_for_port(port: int) -> None:
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.2)
+        else:
+            writer.close()
+            return
+
+
+async def test_push_through_four_service_processes_gives_the_known_events(
+    kafka_settings: KafkaSettings,
+    topic_layout: TopicLayout,
+    consumer_group: str,
+    tmp_path: Path,
+    aiohttp_receiver: Any,
+) -> None:
+    truth = [line.split("\t") for line in TRUTH.read_text().splitlines() if line.strip()]
+    offline = detect_file(RECORDING, ModelSet.from_dir(REPO / "models"))
+    webhook = await aiohttp_receiver()
+    destinations = tmp_path / "destinations.json"
+    destinations.write_text(json.dumps([{"name": "ops", "type": "webhook", "url": webhook.url}]))
+    port = free_port()
+    env = {
+        **os.environ,
+        "SOUNDSENTRY_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "SOUNDSENTRY_TOPICS_PREFIX": topic_layout.prefix,
+        "SOUNDSENTRY_TOPICS_PARTITIONS": str(topic_layout.partitions),
+        "SOUNDSENTRY_INGEST_HOST": "127.0.0.1",
+        "SOUNDSENTRY_INGEST_PORT": str(port),
+        "SOUNDSENTRY_INGEST_ALLOW_ANONYMOUS": "true",
+        "SOUNDSENTRY_INGEST_METRICS_PORT": "0",
+        "SOUNDSENTRY_NOTIFY_DESTINATIONS_FILE": str(destinations),
+    }
+    for service in ("featurizer", "classifier", "alerter"):
+        prefix = f"SOUNDSENTRY_{service.upper()}_"
+        env[prefix + "APP_ID"] = f"{consumer_group}-{service}"
+        env[prefix + "DATA_DIR"] = str(tmp_path)
+        env[prefix + "METRICS_PORT"] = "0"
+    for service in ("classifier", "alerter"):
+        env[f"SOUNDSENTRY_{service.upper()}_MODEL_DIR"] = str(REPO / "models")
+
+    async with services(env, tmp_path):
+        await asyncio.wait_for(wait_for_port(port), 120)
+        push = await asyncio.create_subprocess_exec(
+            SOUNDSENTRY, "push", str(RECORDING), "--sensor", "kitchen/mic-1",
+            "--target", f"127.0.0.1:{port}", "--stream-id", "e2e-kitchen",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await push.communicate()
+        assert push.returncode == 0, (out + err).decode()
+        records = await consume_until(
+            kafka_settings,
+            topic_layout.name(EVENTS),
+            consumer_group + "-events",
+            lambda got: (
+                sum(decode(Event, r.value).kind == EventKind.EVENT_KIND_ENDED for r in got)
+                >= len(offline)
+            ),
+            drain_s=2.0,
+        )
+        await eventually(lambda: len(webhook.requests) >= len(records))
+
+    events = [decode(Event, r.value) for r in records]
+    ended = sorted(
+        (e for e in events if e.kind == EventKind.EVENT_KIND_ENDED),
+        key=lambda e: e.onset_sample,
+    )
+    # Streaming through the services equals detection over the file.
+    assert [(e.label, e.onset_sample / 16_000, e.offset_sample / 16_000) for e in ended] == [
+        (d.label, d.onset_s, d.offset_s) for d in offline
+    ]
+    # And the alarms of the truth are found, each once, onsets within the collar.
+    for _, onset, _, label in truth:
+        hits = [e for e in ended if e.label == label]
+        assert sum(abs(e.onset_sample / 16_000 - float(onset)) <= ONSET_COLLAR_S for e in hits) == 1
+    # Every event started before it ended, under one id, and the webhook heard each once.
+    started = {e.event_id for e in events if e.kind == EventKind.EVENT_KIND_STARTED}
+    assert {e.event_id for e in ended} == started
+    delivered = [json.loads(body)["delivery_id"] for _, body in webhook.requests]
+    assert sorted(delivered) == sorted(
+        f"{e.event_id}:{'started' if e.kind == EventKind.EVENT_KIND_STARTED else 'ended'}"
+        for e in events
+    )
