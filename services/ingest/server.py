@@ -13,12 +13,12 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import grpc
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from prometheus_client import CollectorRegistry, start_http_server
@@ -44,7 +44,7 @@ _MAX_MESSAGE_BYTES = 1_048_576
 @dataclass(slots=True)
 class _Pending:
     chunk: AudioChunk
-    delivery: asyncio.Future[object]
+    delivery: Awaitable[Any]
     started: float
 
 
@@ -71,11 +71,20 @@ def _ack(chunk: AudioChunk, verdict: Verdict) -> ChunkAck:
     )
 
 
+class ChunkSink(Protocol):
+    """Where accepted chunks go: Kafka's producer, or the embedded pipeline of ``serve``.
+
+    ``send`` may wait (backpressure) and returns the delivery to await.
+    """
+
+    async def send(self, topic: str, value: bytes, *, key: bytes) -> Awaitable[Any]: ...
+
+
 class IngestServicer(soundsentry_pb2_grpc.IngestServicer):
     def __init__(
         self,
         *,
-        producer: AIOKafkaProducer,
+        producer: ChunkSink,
         topic: str,
         tokens: TokenTable | None,
         metrics: IngestMetrics,
@@ -144,7 +153,7 @@ class IngestServicer(soundsentry_pb2_grpc.IngestServicer):
         chunk = pending.chunk
         try:
             await pending.delivery
-        except KafkaError as exc:
+        except Exception as exc:
             # Not stored: the sensor may send this sequence again.
             self.tracker.forget(chunk)
             self.metrics.chunks.labels("failed").inc()
@@ -172,17 +181,22 @@ class IngestServer:
         *,
         registry: CollectorRegistry,
         limits: ChunkLimits | None = None,
+        sink: ChunkSink | None = None,
     ) -> None:
+        """``sink`` replaces the Kafka producer (``soundsentry serve``)."""
         self.settings = settings
         self.metrics = IngestMetrics.create(registry)
         tokens = TokenTable.from_file(settings.tokens_file) if settings.tokens_file else None
-        self.producer = AIOKafkaProducer(
-            **kafka.aiokafka_kwargs(),
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=settings.linger_ms,
-            max_request_size=_MAX_MESSAGE_BYTES,
-        )
+        self._kafka: AIOKafkaProducer | None = None
+        if sink is None:
+            sink = self._kafka = AIOKafkaProducer(
+                **kafka.aiokafka_kwargs(),
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=settings.linger_ms,
+                max_request_size=_MAX_MESSAGE_BYTES,
+            )
+        self.producer: ChunkSink = sink
         self.servicer = IngestServicer(
             producer=self.producer,
             topic=topics.name(AUDIO),
@@ -220,7 +234,8 @@ class IngestServer:
         )
 
     async def start(self) -> None:
-        await self.producer.start()
+        if self._kafka is not None:
+            await self._kafka.start()
         await self.server.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -230,7 +245,8 @@ class IngestServer:
         """Stop taking streams, let open ones finish for ``grace_s``, then flush the producer."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
-        await self.producer.stop()
+        if self._kafka is not None:
+            await self._kafka.stop()
 
 
 async def _serve(settings: IngestSettings, registry: CollectorRegistry) -> None:

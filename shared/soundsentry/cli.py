@@ -67,6 +67,12 @@ def _cmd_alerter(args: argparse.Namespace) -> int:
     return alerter_main(loglevel=args.log_level)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from soundsentry.services.serve import main as serve_main  # noqa: PLC0415
+
+    return serve_main()
+
+
 def _cmd_push(args: argparse.Namespace) -> int:
     from soundsentry.client import file_chunks, push  # noqa: PLC0415
 
@@ -252,23 +258,28 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("action", choices=["list", "create"])
     topics.set_defaults(func=_cmd_topics)
 
-    ingest = sub.add_parser("ingest", help="run the gRPC ingest service (SOUNDSENTRY_INGEST_*)")
-    ingest.set_defaults(func=_cmd_ingest)
-
-    featurizer = sub.add_parser(
-        "featurizer", help="run the featurizer stream service (SOUNDSENTRY_FEATURIZER_*)"
+    services = (
+        ("ingest", "run the gRPC ingest service (SOUNDSENTRY_INGEST_*)", _cmd_ingest),
+        (
+            "featurizer",
+            "run the featurizer stream service (SOUNDSENTRY_FEATURIZER_*)",
+            _cmd_featurizer,
+        ),
+        (
+            "classifier",
+            "run the classifier stream service (SOUNDSENTRY_CLASSIFIER_*)",
+            _cmd_classifier,
+        ),
+        ("alerter", "run the alerter stream service (SOUNDSENTRY_ALERTER_*)", _cmd_alerter),
+        (
+            "serve",
+            "run every stage in one process without Kafka: gRPC ingest, featurizer, "
+            "classifier, alerter, notifications (events also printed as JSON lines)",
+            _cmd_serve,
+        ),
     )
-    featurizer.set_defaults(func=_cmd_featurizer)
-
-    classifier = sub.add_parser(
-        "classifier", help="run the classifier stream service (SOUNDSENTRY_CLASSIFIER_*)"
-    )
-    classifier.set_defaults(func=_cmd_classifier)
-
-    alerter = sub.add_parser(
-        "alerter", help="run the alerter stream service (SOUNDSENTRY_ALERTER_*)"
-    )
-    alerter.set_defaults(func=_cmd_alerter)
+    for name, text, func in services:
+        sub.add_parser(name, help=text).set_defaults(func=func)
 
     push = sub.add_parser("push", help="stream an audio file to the ingest service over gRPC")
     push.add_argument("file", type=Path, help="WAV, FLAC, OGG or MP3 file")

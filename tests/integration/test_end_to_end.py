@@ -150,3 +150,54 @@ async def test_push_through_four_service_processes_gives_the_known_events(
         f"{e.event_id}:{'started' if e.kind == EventKind.EVENT_KIND_STARTED else 'ended'}"
         for e in events
     )
+
+
+async def test_serve_runs_every_stage_in_one_process_with_the_same_events(
+    tmp_path: Path, aiohttp_receiver: Any
+) -> None:
+    """The embedded mode gives the events of detect, which the distributed test above gets
+    through the four services: for the same input, the same events (ids included)."""
+    offline = detect_file(RECORDING, ModelSet.from_dir(REPO / "models"))
+    webhook = await aiohttp_receiver()
+    destinations = tmp_path / "destinations.json"
+    destinations.write_text(json.dumps([{"name": "ops", "type": "slack", "url": webhook.url}]))
+    port = free_port()
+    env = {
+        **os.environ,
+        "SOUNDSENTRY_INGEST_HOST": "127.0.0.1",
+        "SOUNDSENTRY_INGEST_PORT": str(port),
+        "SOUNDSENTRY_INGEST_ALLOW_ANONYMOUS": "true",
+        "SOUNDSENTRY_INGEST_METRICS_PORT": "0",
+        "SOUNDSENTRY_CLASSIFIER_MODEL_DIR": str(REPO / "models"),
+        "SOUNDSENTRY_NOTIFY_DESTINATIONS_FILE": str(destinations),
+        # No broker anywhere: serve must not need one.
+        "SOUNDSENTRY_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+    }
+    serve = await asyncio.create_subprocess_exec(
+        SOUNDSENTRY, "serve", env=env, cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=(tmp_path / "serve.log").open("wb"),
+    )  # fmt: skip
+    assert serve.stdout is not None
+    try:
+        await asyncio.wait_for(wait_for_port(port), 120)
+        push = await asyncio.create_subprocess_exec(
+            SOUNDSENTRY, "push", str(RECORDING), "--sensor", "kitchen/mic-1",
+            "--target", f"127.0.0.1:{port}", "--stream-id", "e2e-kitchen",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await push.communicate()
+        assert push.returncode == 0, (out + err).decode()
+        lines: list[dict[str, Any]] = []
+        while sum(line["kind"] == "ended" for line in lines) < len(offline):
+            lines.append(json.loads(await asyncio.wait_for(serve.stdout.readline(), 60)))
+    finally:
+        serve.terminate()
+        await serve.wait()
+        print((tmp_path / "serve.log").read_text(errors="replace")[-3000:])
+    ended = sorted((line for line in lines if line["kind"] == "ended"), key=lambda e: e["onset_s"])
+    assert [(e["label"], e["onset_s"], e["offset_s"]) for e in ended] == [
+        (d.label, d.onset_s, d.offset_s) for d in offline
+    ]
+    await eventually(lambda: len(webhook.requests) >= len(lines))
+    texts = [json.loads(body)["text"] for _, body in webhook.requests]
+    assert all(line["event_id"] in " ".join(texts) for line in lines)
