@@ -12,10 +12,10 @@ KAFKA_CACHE ?= $(CURDIR)/.cache/kafka
 EXTRAS ?= dev,train,plot
 export SOUNDSENTRY_KAFKA_CACHE := $(KAFKA_CACHE)
 
-.PHONY: help install kafka lint format proto docs test test-unit clean
+.PHONY: help install kafka mosquitto lint format proto docs test test-unit clean
 
 help:
-	@echo "make test      create .venv, install, fetch Kafka, lint, type-check and run every test"
+	@echo "make test      create .venv, install, fetch Kafka, install Mosquitto, lint, type-check, run every test"
 	@echo "make install   create .venv and install soundsentry with its dev extras"
 	@echo "make kafka     fetch Apache Kafka's jars from Maven Central (once, into .cache/kafka)"
 	@echo "make lint      ruff check, ruff format --check, mypy"
@@ -36,6 +36,17 @@ install: $(STAMP)
 kafka: $(STAMP)
 	$(PY) -m soundsentry.testing.kafka_broker fetch --cache $(KAFKA_CACHE)
 
+# Debian's Mosquitto for the MQTT notification tests: installed when missing if we may (root
+# with apt-get); elsewhere those tests say they are skipped.
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's mosquitto for the MQTT tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+	  else \
+	    echo "mosquitto is missing and cannot be installed here: the MQTT tests will be skipped"; \
+	  fi; }
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -53,6 +64,7 @@ docs: $(STAMP)
 
 test: $(STAMP)
 	$(MAKE) --no-print-directory kafka
+	$(MAKE) --no-print-directory mosquitto
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
 

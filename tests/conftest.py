@@ -9,6 +9,7 @@ pytest_plugins = [
     "soundsentry.testing.pytest_kafka",
     "tests.aws_fixtures",
     "tests.http_fixtures",
+    "tests.mqtt_fixtures",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,9 @@ Destinations:
   Slack's incoming-webhook format (:func:`slack_payload`), signed with HMAC-SHA256 over
   ``"<timestamp>.<body>"`` (headers ``X-SoundSentry-Timestamp`` and
   ``X-SoundSentry-Signature: sha256=<hex>``) so the receiver can check origin and freshness;
-* :class:`SnsDestination`: an Amazon SNS ``Publish`` of the same JSON.
+* :class:`SnsDestination`: an Amazon SNS ``Publish`` of the same JSON;
+* :class:`MqttDestination`: Home Assistant style MQTT (discovery config, ``ON``/``OFF`` state and
+  the event's JSON as attributes, retained).
 
 Every request names the event (``X-SoundSentry-Event-Id`` and ``X-SoundSentry-Delivery-Id`` =
 ``<event id>:<kind>``, SNS message attributes alike), so receivers drop the duplicates that
@@ -43,6 +45,7 @@ from soundsentry.exceptions import ConfigurationError, SoundSentryError
 __all__ = [
     "DeliveryError",
     "Destination",
+    "MqttDestination",
     "NotificationMetrics",
     "Notifier",
     "SnsDestination",
@@ -288,6 +291,112 @@ class SnsDestination:
 
     async def close(self) -> None:
         return None
+
+
+_DEVICE_CLASSES = {"smoke_alarm": "smoke", "co_alarm": "carbon_monoxide"}
+
+
+def _object_id(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-" else "_" for c in text)
+
+
+class MqttDestination:
+    """Home Assistant style MQTT: each (sensor, label) is a ``binary_sensor``.
+
+    On its first event, a retained discovery config goes to
+    ``<discovery_prefix>/binary_sensor/soundsentry_<sensor>/<label>/config``; then each event
+    sets the retained state ``<topic_prefix>/<sensor>/<label>/state`` to ``ON`` (started) or
+    ``OFF`` (ended) and its attributes topic to the event's JSON, all with QoS 1. Smoke and CO
+    alarms get Home Assistant's ``smoke`` and ``carbon_monoxide`` device classes, other labels
+    ``sound``. One connection is kept open and made again after a failure.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int = 1883,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        topic_prefix: str = "soundsentry",
+        discovery_prefix: str = "homeassistant",
+        timeout_s: float = 5.0,
+    ) -> None:
+        self.name = name
+        self.host, self.port = host, port
+        self.username, self.password = username, password
+        self.topic_prefix = topic_prefix.rstrip("/")
+        self.discovery_prefix = discovery_prefix.rstrip("/")
+        self.timeout_s = timeout_s
+        self._client: Any = None
+        self._announced: set[tuple[str, str]] = set()
+
+    def topics(self, sensor_id: str, label: str) -> tuple[str, str, str]:
+        """(config, state, attributes) topics of one sensor and label."""
+        sensor, label_id = _object_id(sensor_id), _object_id(label)
+        base = f"{self.topic_prefix}/{sensor}/{label_id}"
+        config = f"{self.discovery_prefix}/binary_sensor/soundsentry_{sensor}/{label_id}/config"
+        return config, f"{base}/state", f"{base}/attributes"
+
+    def discovery(self, sensor_id: str, label: str) -> dict[str, Any]:
+        """The Home Assistant discovery config of one sensor and label."""
+        _, state, attributes = self.topics(sensor_id, label)
+        return {
+            "name": label.replace("_", " "),
+            "unique_id": f"soundsentry_{_object_id(sensor_id)}_{_object_id(label)}",
+            "state_topic": state,
+            "json_attributes_topic": attributes,
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "device_class": _DEVICE_CLASSES.get(label, "sound"),
+            "device": {
+                "identifiers": [f"soundsentry_{_object_id(sensor_id)}"],
+                "name": f"SoundSentry {sensor_id}",
+                "manufacturer": "SoundSentry",
+            },
+        }
+
+    async def send(self, event: Event) -> None:
+        import aiomqtt  # noqa: PLC0415 - only MQTT destinations need it
+
+        config, state, attributes = self.topics(event.sensor_id, event.label)
+        key = (event.sensor_id, event.label)
+        try:
+            client = await self._connected(aiomqtt)
+            if key not in self._announced:
+                body = json.dumps(self.discovery(event.sensor_id, event.label), sort_keys=True)
+                await client.publish(config, body, qos=1, retain=True, timeout=self.timeout_s)
+                self._announced.add(key)
+            on = "ON" if event.kind == EventKind.EVENT_KIND_STARTED else "OFF"
+            payload = json.dumps(event_payload(event), sort_keys=True)
+            await client.publish(attributes, payload, qos=1, retain=True, timeout=self.timeout_s)
+            await client.publish(state, on, qos=1, retain=True, timeout=self.timeout_s)
+        except aiomqtt.MqttError as exc:
+            await self.close()  # connect afresh next time
+            raise DeliveryError(f"{self.name}: MQTT: {exc}", retryable=True) from exc
+
+    async def _connected(self, aiomqtt: Any) -> Any:
+        if self._client is None:
+            client = aiomqtt.Client(
+                self.host,
+                self.port,
+                username=self.username,
+                password=self.password,
+                timeout=self.timeout_s,
+                identifier=f"soundsentry-{self.name}",
+            )
+            await client.__aenter__()
+            self._client = client
+        return self._client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.__aexit__(None, None, None)
+            except Exception:
+                logger.debug("closing the MQTT connection of %s failed", self.name)
 
 
 # -- the notifier ---------------------------------------------------------------------------------
@@ -570,7 +679,21 @@ def destinations_from_config(
         where = f"destination {index} ({item.get('name', '?')})"
         try:
             kind, name = item["type"], item["name"]
-            known = {"name", "type", "url", "secret_env", "topic_arn", "region", "endpoint_url"}
+            known = {
+                "name",
+                "type",
+                "url",
+                "secret_env",
+                "topic_arn",
+                "region",
+                "endpoint_url",
+                "host",
+                "port",
+                "username",
+                "password_env",
+                "topic_prefix",
+                "discovery_prefix",
+            }
             unknown = sorted(set(item) - known)
             if unknown:
                 raise ConfigurationError(f"{where}: unknown keys {unknown}")
@@ -601,8 +724,30 @@ def destinations_from_config(
                         timeout_s=timeout_s,
                     )
                 )
+            elif kind == "mqtt":
+                password = None
+                if item.get("password_env"):
+                    password = secrets.get(item["password_env"])
+                    if not password:
+                        raise ConfigurationError(
+                            f"{where}: the environment variable {item['password_env']} is not set"
+                        )
+                out.append(
+                    MqttDestination(
+                        name,
+                        item["host"],
+                        int(item.get("port", 1883)),
+                        username=item.get("username"),
+                        password=password,
+                        topic_prefix=item.get("topic_prefix", "soundsentry"),
+                        discovery_prefix=item.get("discovery_prefix", "homeassistant"),
+                        timeout_s=timeout_s,
+                    )
+                )
             else:
-                raise ConfigurationError(f"{where}: type {kind!r} is not webhook, slack or sns")
+                raise ConfigurationError(
+                    f"{where}: type {kind!r} is not webhook, slack, sns or mqtt"
+                )
         except KeyError as exc:
             raise ConfigurationError(f"{where}: missing {exc.args[0]!r}") from exc
     return out

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import random
+import socket
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from soundsentry.contracts import Event, EventKind
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.notify import (
+    MqttDestination,
     NotificationMetrics,
     Notifier,
     SnsDestination,
@@ -284,3 +286,47 @@ def test_destinations_are_read_from_their_description() -> None:
     ]:
         with pytest.raises(ConfigurationError, match=problem):
             destinations_from_config(items, secrets={}, timeout_s=2.0)
+
+
+async def test_mqtt_gets_home_assistant_discovery_state_and_attributes(mosquitto: int) -> None:
+    import aiomqtt  # noqa: PLC0415
+
+    destination = MqttDestination("home", "127.0.0.1", mosquitto)
+    config, state, attributes = destination.topics("site-1/mic-2", "smoke_alarm")
+    assert state == "soundsentry/site-1_mic-2/smoke_alarm/state"
+    registry = CollectorRegistry()
+    runner = notifier(destination, letters=Letters(), registry=registry)
+    await runner.submit(event())
+    await runner.submit(event(EventKind.EVENT_KIND_ENDED))
+    await runner.close()
+    # Retained: a client that subscribes afterwards (Home Assistant restarting) sees them.
+    seen: dict[str, bytes] = {}
+    async with aiomqtt.Client("127.0.0.1", mosquitto) as client:
+        await client.subscribe("#", qos=1)
+        async with asyncio.timeout(10):
+            async for message in client.messages:
+                seen[str(message.topic)] = bytes(message.payload)
+                if len(seen) == 3:
+                    break
+    discovery = json.loads(seen[config])
+    assert discovery["device_class"] == "smoke"
+    assert discovery["state_topic"] == state
+    assert seen[state] == b"OFF"  # the last event ended it
+    assert json.loads(seen[attributes]) == event_payload(event(EventKind.EVENT_KIND_ENDED))
+    assert count(registry, "home", "delivered") == 2
+
+
+async def test_an_unreachable_mqtt_broker_is_retried_then_dead_lettered() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here
+    letters = Letters()
+    runner = notifier(
+        MqttDestination("home", "127.0.0.1", port, timeout_s=1.0),
+        letters=letters,
+        registry=CollectorRegistry(),
+        retries=1,
+    )
+    await runner.submit(event())
+    await runner.close()
+    assert [(d, p.split(":")[0]) for _, d, p in letters.parked] == [("home", "retries_exhausted")]
