@@ -10,6 +10,12 @@ Delivery is at least once: a batch's records are acknowledged (and their offsets
 committable) only after Kafka acknowledged every window of the batch; a failed send crashes
 the worker, which restarts from the last committed offset. Windows have deterministic ids, so
 consumers drop the duplicates a restart produces.
+
+Nothing is lost across a crash either: a chunk's record stays unacknowledged (so uncommitted)
+while windows still to come need its audio (:meth:`Featurizer.needed_from`): about one window
+and one hop of records per sensor. A restarted worker reads them again and rebuilds exactly the
+windows the crashed one had not finished. Faust is told not to wait for these records when
+partitions are revoked (``stream_wait_empty=False``): the next owner reads them again.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence, Set
 from typing import Any, cast
 
@@ -26,7 +33,7 @@ from faust.types import TP
 from mode import CrashingSupervisor
 from prometheus_client import CollectorRegistry
 
-from soundsentry.contracts import AudioChunk, sensor_key
+from soundsentry.contracts import AudioChunk, SampleFormat, sensor_key
 from soundsentry.features import Featurizer, window_to_proto
 from soundsentry.services.featurizer.metrics import FeaturizerMetrics
 from soundsentry.services.featurizer.settings import FeaturizerSettings
@@ -45,6 +52,7 @@ __all__ = ["SERVICE", "FeaturizerService", "create_app", "main"]
 logger = logging.getLogger(__name__)
 
 SERVICE = "featurizer"
+_F32 = SampleFormat.SAMPLE_FORMAT_F32LE
 
 
 class FeaturizerService:
@@ -75,6 +83,8 @@ class FeaturizerService:
         self.windows = topics.faust_topic(app, WINDOWS)
         # The partition each sensor's chunks came from, to drop its state when it is revoked.
         self._sensor_partitions: dict[str, TP] = {}
+        # Per sensor, the records whose audio windows still need: (stream, end sample, record).
+        self._held: dict[str, deque[tuple[str, int, faust.EventT[Any]]]] = {}
         # A crash in the agent (a bug, or Kafka refusing a window) stops the worker, so that it
         # restarts from the last committed offset instead of skipping the failed batch.
         app.agent(self.source, name=f"{SERVICE}.featurize", supervisor_strategy=CrashingSupervisor)(
@@ -125,9 +135,12 @@ class FeaturizerService:
         for index, error in result.rejected:
             rejected.add(index)
             await park(sources[index], error, dlq=self.dlq, metrics=metrics.stream, service=SERVICE)
+        touched = set()
         for index, chunk in enumerate(chunks):
             if index not in rejected:  # a rejected chunk leaves no state behind
                 self._sensor_partitions[chunk.sensor_id] = sources[index].message.tp
+                self._hold(chunk, sources[index])
+                touched.add(chunk.sensor_id)
         for reason, count in result.events.items():
             metrics.sequence_events.labels(reason).inc(count)
         deliveries = []
@@ -143,6 +156,30 @@ class FeaturizerService:
         # Faust only logs a failed send and would commit past it: wait for Kafka's acks
         # (producer_acks=-1) so that a failure crashes the worker before the batch is acked.
         await asyncio.gather(*deliveries)
+        for sensor_id in touched:
+            self._release(sensor_id)
+        metrics.held_records.set(sum(len(held) for held in self._held.values()))
+
+    def _hold(self, chunk: AudioChunk, record: faust.EventT[Any]) -> None:
+        """Keep the chunk's record uncommitted until no window to come needs its audio."""
+        frames = len(chunk.pcm) // (4 if chunk.sample_format == _F32 else 2)
+        end = chunk.start_sample + frames // max(chunk.channels, 1)
+        record.message.incref()
+        self._held.setdefault(chunk.sensor_id, deque()).append((chunk.stream_id, end, record))
+
+    def _release(self, sensor_id: str) -> None:
+        held = self._held.get(sensor_id)
+        if not held:
+            return
+        needed = self.featurizer.needed_from(sensor_id)
+        while held:
+            stream_id, end, record = held[0]
+            if needed is not None and stream_id == needed[0] and end > needed[1]:
+                break  # this chunk's audio (and all after it) is still needed
+            held.popleft()
+            record.ack()
+        if not held:
+            del self._held[sensor_id]
 
     def on_partitions_revoked(self, revoked: Set[TP]) -> None:
         """Drop the state of the sensors of revoked partitions and their lag gauges.
@@ -155,6 +192,8 @@ class FeaturizerService:
         for sensor_id in gone:
             self.featurizer.forget(sensor_id)
             del self._sensor_partitions[sensor_id]
+            # Not acknowledged, so not committed: the partition's next owner reads them again.
+            self._held.pop(sensor_id, None)
         for tp in revoked:
             if tp.topic == source:
                 with contextlib.suppress(KeyError):  # no batch from it yet
@@ -184,7 +223,7 @@ def create_app(
         when the profiles file is unusable.
     """
     featurizer = Featurizer(settings.feature_profiles())
-    app = new_app(settings.app_id, kafka, topics, data_dir=settings.data_dir)
+    app = new_app(settings.app_id, kafka, topics, data_dir=settings.data_dir, wait_empty=False)
     return FeaturizerService(
         app,
         featurizer=featurizer,

@@ -29,6 +29,7 @@ class FeaturizerMetrics:
     sequence_events: Counter
     sensors: Gauge
     consumer_lag: Gauge
+    held_records: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> FeaturizerMetrics:
@@ -69,6 +70,12 @@ class FeaturizerMetrics:
                 "Records of the audio topic behind its high-water mark, by partition "
                 "(as of the last batch from that partition).",
                 ["partition"],
+                registry=registry,
+            ),
+            held_records=Gauge(
+                "soundsentry_featurizer_held_records",
+                "Audio records kept uncommitted because windows still to come need their "
+                "audio (read again after a crash).",
                 registry=registry,
             ),
         )

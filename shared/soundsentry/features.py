@@ -393,6 +393,30 @@ class Featurizer:
         state = self._sensors.get(sensor_id)
         return sum(m.nbytes() for m in state.mel) if state else 0
 
+    def needed_from(self, sensor_id: str) -> tuple[str, int] | None:
+        """``(stream_id, sample)``: the first sample of the sensor's stream that windows still
+        to come need (at the sensor's rate, counted like ``AudioChunk.start_sample``), or None
+        for a sensor without state.
+
+        Processing the stream again from the chunk that holds this sample (after a crash) gives
+        exactly the windows that an uninterrupted featurizer would still give: the grid is
+        anchored at the stream's start. (Resampled sensors come close but not bit-exact: the
+        resampler starts afresh.)
+        """
+        state = self._sensors.get(sensor_id)
+        if state is None:
+            return None
+        needed = state.next_start_sample
+        for stream, (spec, profiles) in zip(state.mel, self._by_spec.items(), strict=True):
+            first_frame = min(
+                k * p.hop_frames for k, p in zip(stream.next_window, profiles, strict=True)
+            )
+            first = first_frame * spec.hop_length
+            if spec.sample_rate_hz != state.sample_rate_hz:
+                first = first * state.sample_rate_hz // spec.sample_rate_hz
+            needed = min(needed, first)
+        return state.stream_id, needed
+
     def forget(self, sensor_id: str) -> None:
         """Drop a sensor's state (e.g. when its partition is revoked)."""
         self._sensors.pop(sensor_id, None)

@@ -145,15 +145,26 @@ def run_worker(service: StreamService, *, loglevel: str = "INFO") -> int:
 
 
 def new_app(
-    app_id: str, kafka: KafkaSettings, topics: TopicLayout, *, data_dir: Path | None
+    app_id: str,
+    kafka: KafkaSettings,
+    topics: TopicLayout,
+    *,
+    data_dir: Path | None,
+    wait_empty: bool = True,
 ) -> faust.App:
     """A stream service's Faust app: in-memory store, no web server, producer acks from every
-    in-sync replica, topics created with the layout's partitions and replication."""
+    in-sync replica, topics created with the layout's partitions and replication.
+
+    ``wait_empty=False`` for a service that holds records unacknowledged indefinitely: Faust
+    then neither waits for them when partitions are revoked or the worker stops (it would
+    wait forever) nor commits them, so the next owner reads them again.
+    """
     return faust.App(
         app_id,
         broker=kafka.faust_broker_url(),
         store="memory://",
         web_enabled=False,
+        stream_wait_empty=wait_empty,
         producer_acks=-1,
         topic_partitions=topics.partitions,
         topic_replication_factor=topics.replication_factor,

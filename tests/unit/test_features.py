@@ -300,3 +300,36 @@ def test_windows_round_trip_through_their_wire_form() -> None:
     with pytest.raises(ContractError, match="expected") as caught:
         window_from_proto(broken)
     assert caught.value.reason == "bad_window_shape"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cut=st.integers(1, 39), size=st.sampled_from([800, 1600, 2400]))
+def test_a_featurizer_restarted_where_needed_from_says_rebuilds_the_rest_exactly(
+    cut: int, size: int
+) -> None:
+    """What a crashed featurizer service relies on: replay from the chunk holding
+    needed_from and the windows it had not finished come out the same."""
+    samples, rate = recording("siren")
+    profiles = [
+        FeatureProfile("full-16k"),
+        FeatureProfile("band", window_s=0.5, window_hop_s=0.25, band_fmin_hz=2000.0),
+    ]
+    stream = list(chunks(samples, rate, [size]))
+    cut = min(cut, len(stream) - 1)
+    first = Featurizer(profiles)
+    before = first.process(stream[:cut]).windows
+    needed = first.needed_from("mic-1")
+    assert needed is not None
+    stream_id, sample = needed
+    assert stream_id == stream[0].stream_id
+    after = first.process(stream[cut:]).windows
+    # The first chunk that holds the needed sample, and everything after it, from scratch.
+    start = max(i for i, c in enumerate(stream) if c.start_sample <= sample)
+    assert start <= cut
+    replayed = Featurizer(profiles).process(stream[start:]).windows
+    done = {w.window_id for w in before}
+    rebuilt = [w for w in replayed if w.window_id not in done]
+    assert [w.window_id for w in rebuilt] == [w.window_id for w in after]
+    for mine, theirs in zip(rebuilt, after, strict=True):
+        np.testing.assert_array_equal(mine.log_mel_db, theirs.log_mel_db)
+        assert mine.rms_dbfs == theirs.rms_dbfs
