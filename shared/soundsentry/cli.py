@@ -87,7 +87,9 @@ def _cmd_push(args: argparse.Namespace) -> int:
     rejected = ", ".join(f"{reason}={n}" for reason, n in sorted(result.rejected.items()))
     print(
         f"{args.file}: stream {result.stream_id}: {result.published}/{result.sent} chunks "
-        f"published in {result.seconds:.2f} s" + (f"; rejected: {rejected}" if rejected else "")
+        f"published in {result.seconds:.2f} s"
+        + (f"; rejected: {rejected}" if rejected else "")
+        + (f"; reconnected {result.reconnects} times" if result.reconnects else "")
     )
     return 0 if result.ok else 1
 

@@ -24,6 +24,8 @@ from soundsentry.v1 import soundsentry_pb2_grpc
 
 __all__ = ["PushResult", "file_chunks", "push"]
 
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+
 
 @dataclass(slots=True)
 class PushResult:
@@ -34,6 +36,7 @@ class PushResult:
     rejected: Counter[str] = field(default_factory=Counter)
     messages: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    reconnects: int = 0
 
     @property
     def ok(self) -> bool:
@@ -74,6 +77,12 @@ def _channel(target: str, tls_ca: Path | None) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(tls_ca.read_bytes()))
 
 
+# Stream failures worth reconnecting for: the server went away or is restarting.
+_RECONNECT_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
+)
+
+
 async def push(
     target: str,
     chunks: Iterable[AudioChunk],
@@ -82,34 +91,73 @@ async def push(
     realtime: bool = False,
     tls_ca: Path | None = None,
     timeout_s: float | None = None,
+    reconnect_s: float = 60.0,
 ) -> PushResult:
     """Stream ``chunks`` to the ingest service at ``target`` and wait for every answer.
 
     With ``realtime``, each chunk is sent when a microphone would have finished capturing it.
+    When the stream breaks (the server restarts, the connection drops), the client connects
+    again with backoff for up to ``reconnect_s`` seconds without progress and sends the chunks
+    not yet answered again, with their sequence numbers: the featurizer drops the copies that
+    were stored before the break. A chunk answered ``UNAVAILABLE`` (Kafka did not store it) is
+    sent again the same way.
     """
     result = PushResult()
     metadata = (("authorization", f"Bearer {token}"),) if token else None
     started = time.monotonic()
+    source = iter(chunks)
+    unanswered: dict[int, AudioChunk] = {}  # sent, not yet answered, in sending order
+    retry: list[AudioChunk] = []
+    finished = False
 
     async def requests() -> AsyncIterator[AudioChunk]:
-        for chunk in chunks:
+        nonlocal finished
+        for chunk in [*retry, *unanswered.values()]:
+            yield chunk
+        retry.clear()
+        for chunk in source:
+            # Counted as unanswered at once: if this stream breaks while it waits, the next
+            # one sends it.
+            result.stream_id = chunk.stream_id
+            result.sent += 1
+            unanswered[chunk.sequence] = chunk
             if realtime:
                 frames = len(chunk.pcm) // (2 * max(chunk.channels, 1))
                 due = started + (chunk.start_sample + frames) / chunk.sample_rate_hz
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
-            result.stream_id = chunk.stream_id
-            result.sent += 1
             yield chunk
+        finished = True
 
-    async with _channel(target, tls_ca) as channel:
-        stub = soundsentry_pb2_grpc.IngestStub(channel)
-        call = stub.StreamAudio(requests(), metadata=metadata, timeout=timeout_s)
-        ack: ChunkAck
-        async for ack in call:
-            if ack.code == 0:
-                result.published += 1
-            else:
-                result.rejected[ack.reason or f"code_{ack.code}"] += 1
-                result.messages.append(f"#{ack.sequence}: {ack.reason}: {ack.message}")
+    progress = time.monotonic()
+    delay = 0.1
+    while True:
+        try:
+            async with _channel(target, tls_ca) as channel:
+                stub = soundsentry_pb2_grpc.IngestStub(channel)
+                call = stub.StreamAudio(requests(), metadata=metadata, timeout=timeout_s)
+                ack: ChunkAck
+                async for ack in call:
+                    chunk = unanswered.pop(ack.sequence, None)
+                    progress, delay = time.monotonic(), 0.1
+                    if ack.code == 0:
+                        result.published += 1
+                    elif ack.code == _UNAVAILABLE and chunk is not None:
+                        retry.append(chunk)  # not stored: send it again on a new stream
+                    else:
+                        result.rejected[ack.reason or f"code_{ack.code}"] += 1
+                        result.messages.append(f"#{ack.sequence}: {ack.reason}: {ack.message}")
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in _RECONNECT_CODES or time.monotonic() - progress > reconnect_s:
+                raise
+            result.reconnects += 1
+        if finished and not unanswered and not retry:
+            break
+        if time.monotonic() - progress > reconnect_s:
+            raise ConfigurationError(
+                f"{target}: {len(unanswered) + len(retry)} chunks still unanswered after "
+                f"{reconnect_s} s without progress"
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
     result.seconds = time.monotonic() - started
     return result
