@@ -36,6 +36,13 @@ class KafkaSettings(BaseSettings):
     ssl_cafile: str | None = Field(
         default=None, description="CA bundle that signed the brokers' certificates (SSL, SASL_SSL)."
     )
+    session_timeout_s: float = Field(
+        default=30.0,
+        ge=6.0,
+        le=300.0,
+        description="Consumer group session timeout: how long a crashed worker's partitions "
+        "wait before another worker (or its restart) takes them over.",
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod

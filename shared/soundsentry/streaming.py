@@ -165,6 +165,8 @@ def new_app(
         store="memory://",
         web_enabled=False,
         stream_wait_empty=wait_empty,
+        broker_session_timeout=kafka.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, kafka.session_timeout_s / 3),
         producer_acks=-1,
         topic_partitions=topics.partitions,
         topic_replication_factor=topics.replication_factor,

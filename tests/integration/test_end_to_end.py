@@ -6,12 +6,8 @@ topic and the webhook calls match its truth (onsets within 250 ms) and equal wha
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import socket
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,60 +16,19 @@ from soundsentry.detect import detect_file
 from soundsentry.models import ModelSet
 from soundsentry.settings import KafkaSettings
 from soundsentry.topics import EVENTS, TopicLayout
+from tests.integration.processes import (
+    REPO,
+    SOUNDSENTRY,
+    Services,
+    free_port,
+    service_env,
+    wait_for_port,
+)
 from tests.integration.topic_helpers import consume_until, eventually
 
-REPO = Path(__file__).resolve().parents[2]
 RECORDING = REPO / "examples" / "audio" / "kitchen_alarms.flac"
 TRUTH = REPO / "examples" / "audio" / "kitchen_alarms.events.tsv"
-SOUNDSENTRY = str(Path(sys.executable).with_name("soundsentry"))
 ONSET_COLLAR_S = 0.25
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextlib.asynccontextmanager
-async def services(env: dict[str, str], logs: Path) -> AsyncIterator[None]:
-    processes = []
-    try:
-        for name in ("ingest", "featurizer", "classifier", "alerter"):
-            log = (logs / f"{name}.log").open("wb")
-            processes.append(
-                (
-                    name,
-                    await asyncio.create_subprocess_exec(
-                        SOUNDSENTRY, name, env=env, stdout=log, stderr=log, cwd=REPO
-                    ),
-                )
-            )
-        yield
-    finally:
-        for _, process in processes:
-            if process.returncode is None:
-                process.terminate()
-        for name, process in processes:
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-            print(f"--- {name} (exit {process.returncode}) ---")  # shown when the test fails
-            print((logs / f"{name}.log").read_text(errors="replace")[-3000:])
-
-
-async def wait_for_port(port: int) -> None:
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.2)
-        else:
-            writer.close()
-            return
 
 
 async def test_push_through_four_service_processes_gives_the_known_events(
@@ -89,26 +44,15 @@ async def test_push_through_four_service_processes_gives_the_known_events(
     destinations = tmp_path / "destinations.json"
     destinations.write_text(json.dumps([{"name": "ops", "type": "webhook", "url": webhook.url}]))
     port = free_port()
-    env = {
-        **os.environ,
-        "SOUNDSENTRY_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
-        "SOUNDSENTRY_TOPICS_PREFIX": topic_layout.prefix,
-        "SOUNDSENTRY_TOPICS_PARTITIONS": str(topic_layout.partitions),
-        "SOUNDSENTRY_INGEST_HOST": "127.0.0.1",
-        "SOUNDSENTRY_INGEST_PORT": str(port),
-        "SOUNDSENTRY_INGEST_ALLOW_ANONYMOUS": "true",
-        "SOUNDSENTRY_INGEST_METRICS_PORT": "0",
-        "SOUNDSENTRY_NOTIFY_DESTINATIONS_FILE": str(destinations),
-    }
-    for service in ("featurizer", "classifier", "alerter"):
-        prefix = f"SOUNDSENTRY_{service.upper()}_"
-        env[prefix + "APP_ID"] = f"{consumer_group}-{service}"
-        env[prefix + "DATA_DIR"] = str(tmp_path)
-        env[prefix + "METRICS_PORT"] = "0"
-    for service in ("classifier", "alerter"):
-        env[f"SOUNDSENTRY_{service.upper()}_MODEL_DIR"] = str(REPO / "models")
-
-    async with services(env, tmp_path):
+    env = service_env(
+        kafka_settings,
+        topic_layout,
+        group=consumer_group,
+        data_dir=tmp_path,
+        ingest_port=port,
+        extra={"SOUNDSENTRY_NOTIFY_DESTINATIONS_FILE": str(destinations)},
+    )
+    async with Services(env, tmp_path):
         await asyncio.wait_for(wait_for_port(port), 120)
         push = await asyncio.create_subprocess_exec(
             SOUNDSENTRY, "push", str(RECORDING), "--sensor", "kitchen/mic-1",

@@ -1,0 +1,112 @@
+"""The services as separate processes of `soundsentry <service>`, for end-to-end and crash tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from soundsentry.settings import KafkaSettings
+from soundsentry.topics import TopicLayout
+
+REPO = Path(__file__).resolve().parents[2]
+SOUNDSENTRY = str(Path(sys.executable).with_name("soundsentry"))
+SERVICES = ("ingest", "featurizer", "classifier", "alerter")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def wait_for_port(port: int) -> None:
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.2)
+        else:
+            writer.close()
+            return
+
+
+def service_env(
+    kafka: KafkaSettings,
+    topics: TopicLayout,
+    *,
+    group: str,
+    data_dir: Path,
+    ingest_port: int,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of every service: this test's broker, topics, groups and models."""
+    env = {
+        **os.environ,
+        "SOUNDSENTRY_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "SOUNDSENTRY_TOPICS_PREFIX": topics.prefix,
+        "SOUNDSENTRY_TOPICS_PARTITIONS": str(topics.partitions),
+        "SOUNDSENTRY_INGEST_HOST": "127.0.0.1",
+        "SOUNDSENTRY_INGEST_PORT": str(ingest_port),
+        "SOUNDSENTRY_INGEST_ALLOW_ANONYMOUS": "true",
+        "SOUNDSENTRY_INGEST_METRICS_PORT": "0",
+    }
+    for service in ("featurizer", "classifier", "alerter"):
+        prefix = f"SOUNDSENTRY_{service.upper()}_"
+        env[prefix + "APP_ID"] = f"{group}-{service}"
+        env[prefix + "DATA_DIR"] = str(data_dir)
+        env[prefix + "METRICS_PORT"] = "0"
+    for service in ("classifier", "alerter"):
+        env[f"SOUNDSENTRY_{service.upper()}_MODEL_DIR"] = str(REPO / "models")
+    env.update(extra or {})
+    return env
+
+
+class Services:
+    """Start, kill -9 and restart service processes; their logs go to ``logs``."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.processes: dict[str, asyncio.subprocess.Process] = {}
+        self.runs: dict[str, int] = {}
+
+    async def start(self, name: str) -> None:
+        run = self.runs[name] = self.runs.get(name, 0) + 1
+        log = (self.logs / f"{name}.{run}.log").open("wb")
+        self.processes[name] = await asyncio.create_subprocess_exec(
+            SOUNDSENTRY, name, env=self.env, stdout=log, stderr=log, cwd=REPO
+        )
+
+    async def kill(self, name: str) -> None:
+        """SIGKILL: no shutdown of any kind, as when a node dies."""
+        process = self.processes[name]
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+
+    async def stop_all(self) -> None:
+        for process in self.processes.values():
+            if process.returncode is None:
+                process.terminate()
+        for name, process in self.processes.items():
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+            for run in range(1, self.runs[name] + 1):
+                text = (self.logs / f"{name}.{run}.log").read_text(errors="replace")
+                print(f"--- {name} run {run} (exit {process.returncode}) ---\n{text[-2500:]}")
+
+    async def __aenter__(self) -> Services:
+        for name in SERVICES:
+            await self.start(name)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop_all()
