@@ -1,0 +1,107 @@
+"""Crash tests: while a recording with known alarms streams in real time through the four
+service processes, each service in turn is killed with SIGKILL and started again. The events
+that come out (ids, labels, times) equal those of the uninterrupted pipeline, which equal
+``soundsentry detect``'s: nothing lost, and duplicates only as copies with the same id."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from soundsentry.contracts import Event, EventKind, decode
+from soundsentry.detect import detect_file
+from soundsentry.events import event_id
+from soundsentry.models import ModelSet
+from soundsentry.settings import KafkaSettings
+from soundsentry.topics import EVENTS, TopicLayout
+from tests.integration.processes import (
+    REPO,
+    SOUNDSENTRY,
+    Services,
+    free_port,
+    service_env,
+    wait_for_port,
+)
+from tests.integration.topic_helpers import consume_until, eventually
+
+RECORDING = REPO / "examples" / "audio" / "kitchen_alarms.flac"
+SENSOR, STREAM = "kitchen/mic-1", "crash-kitchen"
+# When (seconds into the real-time stream) each service dies, and how long it stays down.
+KILLS = (("featurizer", 3.0), ("classifier", 7.0), ("alerter", 11.0), ("ingest", 15.0))
+DOWN_S = 1.0
+
+
+async def test_killing_each_service_mid_stream_loses_and_changes_no_event(
+    kafka_settings: KafkaSettings,
+    topic_layout: TopicLayout,
+    consumer_group: str,
+    tmp_path: Path,
+    aiohttp_receiver: Any,
+) -> None:
+    offline = detect_file(RECORDING, ModelSet.from_dir(REPO / "models"))
+    rate = 16_000
+    expected = set()
+    for found in offline:
+        onset = round(found.onset_s * rate)
+        ident = event_id(SENSOR, STREAM, found.label, onset)
+        expected |= {(ident, "started", found.label, onset, None)}
+        expected |= {(ident, "ended", found.label, onset, round(found.offset_s * rate))}
+    webhook = await aiohttp_receiver()
+    destinations = tmp_path / "destinations.json"
+    destinations.write_text(json.dumps([{"name": "ops", "type": "webhook", "url": webhook.url}]))
+    port = free_port()
+    env = service_env(
+        kafka_settings,
+        topic_layout,
+        group=consumer_group,
+        data_dir=tmp_path,
+        ingest_port=port,
+        extra={
+            "SOUNDSENTRY_NOTIFY_DESTINATIONS_FILE": str(destinations),
+            # A killed worker's partitions go to its restart after this long.
+            "SOUNDSENTRY_KAFKA_SESSION_TIMEOUT_S": "6",
+        },
+    )
+    async with Services(env, tmp_path) as services:
+        await asyncio.wait_for(wait_for_port(port), 120)
+        push = await asyncio.create_subprocess_exec(
+            SOUNDSENTRY, "push", str(RECORDING), "--sensor", SENSOR, "--stream-id", STREAM,
+            "--target", f"127.0.0.1:{port}", "--realtime",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        started = asyncio.get_running_loop().time()
+        for name, at in KILLS:
+            await asyncio.sleep(max(0.0, started + at - asyncio.get_running_loop().time()))
+            await services.kill(name)
+            await asyncio.sleep(DOWN_S)
+            await services.start(name)
+        out, err = await push.communicate()
+        assert push.returncode == 0, (out + err).decode()
+        assert b"reconnected" in out  # the ingest restart was noticed and survived
+        records = await consume_until(
+            kafka_settings,
+            topic_layout.name(EVENTS),
+            consumer_group + "-events",
+            lambda got: (
+                {(decode(Event, r.value).event_id, decode(Event, r.value).kind) for r in got}
+                >= {(ident, kind_code(kind)) for ident, kind, *_ in expected}
+            ),
+            drain_s=5.0,
+        )
+        await eventually(lambda: len(webhook.requests) >= len(expected))
+
+    got = set()
+    for record in records:
+        event = decode(Event, record.value)
+        kind = "started" if event.kind == EventKind.EVENT_KIND_STARTED else "ended"
+        offset = event.offset_sample if kind == "ended" else None
+        got.add((event.event_id, kind, event.label, event.onset_sample, offset))
+    assert got == expected
+    delivered = {json.loads(body)["delivery_id"] for _, body in webhook.requests}
+    assert delivered == {f"{ident}:{kind}" for ident, kind, *_ in expected}
+
+
+def kind_code(kind: str) -> int:
+    return EventKind.EVENT_KIND_STARTED if kind == "started" else EventKind.EVENT_KIND_ENDED
