@@ -75,8 +75,12 @@ class Services:
         self.logs = logs
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self.runs: dict[str, int] = {}
+        self.restarts: dict[str, int] = {}
+        self._killed: set[str] = set()
+        self._supervisor: asyncio.Task[None] | None = None
 
     async def start(self, name: str) -> None:
+        self._killed.discard(name)
         run = self.runs[name] = self.runs.get(name, 0) + 1
         log = (self.logs / f"{name}.{run}.log").open("wb")
         self.processes[name] = await asyncio.create_subprocess_exec(
@@ -85,11 +89,29 @@ class Services:
 
     async def kill(self, name: str) -> None:
         """SIGKILL: no shutdown of any kind, as when a node dies."""
+        self._killed.add(name)
         process = self.processes[name]
         process.send_signal(signal.SIGKILL)
         await process.wait()
 
+    def supervise(self) -> None:
+        """Restart any service that exits on its own, as Kubernetes would (a service whose
+        broker went away crashes on purpose, to restart from its last committed offset)."""
+
+        async def watch() -> None:
+            while True:
+                for name, process in list(self.processes.items()):
+                    if process.returncode is not None and name not in self._killed:
+                        self.restarts[name] = self.restarts.get(name, 0) + 1
+                        await self.start(name)
+                await asyncio.sleep(0.5)
+
+        self._supervisor = asyncio.get_running_loop().create_task(watch())
+
     async def stop_all(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
         for process in self.processes.values():
             if process.returncode is None:
                 process.terminate()

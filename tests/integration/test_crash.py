@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from soundsentry.detect import detect_file
 from soundsentry.events import event_id
 from soundsentry.models import ModelSet
 from soundsentry.settings import KafkaSettings
+from soundsentry.testing.kafka_broker import LocalKafka
 from soundsentry.topics import EVENTS, TopicLayout
 from tests.integration.processes import (
     REPO,
@@ -40,6 +42,59 @@ async def test_killing_each_service_mid_stream_loses_and_changes_no_event(
     tmp_path: Path,
     aiohttp_receiver: Any,
 ) -> None:
+    async def kill_each(services: Services, started: float) -> None:
+        for name, at in KILLS:
+            await asyncio.sleep(max(0.0, started + at - asyncio.get_running_loop().time()))
+            await services.kill(name)
+            await asyncio.sleep(DOWN_S)
+            await services.start(name)
+
+    out = await stream_with_trouble(
+        kill_each,
+        kafka_settings=kafka_settings,
+        topic_layout=topic_layout,
+        consumer_group=consumer_group,
+        tmp_path=tmp_path,
+        aiohttp_receiver=aiohttp_receiver,
+    )
+    assert b"reconnected" in out  # the ingest restart was noticed and survived
+
+
+async def test_a_broker_killed_and_restarted_mid_stream_loses_and_changes_no_event(
+    local_kafka: LocalKafka,
+    *,
+    kafka_settings: KafkaSettings,
+    topic_layout: TopicLayout,
+    consumer_group: str,
+    tmp_path: Path,
+    aiohttp_receiver: Any,
+) -> None:
+    async def restart_broker(services: Services, started: float) -> None:
+        services.supervise()
+        await asyncio.sleep(max(0.0, started + 8.0 - asyncio.get_running_loop().time()))
+        await asyncio.to_thread(local_kafka.restart, kill=True)
+
+    await stream_with_trouble(
+        restart_broker,
+        kafka_settings=kafka_settings,
+        topic_layout=topic_layout,
+        consumer_group=consumer_group,
+        tmp_path=tmp_path,
+        aiohttp_receiver=aiohttp_receiver,
+    )
+
+
+async def stream_with_trouble(
+    trouble: Callable[[Services, float], Awaitable[None]],
+    *,
+    kafka_settings: KafkaSettings,
+    topic_layout: TopicLayout,
+    consumer_group: str,
+    tmp_path: Path,
+    aiohttp_receiver: Any,
+) -> bytes:
+    """Stream the kitchen recording in real time through the four services while ``trouble``
+    happens; check the events equal the uninterrupted run's; return push's output."""
     offline = detect_file(RECORDING, ModelSet.from_dir(REPO / "models"))
     rate = 16_000
     expected = set()
@@ -71,15 +126,9 @@ async def test_killing_each_service_mid_stream_loses_and_changes_no_event(
             "--target", f"127.0.0.1:{port}", "--realtime",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        started = asyncio.get_running_loop().time()
-        for name, at in KILLS:
-            await asyncio.sleep(max(0.0, started + at - asyncio.get_running_loop().time()))
-            await services.kill(name)
-            await asyncio.sleep(DOWN_S)
-            await services.start(name)
+        await trouble(services, asyncio.get_running_loop().time())
         out, err = await push.communicate()
         assert push.returncode == 0, (out + err).decode()
-        assert b"reconnected" in out  # the ingest restart was noticed and survived
         records = await consume_until(
             kafka_settings,
             topic_layout.name(EVENTS),
@@ -101,6 +150,7 @@ async def test_killing_each_service_mid_stream_loses_and_changes_no_event(
     assert got == expected
     delivered = {json.loads(body)["delivery_id"] for _, body in webhook.requests}
     assert delivered == {f"{ident}:{kind}" for ident, kind, *_ in expected}
+    return out
 
 
 def kind_code(kind: str) -> int:
