@@ -98,9 +98,9 @@ async def push(
     With ``realtime``, each chunk is sent when a microphone would have finished capturing it.
     When the stream breaks (the server restarts, the connection drops), the client connects
     again with backoff for up to ``reconnect_s`` seconds without progress and sends the chunks
-    not yet answered again, with their sequence numbers: the featurizer drops the copies that
-    were stored before the break. A chunk answered ``UNAVAILABLE`` (Kafka did not store it) is
-    sent again the same way.
+    not yet answered again, in order, with their sequence numbers: the featurizer drops the
+    copies that were stored before the break. A chunk answered ``UNAVAILABLE`` (Kafka did not
+    store it) ends the stream the same way, so that it is stored before the chunks after it.
     """
     result = PushResult()
     metadata = (("authorization", f"Bearer {token}"),) if token else None
@@ -112,9 +112,11 @@ async def push(
 
     async def requests() -> AsyncIterator[AudioChunk]:
         nonlocal finished
-        for chunk in [*retry, *unanswered.values()]:
-            yield chunk
+        # Again, in sequence order, so the stream stays in order in Kafka.
+        again = sorted([*retry, *unanswered.values()], key=lambda c: c.sequence)
         retry.clear()
+        for chunk in again:
+            yield chunk
         for chunk in source:
             # Counted as unanswered at once: if this stream breaks while it waits, the next
             # one sends it.
@@ -142,7 +144,12 @@ async def push(
                     if ack.code == 0:
                         result.published += 1
                     elif ack.code == _UNAVAILABLE and chunk is not None:
-                        retry.append(chunk)  # not stored: send it again on a new stream
+                        # Not stored. Later chunks must not overtake it in Kafka (the
+                        # featurizer would see a gap): drop this stream and send it and
+                        # everything after it again, in order, on a new one.
+                        retry.append(chunk)
+                        call.cancel()
+                        break
                     else:
                         result.rejected[ack.reason or f"code_{ack.code}"] += 1
                         result.messages.append(f"#{ack.sequence}: {ack.reason}: {ack.message}")
@@ -150,6 +157,9 @@ async def push(
             if exc.code() not in _RECONNECT_CODES or time.monotonic() - progress > reconnect_s:
                 raise
             result.reconnects += 1
+        else:
+            if retry:
+                result.reconnects += 1
         if finished and not unanswered and not retry:
             break
         if time.monotonic() - progress > reconnect_s:
