@@ -113,8 +113,9 @@ class AlerterService:
         app.agent(self.source, name=f"{SERVICE}.track", supervisor_strategy=CrashingSupervisor)(
             self._agent
         )
-        app.on_partitions_revoked.connect(self._forget)
-        app.on_partitions_assigned.connect(self._forget)
+        app.on_partitions_assigned.connect(self._assigned)
+        # The partition of each sensor's scores, to forget sensors whose partition went away.
+        self._sensor_partitions: dict[str, TP] = {}
         if settings.reload_interval_s:
             app.timer(settings.reload_interval_s, name=f"{SERVICE}.reload")(self.reload)
         self.events_dlq = topics.faust_raw_topic(app, topics.dlq(EVENTS), partitions=DLQ_PARTITIONS)
@@ -136,10 +137,17 @@ class AlerterService:
         state = self.table.get(sensor_key(sensor_id))
         return cast(Mapping[str, Any] | None, state)
 
-    async def _forget(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # After a rebalance the table is the truth: trackers come back from it when needed.
-        self.engine.forget()
-        self.metrics.sensors.set(0)
+    async def _assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # faust sends Signal[Set[TP]]: receiver(app, assigned, signal=...). Trackers of sensors
+        # whose partition is still ours stay: they are the newest state (Faust's memory store
+        # does not always get a partition's table back after a rebalance that returns it to
+        # the same worker). Others come back from the table if the partition returns later.
+        (assigned,) = args
+        gone = [s for s, tp in self._sensor_partitions.items() if tp not in assigned]
+        self.engine.forget(gone)
+        for sensor_id in gone:
+            del self._sensor_partitions[sensor_id]
+        self.metrics.sensors.set(self.engine.sensors)
 
     async def _agent(self, stream: faust.StreamT[bytes]) -> None:
         batches = cast(faust.Stream[bytes], stream).take_events(
@@ -179,6 +187,7 @@ class AlerterService:
                 metrics.scores_skipped.labels(outcome.skipped).inc()
             if outcome.skipped not in ("revision", "unknown_model"):
                 touched.add(scores.sensor_id)
+                self._sensor_partitions[scores.sensor_id] = message.tp
             out += outcome.events
         await self._publish(out, touched)
         update_consumer_lag(self.app, last_offsets, metrics.consumer_lag)
