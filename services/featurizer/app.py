@@ -15,7 +15,8 @@ Nothing is lost across a crash either: a chunk's record stays unacknowledged (so
 while windows still to come need its audio (:meth:`Featurizer.needed_from`): about one window
 and one hop of records per sensor. A restarted worker reads them again and rebuilds exactly the
 windows the crashed one had not finished. Faust is told not to wait for these records when
-partitions are revoked (``stream_wait_empty=False``): the next owner reads them again.
+partitions are revoked (``stream_wait_empty=False``): the next owner reads them again. A worker
+keeps the state of the partitions a rebalance leaves with it.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class FeaturizerService:
         app.agent(self.source, name=f"{SERVICE}.featurize", supervisor_strategy=CrashingSupervisor)(
             self._agent
         )
-        app.on_partitions_revoked.connect(self._revoked_signal)
+        app.on_partitions_assigned.connect(self._assigned_signal)
 
     async def _agent(self, stream: faust.StreamT[bytes]) -> None:
         # take_events, not take: parking a record needs its event (topic, partition, offset).
@@ -182,10 +183,11 @@ class FeaturizerService:
             del self._held[sensor_id]
 
     def on_partitions_revoked(self, revoked: Set[TP]) -> None:
-        """Drop the state of the sensors of revoked partitions and their lag gauges.
+        """Drop the state of the sensors of partitions this worker lost, and their lag gauges.
 
-        Faust calls this (through its ``on_partitions_revoked`` signal) after every batch in
-        flight was processed and acknowledged.
+        Called when a rebalance ends with the partitions the worker keeps: sensors of a
+        partition that stays keep their state (Faust may go on reading it where it was, and if
+        it reads the uncommitted records again, the repeats are dropped by sequence).
         """
         source = self.topics.name(AUDIO)
         gone = [s for s, tp in self._sensor_partitions.items() if tp in revoked]
@@ -202,10 +204,14 @@ class FeaturizerService:
         if gone:
             logger.info("dropped the state of %d sensors of revoked partitions", len(gone))
 
-    async def _revoked_signal(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # faust sends Signal[Set[TP]]: receiver(app, revoked, signal=...).
-        (revoked,) = args
-        self.on_partitions_revoked(revoked)
+    async def _assigned_signal(
+        self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any
+    ) -> None:
+        # faust sends Signal[Set[TP]]: receiver(app, assigned, signal=...).
+        (assigned,) = args
+        lost = {tp for tp in self._sensor_partitions.values() if tp not in assigned}
+        if lost:
+            self.on_partitions_revoked(lost)
 
 
 def create_app(
