@@ -24,10 +24,10 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from soundsentry.alerting import AlertEngine, AlertRules, NotificationPolicy
 from soundsentry.contracts import Event
 from soundsentry.embedded import EmbeddedPipeline
-from soundsentry.exceptions import ConfigurationError
 from soundsentry.models import ModelSet
-from soundsentry.notify import NotificationMetrics, Notifier, destinations_from_config, kind_name
 from soundsentry.notify import event_payload as payload_of
+from soundsentry.notify import kind_name
+from soundsentry.services.alerter.app import build_notifier
 from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
 from soundsentry.services.classifier.settings import ClassifierSettings
 from soundsentry.services.ingest.server import IngestServer
@@ -65,24 +65,7 @@ def build(
     models = ModelSet.from_dir(classifier.model_dir, threads=classifier.inference_threads)
     rules = AlertRules.from_file(alerter.rules_file) if alerter.rules_file else AlertRules()
     engine = AlertEngine({m.name: m.card for m in models.models}, rules)
-    notifier = None
-    if notify.destinations_file is not None:
-        try:
-            items = json.loads(notify.destinations_file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigurationError(
-                f"{notify.destinations_file}: cannot read the destinations: {exc}"
-            ) from exc
-        notifier = Notifier(
-            destinations_from_config(items, secrets=secrets, timeout_s=notify.timeout_s),
-            dead_letter=_log_given_up,
-            retries=notify.retries,
-            backoff_base_s=notify.backoff_base_s,
-            backoff_cap_s=notify.backoff_cap_s,
-            rate_per_minute=notify.rate_per_minute,
-            max_queued=notify.max_queued,
-            metrics=NotificationMetrics.create(registry),
-        )
+    notifier = build_notifier(notify, dead_letter=_log_given_up, registry=registry, secrets=secrets)
     counter = Counter(
         "soundsentry_alerter_events_total",
         "Events, by label and kind (started, ended).",

@@ -44,6 +44,7 @@ from soundsentry.contracts import Event, WindowScores, sensor_key
 from soundsentry.exceptions import BadMessageError, ConfigurationError
 from soundsentry.models import ModelCard, read_cards
 from soundsentry.notify import (
+    DeadLetter,
     NotificationMetrics,
     Notifier,
     delivery_id,
@@ -61,7 +62,7 @@ from soundsentry.streaming import (
 )
 from soundsentry.topics import DLQ_PARTITIONS, EVENTS, SCORES, TopicLayout
 
-__all__ = ["SERVICE", "AlerterService", "create_app", "main"]
+__all__ = ["SERVICE", "AlerterService", "build_notifier", "create_app", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -303,21 +304,35 @@ def create_app(
         topics=topics,
         registry=registry,
     )
-    if notify is not None and notify.destinations_file is not None:
-        service.attach_notifier(
-            _notifier(notify, registry, service, os.environ if secrets is None else secrets)
+    if notify is not None:
+        notifier = build_notifier(
+            notify,
+            dead_letter=service.park_notification,
+            registry=registry,
+            secrets=os.environ if secrets is None else secrets,
         )
+        if notifier is not None:
+            service.attach_notifier(notifier)
     return service
 
 
-def _notifier(
+def build_notifier(
     notify: NotifySettings,
+    *,
+    dead_letter: DeadLetter,
     registry: CollectorRegistry,
-    service: AlerterService,
     secrets: Mapping[str, str],
-) -> Notifier:
+) -> Notifier | None:
+    """The notifier of the destinations file, or None without one.
+
+    Raises
+    ------
+    ConfigurationError
+        for a destinations file that cannot be read or describes unusable destinations.
+    """
     path = notify.destinations_file
-    assert path is not None
+    if path is None:
+        return None
     try:
         items = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -326,7 +341,7 @@ def _notifier(
         raise ConfigurationError(f"{path}: the destinations must be a non-empty JSON list")
     return Notifier(
         destinations_from_config(items, secrets=secrets, timeout_s=notify.timeout_s),
-        dead_letter=service.park_notification,
+        dead_letter=dead_letter,
         retries=notify.retries,
         backoff_base_s=notify.backoff_base_s,
         backoff_cap_s=notify.backoff_cap_s,

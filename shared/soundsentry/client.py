@@ -83,6 +83,59 @@ _RECONNECT_CODES = frozenset(
 )
 
 
+class _Session:
+    """The chunks of one push across reconnections: what was sent and not yet answered."""
+
+    def __init__(self, chunks: Iterable[AudioChunk], *, realtime: bool) -> None:
+        self.source = iter(chunks)
+        self.realtime = realtime
+        self.result = PushResult()
+        self.started = time.monotonic()
+        self.unanswered: dict[int, AudioChunk] = {}  # sent, not yet answered
+        self.retry: list[AudioChunk] = []  # answered UNAVAILABLE: send again
+        self.finished = False
+
+    @property
+    def done(self) -> bool:
+        return self.finished and not self.unanswered and not self.retry
+
+    async def requests(self) -> AsyncIterator[AudioChunk]:
+        """One stream's chunks: those to send again first, in sequence order (so the stream
+        stays in order in Kafka), then new ones."""
+        again = sorted([*self.retry, *self.unanswered.values()], key=lambda c: c.sequence)
+        self.retry.clear()
+        for chunk in again:
+            yield chunk
+        for chunk in self.source:
+            # Counted as unanswered at once: if this stream breaks while it waits, the next
+            # one sends it.
+            self.result.stream_id = chunk.stream_id
+            self.result.sent += 1
+            self.unanswered[chunk.sequence] = chunk
+            if self.realtime:
+                frames = len(chunk.pcm) // (2 * max(chunk.channels, 1))
+                due = self.started + (chunk.start_sample + frames) / chunk.sample_rate_hz
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+            yield chunk
+        self.finished = True
+
+    def answered(self, ack: ChunkAck) -> bool:
+        """Count an answer; False when the stream must be dropped (a chunk not stored)."""
+        result = self.result
+        chunk = self.unanswered.pop(ack.sequence, None)
+        if ack.code == 0:
+            result.published += 1
+        elif ack.code == _UNAVAILABLE and chunk is not None:
+            # Not stored. Later chunks must not overtake it in Kafka (the featurizer would
+            # see a gap): it and everything after it go again, in order, on a new stream.
+            self.retry.append(chunk)
+            return False
+        else:
+            result.rejected[ack.reason or f"code_{ack.code}"] += 1
+            result.messages.append(f"#{ack.sequence}: {ack.reason}: {ack.message}")
+        return True
+
+
 async def push(
     target: str,
     chunks: Iterable[AudioChunk],
@@ -102,72 +155,35 @@ async def push(
     copies that were stored before the break. A chunk answered ``UNAVAILABLE`` (Kafka did not
     store it) ends the stream the same way, so that it is stored before the chunks after it.
     """
-    result = PushResult()
+    session = _Session(chunks, realtime=realtime)
     metadata = (("authorization", f"Bearer {token}"),) if token else None
-    started = time.monotonic()
-    source = iter(chunks)
-    unanswered: dict[int, AudioChunk] = {}  # sent, not yet answered, in sending order
-    retry: list[AudioChunk] = []
-    finished = False
-
-    async def requests() -> AsyncIterator[AudioChunk]:
-        nonlocal finished
-        # Again, in sequence order, so the stream stays in order in Kafka.
-        again = sorted([*retry, *unanswered.values()], key=lambda c: c.sequence)
-        retry.clear()
-        for chunk in again:
-            yield chunk
-        for chunk in source:
-            # Counted as unanswered at once: if this stream breaks while it waits, the next
-            # one sends it.
-            result.stream_id = chunk.stream_id
-            result.sent += 1
-            unanswered[chunk.sequence] = chunk
-            if realtime:
-                frames = len(chunk.pcm) // (2 * max(chunk.channels, 1))
-                due = started + (chunk.start_sample + frames) / chunk.sample_rate_hz
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
-            yield chunk
-        finished = True
-
     progress = time.monotonic()
     delay = 0.1
     while True:
         try:
             async with _channel(target, tls_ca) as channel:
                 stub = soundsentry_pb2_grpc.IngestStub(channel)
-                call = stub.StreamAudio(requests(), metadata=metadata, timeout=timeout_s)
+                call = stub.StreamAudio(session.requests(), metadata=metadata, timeout=timeout_s)
                 ack: ChunkAck
                 async for ack in call:
-                    chunk = unanswered.pop(ack.sequence, None)
                     progress, delay = time.monotonic(), 0.1
-                    if ack.code == 0:
-                        result.published += 1
-                    elif ack.code == _UNAVAILABLE and chunk is not None:
-                        # Not stored. Later chunks must not overtake it in Kafka (the
-                        # featurizer would see a gap): drop this stream and send it and
-                        # everything after it again, in order, on a new one.
-                        retry.append(chunk)
+                    if not session.answered(ack):
                         call.cancel()
+                        session.result.reconnects += 1
                         break
-                    else:
-                        result.rejected[ack.reason or f"code_{ack.code}"] += 1
-                        result.messages.append(f"#{ack.sequence}: {ack.reason}: {ack.message}")
         except grpc.aio.AioRpcError as exc:
             if exc.code() not in _RECONNECT_CODES or time.monotonic() - progress > reconnect_s:
                 raise
-            result.reconnects += 1
-        else:
-            if retry:
-                result.reconnects += 1
-        if finished and not unanswered and not retry:
+            session.result.reconnects += 1
+        if session.done:
             break
         if time.monotonic() - progress > reconnect_s:
+            waiting = len(session.unanswered) + len(session.retry)
             raise ConfigurationError(
-                f"{target}: {len(unanswered) + len(retry)} chunks still unanswered after "
-                f"{reconnect_s} s without progress"
+                f"{target}: {waiting} chunks still unanswered after {reconnect_s} s without "
+                "progress"
             )
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)
-    result.seconds = time.monotonic() - started
-    return result
+    session.result.seconds = time.monotonic() - session.started
+    return session.result

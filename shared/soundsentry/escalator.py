@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from soundsentry.aws import aws_client
 from soundsentry.escalation import (
     CircuitBreaker,
     EscalationPolicy,
@@ -166,18 +167,11 @@ class RekognitionSecondStage:
         self.label_map = dict(label_map or {})
         self.top_db = top_db
         if client is None:
-            import boto3  # noqa: PLC0415 - only classifiers that escalate to AWS need it
-            from botocore.config import Config  # noqa: PLC0415
-
-            client = boto3.client(
+            client = aws_client(
                 "rekognition",
-                region_name=region or _region_of(project_version_arn),
+                region=region or _region_of(project_version_arn),
                 endpoint_url=endpoint_url,
-                config=Config(
-                    connect_timeout=timeout_s,
-                    read_timeout=timeout_s,
-                    retries={"total_max_attempts": 1, "mode": "standard"},
-                ),
+                timeout_s=timeout_s,
             )
         self._client = client
 

@@ -38,6 +38,7 @@ from typing import Any, Literal, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from soundsentry.aws import aws_client
 from soundsentry.contracts import Event, EventKind
 from soundsentry.escalation import backoff_delays
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
@@ -234,18 +235,11 @@ class SnsDestination:
         self.name = name
         self.topic_arn = topic_arn
         if client is None:
-            import boto3  # noqa: PLC0415 - only SNS destinations need it
-            from botocore.config import Config  # noqa: PLC0415
-
-            client = boto3.client(
+            client = aws_client(
                 "sns",
-                region_name=region or topic_arn.split(":")[3],
+                region=region or topic_arn.split(":")[3],
                 endpoint_url=endpoint_url,
-                config=Config(
-                    connect_timeout=timeout_s,
-                    read_timeout=timeout_s,
-                    retries={"total_max_attempts": 1, "mode": "standard"},
-                ),
+                timeout_s=timeout_s,
             )
         self._client = client
 

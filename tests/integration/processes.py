@@ -132,3 +132,24 @@ class Services:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.stop_all()
+
+
+KITCHEN = REPO / "examples" / "audio" / "kitchen_alarms.flac"
+
+
+async def start_push(
+    port: int, *, sensor: str, stream: str, realtime: bool = False
+) -> asyncio.subprocess.Process:
+    """`soundsentry push` of the project's kitchen recording to ingest on ``port``."""
+    args = ["push", str(KITCHEN), "--sensor", sensor, "--stream-id", stream]
+    args += ["--target", f"127.0.0.1:{port}", *(["--realtime"] if realtime else [])]
+    return await asyncio.create_subprocess_exec(
+        SOUNDSENTRY, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+
+
+async def finish_push(push: asyncio.subprocess.Process) -> bytes:
+    """Wait for a push; its output, after checking it succeeded."""
+    out, err = await push.communicate()
+    assert push.returncode == 0, (out + err).decode()
+    return out

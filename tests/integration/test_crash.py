@@ -19,16 +19,18 @@ from soundsentry.settings import KafkaSettings
 from soundsentry.testing.kafka_broker import LocalKafka
 from soundsentry.topics import EVENTS, TopicLayout
 from tests.integration.processes import (
+    KITCHEN,
     REPO,
-    SOUNDSENTRY,
     Services,
+    finish_push,
     free_port,
     service_env,
+    start_push,
     wait_for_port,
 )
 from tests.integration.topic_helpers import consume_until, eventually
 
-RECORDING = REPO / "examples" / "audio" / "kitchen_alarms.flac"
+RECORDING = KITCHEN
 SENSOR, STREAM = "kitchen/mic-1", "crash-kitchen"
 # When (seconds into the real-time stream) each service dies, and how long it stays down.
 KILLS = (("featurizer", 3.0), ("classifier", 7.0), ("alerter", 11.0), ("ingest", 15.0))
@@ -121,14 +123,9 @@ async def stream_with_trouble(
     )
     async with Services(env, tmp_path) as services:
         await asyncio.wait_for(wait_for_port(port), 120)
-        push = await asyncio.create_subprocess_exec(
-            SOUNDSENTRY, "push", str(RECORDING), "--sensor", SENSOR, "--stream-id", STREAM,
-            "--target", f"127.0.0.1:{port}", "--realtime",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        push = await start_push(port, sensor=SENSOR, stream=STREAM, realtime=True)
         await trouble(services, asyncio.get_running_loop().time())
-        out, err = await push.communicate()
-        assert push.returncode == 0, (out + err).decode()
+        out = await finish_push(push)
         records = await consume_until(
             kafka_settings,
             topic_layout.name(EVENTS),

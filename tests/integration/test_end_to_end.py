@@ -17,16 +17,19 @@ from soundsentry.models import ModelSet
 from soundsentry.settings import KafkaSettings
 from soundsentry.topics import EVENTS, TopicLayout
 from tests.integration.processes import (
+    KITCHEN,
     REPO,
     SOUNDSENTRY,
     Services,
+    finish_push,
     free_port,
     service_env,
+    start_push,
     wait_for_port,
 )
 from tests.integration.topic_helpers import consume_until, eventually
 
-RECORDING = REPO / "examples" / "audio" / "kitchen_alarms.flac"
+RECORDING = KITCHEN
 TRUTH = REPO / "examples" / "audio" / "kitchen_alarms.events.tsv"
 ONSET_COLLAR_S = 0.25
 
@@ -54,13 +57,7 @@ async def test_push_through_four_service_processes_gives_the_known_events(
     )
     async with Services(env, tmp_path):
         await asyncio.wait_for(wait_for_port(port), 120)
-        push = await asyncio.create_subprocess_exec(
-            SOUNDSENTRY, "push", str(RECORDING), "--sensor", "kitchen/mic-1",
-            "--target", f"127.0.0.1:{port}", "--stream-id", "e2e-kitchen",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, err = await push.communicate()
-        assert push.returncode == 0, (out + err).decode()
+        await finish_push(await start_push(port, sensor="kitchen/mic-1", stream="e2e-kitchen"))
         records = await consume_until(
             kafka_settings,
             topic_layout.name(EVENTS),
@@ -124,13 +121,7 @@ async def test_serve_runs_every_stage_in_one_process_with_the_same_events(
     assert serve.stdout is not None
     try:
         await asyncio.wait_for(wait_for_port(port), 120)
-        push = await asyncio.create_subprocess_exec(
-            SOUNDSENTRY, "push", str(RECORDING), "--sensor", "kitchen/mic-1",
-            "--target", f"127.0.0.1:{port}", "--stream-id", "e2e-kitchen",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, err = await push.communicate()
-        assert push.returncode == 0, (out + err).decode()
+        await finish_push(await start_push(port, sensor="kitchen/mic-1", stream="e2e-kitchen"))
         lines: list[dict[str, Any]] = []
         while sum(line["kind"] == "ended" for line in lines) < len(offline):
             lines.append(json.loads(await asyncio.wait_for(serve.stdout.readline(), 60)))
