@@ -74,7 +74,9 @@ async def test_a_broker_killed_and_restarted_mid_stream_loses_and_changes_no_eve
     async def restart_broker(services: Services, started: float) -> None:
         services.supervise()
         await asyncio.sleep(max(0.0, started + 8.0 - asyncio.get_running_loop().time()))
-        await asyncio.to_thread(local_kafka.restart, kill=True)
+        # On this thread, not a worker thread: the broker dies with the thread that started
+        # it (PR_SET_PDEATHSIG), and a worker thread ends before the session does.
+        local_kafka.restart(kill=True)
 
     await stream_with_trouble(
         restart_broker,

@@ -245,7 +245,11 @@ class LocalKafka:
 
     def restart(self, *, kill: bool = True, timeout_s: float = 90.0) -> None:
         """Kill (or stop) the broker and start it again on the same ports and data, as after
-        a crash or a rolling restart."""
+        a crash or a rolling restart.
+
+        Call it from a thread that lives as long as the broker should (the main thread): the
+        broker is killed when the thread that started it ends (PR_SET_PDEATHSIG).
+        """
         if kill:
             self.kill()
         else:
