@@ -22,18 +22,36 @@ __all__ = ["SCHEME", "Consumer", "Transport", "first_in_flight"]
 SCHEME = "soundsentry"
 
 
-def first_in_flight(messages: Any, tp: Any) -> int | None:
-    """Lowest offset of ``tp`` among ``messages`` not acknowledged yet, or None."""
-    offsets = [m.offset for m in messages if m.tp == tp and not m.acked]
-    return min(offsets) if offsets else None
+def first_in_flight(messages: Any) -> dict[Any, int]:
+    """The lowest offset per partition among ``messages`` not acknowledged yet (one pass)."""
+    lowest: dict[Any, int] = {}
+    for message in messages:
+        if not message.acked:
+            offset = lowest.get(message.tp)
+            if offset is None or message.offset < offset:
+                lowest[message.tp] = message.offset
+    return lowest
 
 
 class Consumer(faust_aiokafka.Consumer):
     """The aiokafka consumer whose commits stop before the first message still in flight."""
 
+    _held: dict[Any, int] | None = None
+
+    def _filter_committable_offsets(self, tps: Any) -> Any:
+        # One pass over the messages in flight per commit, not one per partition (a
+        # featurizer holds some 15 records per sensor).
+        self._held = first_in_flight(self._unacked_messages)
+        try:
+            return super()._filter_committable_offsets(tps)
+        finally:
+            self._held = None
+
     def _new_offset(self, tp: Any) -> int | None:
         acked = self._acked[tp]
-        held = first_in_flight(self._unacked_messages, tp)
+        held = (
+            self._held if self._held is not None else first_in_flight(self._unacked_messages)
+        ).get(tp)
         if held is not None and acked and min(acked) > held:
             # Everything acknowledged lies beyond a message still being processed: nothing
             # can be committed until it is done (the acknowledged offsets stay recorded).

@@ -29,18 +29,18 @@ def consumer(committed: int | None, acked: list[int], in_flight: list[Delivered]
     subject._committed_offset = {PARTITION: committed}
     subject._gap = {PARTITION: []}
     subject._unacked_messages = in_flight
+    subject._gap = {PARTITION: []}
     return subject
 
 
-def test_first_in_flight_is_the_lowest_unacked_offset_of_the_partition() -> None:
+def test_first_in_flight_is_the_lowest_unacked_offset_of_each_partition() -> None:
     messages = [
         Delivered(PARTITION, 9),
         Delivered(PARTITION, 4, acked=True),
         Delivered(PARTITION, 6),
         Delivered(OTHER, 1),
     ]
-    assert first_in_flight(messages, PARTITION) == 6
-    assert first_in_flight(messages, TP("audio.windows", 7)) is None
+    assert first_in_flight(messages) == {PARTITION: 6, OTHER: 1}
 
 
 @pytest.mark.parametrize(
@@ -64,3 +64,14 @@ def test_commits_stop_before_the_first_message_in_flight(
     assert subject._new_offset(PARTITION) == expected
     if expected is None:
         assert subject._acked[PARTITION] == acked  # kept for when the held one is done
+
+
+def test_a_commit_round_reads_the_messages_in_flight_once() -> None:
+    subject = consumer(15, [16, 17], [Delivered(PARTITION, 15)])
+    subject._should_commit = lambda tp, offset: True
+    assert subject._filter_committable_offsets([PARTITION]) == {}
+    # 15 is done: everything up to 17 goes.
+    subject._unacked_messages = []
+    subject._acked[PARTITION] = [15, 16, 17]
+    subject._acked_index[PARTITION] = {15, 16, 17}
+    assert subject._filter_committable_offsets([PARTITION]) == {PARTITION: 18}
