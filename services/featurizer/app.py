@@ -86,6 +86,9 @@ class FeaturizerService:
         self._sensor_partitions: dict[str, TP] = {}
         # Per sensor, the records whose audio windows still need: (stream, end sample, record).
         self._held: dict[str, deque[tuple[str, int, faust.EventT[Any]]]] = {}
+        # When each sensor with held records last sent audio (monotonic seconds).
+        self._last_heard: dict[str, float] = {}
+        app.timer(1.0, name=f"{SERVICE}.release_idle")(self._idle_timer)
         # A crash in the agent (a bug, or Kafka refusing a window) stops the worker, so that it
         # restarts from the last committed offset instead of skipping the failed batch.
         app.agent(self.source, name=f"{SERVICE}.featurize", supervisor_strategy=CrashingSupervisor)(
@@ -157,9 +160,26 @@ class FeaturizerService:
         # Faust only logs a failed send and would commit past it: wait for Kafka's acks
         # (producer_acks=-1) so that a failure crashes the worker before the batch is acked.
         await asyncio.gather(*deliveries)
+        now = time.monotonic()
         for sensor_id in touched:
             self._release(sensor_id)
+            if sensor_id in self._held:
+                self._last_heard[sensor_id] = now
         metrics.held_records.set(sum(len(held) for held in self._held.values()))
+
+    async def _idle_timer(self) -> None:
+        self._release_idle(time.monotonic())
+        self.metrics.held_records.set(sum(len(held) for held in self._held.values()))
+
+    def _release_idle(self, now: float) -> None:
+        """Let go of the held records of sensors silent for ``hold_idle_s``: a sensor that has
+        stopped must not hold back its partition's commits (after a crash its last, unfinished
+        window is then not rebuilt; it would only finish if the sensor came back)."""
+        limit = self.settings.hold_idle_s
+        for sensor_id in [s for s, t in self._last_heard.items() if now - t >= limit]:
+            del self._last_heard[sensor_id]
+            for _, _, record in self._held.pop(sensor_id, ()):
+                record.ack()
 
     def _hold(self, chunk: AudioChunk, record: faust.EventT[Any]) -> None:
         """Keep the chunk's record uncommitted until no window to come needs its audio."""
@@ -181,6 +201,7 @@ class FeaturizerService:
             record.ack()
         if not held:
             del self._held[sensor_id]
+            self._last_heard.pop(sensor_id, None)
 
     def on_partitions_revoked(self, revoked: Set[TP]) -> None:
         """Drop the state of the sensors of partitions this worker lost, and their lag gauges.
@@ -196,6 +217,7 @@ class FeaturizerService:
             del self._sensor_partitions[sensor_id]
             # Not acknowledged, so not committed: the partition's next owner reads them again.
             self._held.pop(sensor_id, None)
+            self._last_heard.pop(sensor_id, None)
         for tp in revoked:
             if tp.topic == source:
                 with contextlib.suppress(KeyError):  # no batch from it yet

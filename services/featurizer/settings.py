@@ -53,6 +53,13 @@ class FeaturizerSettings(BaseSettings):
         le=60_000,
         description="How long to wait to fill a batch before processing what has arrived (ms).",
     )
+    hold_idle_s: float = Field(
+        default=30.0,
+        gt=0.0,
+        le=3600.0,
+        description="A sensor silent this long lets go of the records its unfinished windows "
+        "would need after a crash, so that it does not hold back the commits of its partition.",
+    )
     profiles_file: Path | None = Field(
         default=None,
         description="JSON list of feature profiles to emit (default: the built-in full-16k).",

@@ -364,3 +364,48 @@ async def test_main_runs_a_worker_from_the_environment_until_sigterm(
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_held_records_are_committed_once_windows_no_longer_need_them(
+    kafka_settings: KafkaSettings,
+    topic_layout: TopicLayout,
+    consumer_group: str,
+    tmp_path: Path,
+) -> None:
+    """Records stay uncommitted while unfinished windows need their audio, and a sensor that
+    falls silent lets go of them after hold_idle_s, so its partition's commits move on."""
+    samples, rate = recording("siren")
+    stream = list(chunks(samples, rate, [1600], sensor_id="mic-held"))
+    source = topic_layout.name(AUDIO)
+    registry = CollectorRegistry()
+    service = create_app(
+        kafka_settings,
+        topic_layout,
+        FeaturizerSettings(
+            app_id=consumer_group, data_dir=tmp_path, metrics_port=0, hold_idle_s=2.0
+        ),
+        registry=registry,
+    )
+    await produce(kafka_settings, source, [(sensor_key(c.sensor_id), encode(c)) for c in stream])
+    admin = AIOKafkaAdminClient(**kafka_settings.aiokafka_kwargs())
+    await admin.start()
+
+    async def committed() -> int:
+        offsets = await admin.list_consumer_group_offsets(consumer_group)
+        return sum(max(meta.offset, 0) for tp, meta in offsets.items() if tp.topic == source)
+
+    try:
+        async with running(service):
+            await eventually(
+                lambda: (registry.get_sample_value("soundsentry_featurizer_held_records") or 0) > 0
+            )
+            held = registry.get_sample_value("soundsentry_featurizer_held_records")
+            # About one window plus one hop of 100 ms records (1.5 s), never the whole stream.
+            assert held is not None
+            assert 0 < held <= 16 < len(stream)
+            async with asyncio.timeout(WAIT_S):
+                while await committed() != len(stream):  # noqa: ASYNC110 - polls the broker
+                    await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    assert registry.get_sample_value("soundsentry_featurizer_held_records") == 0
