@@ -57,6 +57,7 @@ from soundsentry.streaming import (
     decode_or_park,
     new_app,
     park,
+    process_in_batches,
     run_worker,
     update_consumer_lag,
 )
@@ -151,17 +152,12 @@ class AlerterService:
         self.metrics.sensors.set(self.engine.sensors)
 
     async def _agent(self, stream: faust.StreamT[bytes]) -> None:
-        batches = cast(faust.Stream[bytes], stream).take_events(
-            self.settings.max_batch_scores, within=self.settings.max_batch_ms / 1000
+        await process_in_batches(
+            stream,
+            self.process_batch,
+            max_records=self.settings.max_batch_scores,
+            within_s=self.settings.max_batch_ms / 1000,
         )
-        async for events in batches:
-            try:
-                await self.process_batch(events)
-            except Exception:
-                # As in the other services: keep the failed batch from being committed.
-                for event in events:
-                    event.message.incref()
-                raise
 
     async def process_batch(self, events: Sequence[faust.EventT[Any]]) -> None:
         """Track one batch of score records; return when Kafka has its events and state."""

@@ -31,7 +31,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import faust
 from faust.types import TP
@@ -64,6 +64,7 @@ from soundsentry.streaming import (
     decode_or_park,
     new_app,
     park,
+    process_in_batches,
     run_worker,
     update_consumer_lag,
 )
@@ -136,18 +137,12 @@ class ClassifierService:
         self.reload_models()
 
     async def _agent(self, stream: faust.StreamT[bytes]) -> None:
-        batches = cast(faust.Stream[bytes], stream).take_events(
-            self.settings.max_batch_windows, within=self.settings.max_batch_ms / 1000
+        await process_in_batches(
+            stream,
+            self.process_batch,
+            max_records=self.settings.max_batch_windows,
+            within_s=self.settings.max_batch_ms / 1000,
         )
-        async for events in batches:
-            try:
-                await self.process_batch(events)
-            except Exception:
-                # As in the featurizer: keep the failed batch from being committed on the way
-                # down, so the restarted worker reads it again.
-                for event in events:
-                    event.message.incref()
-                raise
 
     def _check_shape(self, window: Window) -> None:
         profile = self._profiles.get(window.profile)

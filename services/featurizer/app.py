@@ -27,7 +27,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence, Set
-from typing import Any, cast
+from typing import Any
 
 import faust
 from faust.types import TP
@@ -43,6 +43,7 @@ from soundsentry.streaming import (
     decode_or_park,
     new_app,
     park,
+    process_in_batches,
     run_worker,
     update_consumer_lag,
 )
@@ -97,22 +98,12 @@ class FeaturizerService:
         app.on_partitions_assigned.connect(self._assigned_signal)
 
     async def _agent(self, stream: faust.StreamT[bytes]) -> None:
-        # take_events, not take: parking a record needs its event (topic, partition, offset).
-        batches = cast(faust.Stream[bytes], stream).take_events(
-            self.settings.max_batch_chunks, within=self.settings.max_batch_ms / 1000
+        await process_in_batches(
+            stream,
+            self.process_batch,
+            max_records=self.settings.max_batch_chunks,
+            within_s=self.settings.max_batch_ms / 1000,
         )
-        async for events in batches:
-            try:
-                await self.process_batch(events)
-            except Exception:
-                # take_events acknowledges a batch's records whenever the generator is resumed
-                # or closed, which Faust does on the way down after this crash, and Faust then
-                # commits them: the failed batch would be skipped. One extra reference per
-                # record keeps it from ever counting as processed, so that the restarted
-                # worker reads the batch again.
-                for event in events:
-                    event.message.incref()
-                raise
 
     async def process_batch(self, events: Sequence[faust.EventT[Any]]) -> None:
         """Featurize one batch of raw audio records; return when Kafka has all its windows."""

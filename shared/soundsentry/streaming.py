@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import faust
 from faust.types import TP
@@ -25,6 +25,7 @@ __all__ = [
     "decode_or_park",
     "new_app",
     "park",
+    "process_in_batches",
     "run_worker",
     "update_consumer_lag",
 ]
@@ -87,6 +88,32 @@ async def decode_or_park(
     except BadMessageError as error:
         await park(event, error, dlq=dlq, metrics=metrics, service=service)
         return None
+
+
+async def process_in_batches(
+    stream: faust.StreamT[bytes],
+    process: Callable[[Sequence[faust.EventT[Any]]], Awaitable[None]],
+    *,
+    max_records: int,
+    within_s: float,
+) -> None:
+    """An agent's loop: ``process`` batches of up to ``max_records`` events, waiting at most
+    ``within_s`` to fill one (events, not values: parking a record needs its topic, partition
+    and offset).
+
+    take_events acknowledges a batch's records whenever the generator is resumed or closed,
+    which Faust does on the way down after a crash, and Faust then commits them: a failed batch
+    would be skipped. One extra reference per record keeps it from ever counting as processed,
+    so that the restarted worker reads the batch again.
+    """
+    batches = cast(faust.Stream[bytes], stream).take_events(max_records, within=within_s)
+    async for events in batches:
+        try:
+            await process(events)
+        except Exception:
+            for event in events:
+                event.message.incref()
+            raise
 
 
 def update_consumer_lag(app: faust.App, last_offsets: Mapping[TP, int], gauge: Gauge) -> None:
