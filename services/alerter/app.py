@@ -49,6 +49,7 @@ from soundsentry.notify import (
     Notifier,
     delivery_id,
     destinations_from_config,
+    kind_name,
 )
 from soundsentry.services.alerter.metrics import AlerterMetrics
 from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
@@ -68,7 +69,6 @@ __all__ = ["SERVICE", "AlerterService", "build_notifier", "create_app", "main"]
 logger = logging.getLogger(__name__)
 
 SERVICE = "alerter"
-_KINDS = {1: "started", 2: "ended"}
 
 
 def _read_rules(path: Path | None) -> AlertRules:
@@ -196,7 +196,7 @@ class AlerterService:
         deliveries = []
         for event in events:
             deliveries.append(await self.events.send(key=sensor_key(event.sensor_id), value=event))
-            self.metrics.events.labels(event.label, _KINDS[event.kind]).inc()
+            self.metrics.events.labels(event.label, kind_name(event)).inc()
         # Faust only logs a failed send and would commit past it: wait for Kafka's acks.
         await asyncio.gather(*deliveries)
         for sensor_id in sensors:
