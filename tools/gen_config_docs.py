@@ -10,26 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from pydantic_settings import BaseSettings
-
-from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
-from soundsentry.services.classifier.settings import ClassifierSettings, EscalationSettings
-from soundsentry.services.featurizer.settings import FeaturizerSettings
-from soundsentry.services.ingest.settings import IngestSettings
-from soundsentry.settings import KafkaSettings, TopicSettings
+from soundsentry.services.catalog import SETTINGS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- config:start -->", "<!-- config:end -->"
-SETTINGS: tuple[type[BaseSettings], ...] = (
-    KafkaSettings,
-    TopicSettings,
-    IngestSettings,
-    FeaturizerSettings,
-    ClassifierSettings,
-    EscalationSettings,
-    AlerterSettings,
-    NotifySettings,
-)
 
 
 def _default(value: object) -> str:
