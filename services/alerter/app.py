@@ -42,6 +42,7 @@ from prometheus_client import CollectorRegistry
 from soundsentry.alerting import AlertEngine, AlertRules, NotificationPolicy
 from soundsentry.contracts import Event, WindowScores, sensor_key
 from soundsentry.exceptions import BadMessageError, ConfigurationError
+from soundsentry.metrics import SensorFilter
 from soundsentry.models import ModelCard, read_cards
 from soundsentry.notify import (
     DeadLetter,
@@ -196,7 +197,7 @@ class AlerterService:
         deliveries = []
         for event in events:
             deliveries.append(await self.events.send(key=sensor_key(event.sensor_id), value=event))
-            self.metrics.events.labels(event.label, kind_name(event)).inc()
+            self.metrics.count_event(event.sensor_id, event.label, kind_name(event))
         # Faust only logs a failed send and would commit past it: wait for Kafka's acks.
         await asyncio.gather(*deliveries)
         for sensor_id in sensors:
@@ -295,7 +296,7 @@ def create_app(
         engine=AlertEngine(cards, rules),
         cards=cards,
         rules=rules,
-        metrics=AlerterMetrics.create(registry),
+        metrics=AlerterMetrics.create(registry, SensorFilter(settings.sensor_metrics)),
         settings=settings,
         topics=topics,
         registry=registry,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from soundsentry.metrics import StreamMetrics
+from soundsentry.metrics import SensorFilter, StreamMetrics
 
 __all__ = ["AlerterMetrics"]
 
@@ -27,9 +27,13 @@ class AlerterMetrics:
     consumer_lag: Gauge
     reloads: Counter
     notifications_suppressed: Counter
+    sensor_events: Counter
+    sensor_filter: SensorFilter
 
     @classmethod
-    def create(cls, registry: CollectorRegistry) -> AlerterMetrics:
+    def create(
+        cls, registry: CollectorRegistry, sensors: SensorFilter | None = None
+    ) -> AlerterMetrics:
         return cls(
             stream=StreamMetrics.create(registry),
             events=Counter(
@@ -77,4 +81,17 @@ class AlerterMetrics:
                 ["reason"],
                 registry=registry,
             ),
+            sensor_events=Counter(
+                "soundsentry_sensor_events_total",
+                "Events started per sensor and label (only sensors in sensor_metrics).",
+                ["sensor", "label"],
+                registry=registry,
+            ),
+            sensor_filter=sensors or SensorFilter("*"),
         )
+
+    def count_event(self, sensor_id: str, label: str, kind: str) -> None:
+        """One published event, in the totals and, for a selected sensor, in its own series."""
+        self.events.labels(label, kind).inc()
+        if kind == "started" and self.sensor_filter(sensor_id):
+            self.sensor_events.labels(sensor_id, label).inc()

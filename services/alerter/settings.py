@@ -66,6 +66,11 @@ class AlerterSettings(BaseSettings):
         description="Directory Faust creates its data directory in; default: the system temp "
         "directory.",
     )
+    sensor_metrics: str = Field(
+        default="*",
+        description="Comma-separated shell patterns of the sensor ids whose events get "
+        "Prometheus series of their own (the per-sensor dashboard); empty: none.",
+    )
     metrics_port: int = Field(
         default=9104, ge=0, le=65535, description="Prometheus /metrics port (0: disabled)."
     )

@@ -50,6 +50,7 @@ from soundsentry.escalator import (
 )
 from soundsentry.exceptions import BadMessageError, ConfigurationError
 from soundsentry.features import FeatureProfile, Window, window_from_proto
+from soundsentry.metrics import SensorFilter
 from soundsentry.models import (
     ModelDirectory,
     ModelSet,
@@ -195,6 +196,10 @@ class ClassifierService:
             counter = metrics.windows_gated if result.gated else metrics.windows_scored
             counter.labels(result.model).inc()
             labels = self._labels[result.model]
+            window = result.window
+            metrics.sensors.observe(
+                window.sensor_id, result.model, labels, result.scores.tolist(), window.rms_dbfs
+            )
             deliveries.append(
                 await self.scores.send(
                     key=sensor_key(result.window.sensor_id),
@@ -330,7 +335,7 @@ def create_app(
     return ClassifierService(
         app,
         models=models,
-        metrics=ClassifierMetrics.create(registry),
+        metrics=ClassifierMetrics.create(registry, SensorFilter(settings.sensor_metrics)),
         settings=settings,
         topics=topics,
         registry=registry,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from soundsentry.metrics import StreamMetrics
+from soundsentry.metrics import SensorFilter, SensorMetrics, StreamMetrics
 
 __all__ = ["ClassifierMetrics"]
 
@@ -29,9 +29,12 @@ class ClassifierMetrics:
     consumer_lag: Gauge
     model_reloads: Counter
     models_loaded: Gauge
+    sensors: SensorMetrics
 
     @classmethod
-    def create(cls, registry: CollectorRegistry) -> ClassifierMetrics:
+    def create(
+        cls, registry: CollectorRegistry, sensors: SensorFilter | None = None
+    ) -> ClassifierMetrics:
         return cls(
             stream=StreamMetrics.create(registry),
             batch_windows=Histogram(
@@ -83,4 +86,5 @@ class ClassifierMetrics:
                 "Models serving now.",
                 registry=registry,
             ),
+            sensors=SensorMetrics(registry, sensors or SensorFilter("*")),
         )

@@ -59,6 +59,12 @@ class ClassifierSettings(BaseSettings):
         description="Directory Faust creates its data directory in; default: the system temp "
         "directory, so the working directory may be read-only.",
     )
+    sensor_metrics: str = Field(
+        default="*",
+        description="Comma-separated shell patterns of the sensor ids whose level and scores "
+        "get Prometheus series of their own (the per-sensor dashboard); empty: none. Each "
+        "sensor costs 1 + models x labels series.",
+    )
     metrics_port: int = Field(
         default=9103, ge=0, le=65535, description="Prometheus /metrics port (0: disabled)."
     )

@@ -7,11 +7,14 @@ use a fresh one and nothing is registered at import time. Names follow Prometheu
 
 from __future__ import annotations
 
+import fnmatch
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["StreamMetrics"]
+__all__ = ["SensorFilter", "SensorMetrics", "StreamMetrics"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +40,98 @@ class StreamMetrics:
                 registry=registry,
             ),
         )
+
+
+class SensorFilter:
+    """Which sensors get series of their own: shell patterns, comma-separated (empty: none).
+
+    Per-sensor series are what the per-sensor dashboard needs, and what a city's Prometheus
+    pays for (one series per sensor and label): operators choose, e.g. ``site-12/*``.
+    """
+
+    def __init__(self, patterns: str) -> None:
+        self.patterns = tuple(p.strip() for p in patterns.split(",") if p.strip())
+        self._cache: dict[str, bool] = {}
+
+    def __call__(self, sensor_id: str) -> bool:
+        known = self._cache.get(sensor_id)
+        if known is None:
+            if len(self._cache) > 100_000:  # sensor ids come from the wire: bound the cache
+                self._cache.clear()
+            known = any(fnmatch.fnmatchcase(sensor_id, p) for p in self.patterns)
+            self._cache[sensor_id] = known
+        return known
+
+
+class SensorMetrics:
+    """Level and score of each selected sensor, for the per-sensor dashboard.
+
+    A score is exported as a peak hold: a value stays until ``hold_s`` has passed or a higher
+    one arrives, so a half-second alarm is not lost between two scrapes 15 s apart. Series of
+    a sensor unheard for ``stale_s`` are removed, so departed sensors do not linger.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        sensors: SensorFilter,
+        *,
+        hold_s: float = 20.0,
+        stale_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sensors = sensors
+        self.hold_s = hold_s
+        self.stale_s = stale_s
+        self._clock = clock
+        self.level = Gauge(
+            "soundsentry_sensor_level_dbfs",
+            "RMS level of the sensor's latest window, dBFS (only sensors in sensor_metrics).",
+            ["sensor"],
+            registry=registry,
+        )
+        self.score = Gauge(
+            "soundsentry_sensor_score",
+            "Highest score of the last hold_s (20 s) per sensor, model and label (only sensors "
+            "in sensor_metrics).",
+            ["sensor", "model", "label"],
+            registry=registry,
+        )
+        self._peaks: dict[tuple[str, str, str], tuple[float, float]] = {}
+        self._seen: dict[str, float] = {}
+        self._next_sweep = 0.0
+
+    def observe(
+        self,
+        sensor_id: str,
+        model: str,
+        labels: Sequence[str],
+        scores: Sequence[float],
+        dbfs: float,
+    ) -> None:
+        """One scored window."""
+        if not self.sensors(sensor_id):
+            return
+        now = self._clock()
+        self._seen[sensor_id] = now
+        self.level.labels(sensor_id).set(dbfs)
+        for label, value in zip(labels, scores, strict=True):
+            key = (sensor_id, model, label)
+            peak = self._peaks.get(key)
+            if peak is None or value >= peak[0] or now - peak[1] >= self.hold_s:
+                self._peaks[key] = (float(value), now)
+                self.score.labels(*key).set(float(value))
+        if now >= self._next_sweep:
+            self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + min(60.0, self.stale_s)
+        gone = {sensor for sensor, seen in self._seen.items() if now - seen >= self.stale_s}
+        if not gone:
+            return
+        for sensor in gone:
+            del self._seen[sensor]
+            self.level.remove(sensor)
+        for key in [key for key in self._peaks if key[0] in gone]:
+            del self._peaks[key]
+            self.score.remove(*key)
