@@ -11,10 +11,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from soundsentry import __version__
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
+
+if TYPE_CHECKING:
+    from soundsentry import simulate
+
+# The recording `soundsentry simulate` plays by default (from a checkout or the image's /app).
+_EXAMPLE = Path("examples/audio/kitchen_alarms.flac")
 
 logger = logging.getLogger("soundsentry")
 
@@ -92,6 +98,70 @@ def _cmd_push(args: argparse.Namespace) -> int:
         + (f"; reconnected {result.reconnects} times" if result.reconnects else "")
     )
     return 0 if result.ok else 1
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from soundsentry import simulate  # noqa: PLC0415
+
+    recordings = [simulate.load_recording(path) for path in args.files or [_EXAMPLE]]
+    plans = simulate.plan_sensors(args.sensors, recordings, prefix=args.prefix, seed=args.seed)
+    if args.truth:
+        expected = simulate.expected_events(plans, duration_s=args.duration)
+        with args.truth.open("w") as out:
+            for item in expected:
+                e = item.event
+                out.write(f"{e.file_id}\t{e.onset_s:.3f}\t{e.offset_s:.3f}\t{e.label}\n")
+    mode = "a sensor gateway producing to Kafka" if args.kafka else f"gRPC to {args.target}"
+    print(
+        f"{args.sensors} sensors x {args.duration:g} s of {', '.join(r.name for r in recordings)}"
+        f" in {args.chunk_ms} ms chunks, {mode}",
+        file=sys.stderr,
+    )
+    if args.kafka:
+        report = asyncio.run(_simulate_kafka(plans, args.duration, args.chunk_ms))
+    else:
+        report = asyncio.run(
+            simulate.run_grpc(
+                args.target,
+                plans,
+                duration_s=args.duration,
+                chunk_ms=args.chunk_ms,
+                token=args.token,
+                tls_ca=args.tls_ca,
+            )
+        )
+    for failure in report.failed_sensors[:20]:
+        print(f"failed {failure}", file=sys.stderr)
+    rejected = ", ".join(f"{reason}={n}" for reason, n in sorted(report.rejected.items()))
+    print(
+        f"{report.published}/{report.sent} chunks published from {report.sensors} sensors in "
+        f"{report.seconds:.1f} s ({report.sent / max(report.seconds, 1e-9):.0f} chunks/s); "
+        f"slowest send {report.max_slip_s:.2f} s behind schedule"
+        + (f"; rejected: {rejected}" if rejected else "")
+        + (f"; {len(report.failed_sensors)} sensors failed" if report.failed_sensors else "")
+    )
+    return 0 if report.published == report.sent and not report.failed_sensors else 1
+
+
+async def _simulate_kafka(
+    plans: Sequence[simulate.SensorPlan], duration_s: float, chunk_ms: int
+) -> simulate.SimulationReport:
+    from aiokafka import AIOKafkaProducer  # noqa: PLC0415
+
+    from soundsentry.settings import KafkaSettings, TopicSettings  # noqa: PLC0415
+    from soundsentry.simulate import run_kafka  # noqa: PLC0415
+    from soundsentry.topics import AUDIO, TopicLayout  # noqa: PLC0415
+
+    # As the ingest service publishes: idempotent, acknowledged by every in-sync replica.
+    producer = AIOKafkaProducer(
+        **KafkaSettings().aiokafka_kwargs(), acks="all", enable_idempotence=True, linger_ms=5
+    )
+    await producer.start()
+    try:
+        topic = TopicLayout.from_settings(TopicSettings()).name(AUDIO)
+        return await run_kafka(producer, topic, plans, duration_s=duration_s, chunk_ms=chunk_ms)
+    finally:
+        await producer.stop()
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
@@ -242,6 +312,44 @@ def _add_model_commands(sub: Any) -> None:
     calibrate.set_defaults(func=_cmd_calibrate)
 
 
+def _add_simulate_command(sub: Any) -> None:
+    sim = sub.add_parser(
+        "simulate",
+        help="load generator: N sensors streaming recordings with known events in real time",
+    )
+    sim.add_argument("--sensors", type=int, required=True, help="number of simulated sensors")
+    sim.add_argument("--duration", type=float, required=True, help="seconds of audio each sends")
+    sim.add_argument(
+        "--file",
+        dest="files",
+        type=Path,
+        action="append",
+        help=f"recording to play, repeatable; its truth is <stem>.events.tsv (default: {_EXAMPLE})",
+    )
+    sim.add_argument("--target", default="127.0.0.1:50051", help="ingest host:port")
+    sim.add_argument(
+        "--kafka",
+        action="store_true",
+        help="produce to the audio topic directly, as a sensor gateway (SOUNDSENTRY_KAFKA_*)",
+    )
+    sim.add_argument("--chunk-ms", type=int, default=100, help="chunk length in milliseconds")
+    sim.add_argument("--prefix", default="sim-", help="sensor ids are <prefix><number>")
+    sim.add_argument("--seed", type=int, default=0, help="seed of the sensors' start positions")
+    sim.add_argument(
+        "--token",
+        default=os.environ.get("SOUNDSENTRY_PUSH_TOKEN"),
+        help="bearer token (default: $SOUNDSENTRY_PUSH_TOKEN)",
+    )
+    sim.add_argument("--tls-ca", type=Path, default=None, help="CA bundle: connect with TLS")
+    sim.add_argument(
+        "--truth",
+        type=Path,
+        default=None,
+        help="write the events the streams contain (sensor, onset_s, offset_s, label; TSV)",
+    )
+    sim.set_defaults(func=_cmd_simulate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="soundsentry",
@@ -341,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(func=_cmd_dataset_synth)
 
     _add_model_commands(sub)
+
+    _add_simulate_command(sub)
 
     kafka = sub.add_parser(
         "kafka-local", help="fetch (Maven Central) or run a local Kafka broker for development"

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from soundsentry.contracts import AudioChunk, ChunkAck
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.v1 import soundsentry_pb2_grpc
 
-__all__ = ["PushResult", "file_chunks", "push"]
+__all__ = ["PushResult", "file_chunks", "open_channel", "push"]
 
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 
@@ -71,7 +72,8 @@ def file_chunks(
     )
 
 
-def _channel(target: str, tls_ca: Path | None) -> grpc.aio.Channel:
+def open_channel(target: str, tls_ca: Path | None = None) -> grpc.aio.Channel:
+    """A channel to the ingest service, with TLS when ``tls_ca`` is given."""
     if tls_ca is None:
         return grpc.aio.insecure_channel(target)
     return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(tls_ca.read_bytes()))
@@ -145,6 +147,7 @@ async def push(
     tls_ca: Path | None = None,
     timeout_s: float | None = None,
     reconnect_s: float = 60.0,
+    channel: grpc.aio.Channel | None = None,
 ) -> PushResult:
     """Stream ``chunks`` to the ingest service at ``target`` and wait for every answer.
 
@@ -154,6 +157,8 @@ async def push(
     not yet answered again, in order, with their sequence numbers: the featurizer drops the
     copies that were stored before the break. A chunk answered ``UNAVAILABLE`` (Kafka did not
     store it) ends the stream the same way, so that it is stored before the chunks after it.
+    ``channel`` shares one connection between many streams (the load generator); it is left
+    open.
     """
     session = _Session(chunks, realtime=realtime)
     metadata = (("authorization", f"Bearer {token}"),) if token else None
@@ -161,8 +166,10 @@ async def push(
     delay = 0.1
     while True:
         try:
-            async with _channel(target, tls_ca) as channel:
-                stub = soundsentry_pb2_grpc.IngestStub(channel)
+            async with (
+                open_channel(target, tls_ca) if channel is None else nullcontext(channel)
+            ) as connection:
+                stub = soundsentry_pb2_grpc.IngestStub(connection)
                 call = stub.StreamAudio(session.requests(), metadata=metadata, timeout=timeout_s)
                 ack: ChunkAck
                 async for ack in call:

@@ -1,0 +1,279 @@
+"""Load generation: many simulated microphones streaming real recordings with known events.
+
+``soundsentry simulate`` and ``benchmarks/pipeline.py`` use it. Each sensor plays one of the
+recordings in a loop, starting at its own position (so sensors do not alarm in lockstep), in
+real time, either over gRPC with the client ``soundsentry push`` uses, or straight to the audio
+topic as a sensor gateway would. Because every recording comes with its truth, the events each
+sensor should produce are known, with their capture times: :func:`expected_events`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from soundsentry.audio import file_blocks, s16_chunks
+from soundsentry.client import PushResult, open_channel, push
+from soundsentry.contracts import AudioChunk, encode, sensor_key
+from soundsentry.evaluation import EvalEvent, read_event_list
+from soundsentry.exceptions import ConfigurationError
+
+__all__ = [
+    "ExpectedEvent",
+    "Recording",
+    "SensorPlan",
+    "SimulationReport",
+    "expected_events",
+    "load_recording",
+    "plan_sensors",
+    "run_grpc",
+    "run_kafka",
+    "sensor_chunks",
+]
+
+_NS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """A recording held in memory as int16 frames, with the events it contains."""
+
+    name: str
+    sample_rate_hz: int
+    frames: npt.NDArray[np.int16]  # shape=(num_frames, channels)
+    events: tuple[EvalEvent, ...]
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.frames.shape[0] / self.sample_rate_hz)
+
+
+def load_recording(path: Path, truth: Path | None = None) -> Recording:
+    """Read ``path`` and its truth (default: ``<stem>.events.tsv`` beside it; a recording
+    without one is background: it should produce no events).
+
+    Raises
+    ------
+    ConfigurationError
+        when the audio cannot be read or the truth file is not a valid event list.
+    """
+    rate, blocks = file_blocks(path, block_s=10.0)
+    frames = np.concatenate(list(blocks))
+    if not frames.shape[0]:
+        raise ConfigurationError(f"{path} holds no audio")
+    truth = truth or path.with_name(f"{path.name.split('.')[0]}.events.tsv")
+    events = tuple(read_event_list(truth)) if truth.exists() else ()
+    return Recording(path.name, rate, frames, events)
+
+
+@dataclass(frozen=True, slots=True)
+class SensorPlan:
+    """One simulated sensor: what it plays, from which position, and when its stream starts."""
+
+    sensor_id: str
+    recording: Recording
+    start_offset_s: float  # position in the recording of the stream's first frame
+    start_time_ns: int  # capture time of that frame
+    stream_id: str
+
+
+def plan_sensors(
+    count: int,
+    recordings: Sequence[Recording],
+    *,
+    prefix: str = "sim-",
+    start_time_ns: int | None = None,
+    seed: int = 0,
+) -> list[SensorPlan]:
+    """``count`` sensors, recordings dealt round-robin, each starting at a random position.
+
+    Raises
+    ------
+    ConfigurationError
+        when ``count`` < 1 or there are no recordings.
+    """
+    if count < 1:
+        raise ConfigurationError(f"the number of sensors must be at least 1, got {count}")
+    if not recordings:
+        raise ConfigurationError("no recordings to play")
+    rng = np.random.default_rng(seed)
+    start = time.time_ns() if start_time_ns is None else start_time_ns
+    width = len(str(count - 1))
+    plans = []
+    for i in range(count):
+        recording = recordings[i % len(recordings)]
+        plans.append(
+            SensorPlan(
+                sensor_id=f"{prefix}{i:0{width}d}",
+                recording=recording,
+                start_offset_s=float(rng.uniform(0.0, recording.duration_s)),
+                start_time_ns=start,
+                stream_id=uuid.UUID(int=int(rng.integers(0, 2**63)) << 64 | i).hex,
+            )
+        )
+    return plans
+
+
+def _blocks(plan: SensorPlan, duration_s: float, chunk_ms: int) -> Iterator[npt.NDArray[np.int16]]:
+    frames = plan.recording.frames
+    rate = plan.recording.sample_rate_hz
+    total = round(duration_s * rate)
+    block = max(1, rate * chunk_ms // 1000)
+    position = int(plan.start_offset_s * rate) % frames.shape[0]
+    sent = 0
+    while sent < total:
+        size = min(block, total - sent)
+        end = position + size
+        if end <= frames.shape[0]:
+            out = frames[position:end]
+        else:  # the loop wraps inside this chunk
+            out = np.concatenate([frames[position:], frames[: end - frames.shape[0]]])
+        yield out
+        position = end % frames.shape[0]
+        sent += size
+
+
+def sensor_chunks(plan: SensorPlan, *, duration_s: float, chunk_ms: int) -> Iterator[AudioChunk]:
+    """The chunks ``plan``'s sensor sends over ``duration_s`` seconds, looping its recording."""
+    return s16_chunks(
+        _blocks(plan, duration_s, chunk_ms),
+        sensor_id=plan.sensor_id,
+        stream_id=plan.stream_id,
+        sample_rate_hz=plan.recording.sample_rate_hz,
+        start_time_ns=plan.start_time_ns,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedEvent:
+    """A truth event of one sensor's stream, in stream seconds (``file_id`` is the sensor)."""
+
+    event: EvalEvent
+    onset_time_ns: int  # capture time of the onset
+
+
+def expected_events(plans: Sequence[SensorPlan], *, duration_s: float) -> list[ExpectedEvent]:
+    """The truth events each sensor's stream contains whole within ``duration_s``."""
+    out = []
+    for plan in plans:
+        length = plan.recording.duration_s
+        for truth in plan.recording.events:
+            onset = (truth.onset_s - plan.start_offset_s) % length
+            # A stream that starts inside an event has only its tail: not counted.
+            while onset + truth.duration_s <= duration_s:
+                event = EvalEvent(plan.sensor_id, truth.label, onset, onset + truth.duration_s)
+                out.append(ExpectedEvent(event, plan.start_time_ns + round(onset * _NS)))
+                onset += length
+    return sorted(out, key=lambda e: e.onset_time_ns)
+
+
+@dataclass(slots=True)
+class SimulationReport:
+    """What the sensors sent and what came back, summed over sensors."""
+
+    sensors: int = 0
+    sent: int = 0
+    published: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    failed_sensors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    # How far behind schedule the slowest send was: a load generator that cannot keep up
+    # would understate the load.
+    max_slip_s: float = 0.0
+
+    def add(self, result: PushResult) -> None:
+        self.sent += result.sent
+        self.published += result.published
+        for reason, count in result.rejected.items():
+            self.rejected[reason] = self.rejected.get(reason, 0) + count
+
+
+async def run_grpc(
+    target: str,
+    plans: Sequence[SensorPlan],
+    *,
+    duration_s: float,
+    chunk_ms: int = 100,
+    token: str | None = None,
+    tls_ca: Path | None = None,
+) -> SimulationReport:
+    """Each sensor streams in real time over its own gRPC stream (``soundsentry push``'s
+    client), on one shared channel; starts are spread over one chunk period."""
+    report = SimulationReport(sensors=len(plans))
+    started = time.monotonic()
+    async with open_channel(target, tls_ca) as channel:
+
+        async def one(index: int, plan: SensorPlan) -> None:
+            await asyncio.sleep(index * chunk_ms / 1000 / len(plans))
+            chunks = sensor_chunks(plan, duration_s=duration_s, chunk_ms=chunk_ms)
+            try:
+                result = await push(target, chunks, token=token, realtime=True, channel=channel)
+            except (grpc.aio.AioRpcError, ConfigurationError) as exc:
+                # One sensor's failure is reported, not fatal to the others.
+                report.failed_sensors.append(f"{plan.sensor_id}: {exc}")
+                return
+            report.add(result)
+            report.max_slip_s = max(report.max_slip_s, result.seconds - duration_s)
+
+        await asyncio.gather(*(one(i, plan) for i, plan in enumerate(plans)))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+async def run_kafka(
+    producer: Any,
+    topic: str,
+    plans: Sequence[SensorPlan],
+    *,
+    duration_s: float,
+    chunk_ms: int = 100,
+) -> SimulationReport:
+    """A sensor gateway: every ``chunk_ms``, one chunk of each sensor to ``topic`` through
+    ``producer`` (a started aiokafka producer; acks as it is configured), keyed by sensor."""
+    report = SimulationReport(sensors=len(plans))
+    streams = [sensor_chunks(plan, duration_s=duration_s, chunk_ms=chunk_ms) for plan in plans]
+    keys = [sensor_key(plan.sensor_id) for plan in plans]
+    started = time.monotonic()
+    deliveries: list[asyncio.Future[Any]] = []
+    tick = 0
+    while streams:
+        tick += 1
+        live = []
+        for stream, key in zip(streams, keys, strict=True):
+            chunk = next(stream, None)
+            if chunk is None:
+                continue
+            live.append((stream, key))
+            deliveries.append(await producer.send(topic, encode(chunk), key=key))
+            report.sent += 1
+        streams = [s for s, _ in live]
+        keys = [k for _, k in live]
+        # Chunk k is captured by tick k's end: send it then, as a microphone would.
+        due = started + tick * chunk_ms / 1000
+        now = time.monotonic()
+        report.max_slip_s = max(report.max_slip_s, now - due)
+        await asyncio.sleep(max(0.0, due - now))
+        if len(deliveries) > 10_000:
+            await _settle(deliveries, report)
+    await _settle(deliveries, report)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+async def _settle(deliveries: list[asyncio.Future[Any]], report: SimulationReport) -> None:
+    for outcome in await asyncio.gather(*deliveries, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            reason = type(outcome).__name__
+            report.rejected[reason] = report.rejected.get(reason, 0) + 1
+        else:
+            report.published += 1
+    deliveries.clear()

@@ -1,0 +1,168 @@
+"""The load generator: looped streams, their truth, and both transports (gRPC and a gateway)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from soundsentry.contracts import AudioChunk, decode
+from soundsentry.evaluation import EvalEvent
+from soundsentry.exceptions import ConfigurationError
+from soundsentry.services.ingest.server import IngestServer
+from soundsentry.services.ingest.settings import IngestSettings
+from soundsentry.settings import KafkaSettings
+from soundsentry.simulate import (
+    Recording,
+    SensorPlan,
+    expected_events,
+    load_recording,
+    plan_sensors,
+    run_grpc,
+    run_kafka,
+    sensor_chunks,
+)
+from soundsentry.topics import TopicLayout
+
+RATE = 8000
+
+
+def _marked_recording() -> Recording:
+    """3 s of silence with a constant 'sound' where each truth event is, so that the truth of
+    a stream can be checked against the samples it carries."""
+    frames = np.zeros((3 * RATE, 1), dtype=np.int16)
+    events = (EvalEvent("r", "a", 0.5, 1.0), EvalEvent("r", "b", 2.0, 2.9))
+    for event in events:
+        frames[int(event.onset_s * RATE) : int(event.offset_s * RATE)] = 1000
+    return Recording("r.wav", RATE, frames, events)
+
+
+def _plan(recording: Recording, offset_s: float, sensor: str = "s") -> SensorPlan:
+    return SensorPlan(sensor, recording, offset_s, 1_000_000_000, "stream")
+
+
+def _pcm(chunks: list[AudioChunk]) -> np.ndarray[Any, np.dtype[np.int16]]:
+    return np.concatenate([np.frombuffer(c.pcm, dtype="<i2") for c in chunks])
+
+
+def test_a_sensor_loops_its_recording_from_its_start_position() -> None:
+    recording = _marked_recording()
+    recording.frames[:, 0] = np.arange(3 * RATE) % 30_000  # every position distinct
+    chunks = list(sensor_chunks(_plan(recording, 2.2), duration_s=7.35, chunk_ms=100))
+    total = int(7.35 * RATE)
+    positions = (int(2.2 * RATE) + np.arange(total)) % (3 * RATE)
+    np.testing.assert_array_equal(_pcm(chunks), recording.frames[positions, 0])
+    assert [c.sequence for c in chunks] == list(range(len(chunks)))
+    assert [c.start_sample for c in chunks] == [i * RATE // 10 for i in range(len(chunks))]
+    assert {c.captured_at.ToNanoseconds() for c in chunks[:1]} == {1_000_000_000}
+
+
+def test_expected_events_are_where_the_stream_carries_them() -> None:
+    recording = _marked_recording()
+    plan = _plan(recording, 2.2)  # starts inside event b: its tail is not an event
+    expected = expected_events([plan], duration_s=7.0)
+    got = [(e.event.label, round(e.event.onset_s, 3), round(e.event.offset_s, 3)) for e in expected]
+    assert got == [("a", 1.3, 1.8), ("b", 2.8, 3.7), ("a", 4.3, 4.8), ("b", 5.8, 6.7)]
+    # The rising edges of the streamed samples are exactly these onsets.
+    pcm = _pcm(list(sensor_chunks(plan, duration_s=7.0, chunk_ms=100)))
+    edges = np.flatnonzero((pcm[1:] > 0) & (pcm[:-1] == 0)) + 1
+    np.testing.assert_allclose(edges / RATE, [e.event.onset_s for e in expected], atol=1 / RATE)
+    assert expected[0].onset_time_ns == 1_000_000_000 + 1_300_000_000
+
+
+def test_plans_are_deterministic_and_named_in_order() -> None:
+    recordings = [_marked_recording(), _marked_recording()]
+    one = plan_sensors(12, recordings, prefix="p-", start_time_ns=5, seed=3)
+    two = plan_sensors(12, recordings, prefix="p-", start_time_ns=5, seed=3)
+    assert one == two
+    assert [p.sensor_id for p in one][:3] == ["p-00", "p-01", "p-02"]
+    assert len({p.stream_id for p in one}) == 12
+    assert all(0.0 <= p.start_offset_s < 3.0 for p in one)
+    with pytest.raises(ConfigurationError, match="at least 1"):
+        plan_sensors(0, recordings)
+    with pytest.raises(ConfigurationError, match="no recordings"):
+        plan_sensors(3, [])
+
+
+def test_the_example_recording_comes_with_its_truth(repo_root: Path) -> None:
+    recording = load_recording(repo_root / "examples" / "audio" / "kitchen_alarms.flac")
+    assert [e.label for e in recording.events] == ["smoke_alarm"] * 2 + ["co_alarm"] * 2
+    assert recording.duration_s > recording.events[-1].offset_s
+
+
+class _Producer:
+    """Records what a gateway sends; refuses every chunk of sequence 1 of sensor s1."""
+
+    def __init__(self) -> None:
+        self.sent: dict[bytes, list[AudioChunk]] = defaultdict(list)
+
+    async def send(self, topic: str, value: bytes, *, key: bytes) -> asyncio.Future[None]:
+        assert topic == "audio.pcm"
+        chunk = decode(AudioChunk, value)
+        self.sent[key].append(chunk)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if key == b"s1" and chunk.sequence == 1:
+            future.set_exception(TimeoutError("not acknowledged"))
+        else:
+            future.set_result(None)
+        return future
+
+
+def test_a_gateway_sends_every_sensor_in_order_and_counts_refusals() -> None:
+    recording = _marked_recording()
+    plans = [_plan(recording, 0.0, "s0"), _plan(recording, 1.0, "s1")]
+    producer = _Producer()
+    report = asyncio.run(run_kafka(producer, "audio.pcm", plans, duration_s=0.3, chunk_ms=100))
+    assert report.sent == 6
+    assert report.published == 5
+    assert report.rejected == {"TimeoutError": 1}
+    for plan in plans:
+        chunks = producer.sent[plan.sensor_id.encode()]
+        assert [c.sequence for c in chunks] == [0, 1, 2]
+        expected = list(sensor_chunks(plan, duration_s=0.3, chunk_ms=100))
+        np.testing.assert_array_equal(_pcm(chunks), _pcm(expected))
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.chunks: list[AudioChunk] = []
+
+    async def send(self, topic: str, value: bytes, *, key: bytes) -> asyncio.Future[None]:
+        self.chunks.append(decode(AudioChunk, value))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+def test_grpc_sensors_share_one_channel_and_all_chunks_arrive_in_order() -> None:
+    recording = _marked_recording()
+    plans = plan_sensors(5, [recording], start_time_ns=1, seed=1)
+
+    async def scenario() -> tuple[Any, _Sink]:
+        sink = _Sink()
+        server = IngestServer(
+            IngestSettings(port=0, allow_anonymous=True, metrics_port=0, host="127.0.0.1"),
+            KafkaSettings(),
+            TopicLayout(),
+            registry=CollectorRegistry(),
+            sink=sink,
+        )
+        await server.start()
+        try:
+            report = await run_grpc(f"127.0.0.1:{server.port}", plans, duration_s=0.5, chunk_ms=100)
+        finally:
+            await server.stop(grace_s=1.0)
+        return report, sink
+
+    report, sink = asyncio.run(scenario())
+    assert not report.failed_sensors
+    assert report.sent == report.published == 25
+    by_sensor: dict[str, list[int]] = defaultdict(list)
+    for chunk in sink.chunks:
+        by_sensor[chunk.sensor_id].append(chunk.sequence)
+    assert by_sensor == {plan.sensor_id: [0, 1, 2, 3, 4] for plan in plans}
