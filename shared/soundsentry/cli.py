@@ -164,6 +164,24 @@ async def _simulate_kafka(
         await producer.stop()
 
 
+def _cmd_stack(args: argparse.Namespace) -> int:
+    import tempfile  # noqa: PLC0415
+
+    from soundsentry.stack import run_stack  # noqa: PLC0415
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="soundsentry-stack-"))
+    return asyncio.run(
+        run_stack(
+            workdir,
+            model_dir=args.model,
+            sensors=args.sensors,
+            duration_s=args.duration,
+            prometheus=not args.no_prometheus,
+            kafka_port=args.kafka_port,
+        )
+    )
+
+
 def _cmd_detect(args: argparse.Namespace) -> int:
     import csv  # noqa: PLC0415
 
@@ -313,6 +331,7 @@ def _add_model_commands(sub: Any) -> None:
 
 
 def _add_simulate_command(sub: Any) -> None:
+    """``simulate`` and ``stack``: load and a whole local system to put it on."""
     sim = sub.add_parser(
         "simulate",
         help="load generator: N sensors streaming recordings with known events in real time",
@@ -348,6 +367,19 @@ def _add_simulate_command(sub: Any) -> None:
         help="write the events the streams contain (sensor, onset_s, offset_s, label; TSV)",
     )
     sim.set_defaults(func=_cmd_simulate)
+
+    stack = sub.add_parser(
+        "stack",
+        help="run Kafka (from its jars), the four services, Prometheus and simulated sensors "
+        "on loopback, no Docker; Ctrl-C stops it",
+    )
+    stack.add_argument("--sensors", type=int, default=20, help="simulated sensors (0: none)")
+    stack.add_argument("--duration", type=float, default=3600.0, help="seconds they stream")
+    stack.add_argument("--model", type=Path, default=Path("models"), help="model directory")
+    stack.add_argument("--kafka-port", type=int, default=9092, help="broker port on 127.0.0.1")
+    stack.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
+    stack.add_argument("--workdir", type=Path, default=None, help="logs and data (default: temp)")
+    stack.set_defaults(func=_cmd_stack)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -186,6 +186,8 @@ def new_app(
     then neither waits for them when partitions are revoked or the worker stops (it would
     wait forever) nor commits them, so the next owner reads them again.
     """
+    base = data_dir or Path(tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     return faust.App(
         app_id,
         broker=kafka.faust_broker_url(),
@@ -199,5 +201,5 @@ def new_app(
         topic_replication_factor=topics.replication_factor,
         # Faust creates <datadir> and <datadir>/v1/tables at start even with the memory store;
         # the default (<cwd>/<app id>-data) fails on a read-only root filesystem.
-        datadir=(data_dir or Path(tempfile.gettempdir())) / f"{app_id}-data",
+        datadir=base / f"{app_id}-data",
     )
