@@ -194,12 +194,14 @@ class AlerterService:
 
     async def _publish(self, events: Sequence[Event], sensors: set[str]) -> None:
         """Send ``events``, then the state of ``sensors``; return when Kafka has all of it."""
-        deliveries = []
-        for event in events:
-            deliveries.append(await self.events.send(key=sensor_key(event.sensor_id), value=event))
-            self.metrics.count_event(event.sensor_id, event.label, kind_name(event))
+        deliveries = [
+            await self.events.send(key=sensor_key(event.sensor_id), value=event) for event in events
+        ]
         # Faust only logs a failed send and would commit past it: wait for Kafka's acks.
         await asyncio.gather(*deliveries)
+        published_ns = time.time_ns()
+        for event in events:
+            self.metrics.count_event(event, kind_name(event), published_ns)
         for sensor_id in sensors:
             self.table[sensor_key(sensor_id)] = self.engine.state_of(sensor_id)
         if sensors:

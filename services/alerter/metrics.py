@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from soundsentry.contracts import Event
 from soundsentry.metrics import SensorFilter, StreamMetrics
 
 __all__ = ["AlerterMetrics"]
@@ -13,6 +14,9 @@ __all__ = ["AlerterMetrics"]
 # Event logic is a few microseconds a score; a batch waits for Kafka's acks of its events and
 # of its state changelog.
 _BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# A started event needs the window that crosses the threshold (about window + hop after the
+# onset, 1-2 s with the default model); tens of seconds mean a backlog somewhere.
+_LATENCY_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10, 20, 60)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +32,7 @@ class AlerterMetrics:
     reloads: Counter
     notifications_suppressed: Counter
     sensor_events: Counter
+    detection_latency: Histogram
     sensor_filter: SensorFilter
 
     @classmethod
@@ -87,11 +92,25 @@ class AlerterMetrics:
                 ["sensor", "label"],
                 registry=registry,
             ),
+            detection_latency=Histogram(
+                "soundsentry_detection_latency_seconds",
+                "From a sound's onset (the sensor's capture clock) to its started event "
+                "published, by label: the whole pipeline's delay as people feel it.",
+                ["label"],
+                buckets=_LATENCY_BUCKETS,
+                registry=registry,
+            ),
             sensor_filter=sensors or SensorFilter("*"),
         )
 
-    def count_event(self, sensor_id: str, label: str, kind: str) -> None:
-        """One published event, in the totals and, for a selected sensor, in its own series."""
-        self.events.labels(label, kind).inc()
-        if kind == "started" and self.sensor_filter(sensor_id):
-            self.sensor_events.labels(sensor_id, label).inc()
+    def count_event(self, event: Event, kind: str, now_ns: int) -> None:
+        """One published event: totals, the sensor's own series, and for a start, how long
+        after the sound's onset it went out."""
+        self.events.labels(event.label, kind).inc()
+        if kind != "started":
+            return
+        if self.sensor_filter(event.sensor_id):
+            self.sensor_events.labels(event.sensor_id, event.label).inc()
+        if event.HasField("onset_time"):
+            onset_ns = event.onset_time.ToNanoseconds()
+            self.detection_latency.labels(event.label).observe(max(0, now_ns - onset_ns) / 1e9)

@@ -102,6 +102,22 @@ async def test_scores_become_the_engines_events_and_bad_records_are_parked(
         )
         == started
     )
+    # Per sensor too, and each start's delay from its onset is observed.
+    assert (
+        sum(
+            sample("soundsentry_sensor_events_total", {"sensor": sensor, "label": label}) or 0
+            for label in card.labels
+            for sensor in ("mic-a", "mic-b")
+        )
+        == started
+    )
+    assert (
+        sum(
+            sample("soundsentry_detection_latency_seconds_count", {"label": label}) or 0
+            for label in card.labels
+        )
+        == started
+    )
 
 
 async def test_a_restarted_alerter_continues_open_events_from_its_changelog(
