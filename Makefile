@@ -12,16 +12,17 @@ KAFKA_CACHE ?= $(CURDIR)/.cache/kafka
 EXTRAS ?= dev,train,plot
 export SOUNDSENTRY_KAFKA_CACHE := $(KAFKA_CACHE)
 
-.PHONY: help install kafka mosquitto lint format proto docs test test-unit clean
+.PHONY: help install kafka mosquitto prometheus kustomize lint format proto docs dashboards test test-unit clean
 
 help:
-	@echo "make test      create .venv, install, fetch Kafka, install Mosquitto, lint, type-check, run every test"
+	@echo "make test      create .venv, install, fetch Kafka, install Mosquitto and Prometheus, build kustomize, lint, type-check, run every test"
 	@echo "make install   create .venv and install soundsentry with its dev extras"
 	@echo "make kafka     fetch Apache Kafka's jars from Maven Central (once, into .cache/kafka)"
 	@echo "make lint      ruff check, ruff format --check, mypy"
 	@echo "make format    apply ruff's fixes and formatting"
 	@echo "make proto     regenerate shared/soundsentry/v1 from proto/"
 	@echo "make docs      regenerate README.md's configuration reference from the settings"
+	@echo "make dashboards regenerate deploy/grafana/dashboards from tools/gen_dashboards.py"
 	@echo "make test-unit the tests that need no broker"
 
 $(STAMP): pyproject.toml
@@ -47,6 +48,20 @@ mosquitto:
 	    echo "mosquitto is missing and cannot be installed here: the MQTT tests will be skipped"; \
 	  fi; }
 
+# Debian's Prometheus for the dashboard test (every panel's query must return series).
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || test -x /usr/bin/prometheus || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's prometheus for the dashboard test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	  else \
+	    echo "prometheus is missing and cannot be installed here: the dashboard test will be skipped"; \
+	  fi; }
+
+# kustomize, built from the Go module proxy into .cache/bin, renders deploy/k8s for its tests.
+kustomize:
+	bash tools/fetch_kustomize.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -62,9 +77,14 @@ proto: $(STAMP)
 docs: $(STAMP)
 	$(PY) tools/gen_config_docs.py
 
+dashboards: $(STAMP)
+	$(PY) tools/gen_dashboards.py
+
 test: $(STAMP)
 	$(MAKE) --no-print-directory kafka
 	$(MAKE) --no-print-directory mosquitto
+	$(MAKE) --no-print-directory prometheus
+	$(MAKE) --no-print-directory kustomize
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
 

@@ -71,6 +71,24 @@ class KafkaSettings(BaseSettings):
             )
         return kwargs
 
+    def faust_credentials(self) -> Any:
+        """Faust's ``broker_credentials`` for this protocol (None for PLAINTEXT): the stream
+        services connect with the same TLS and SASL settings as ingest and the admin client."""
+        if self.security_protocol == "PLAINTEXT":
+            return None
+        from faust.auth import SASLCredentials, SSLCredentials  # noqa: PLC0415
+
+        kwargs = self.aiokafka_kwargs()
+        context = kwargs.get("ssl_context")
+        if self.security_protocol.startswith("SASL"):
+            return SASLCredentials(
+                username=kwargs["sasl_plain_username"],
+                password=kwargs["sasl_plain_password"],
+                ssl_context=context,
+                mechanism=kwargs["sasl_mechanism"],
+            )
+        return SSLCredentials(context)
+
     def faust_broker_url(self) -> str:
         """The broker URL for Faust, ``soundsentry://host:port;host:port``: Faust's aiokafka
         transport with the commit fix of :mod:`soundsentry.faust_transport`."""

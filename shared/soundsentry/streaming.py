@@ -191,6 +191,7 @@ def new_app(
     return faust.App(
         app_id,
         broker=kafka.faust_broker_url(),
+        broker_credentials=kafka.faust_credentials(),
         store="memory://",
         web_enabled=False,
         stream_wait_empty=wait_empty,

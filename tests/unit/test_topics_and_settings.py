@@ -67,6 +67,24 @@ def test_kafka_password_is_masked_when_printed_and_passed_to_the_client() -> Non
     assert kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
 
 
+def test_stream_services_get_the_same_tls_and_sasl_settings_as_the_clients() -> None:
+    from faust.auth import SASLCredentials, SSLCredentials  # noqa: PLC0415
+
+    assert KafkaSettings().faust_credentials() is None
+    sasl = KafkaSettings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="featurizer",
+        sasl_password="hunter2",  # type: ignore[arg-type]
+    ).faust_credentials()
+    assert isinstance(sasl, SASLCredentials)
+    assert (sasl.username, sasl.password) == ("featurizer", "hunter2")
+    assert (sasl.protocol.value, sasl.mechanism.value) == ("SASL_SSL", "SCRAM-SHA-512")
+    tls = KafkaSettings(security_protocol="SSL").faust_credentials()
+    assert isinstance(tls, SSLCredentials)
+    assert tls.protocol.value == "SSL"
+
+
 def test_dead_letter_keeps_the_record_and_says_why_and_where_from() -> None:
     error = ContractError("undecodable", "12 bytes are not a valid soundsentry.v1.AudioChunk")
     letter = dead_letter(
