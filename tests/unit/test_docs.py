@@ -6,10 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
-def test_readme_configuration_reference_is_up_to_date(repo_root: Path) -> None:
+from soundsentry.services.catalog import SETTINGS
+
+
+@pytest.mark.parametrize("generator", ["gen_config_docs.py", "gen_dashboards.py"])
+def test_generated_files_are_up_to_date(repo_root: Path, generator: str) -> None:
+    """README's configuration reference and the Grafana dashboards."""
     result = subprocess.run(
-        [sys.executable, str(repo_root / "tools" / "gen_config_docs.py"), "--check"],
+        [sys.executable, str(repo_root / "tools" / generator), "--check"],
         capture_output=True,
         text=True,
         check=False,
@@ -17,12 +23,7 @@ def test_readme_configuration_reference_is_up_to_date(repo_root: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_every_setting_is_documented_with_a_meaning(repo_root: Path) -> None:
-    sys.path.insert(0, str(repo_root / "tools"))
-    try:
-        import gen_config_docs  # noqa: PLC0415
-    finally:
-        sys.path.pop(0)
-    for cls in gen_config_docs.SETTINGS:
+def test_every_setting_is_documented_with_a_meaning() -> None:
+    for cls in SETTINGS:
         for name, field in cls.model_fields.items():
             assert field.description, f"{cls.__name__}.{name} has no description"
