@@ -12,10 +12,10 @@ KAFKA_CACHE ?= $(CURDIR)/.cache/kafka
 EXTRAS ?= dev,train,plot
 export SOUNDSENTRY_KAFKA_CACHE := $(KAFKA_CACHE)
 
-.PHONY: help install kafka mosquitto prometheus kustomize lint format proto docs dashboards test test-unit clean
+.PHONY: help install kafka mosquitto prometheus deploy-tools lint format proto docs dashboards test test-unit clean
 
 help:
-	@echo "make test      create .venv, install, fetch Kafka, install Mosquitto and Prometheus, build kustomize, lint, type-check, run every test"
+	@echo "make test      create .venv, install, fetch Kafka, install Mosquitto and Prometheus, build kustomize and composecheck, lint, type-check, run every test"
 	@echo "make install   create .venv and install soundsentry with its dev extras"
 	@echo "make kafka     fetch Apache Kafka's jars from Maven Central (once, into .cache/kafka)"
 	@echo "make lint      ruff check, ruff format --check, mypy"
@@ -48,9 +48,10 @@ mosquitto:
 	    echo "mosquitto is missing and cannot be installed here: the MQTT tests will be skipped"; \
 	  fi; }
 
-# Debian's Prometheus for the dashboard test (every panel's query must return series).
+# Debian's Prometheus for the dashboard test (every panel's query must return series) and its
+# promtool for the Prometheus config and alert-rule tests.
 prometheus:
-	@command -v prometheus >/dev/null 2>&1 || test -x /usr/bin/prometheus || { \
+	@{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing Debian's prometheus for the dashboard test"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
@@ -58,9 +59,11 @@ prometheus:
 	    echo "prometheus is missing and cannot be installed here: the dashboard test will be skipped"; \
 	  fi; }
 
-# kustomize, built from the Go module proxy into .cache/bin, renders deploy/k8s for its tests.
-kustomize:
+# Built from the Go module proxy into .cache/bin: kustomize renders deploy/k8s for its tests,
+# composecheck validates docker-compose.yml with compose-go (what `docker compose` uses).
+deploy-tools:
 	bash tools/fetch_kustomize.sh
+	bash tools/fetch_composecheck.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -84,7 +87,7 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory kafka
 	$(MAKE) --no-print-directory mosquitto
 	$(MAKE) --no-print-directory prometheus
-	$(MAKE) --no-print-directory kustomize
+	$(MAKE) --no-print-directory deploy-tools
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
 
