@@ -28,7 +28,7 @@ from soundsentry.contracts import AudioChunk, ChunkAck, encode, sensor_key
 from soundsentry.ingest import Code, SequenceTracker, TokenTable, Verdict, admit
 from soundsentry.services.ingest.metrics import IngestMetrics
 from soundsentry.services.ingest.settings import IngestSettings
-from soundsentry.settings import KafkaSettings, TopicSettings
+from soundsentry.settings import MAX_MESSAGE_BYTES, KafkaSettings, TopicSettings
 from soundsentry.topics import AUDIO, TopicLayout
 from soundsentry.v1 import soundsentry_pb2_grpc
 
@@ -37,8 +37,6 @@ __all__ = ["IngestServer", "IngestServicer", "main"]
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "soundsentry.v1.Ingest"
-# Kafka's default message limit is 1 MiB; a chunk's payload is limited below it.
-_MAX_MESSAGE_BYTES = 1_048_576
 
 
 @dataclass(slots=True)
@@ -190,11 +188,7 @@ class IngestServer:
         self._kafka: AIOKafkaProducer | None = None
         if sink is None:
             sink = self._kafka = AIOKafkaProducer(
-                **kafka.aiokafka_kwargs(),
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=settings.linger_ms,
-                max_request_size=_MAX_MESSAGE_BYTES,
+                **kafka.producer_kwargs(linger_ms=settings.linger_ms)
             )
         self.producer: ChunkSink = sink
         self.servicer = IngestServicer(
@@ -207,7 +201,7 @@ class IngestServer:
         )
         self.health = health_aio.HealthServicer()
         self.server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", 2 * _MAX_MESSAGE_BYTES)],
+            options=[("grpc.max_receive_message_length", 2 * MAX_MESSAGE_BYTES)],
             # Server-wide (HTTP/2's max_concurrent_streams would only bound each connection);
             # a stream beyond it is refused with RESOURCE_EXHAUSTED and the sensor retries.
             maximum_concurrent_rpcs=settings.max_streams,

@@ -153,9 +153,7 @@ async def _simulate_kafka(
     from soundsentry.topics import AUDIO, TopicLayout  # noqa: PLC0415
 
     # As the ingest service publishes: idempotent, acknowledged by every in-sync replica.
-    producer = AIOKafkaProducer(
-        **KafkaSettings().aiokafka_kwargs(), acks="all", enable_idempotence=True, linger_ms=5
-    )
+    producer = AIOKafkaProducer(**KafkaSettings().producer_kwargs())
     await producer.start()
     try:
         topic = TopicLayout.from_settings(TopicSettings()).name(AUDIO)

@@ -10,6 +10,7 @@ sensor should produce are known, with their capture times: :func:`expected_event
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -153,6 +154,13 @@ def sensor_chunks(plan: SensorPlan, *, duration_s: float, chunk_ms: int) -> Iter
     )
 
 
+def _from_now(plans: Sequence[SensorPlan]) -> list[SensorPlan]:
+    """The plans with their capture clock starting now: set-up time (connecting, starting a
+    producer) must not count as audio the sensors already captured."""
+    now = time.time_ns()
+    return [dataclasses.replace(plan, start_time_ns=now) for plan in plans]
+
+
 @dataclass(frozen=True, slots=True)
 class ExpectedEvent:
     """A truth event of one sensor's stream, in stream seconds (``file_id`` is the sensor)."""
@@ -207,9 +215,11 @@ async def run_grpc(
     tls_ca: Path | None = None,
 ) -> SimulationReport:
     """Each sensor streams in real time over its own gRPC stream (``soundsentry push``'s
-    client), on one shared channel; starts are spread over one chunk period."""
+    client), on one shared channel; starts are spread over one chunk period. Capture times
+    count from the call."""
     report = SimulationReport(sensors=len(plans))
     started = time.monotonic()
+    plans = _from_now(plans)
     async with open_channel(target, tls_ca) as channel:
 
         async def one(index: int, plan: SensorPlan) -> None:
@@ -238,8 +248,10 @@ async def run_kafka(
     chunk_ms: int = 100,
 ) -> SimulationReport:
     """A sensor gateway: every ``chunk_ms``, one chunk of each sensor to ``topic`` through
-    ``producer`` (a started aiokafka producer; acks as it is configured), keyed by sensor."""
+    ``producer`` (a started aiokafka producer; acks as it is configured), keyed by sensor.
+    Capture times count from the call."""
     report = SimulationReport(sensors=len(plans))
+    plans = _from_now(plans)
     streams = [sensor_chunks(plan, duration_s=duration_s, chunk_ms=chunk_ms) for plan in plans]
     keys = [sensor_key(plan.sensor_id) for plan in plans]
     started = time.monotonic()

@@ -17,7 +17,7 @@ from soundsentry.contracts import decode
 from soundsentry.deadletter import dead_letter
 from soundsentry.exceptions import BadMessageError
 from soundsentry.metrics import StreamMetrics
-from soundsentry.settings import KafkaSettings
+from soundsentry.settings import MAX_MESSAGE_BYTES, PRODUCER_BATCH_BYTES, KafkaSettings
 from soundsentry.topics import TopicLayout, TopicSpec
 
 __all__ = [
@@ -198,6 +198,10 @@ def new_app(
         broker_session_timeout=kafka.session_timeout_s,
         broker_heartbeat_interval=min(3.0, kafka.session_timeout_s / 3),
         producer_acks=-1,
+        # Batches of many windows or scores per partition, as KafkaSettings.producer_kwargs.
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        producer_max_request_size=MAX_MESSAGE_BYTES,
+        producer_linger=0.005,
         topic_partitions=topics.partitions,
         topic_replication_factor=topics.replication_factor,
         # Faust creates <datadir> and <datadir>/v1/tables at start even with the memory store;

@@ -1,0 +1,346 @@
+"""The whole pipeline through the real broker: how many live sensors one machine keeps up with,
+and how fast an alert arrives.
+
+A local Kafka broker (from its jars) and the four services run as processes on loopback (the
+stack of ``soundsentry stack``). For each step of the ramp, N new sensors stream the project's
+kitchen recording (known alarms) in real time, through ``soundsentry simulate`` (a separate
+process: gRPC to ingest, or a Kafka gateway). A step is sustained when:
+
+- the load generator kept its real-time schedule and every chunk was stored;
+- no stage fell behind: at the end of the step each service's consumer lag is under
+  ``--max-lag-s`` seconds of its input, and the lag drains once the sensors stop.
+
+Detection latency is the time from a truth onset in the audio (its capture time) to the
+started event's record on the events topic (the alerter's send time); events are matched to the
+truth by sensor, label and onset (within a 0.5 s collar). CPU is each process's share of one
+core over the step; RSS is its resident memory at the end.
+
+Last line: one JSON object with max_realtime_sensors, latency_p50_s and latency_p99_s (of the
+largest sustained step), events_expected, events_detected, and per-step figures.
+
+    .venv/bin/python benchmarks/pipeline.py [--sensors 100,250,500,750,1000] [--step-s 45]
+        [--transport kafka|grpc] [--chunk-ms 100] [--partitions 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
+
+from soundsentry.contracts import Event, EventKind, decode
+from soundsentry.evaluation import read_event_list
+from soundsentry.settings import KafkaSettings
+from soundsentry.stack import SERVICES, LocalStack, StackPorts, soundsentry_command
+from soundsentry.testing.kafka_broker import free_port
+from soundsentry.topics import EVENTS, TopicLayout
+
+REPO = Path(__file__).resolve().parents[1]
+KITCHEN = REPO / "examples" / "audio" / "kitchen_alarms.flac"
+COLLAR_S = 0.5
+LAG_METRIC = {
+    "featurizer": "soundsentry_featurizer_consumer_lag",
+    "classifier": "soundsentry_classifier_consumer_lag",
+    "alerter": "soundsentry_alerter_consumer_lag",
+}
+
+
+@dataclass
+class Step:
+    sensors: int
+    sustained: bool = False
+    why_not: list[str] = field(default_factory=list)
+    sent: int = 0
+    published: int = 0
+    generator_slip_s: float = 0.0
+    lag_s: dict[str, float] = field(default_factory=dict)
+    drain_s: float = 0.0
+    events_expected: int = 0
+    events_detected: int = 0
+    false_events: int = 0
+    latency_p50_s: float | None = None
+    latency_p99_s: float | None = None
+    cpu_cores: dict[str, float] = field(default_factory=dict)
+    rss_mb: dict[str, float] = field(default_factory=dict)
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """Sum of each metric's samples on a service's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] += sample.value
+    return totals
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class EventLog:
+    """Started events on the events topic with the time each was sent."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        self.started: list[tuple[Event, float]] = []
+        self._consumer = AIOKafkaConsumer(
+            topic, **kafka.aiokafka_kwargs(), auto_offset_reset="latest", enable_auto_commit=False
+        )
+
+    async def run(self) -> None:
+        await self._consumer.start()
+        try:
+            async for record in self._consumer:
+                event = decode(Event, record.value or b"")
+                if event.kind == EventKind.EVENT_KIND_STARTED:
+                    self.started.append((event, record.timestamp / 1000))
+        finally:
+            await self._consumer.stop()
+
+
+def _match(truth_path: Path, started: list[tuple[Event, float]], step: Step) -> list[float]:
+    """Match started events to the truth; fill the step's counts; return latencies (s)."""
+    truth = read_event_list(truth_path)
+    step.events_expected = len(truth)
+    by_sensor: dict[str, list[tuple[Event, float]]] = defaultdict(list)
+    for event, sent_at in started:
+        by_sensor[event.sensor_id].append((event, sent_at))
+    used: set[str] = set()
+    latencies = []
+    for expected in truth:
+        for event, sent_at in by_sensor.get(expected.file_id, []):
+            onset_s = event.onset_sample / event.sample_rate_hz
+            if (
+                event.event_id not in used
+                and event.label == expected.label
+                and abs(onset_s - expected.onset_s) <= COLLAR_S
+            ):
+                used.add(event.event_id)
+                stream_start = event.onset_time.ToNanoseconds() / 1e9 - onset_s
+                latencies.append(sent_at - (stream_start + expected.onset_s))
+                break
+    step.events_detected = len(latencies)
+    step.false_events = sum(
+        1 for sensor in by_sensor.values() for e, _ in sensor if e.event_id not in used
+    )
+    return latencies
+
+
+async def run_step(
+    stack: LocalStack, events: EventLog, sensors: int, args: argparse.Namespace, workdir: Path
+) -> Step:
+    step = Step(sensors)
+    truth = workdir / f"truth-{sensors}.tsv"
+    command = [*soundsentry_command(), "simulate", "--sensors", str(sensors)]
+    command += ["--duration", str(args.step_s), "--chunk-ms", str(args.chunk_ms)]
+    command += ["--prefix", f"n{sensors}-", "--file", str(KITCHEN), "--truth", str(truth)]
+    if args.transport == "kafka":
+        command.append("--kafka")
+    else:
+        command += ["--target", f"127.0.0.1:{stack.ports.ingest}"]
+    pids = {name: process.pid for name, process in stack.processes.items()}
+    cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    started_at = time.monotonic()
+    seen = len(events.started)
+    generator = await asyncio.create_subprocess_exec(
+        *command, env=stack.env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    # Lag near the end of the step, while audio still arrives: what real time looks like.
+    await asyncio.sleep(max(1.0, args.step_s - 5.0))
+    lag_records = {s: _scrape(stack.ports.metrics[s]).get(m, 0.0) for s, m in LAG_METRIC.items()}
+    out, err = await generator.communicate()
+    elapsed = time.monotonic() - started_at
+    generator_cpu = _cpu_seconds_of_children()
+    report = out.decode().strip().splitlines()[-1] if out else err.decode()[-500:]
+    step.sent, step.published, step.generator_slip_s = _parse_report(report)
+    # Records per second into each stage: chunks, then windows (one per hop) and scores.
+    chunk_rate = sensors * 1000 / args.chunk_ms
+    window_rate = sensors / 0.5
+    rates = {"featurizer": chunk_rate, "classifier": window_rate, "alerter": window_rate}
+    step.lag_s = {s: round(lag_records[s] / rates[s], 2) for s in LAG_METRIC}
+    drain_started = time.monotonic()
+    while any(_scrape(stack.ports.metrics[s]).get(m, 0.0) > 0 for s, m in LAG_METRIC.items()):
+        if time.monotonic() - drain_started > 60:
+            step.why_not.append("lag did not drain within 60 s")
+            break
+        await asyncio.sleep(0.5)
+    step.drain_s = round(time.monotonic() - drain_started, 1)
+    await asyncio.sleep(3.0)  # the last events of the step
+    step.cpu_cores = {
+        name: round((_cpu_seconds(pid) - cpu_before[name]) / elapsed, 2)
+        for name, pid in pids.items()
+    }
+    step.cpu_cores["simulate"] = round(generator_cpu / elapsed, 2)
+    step.rss_mb = {name: round(_rss_mb(pid)) for name, pid in pids.items()}
+    latencies = _match(truth, events.started[seen:], step)
+    if latencies:
+        step.latency_p50_s = round(float(np.percentile(latencies, 50)), 3)
+        step.latency_p99_s = round(float(np.percentile(latencies, 99)), 3)
+    if step.published != step.sent or step.sent == 0:
+        step.why_not.append(f"stored {step.published} of {step.sent} chunks")
+    if step.generator_slip_s > 1.0:
+        step.why_not.append(f"the load generator fell {step.generator_slip_s:.1f} s behind")
+    step.why_not += [
+        f"{s} {lag:.1f} s behind" for s, lag in step.lag_s.items() if lag > args.max_lag_s
+    ]
+    step.sustained = not step.why_not
+    return step
+
+
+_children_cpu_seen = 0.0
+
+
+def _cpu_seconds_of_children() -> float:
+    """CPU of waited-for children since the last call (the load generator)."""
+    global _children_cpu_seen
+    usage = os.times()
+    total = usage.children_user + usage.children_system
+    delta, _children_cpu_seen = total - _children_cpu_seen, total
+    return delta
+
+
+def _parse_report(line: str) -> tuple[int, int, float]:
+    """``<published>/<sent> chunks ...; slowest send <s> s behind schedule`` (simulate)."""
+    try:
+        published, sent = line.split(" chunks", 1)[0].split("/")
+        slip = float(line.split("slowest send ", 1)[1].split(" s", 1)[0])
+    except (IndexError, ValueError):
+        print(f"unexpected simulate output: {line}", file=sys.stderr)
+        return 0, 0, float("inf")
+    return int(sent), int(published), slip
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="soundsentry-pipeline-"))
+    ports = StackPorts(
+        ingest=free_port(),
+        metrics={name: free_port() for name in SERVICES},
+        prometheus=free_port(),
+    )
+    topics = TopicLayout(prefix="bench.", partitions=args.partitions, replication_factor=1)
+    stack = LocalStack(
+        workdir,
+        model_dir=REPO / "models",
+        topics=topics,
+        ports=ports,
+        group="bench",
+        extra_env={
+            # Per-sensor series are for dashboards; a benchmark of thousands needs none.
+            "SOUNDSENTRY_CLASSIFIER_SENSOR_METRICS": "",
+            "SOUNDSENTRY_ALERTER_SENSOR_METRICS": "",
+        },
+    )
+    stack.start_kafka(free_port())
+    kafka = KafkaSettings(bootstrap_servers=stack.bootstrap or "")
+    steps: list[Step] = []
+    try:
+        await stack.start_services()
+        for port in ports.metrics.values():
+            await _wait_http(port)
+        events = EventLog(kafka, topics.name(EVENTS))
+        follower = asyncio.create_task(events.run())
+        await asyncio.sleep(5.0)  # groups settle, partitions assigned
+        for sensors in args.sensors:
+            step = await run_step(stack, events, sensors, args, workdir)
+            steps.append(step)
+            print(_describe(step), flush=True)
+            if not step.sustained and args.stop_at_first_failure:
+                break
+        follower.cancel()
+    finally:
+        await stack.stop()
+        stack.stop_kafka()
+    best = max((s for s in steps if s.sustained), key=lambda s: s.sensors, default=None)
+    return {
+        "benchmark": "pipeline",
+        "transport": args.transport,
+        "chunk_ms": args.chunk_ms,
+        "partitions": args.partitions,
+        "step_s": args.step_s,
+        "cpus": os.cpu_count(),
+        "max_realtime_sensors": best.sensors if best else 0,
+        "latency_p50_s": best.latency_p50_s if best else None,
+        "latency_p99_s": best.latency_p99_s if best else None,
+        "events_expected": best.events_expected if best else 0,
+        "events_detected": best.events_detected if best else 0,
+        "steps": [asdict(s) for s in steps],
+    }
+
+
+async def _wait_http(port: int) -> None:
+    async with asyncio.timeout(120):
+        while True:
+            try:
+                _scrape(port)
+            except OSError:
+                await asyncio.sleep(0.5)
+            else:
+                return
+
+
+def _describe(step: Step) -> str:
+    verdict = "sustained" if step.sustained else "NOT sustained: " + "; ".join(step.why_not)
+    cpu = ", ".join(f"{k} {v:.2f}" for k, v in step.cpu_cores.items())
+    rss = ", ".join(f"{k} {v:.0f}" for k, v in step.rss_mb.items())
+    lag = ", ".join(f"{k} {v:.1f} s" for k, v in step.lag_s.items())
+    return (
+        f"{step.sensors:5d} sensors: {verdict}\n"
+        f"      chunks {step.published}/{step.sent}, generator slip {step.generator_slip_s:.2f} s, "
+        f"lag {lag}, drained in {step.drain_s:.1f} s\n"
+        f"      events {step.events_detected}/{step.events_expected} detected "
+        f"({step.false_events} others), latency p50 {step.latency_p50_s} s "
+        f"p99 {step.latency_p99_s} s\n"
+        f"      CPU (cores): {cpu}\n      RSS (MB): {rss}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sensors",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[100, 250, 500, 750, 1000],
+        help="comma-separated ramp of sensor counts",
+    )
+    parser.add_argument("--step-s", type=float, default=45.0, help="seconds of audio per step")
+    parser.add_argument("--transport", choices=["kafka", "grpc"], default="kafka")
+    parser.add_argument("--chunk-ms", type=int, default=100)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--max-lag-s", type=float, default=2.0, help="sustained: lag under this")
+    parser.add_argument("--stop-at-first-failure", action="store_true")
+    args = parser.parse_args()
+    result = asyncio.run(main_async(args))
+    print(
+        f"max sensors in real time: {result['max_realtime_sensors']} "
+        f"({args.transport}, {args.chunk_ms} ms chunks, {args.partitions} partitions, "
+        f"{result['cpus']} CPUs); latency p50 {result['latency_p50_s']} s, "
+        f"p99 {result['latency_p99_s']} s"
+    )
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
