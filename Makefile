@@ -37,27 +37,26 @@ install: $(STAMP)
 kafka: $(STAMP)
 	$(PY) -m soundsentry.testing.kafka_broker fetch --cache $(KAFKA_CACHE)
 
-# Debian's Mosquitto for the MQTT notification tests: installed when missing if we may (root
-# with apt-get); elsewhere those tests say they are skipped.
-mosquitto:
-	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+# Debian packages some tests need, installed when missing if we may (root with apt-get);
+# elsewhere those tests say they are skipped. $(1) package, $(2) check, $(3) who needs it.
+define debian_package
+	@{ $(2); } >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian's mosquitto for the MQTT tests"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+	    echo "installing Debian's $(1) for $(3)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
 	  else \
-	    echo "mosquitto is missing and cannot be installed here: the MQTT tests will be skipped"; \
+	    echo "$(1) is missing and cannot be installed here: $(3) will be skipped"; \
 	  fi; }
+endef
 
-# Debian's Prometheus for the dashboard test (every panel's query must return series) and its
-# promtool for the Prometheus config and alert-rule tests.
+# Mosquitto for the MQTT notification tests.
+mosquitto:
+	$(call debian_package,mosquitto,command -v mosquitto || test -x /usr/sbin/mosquitto,the MQTT tests)
+
+# Prometheus for the dashboard test (every panel's query must return series), and its promtool
+# for the Prometheus config and alert-rule tests.
 prometheus:
-	@{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian's prometheus for the dashboard test"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
-	  else \
-	    echo "prometheus is missing and cannot be installed here: the dashboard test will be skipped"; \
-	  fi; }
+	$(call debian_package,prometheus,command -v prometheus && command -v promtool,the dashboard and Prometheus config tests)
 
 # Built from the Go module proxy into .cache/bin: kustomize renders deploy/k8s for its tests,
 # composecheck validates docker-compose.yml with compose-go (what `docker compose` uses).

@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +79,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve_main()
 
 
+def _rejected(counts: Mapping[str, int]) -> str:
+    """``; rejected: reason=n, ...`` for a summary line, or nothing."""
+    if not counts:
+        return ""
+    return "; rejected: " + ", ".join(f"{reason}={n}" for reason, n in sorted(counts.items()))
+
+
 def _cmd_push(args: argparse.Namespace) -> int:
     from soundsentry.client import file_chunks, push  # noqa: PLC0415
 
@@ -90,11 +97,10 @@ def _cmd_push(args: argparse.Namespace) -> int:
     )
     for line in result.messages[:20]:
         print(f"rejected {line}", file=sys.stderr)
-    rejected = ", ".join(f"{reason}={n}" for reason, n in sorted(result.rejected.items()))
     print(
         f"{args.file}: stream {result.stream_id}: {result.published}/{result.sent} chunks "
         f"published in {result.seconds:.2f} s"
-        + (f"; rejected: {rejected}" if rejected else "")
+        + _rejected(result.rejected)
         + (f"; reconnected {result.reconnects} times" if result.reconnects else "")
     )
     return 0 if result.ok else 1
@@ -132,12 +138,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         )
     for failure in report.failed_sensors[:20]:
         print(f"failed {failure}", file=sys.stderr)
-    rejected = ", ".join(f"{reason}={n}" for reason, n in sorted(report.rejected.items()))
     print(
         f"{report.published}/{report.sent} chunks published from {report.sensors} sensors in "
         f"{report.seconds:.1f} s ({report.sent / max(report.seconds, 1e-9):.0f} chunks/s); "
         f"slowest send {report.max_slip_s:.2f} s behind schedule"
-        + (f"; rejected: {rejected}" if rejected else "")
+        + _rejected(report.rejected)
         + (f"; {len(report.failed_sensors)} sensors failed" if report.failed_sensors else "")
     )
     return 0 if report.published == report.sent and not report.failed_sensors else 1
