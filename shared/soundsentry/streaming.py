@@ -202,6 +202,11 @@ def new_app(
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
         producer_max_request_size=MAX_MESSAGE_BYTES,
         producer_linger=0.005,
+        # Faust's default fetch (1 MiB per partition: some 300 chunks) left the featurizer
+        # idle between fetches with a backlog waiting: 2.6x the drain rate with 8 MiB
+        # (benchmarks/pipeline.py). The buffer holds what a fetch brings.
+        consumer_max_fetch_size=8 * 1024 * 1024,
+        stream_buffer_maxsize=32768,
         topic_partitions=topics.partitions,
         topic_replication_factor=topics.replication_factor,
         # Faust creates <datadir> and <datadir>/v1/tables at start even with the memory store;
