@@ -12,8 +12,10 @@ process: gRPC to ingest, or a Kafka gateway). A step is sustained when:
 
 Detection latency is the time from a truth onset in the audio (its capture time) to the
 started event's record on the events topic (the alerter's send time); events are matched to the
-truth by sensor, label and onset (within a 0.5 s collar). CPU is each process's share of one
-core over the step; RSS is its resident memory at the end.
+truth by sensor, label and onset (within a 0.5 s collar). CPU is each process's use over the step
+(drain included), in cores and in milliseconds per second of one sensor's audio (1000 / that is
+the sensors one core keeps up with); RSS is resident memory at the end. Broker bytes per sensor
+are the topics' log sizes on disk over all the audio sent.
 
 Last line: one JSON object with max_realtime_sensors, latency_p50_s and latency_p99_s (of the
 largest sustained step), events_expected, events_detected, and per-step figures.
@@ -74,6 +76,8 @@ class Step:
     latency_p50_s: float | None = None
     latency_p99_s: float | None = None
     cpu_cores: dict[str, float] = field(default_factory=dict)
+    # CPU per second of one sensor's audio: 1000 / this = sensors one core keeps up with.
+    cpu_ms_per_sensor_s: dict[str, float] = field(default_factory=dict)
     rss_mb: dict[str, float] = field(default_factory=dict)
 
 
@@ -171,7 +175,6 @@ async def run_step(
     await asyncio.sleep(max(1.0, args.step_s - 5.0))
     lag_records = {s: _scrape(stack.ports.metrics[s]).get(m, 0.0) for s, m in LAG_METRIC.items()}
     out, err = await generator.communicate()
-    elapsed = time.monotonic() - started_at
     generator_cpu = _cpu_seconds_of_children()
     report = out.decode().strip().splitlines()[-1] if out else err.decode()[-500:]
     step.sent, step.published, step.generator_slip_s = _parse_report(report)
@@ -188,11 +191,13 @@ async def run_step(
         await asyncio.sleep(0.5)
     step.drain_s = round(time.monotonic() - drain_started, 1)
     await asyncio.sleep(3.0)  # the last events of the step
-    step.cpu_cores = {
-        name: round((_cpu_seconds(pid) - cpu_before[name]) / elapsed, 2)
-        for name, pid in pids.items()
-    }
-    step.cpu_cores["simulate"] = round(generator_cpu / elapsed, 2)
+    # Over the whole step, drain included: the CPU the step's audio cost each process.
+    busy = time.monotonic() - started_at
+    cpu = {name: _cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+    cpu["simulate"] = generator_cpu
+    step.cpu_cores = {name: round(seconds / busy, 2) for name, seconds in cpu.items()}
+    audio_s = sensors * args.step_s
+    step.cpu_ms_per_sensor_s = {name: round(1000 * s / audio_s, 3) for name, s in cpu.items()}
     step.rss_mb = {name: round(_rss_mb(pid)) for name, pid in pids.items()}
     latencies = _match(truth, events.started[seen:], step)
     if latencies:
@@ -272,6 +277,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await stack.stop()
         stack.stop_kafka()
+    audio_s = sum(s.sensors * args.step_s for s in steps)
+    broker = _topic_bytes(workdir / "kafka" / "data", topics.prefix)
+    bytes_per_sensor_s = {t: round(b / audio_s) for t, b in broker.items()} if audio_s else {}
+    print(f"broker bytes per sensor-second, by topic: {bytes_per_sensor_s}")
     best = max((s for s in steps if s.sustained), key=lambda s: s.sensors, default=None)
     return {
         "benchmark": "pipeline",
@@ -285,8 +294,20 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "latency_p99_s": best.latency_p99_s if best else None,
         "events_expected": best.events_expected if best else 0,
         "events_detected": best.events_detected if best else 0,
+        "broker_bytes_per_sensor_s": bytes_per_sensor_s,
         "steps": [asdict(s) for s in steps],
     }
+
+
+def _topic_bytes(data: Path, prefix: str) -> dict[str, int]:
+    """Bytes on disk per topic (all partitions) in the broker's log directory."""
+    sizes: dict[str, int] = defaultdict(int)
+    for directory in data.glob("*-*"):
+        if directory.name.startswith("__") or not directory.is_dir():
+            continue  # Kafka's own topics
+        topic = directory.name.rsplit("-", 1)[0].removeprefix(prefix)
+        sizes[topic] += sum(f.stat().st_size for f in directory.glob("*.log"))
+    return dict(sizes)
 
 
 async def _wait_http(port: int) -> None:
@@ -304,6 +325,7 @@ def _describe(step: Step) -> str:
     verdict = "sustained" if step.sustained else "NOT sustained: " + "; ".join(step.why_not)
     cpu = ", ".join(f"{k} {v:.2f}" for k, v in step.cpu_cores.items())
     rss = ", ".join(f"{k} {v:.0f}" for k, v in step.rss_mb.items())
+    per_sensor = ", ".join(f"{k} {v:.2f}" for k, v in step.cpu_ms_per_sensor_s.items())
     lag = ", ".join(f"{k} {v:.1f} s" for k, v in step.lag_s.items())
     return (
         f"{step.sensors:5d} sensors: {verdict}\n"
@@ -312,7 +334,8 @@ def _describe(step: Step) -> str:
         f"      events {step.events_detected}/{step.events_expected} detected "
         f"({step.false_events} others), latency p50 {step.latency_p50_s} s "
         f"p99 {step.latency_p99_s} s\n"
-        f"      CPU (cores): {cpu}\n      RSS (MB): {rss}"
+        f"      CPU (cores, drain included): {cpu}\n"
+        f"      CPU ms per sensor-second: {per_sensor}\n      RSS (MB): {rss}"
     )
 
 
