@@ -165,6 +165,7 @@ async def run_step(
     else:
         command += ["--target", f"127.0.0.1:{stack.ports.ingest}"]
     pids = {name: process.pid for name, process in stack.processes.items()}
+    pids["kafka"] = stack.broker_pid()
     cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
     started_at = time.monotonic()
     seen = len(events.started)
@@ -351,7 +352,7 @@ def main() -> int:
     parser.add_argument("--transport", choices=["kafka", "grpc"], default="kafka")
     parser.add_argument("--chunk-ms", type=int, default=100)
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--max-lag-s", type=float, default=2.0, help="sustained: lag under this")
+    parser.add_argument("--max-lag-s", type=float, default=1.0, help="sustained: lag under this")
     parser.add_argument("--stop-at-first-failure", action="store_true")
     args = parser.parse_args()
     result = asyncio.run(main_async(args))

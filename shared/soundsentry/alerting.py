@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from soundsentry.contracts import Event, EventKind, WindowScores
@@ -259,6 +261,9 @@ class AlertEngine:
         self._cards = dict(cards)
         self._rules = rules or AlertRules()
         self._sensors: dict[str, _Sensor] = {}
+        # Resolving a rule (card defaults, then label and sensor-group overrides) for every
+        # score was a tenth of the alerter's time; rules change only in use_rules.
+        self._resolved: dict[tuple[str, str, str], EventRule | None] = {}
 
     @property
     def sensors(self) -> int:
@@ -267,6 +272,7 @@ class AlertEngine:
     def forget(self, sensor_ids: Iterable[str] | None = None) -> None:
         """Drop cached trackers (all with None), e.g. when partitions are revoked; they come
         back from the stored state on the next message."""
+        self._resolved.clear()
         if sensor_ids is None:
             self._sensors.clear()
         else:
@@ -285,6 +291,7 @@ class AlertEngine:
             self._rules = rules
         if cards is not None:
             self._cards = dict(cards)
+        self._resolved.clear()
         ended: list[tuple[str, Event]] = []
         for sensor_id, sensor in self._sensors.items():
             for key in list(sensor.trackers):
@@ -318,7 +325,7 @@ class AlertEngine:
         card = self._cards.get(message.model)
         if card is None:
             return AlertOutcome(skipped="unknown_model")
-        _check_scores(message)
+        frame_scores = _checked_frames(message)
         outcome = AlertOutcome()
         sensor = self._sensor(message.sensor_id, stored)
         if sensor.stream_id != message.stream_id:
@@ -333,12 +340,11 @@ class AlertEngine:
                 message.start_sample * 1e9 / message.sample_rate_hz
             )
         stale = True
-        for entry in message.scores:
+        for entry, frames in zip(message.scores, frame_scores, strict=True):
             tracker = self._tracker(card, entry.label, message, sensor)
             if tracker is None:
                 continue
             before = tracker.stale_windows
-            frames = list(entry.frame_scores) or None
             updates = tracker.push(message.start_sample, entry.score, frames)
             stale = stale and tracker.stale_windows > before
             outcome.events += [
@@ -367,7 +373,10 @@ class AlertEngine:
     # -- internals ---------------------------------------------------------------------------
 
     def _rule(self, card: ModelCard, label: str, sensor_id: str) -> EventRule | None:
-        return self._rules.resolve(event_rule_for(card, label), sensor_id)
+        key = (card.name, label, sensor_id)
+        if key not in self._resolved:
+            self._resolved[key] = self._rules.resolve(event_rule_for(card, label), sensor_id)
+        return self._resolved[key]
 
     def _sensor(self, sensor_id: str, stored: Callable[[str], Mapping[str, Any] | None]) -> _Sensor:
         sensor = self._sensors.get(sensor_id)
@@ -425,16 +434,26 @@ class AlertEngine:
         )
 
 
-def _check_scores(message: WindowScores) -> None:
+def _checked_frames(message: WindowScores) -> list[npt.NDArray[np.float64] | None]:
+    """Each label's frame scores as an array (None without), after checking every score of
+    the message, so that a bad one changes no tracker."""
+    out: list[npt.NDArray[np.float64] | None] = []
     for entry in message.scores:
         if not (math.isfinite(entry.score) and 0.0 <= entry.score <= 1.0):
             raise BadMessageError(
                 "bad_score", f"score {entry.score!r} of {entry.label!r} is not in [0, 1]"
             )
-        if any(not (math.isfinite(f) and 0.0 <= f <= 1.0) for f in entry.frame_scores):
+        if not entry.frame_scores:
+            out.append(None)
+            continue
+        frames = np.asarray(entry.frame_scores, dtype=np.float64)
+        # NaN fails both comparisons.
+        if not (np.all(frames >= 0.0) and np.all(frames <= 1.0)):
             raise BadMessageError(
                 "bad_frame_scores", f"a frame score of {entry.label!r} is not in [0, 1]"
             )
+        out.append(frames)
+    return out
 
 
 def _minutes(text: str) -> int:

@@ -131,6 +131,14 @@ class LocalStack:
         self.broker = broker
         return self.bootstrap
 
+    def broker_pid(self) -> int:
+        """The process id of the broker :meth:`start_kafka` started."""
+        from soundsentry.testing.kafka_broker import LocalKafka  # noqa: PLC0415
+
+        if not isinstance(self.broker, LocalKafka):
+            raise ConfigurationError("no broker was started here")
+        return self.broker.pid
+
     def stop_kafka(self) -> None:
         from soundsentry.testing.kafka_broker import LocalKafka  # noqa: PLC0415
 

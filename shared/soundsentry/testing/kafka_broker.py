@@ -317,6 +317,19 @@ class LocalKafka:
             process.wait()
 
     @property
+    def pid(self) -> int:
+        """The broker's process id (for CPU and memory figures).
+
+        Raises
+        ------
+        ConfigurationError
+            when the broker is not running.
+        """
+        if self._process is None:
+            raise ConfigurationError("the broker is not running")
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
