@@ -154,11 +154,19 @@ def sensor_chunks(plan: SensorPlan, *, duration_s: float, chunk_ms: int) -> Iter
     )
 
 
-def _from_now(plans: Sequence[SensorPlan]) -> list[SensorPlan]:
-    """The plans with their capture clock starting now: set-up time (connecting, starting a
-    producer) must not count as audio the sensors already captured."""
+# Real sensors are not synchronised: their chunks arrive spread over each chunk period.
+_PHASES = 20
+
+
+def _phased(plans: Sequence[SensorPlan], chunk_ms: int) -> tuple[list[SensorPlan], list[float]]:
+    """The plans with capture clocks starting now (set-up time must not count as audio already
+    captured), spread over one chunk period in ``_PHASES`` steps; and each one's offset (s)."""
     now = time.time_ns()
-    return [dataclasses.replace(plan, start_time_ns=now) for plan in plans]
+    phases = [(i * _PHASES // len(plans)) * chunk_ms / 1000 / _PHASES for i in range(len(plans))]
+    return [
+        dataclasses.replace(plan, start_time_ns=now + round(phase * 1e9))
+        for plan, phase in zip(plans, phases, strict=True)
+    ], phases
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,15 +223,15 @@ async def run_grpc(
     tls_ca: Path | None = None,
 ) -> SimulationReport:
     """Each sensor streams in real time over its own gRPC stream (``soundsentry push``'s
-    client), on one shared channel; starts are spread over one chunk period. Capture times
-    count from the call."""
+    client), on one shared channel. Capture clocks start with the call, spread over one chunk
+    period; each chunk is sent when its capture ends."""
     report = SimulationReport(sensors=len(plans))
     started = time.monotonic()
-    plans = _from_now(plans)
+    plans, phases = _phased(plans, chunk_ms)
     async with open_channel(target, tls_ca) as channel:
 
-        async def one(index: int, plan: SensorPlan) -> None:
-            await asyncio.sleep(index * chunk_ms / 1000 / len(plans))
+        async def one(plan: SensorPlan, phase: float) -> None:
+            await asyncio.sleep(max(0.0, started + phase - time.monotonic()))
             chunks = sensor_chunks(plan, duration_s=duration_s, chunk_ms=chunk_ms)
             try:
                 result = await push(target, chunks, token=token, realtime=True, channel=channel)
@@ -234,7 +242,7 @@ async def run_grpc(
             report.add(result)
             report.max_slip_s = max(report.max_slip_s, result.seconds - duration_s)
 
-        await asyncio.gather(*(one(i, plan) for i, plan in enumerate(plans)))
+        await asyncio.gather(*(one(p, phase) for p, phase in zip(plans, phases, strict=True)))
     report.seconds = time.monotonic() - started
     return report
 
@@ -247,33 +255,38 @@ async def run_kafka(
     duration_s: float,
     chunk_ms: int = 100,
 ) -> SimulationReport:
-    """A sensor gateway: every ``chunk_ms``, one chunk of each sensor to ``topic`` through
-    ``producer`` (a started aiokafka producer; acks as it is configured), keyed by sensor.
-    Capture times count from the call."""
+    """A sensor gateway: each sensor's chunks to ``topic`` through ``producer`` (a started
+    aiokafka producer; acks as it is configured), keyed by sensor, each sent when its capture
+    ends. Capture clocks start with the call, spread over one chunk period."""
     report = SimulationReport(sensors=len(plans))
-    plans = _from_now(plans)
-    streams = [sensor_chunks(plan, duration_s=duration_s, chunk_ms=chunk_ms) for plan in plans]
-    keys = [sensor_key(plan.sensor_id) for plan in plans]
     started = time.monotonic()
+    plans, phases = _phased(plans, chunk_ms)
+    # Sensors of one phase are sent together: (phase, [(chunks, key), ...]) in phase order.
+    groups: dict[float, list[tuple[Iterator[AudioChunk], bytes]]] = {}
+    for plan, phase in zip(plans, phases, strict=True):
+        chunks = sensor_chunks(plan, duration_s=duration_s, chunk_ms=chunk_ms)
+        groups.setdefault(phase, []).append((chunks, sensor_key(plan.sensor_id)))
     deliveries: list[asyncio.Future[Any]] = []
     tick = 0
-    while streams:
+    while groups:
         tick += 1
-        live = []
-        for stream, key in zip(streams, keys, strict=True):
-            chunk = next(stream, None)
-            if chunk is None:
-                continue
-            live.append((stream, key))
-            deliveries.append(await producer.send(topic, encode(chunk), key=key))
-            report.sent += 1
-        streams = [s for s, _ in live]
-        keys = [k for _, k in live]
-        # Chunk k is captured by tick k's end: send it then, as a microphone would.
-        due = started + tick * chunk_ms / 1000
-        now = time.monotonic()
-        report.max_slip_s = max(report.max_slip_s, now - due)
-        await asyncio.sleep(max(0.0, due - now))
+        for phase in sorted(groups):
+            # Chunk ``tick`` of these sensors has been captured by now.
+            due = started + phase + tick * chunk_ms / 1000
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            report.max_slip_s = max(report.max_slip_s, time.monotonic() - due)
+            live = []
+            for chunks, key in groups[phase]:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    continue
+                live.append((chunks, key))
+                deliveries.append(await producer.send(topic, encode(chunk), key=key))
+                report.sent += 1
+            if live:
+                groups[phase] = live
+            else:
+                del groups[phase]
         if len(deliveries) > 10_000:
             await _settle(deliveries, report)
     await _settle(deliveries, report)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -100,10 +101,14 @@ class _Producer:
 
     def __init__(self) -> None:
         self.sent: dict[bytes, list[AudioChunk]] = defaultdict(list)
+        self.early_ns = 0  # the most a chunk was sent before its capture ended
 
     async def send(self, topic: str, value: bytes, *, key: bytes) -> asyncio.Future[None]:
         assert topic == "audio.pcm"
         chunk = decode(AudioChunk, value)
+        frames = len(chunk.pcm) // 2
+        captured_ns = chunk.captured_at.ToNanoseconds() + frames * 1_000_000_000 // RATE
+        self.early_ns = max(self.early_ns, captured_ns - time.time_ns())
         self.sent[key].append(chunk)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if key == b"s1" and chunk.sequence == 1:
@@ -121,6 +126,8 @@ def test_a_gateway_sends_every_sensor_in_order_and_counts_refusals() -> None:
     assert report.sent == 6
     assert report.published == 5
     assert report.rejected == {"TimeoutError": 1}
+    # As a microphone: no chunk leaves before its last sample was captured (5 ms: timer slack).
+    assert producer.early_ns < 5_000_000
     for plan in plans:
         chunks = producer.sent[plan.sensor_id.encode()]
         assert [c.sequence for c in chunks] == [0, 1, 2]
