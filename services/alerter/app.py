@@ -153,6 +153,11 @@ class AlerterService:
         self.metrics.sensors.set(self.engine.sensors)
 
     async def _agent(self, stream: faust.StreamT[bytes]) -> None:
+        # Faust picks a table write's changelog partition from the producer's metadata
+        # without waiting for it: a write right after start, before the producer has seen
+        # the changelog topic, crashed the worker (TypeError in aiokafka's _partition).
+        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
+        await producer.partitions_for(self.table.changelog_topic.get_topic_name())
         await process_in_batches(
             stream,
             self.process_batch,
