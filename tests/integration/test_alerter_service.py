@@ -120,6 +120,10 @@ async def test_scores_become_the_engines_events_and_bad_records_are_parked(
     )
 
 
+def _event(record: Any) -> Event:
+    return decode(Event, record.value)
+
+
 async def test_a_restarted_alerter_continues_open_events_from_its_changelog(
     kafka_settings: KafkaSettings,
     topic_layout: TopicLayout,
@@ -161,10 +165,13 @@ async def test_a_restarted_alerter_continues_open_events_from_its_changelog(
             drain_s=2.0,
         )
         await eventually(lambda: second.engine.sensors == 1)
-    events = [decode(Event, r.value) for r in got]
-    assert [(e.event_id, e.kind) for e in events] == expected
+    # At least once: a worker stopped before its last commit went through (a loaded machine)
+    # has its last records read again, and their events published again with the same ids;
+    # receivers drop those by id, as here.
+    delivered = list(dict.fromkeys((e.event_id, e.kind) for e in map(_event, got)))
+    assert delivered == expected
     # The event open at the cut was started by the first alerter and ended by the second.
-    assert open_events <= {e.event_id for e in events[len(first_half) :]}
+    assert open_events <= {event_id for event_id, _ in delivered[len(first_half) :]}
 
 
 async def test_events_are_notified_and_a_failing_destination_is_dead_lettered(
