@@ -17,7 +17,14 @@ from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-__all__ = ["SCHEME", "Consumer", "Transport", "first_in_flight"]
+__all__ = [
+    "FETCH_MAX_WAIT_MS",
+    "SCHEME",
+    "Consumer",
+    "ConsumerThread",
+    "Transport",
+    "first_in_flight",
+]
 
 SCHEME = "soundsentry"
 
@@ -33,8 +40,27 @@ def first_in_flight(messages: Any) -> dict[Any, int]:
     return lowest
 
 
+# Faust asks the broker to hold a fetch up to 1.5 s when it has nothing new for the fetch's
+# partitions. aiokafka leaves partitions whose records are still buffered out of the next
+# fetch, so new records of those could wait out that hold: records reached the featurizer
+# 0.5-1.7 s after they were in Kafka (benchmarks/pipeline.py, 200 sensors).
+FETCH_MAX_WAIT_MS = 50
+
+
+class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread with a short fetch wait (``FETCH_MAX_WAIT_MS``)."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when its fetcher starts
+        return consumer
+
+
 class Consumer(faust_aiokafka.Consumer):
     """The aiokafka consumer whose commits stop before the first message still in flight."""
+
+    def _new_consumer_thread(self) -> ConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     _held: dict[Any, int] | None = None
 

@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from soundsentry.faust_transport import Consumer, first_in_flight
+from soundsentry.faust_transport import (
+    FETCH_MAX_WAIT_MS,
+    SCHEME,
+    Consumer,
+    ConsumerThread,
+    first_in_flight,
+)
 
 PARTITION = TP("audio.windows", 0)
 OTHER = TP("audio.windows", 1)
@@ -75,3 +81,17 @@ def test_a_commit_round_reads_the_messages_in_flight_once() -> None:
     subject._acked[PARTITION] = [15, 16, 17]
     subject._acked_index[PARTITION] = {15, 16, 17}
     assert subject._filter_committable_offsets([PARTITION]) == {PARTITION: 18}
+
+
+async def test_the_services_consumer_asks_the_broker_for_short_fetch_waits() -> None:
+    """Faust's 1.5 s would let a partition's new records wait out another fetch's hold."""
+    import faust  # noqa: PLC0415
+
+    app = faust.App("fetch-wait", broker=f"{SCHEME}://127.0.0.1:9", web_enabled=False)
+    thread = app.consumer._thread
+    assert isinstance(thread, ConsumerThread)
+    consumer = thread._create_worker_consumer(app.transport)  # not started: no broker needed
+    try:
+        assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS <= 100
+    finally:
+        await consumer.stop()
