@@ -137,3 +137,17 @@ class TopicSettings(BaseSettings):
     replication_factor: int = Field(
         default=1, ge=1, le=7, description="Replicas of each topic (3 in production)."
     )
+    retention_hours: dict[str, float] = Field(
+        default_factory=dict,
+        description='Retention of main topics in hours as JSON, e.g. {"audio.pcm": 2, '
+        '"audio.windows": 1}; others keep theirs (audio.pcm 24, audio.windows 6, audio.scores '
+        "24, audio.events 720). Applied when `topics create` makes a topic.",
+    )
+
+    @field_validator("retention_hours")
+    @classmethod
+    def _positive_hours(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {name: hours for name, hours in value.items() if not hours > 0}
+        if bad:
+            raise ValueError(f"retention must be a positive number of hours, got {bad}")
+        return value

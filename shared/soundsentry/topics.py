@@ -81,10 +81,32 @@ class TopicLayout:
     prefix: str = ""
     partitions: int = 12
     replication_factor: int = 1
+    # (base topic name, retention in ms) replacing the spec's own retention
+    retention_ms: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def from_settings(cls, settings: TopicSettings) -> TopicLayout:
-        return cls(settings.prefix, settings.partitions, settings.replication_factor)
+        """The layout the settings describe.
+
+        Raises
+        ------
+        ConfigurationError
+            when ``retention_hours`` names a topic that is not one of the main topics.
+        """
+        known = {spec.name for spec in ALL_TOPICS}
+        unknown = sorted(set(settings.retention_hours) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"retention_hours names unknown topics {unknown}; known: {sorted(known)}"
+            )
+        retention = tuple(
+            (name, round(hours * _HOUR_MS)) for name, hours in settings.retention_hours.items()
+        )
+        return cls(settings.prefix, settings.partitions, settings.replication_factor, retention)
+
+    def retention(self, spec: TopicSpec[Any]) -> int:
+        """Milliseconds records of ``spec``'s topic are kept."""
+        return dict(self.retention_ms).get(spec.name, spec.retention_ms)
 
     def name(self, spec: TopicSpec[Any]) -> str:
         return f"{self.prefix}{spec.name}"
@@ -99,7 +121,7 @@ class TopicLayout:
                 self.name(spec),
                 self.partitions,
                 self.replication_factor,
-                {"retention.ms": str(spec.retention_ms)},
+                {"retention.ms": str(self.retention(spec))},
             )
             yield PhysicalTopic(
                 self.dlq(spec),

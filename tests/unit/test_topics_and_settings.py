@@ -137,3 +137,22 @@ def test_local_broker_formats_with_cluster_ids_that_look_like_options(
     with pytest.raises(ConfigurationError, match="formatting"):
         broker.start()
     assert "--cluster-id=-starts-with-a-dash-id" in calls[0]
+
+
+def test_retention_of_main_topics_can_be_set_per_topic(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "SOUNDSENTRY_TOPICS_RETENTION_HOURS", '{"audio.pcm": 2, "audio.windows": 0.5}'
+    )
+    layout = TopicLayout.from_settings(TopicSettings())
+    retention = {t.name: int(t.config["retention.ms"]) for t in layout.physical_topics()}
+    assert retention["audio.pcm"] == 2 * 3_600_000
+    assert retention["audio.windows"] == 1_800_000
+    assert retention["audio.events"] == EVENTS.retention_ms  # not named: its own
+    assert retention["audio.pcm.dlq"] == retention["audio.events.dlq"]  # dead letters unchanged
+
+
+def test_retention_of_an_unknown_topic_or_of_no_time_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match=r"unknown topics \['audio.wav'\]"):
+        TopicLayout.from_settings(TopicSettings(retention_hours={"audio.wav": 1}))
+    with pytest.raises(ValidationError, match="positive number of hours"):
+        TopicSettings(retention_hours={"audio.pcm": 0})
