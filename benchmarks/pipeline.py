@@ -84,12 +84,16 @@ class Step:
     rss_mb: dict[str, float] = field(default_factory=dict)
 
 
+def _families(port: int) -> list[Any]:
+    """The metric families a service serves on its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return list(text_string_to_metric_families(response.read().decode()))
+
+
 def _scrape(port: int) -> dict[str, float]:
     """Sum of each metric's samples on a service's /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
     totals: dict[str, float] = defaultdict(float)
-    for family in text_string_to_metric_families(text):
+    for family in _families(port):
         for sample in family.samples:
             totals[sample.name] += sample.value
     return totals
@@ -97,10 +101,8 @@ def _scrape(port: int) -> dict[str, float]:
 
 def _latency_buckets(port: int) -> dict[float, float]:
     """The alerter's cumulative detection-latency buckets (all labels): upper bound -> count."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
     buckets: dict[float, float] = defaultdict(float)
-    for family in text_string_to_metric_families(text):
+    for family in _families(port):
         if family.name == "soundsentry_detection_latency_seconds":
             for sample in family.samples:
                 if sample.name.endswith("_bucket"):

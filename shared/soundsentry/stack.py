@@ -19,11 +19,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.settings import KafkaSettings
 from soundsentry.topics import TopicLayout, ensure_topics
+
+if TYPE_CHECKING:
+    from soundsentry.testing.kafka_broker import LocalKafka
 
 __all__ = [
     "SERVICES",
@@ -117,7 +120,7 @@ class LocalStack:
         self.group = group
         self.extra_env = dict(extra_env or {})
         self.bootstrap = bootstrap
-        self.broker: object | None = None
+        self.broker: LocalKafka | None = None
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         workdir.mkdir(parents=True, exist_ok=True)
 
@@ -133,16 +136,12 @@ class LocalStack:
 
     def broker_pid(self) -> int:
         """The process id of the broker :meth:`start_kafka` started."""
-        from soundsentry.testing.kafka_broker import LocalKafka  # noqa: PLC0415
-
-        if not isinstance(self.broker, LocalKafka):
+        if self.broker is None:
             raise ConfigurationError("no broker was started here")
         return self.broker.pid
 
     def stop_kafka(self) -> None:
-        from soundsentry.testing.kafka_broker import LocalKafka  # noqa: PLC0415
-
-        if isinstance(self.broker, LocalKafka):
+        if self.broker is not None:
             self.broker.stop()
         self.broker = None
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import sys
@@ -11,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from soundsentry.settings import KafkaSettings
+from soundsentry.stack import SERVICES, LocalStack, StackPorts
 from soundsentry.topics import TopicLayout
 
 REPO = Path(__file__).resolve().parents[2]
 SOUNDSENTRY = str(Path(sys.executable).with_name("soundsentry"))
-SERVICES = ("ingest", "featurizer", "classifier", "alerter")
 
 
 def free_port() -> int:
@@ -45,26 +44,18 @@ def service_env(
     ingest_port: int,
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment of every service: this test's broker, topics, groups and models."""
-    env = {
-        **os.environ,
-        "SOUNDSENTRY_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "SOUNDSENTRY_TOPICS_PREFIX": topics.prefix,
-        "SOUNDSENTRY_TOPICS_PARTITIONS": str(topics.partitions),
-        "SOUNDSENTRY_INGEST_HOST": "127.0.0.1",
-        "SOUNDSENTRY_INGEST_PORT": str(ingest_port),
-        "SOUNDSENTRY_INGEST_ALLOW_ANONYMOUS": "true",
-        "SOUNDSENTRY_INGEST_METRICS_PORT": "0",
-    }
-    for service in ("featurizer", "classifier", "alerter"):
-        prefix = f"SOUNDSENTRY_{service.upper()}_"
-        env[prefix + "APP_ID"] = f"{group}-{service}"
-        env[prefix + "DATA_DIR"] = str(data_dir)
-        env[prefix + "METRICS_PORT"] = "0"
-    for service in ("classifier", "alerter"):
-        env[f"SOUNDSENTRY_{service.upper()}_MODEL_DIR"] = str(REPO / "models")
-    env.update(extra or {})
-    return env
+    """The environment of every service: this test's broker, topics, groups and models, the
+    stack's (``soundsentry stack``) with metrics on free ports."""
+    stack = LocalStack(
+        data_dir,
+        model_dir=REPO / "models",
+        topics=topics,
+        ports=StackPorts(ingest=ingest_port, metrics=dict.fromkeys(SERVICES, 0)),
+        group=group,
+        extra_env=extra,
+        bootstrap=kafka.bootstrap_servers,
+    )
+    return stack.env()
 
 
 class Services:
