@@ -169,7 +169,9 @@ async def test_models_are_hot_reloaded_and_a_broken_card_does_not_stop_scoring(
     )
     registry = CollectorRegistry()
     service = create_app(kafka_settings, topic_layout, settings, registry=registry)
-    first = sensor_windows("siren", "mic-a")
+    # Only windows the first model scores: a BAND window still in flight at the reload would be
+    # scored by the new alarms model, and the test could not say which model mic-a should get.
+    first = [w for w in sensor_windows("siren", "mic-a") if w.profile == FULL.name]
     second = sensor_windows("dog_bark", "mic-b")
     source, scores = topic_layout.name(WINDOWS), topic_layout.name(SCORES)
 
@@ -187,7 +189,7 @@ async def test_models_are_hot_reloaded_and_a_broken_card_does_not_stop_scoring(
             kafka_settings,
             scores,
             consumer_group + "-1",
-            lambda got: len(got) >= sum(w.profile == FULL.name for w in first),
+            lambda got: len(got) >= len(first),
         )
         # A new model, a new version of the old one, and a broken card.
         write_model(folder, "alarms", BAND, ["smoke_alarm"], seed=1)
