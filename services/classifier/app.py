@@ -1,11 +1,11 @@
-"""The classifier's Faust app: feature windows in, per-label scores out, bad records parked.
+"""The classifier: feature windows in, per-label scores out, bad records parked.
 
-One agent reads the windows topic in micro-batches (up to ``max_batch_windows`` records,
-waiting at most ``max_batch_ms``), decodes each record (undecodable ones, and windows whose
-shape does not fit their profile, are parked in the windows DLQ), and scores the whole batch
-with :meth:`ModelSet.score`: every model whose profile matches a window, one ONNX call per
-model for all sensors of the batch, windows below a model's silence gate skipped. Each model's
-scores of each window go to the scores topic keyed by sensor, with a deterministic id.
+A :class:`~soundsentry.batchapp.BatchApp` reads the windows topic in batches (whatever has
+arrived, up to ``max_batch_windows`` records), decodes each record (undecodable ones, and
+windows whose shape does not fit their profile, are parked in the windows DLQ), and scores the
+whole batch with :meth:`ModelSet.score`: every model whose profile matches a window, one ONNX
+call per model for all sensors of the batch, windows below a model's silence gate skipped. Each
+model's scores of each window go to the scores topic keyed by sensor, with a deterministic id.
 
 Hot reload: every ``reload_interval_s`` the model directory is re-read
 (:class:`~soundsentry.models.ModelDirectory`); new and changed cards serve from the next batch,
@@ -17,27 +17,26 @@ after a window's first-stage scores are sent, an uncertain one is offered to the
 scoring goes on meanwhile. When the answer comes, a revision (the merged scores, with
 ``escalated_to`` set and a score id of its own) goes to the scores topic too.
 
-Delivery is at least once, as in the featurizer: a batch's records become committable only
-after Kafka acknowledged every score of the batch; a failed send crashes the worker, which
-restarts from the last committed offset; consumers drop the duplicates by ``score_id``. The
-record of an escalated window stays uncommitted until its revision is acknowledged (or the
-escalation gave up), so a crash in between escalates it again rather than losing it.
+Delivery is at least once, as in the featurizer: a batch's offsets are committed only after
+Kafka acknowledged every score of the batch; a failed send crashes the worker, which restarts
+from the last commit; consumers drop the duplicates by ``score_id``. A partition's commit stays
+behind the record of an escalated window until its revision is acknowledged (or the escalation
+gave up), so a crash in between escalates it again rather than losing it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence, Set
 
-import faust
-from faust.types import TP
-from mode import CrashingSupervisor
+from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
+from soundsentry.batchapp import BatchApp, Record, decode_or_park, park, run_batch_service
 from soundsentry.contracts import sensor_key
 from soundsentry.escalation import CircuitBreaker, EscalationPolicy, RateBudget, UncertaintyBand
 from soundsentry.escalator import (
@@ -61,15 +60,7 @@ from soundsentry.models import (
 from soundsentry.services.classifier.metrics import ClassifierMetrics
 from soundsentry.services.classifier.settings import ClassifierSettings, EscalationSettings
 from soundsentry.settings import KafkaSettings, TopicSettings
-from soundsentry.streaming import (
-    decode_or_park,
-    new_app,
-    park,
-    process_in_batches,
-    run_worker,
-    update_consumer_lag,
-)
-from soundsentry.topics import DLQ_PARTITIONS, SCORES, WINDOWS, TopicLayout
+from soundsentry.topics import SCORES, WINDOWS, TopicLayout
 
 __all__ = ["SERVICE", "ClassifierService", "build_escalator", "create_app", "main"]
 
@@ -79,11 +70,11 @@ SERVICE = "classifier"
 
 
 class ClassifierService:
-    """The classifier's Faust app, its models and its metrics; built by :func:`create_app`."""
+    """The classifier's batch app, its models and its metrics; built by :func:`create_app`."""
 
     def __init__(
         self,
-        app: faust.App,
+        kafka: KafkaSettings,
         *,
         models: ModelDirectory,
         metrics: ClassifierMetrics,
@@ -92,7 +83,6 @@ class ClassifierService:
         registry: CollectorRegistry,
         escalator: Escalator | None = None,
     ) -> None:
-        self.app = app
         self.escalator = escalator
         self._revisions: set[asyncio.Task[None]] = set()
         self.registry = registry
@@ -100,17 +90,30 @@ class ClassifierService:
         self.metrics = metrics
         self.settings = settings
         self.topics = topics
-        self.source = topics.faust_raw_topic(app, topics.name(WINDOWS))
-        self.dlq = topics.faust_raw_topic(app, topics.dlq(WINDOWS), partitions=DLQ_PARTITIONS)
-        self.scores = topics.faust_topic(app, SCORES)
+        self.source = topics.name(WINDOWS)
+        self.dlq = topics.dlq(WINDOWS)
+        self.scores = topics.name(SCORES)
+        # Offsets of records whose escalation is under way, per partition (with multiplicity:
+        # two models may escalate the same window).
+        self._escalating: dict[TopicPartition, Counter[int]] = {}
         self._use(models.models)
-        app.agent(self.source, name=f"{SERVICE}.score", supervisor_strategy=CrashingSupervisor)(
-            self._agent
-        )
+        timers = []
         if settings.reload_interval_s:
-            app.timer(settings.reload_interval_s, name=f"{SERVICE}.reload")(self._reload_timer)
-        if escalator is not None:
-            app.on_before_shutdown.connect(self._finish_escalations)
+            timers.append((settings.reload_interval_s, self._reload_timer))
+        self.app = BatchApp(
+            SERVICE,
+            kafka,
+            topics,
+            group_id=settings.app_id,
+            source=self.source,
+            process=self.process_batch,
+            max_records=settings.max_batch_windows,
+            fetch_wait_ms=settings.max_batch_ms,
+            first_needed=self.first_needed,
+            on_lost=self.on_partitions_revoked,
+            timers=timers,
+            on_stop=self._finish_escalations if escalator is not None else None,
+        )
 
     def _use(self, models: ModelSet) -> None:
         self.models = models
@@ -137,14 +140,6 @@ class ClassifierService:
     async def _reload_timer(self) -> None:
         self.reload_models()
 
-    async def _agent(self, stream: faust.StreamT[bytes]) -> None:
-        await process_in_batches(
-            stream,
-            self.process_batch,
-            max_records=self.settings.max_batch_windows,
-            within_s=self.settings.max_batch_ms / 1000,
-        )
-
     def _check_shape(self, window: Window) -> None:
         profile = self._profiles.get(window.profile)
         if profile is None:
@@ -158,18 +153,20 @@ class ClassifierService:
                 f"the loaded models of that profile take {expected[0]} x {expected[1]}",
             )
 
-    async def process_batch(self, events: Sequence[faust.EventT[Any]]) -> None:
+    async def process_batch(self, records: Sequence[Record]) -> None:
         """Score one batch of window records; return when Kafka has all its scores."""
-        metrics = self.metrics
+        app, metrics = self.app, self.metrics
         windows: list[Window] = []
-        sources: dict[str, faust.EventT[Any]] = {}  # window id -> its record, for escalation
-        last_offsets: dict[TP, int] = {}
+        sources: dict[str, Record] = {}  # window id -> its record, for escalation
+        last_offsets: dict[int, int] = {}
         unmatched: Counter[str] = Counter()
-        for event in events:
-            message = event.message
-            last_offsets[message.tp] = max(message.offset, last_offsets.get(message.tp, -1))
+        metrics.stream.messages_consumed.labels(SERVICE, self.source).inc(len(records))
+        for record in records:
+            last_offsets[record.partition] = max(
+                record.offset, last_offsets.get(record.partition, -1)
+            )
             decoded = await decode_or_park(
-                event, WINDOWS, dlq=self.dlq, metrics=metrics.stream, service=SERVICE
+                app, record, WINDOWS, dlq=self.dlq, metrics=metrics.stream
             )
             if decoded is None:
                 continue
@@ -177,11 +174,11 @@ class ClassifierService:
                 window = window_from_proto(decoded)
                 self._check_shape(window)
             except BadMessageError as error:
-                await park(event, error, dlq=self.dlq, metrics=metrics.stream, service=SERVICE)
+                await park(app, record, error, dlq=self.dlq, metrics=metrics.stream)
                 continue
             if window.profile in self._profiles:
                 windows.append(window)
-                sources[window.window_id] = event
+                sources[window.window_id] = record
             else:
                 unmatched[window.profile] += 1
         for profile, count in unmatched.items():
@@ -190,7 +187,8 @@ class ClassifierService:
         started = time.perf_counter()
         results = self.models.score(windows)
         metrics.inference_seconds.observe(time.perf_counter() - started)
-        metrics.batch_windows.observe(len(events))
+        metrics.batch_windows.observe(len(records))
+        send = app.producer.send
         deliveries = []
         for result in results:
             counter = metrics.windows_gated if result.gated else metrics.windows_scored
@@ -200,46 +198,59 @@ class ClassifierService:
             metrics.sensors.observe(
                 window.sensor_id, result.model, labels, result.scores.tolist(), window.rms_dbfs
             )
-            deliveries.append(
-                await self.scores.send(
-                    key=sensor_key(result.window.sensor_id),
-                    value=score_to_proto(result, labels),
-                )
-            )
+            value = score_to_proto(result, labels).SerializeToString()
+            deliveries.append(await send(self.scores, value, key=sensor_key(window.sensor_id)))
             if self.escalator is not None:
                 job = self.escalator.offer(result, labels)
                 if job is not None:
                     self._follow(job, sources[result.window.window_id], labels)
-        update_consumer_lag(self.app, last_offsets, metrics.consumer_lag)
-        # Faust only logs a failed send and would commit past it: wait for Kafka's acks.
+        for partition, offset in last_offsets.items():
+            highwater = app.highwater(TopicPartition(self.source, partition))
+            if highwater is not None:
+                lag = max(highwater - (offset + 1), 0)
+                metrics.consumer_lag.labels(str(partition)).set(lag)
+        # A failed send raises here and crashes the app before the batch is committed.
         await asyncio.gather(*deliveries)
+
+    def first_needed(self) -> Mapping[TopicPartition, int]:
+        """Per partition, the first record with an escalation under way."""
+        return {tp: min(offsets) for tp, offsets in self._escalating.items() if offsets}
+
+    def on_partitions_revoked(self, revoked: Set[TopicPartition]) -> None:
+        """Forget the lag gauges of partitions this worker lost (escalations under way finish
+        and publish; the next owner may escalate the same windows again)."""
+        for tp in revoked:
+            self._escalating.pop(tp, None)
+            with contextlib.suppress(KeyError):  # no batch from it yet
+                self.metrics.consumer_lag.remove(str(tp.partition))
 
     def _follow(
         self,
         job: asyncio.Task[Revision | None],
-        event: faust.EventT[Any],
+        record: Record,
         labels: Sequence[str],
     ) -> None:
-        # One more reference on the record: it stays uncommitted until the revision is out.
-        event.message.incref()
-        task = asyncio.get_running_loop().create_task(self._publish_revision(job, event, labels))
+        # The record stays uncommitted until the revision is out.
+        tp = TopicPartition(record.topic, record.partition)
+        self._escalating.setdefault(tp, Counter())[record.offset] += 1
+        task = asyncio.get_running_loop().create_task(self._publish_revision(job, record, labels))
         self._revisions.add(task)
         task.add_done_callback(self._revisions.discard)
 
     async def _publish_revision(
         self,
         job: asyncio.Task[Revision | None],
-        event: faust.EventT[Any],
+        record: Record,
         labels: Sequence[str],
     ) -> None:
         try:
             revision = await job
             if revision is not None:
-                delivery = await self.scores.send(
+                value = score_to_proto(revision.result, labels, escalated_to=revision.escalated_to)
+                delivery = await self.app.producer.send(
+                    self.scores,
+                    value.SerializeToString(),
                     key=sensor_key(revision.result.window.sensor_id),
-                    value=score_to_proto(
-                        revision.result, labels, escalated_to=revision.escalated_to
-                    ),
                 )
                 await delivery
         except asyncio.CancelledError:
@@ -249,11 +260,13 @@ class ClassifierService:
             logger.exception("publishing the revision of window %s failed", job.get_name())
             await self.app.crash(exc)
             return
-        event.ack()
+        offsets = self._escalating.get(TopicPartition(record.topic, record.partition))
+        if offsets is not None:
+            offsets[record.offset] -= 1
+            if offsets[record.offset] <= 0:
+                del offsets[record.offset]
 
-    async def _finish_escalations(
-        self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any
-    ) -> None:
+    async def _finish_escalations(self) -> None:
         """On shutdown: give calls in flight a moment, then publish what they revised."""
         assert self.escalator is not None
         grace = min(self.escalator.timeout_s, 5.0)
@@ -317,7 +330,7 @@ def create_app(
     registry: CollectorRegistry,
     escalation: EscalationSettings | None = None,
 ) -> ClassifierService:
-    """Build the classifier's Faust app and load its models (nothing connects until it starts).
+    """Build the classifier and load its models (nothing connects until it starts).
 
     Raises
     ------
@@ -331,9 +344,8 @@ def create_app(
         if escalation is not None
         else None
     )
-    app = new_app(settings.app_id, kafka, topics, data_dir=settings.data_dir)
     return ClassifierService(
-        app,
+        kafka,
         models=models,
         metrics=ClassifierMetrics.create(registry, SensorFilter(settings.sensor_metrics)),
         settings=settings,
@@ -353,4 +365,4 @@ def main(*, loglevel: str = "INFO") -> int:
         registry=registry,
         escalation=EscalationSettings(),
     )
-    return run_worker(service, loglevel=loglevel)
+    return run_batch_service(service, loglevel=loglevel)

@@ -23,7 +23,7 @@ class ClassifierSettings(BaseSettings):
         min_length=1,
         max_length=200,
         pattern=r"^[A-Za-z0-9._-]+$",
-        description="Faust app id: the Kafka consumer group, and the prefix of Faust's own topics.",
+        description="The Kafka consumer group of the classifier workers.",
     )
     model_dir: Path = Field(
         default=Path("models"),
@@ -40,8 +40,8 @@ class ClassifierSettings(BaseSettings):
         default=20,
         ge=1,
         le=60_000,
-        description="How long to wait to fill a batch before scoring what has arrived (ms): "
-        "the latency the batching adds at low load.",
+        description="Longest time the broker holds a fetch while it has no new windows (ms); "
+        "a batch is whatever has arrived when the previous one is done.",
     )
     reload_interval_s: float = Field(
         default=10.0,
@@ -53,11 +53,6 @@ class ClassifierSettings(BaseSettings):
     )
     inference_threads: int = Field(
         default=1, ge=1, le=64, description="ONNX Runtime intra-op threads per model."
-    )
-    data_dir: Path | None = Field(
-        default=None,
-        description="Directory Faust creates its data directory in; default: the system temp "
-        "directory, so the working directory may be read-only.",
     )
     sensor_metrics: str = Field(
         default="*",

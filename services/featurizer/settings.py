@@ -39,7 +39,7 @@ class FeaturizerSettings(BaseSettings):
         min_length=1,
         max_length=200,
         pattern=r"^[A-Za-z0-9._-]+$",
-        description="Faust app id: the Kafka consumer group, and the prefix of Faust's own topics.",
+        description="The Kafka consumer group of the featurizer workers.",
     )
     max_batch_chunks: int = Field(
         default=1000,
@@ -51,7 +51,8 @@ class FeaturizerSettings(BaseSettings):
         default=50,
         ge=1,
         le=60_000,
-        description="How long to wait to fill a batch before processing what has arrived (ms).",
+        description="Longest time the broker holds a fetch while it has no new audio (ms); a "
+        "batch is whatever has arrived when the previous one is done.",
     )
     hold_idle_s: float = Field(
         default=30.0,
@@ -63,12 +64,6 @@ class FeaturizerSettings(BaseSettings):
     profiles_file: Path | None = Field(
         default=None,
         description="JSON list of feature profiles to emit (default: the built-in full-16k).",
-    )
-    data_dir: Path | None = Field(
-        default=None,
-        description="Directory Faust creates its data directory in (it stores nothing there "
-        "with the in-memory store); default: the system temp directory, so the working "
-        "directory may be read-only.",
     )
     metrics_port: int = Field(
         default=9102, ge=0, le=65535, description="Prometheus /metrics port (0: disabled)."

@@ -166,6 +166,7 @@ class LocalStack:
             env[prefix + "METRICS_PORT"] = str(self.ports.metrics[service])
             if service != "ingest":
                 env[prefix + "APP_ID"] = f"{self.group}-{service}"
+            if service == "alerter":  # the Faust service
                 env[prefix + "DATA_DIR"] = str(self.workdir / "data")
         for service in ("classifier", "alerter"):
             env[f"SOUNDSENTRY_{service.upper()}_MODEL_DIR"] = str(self.model_dir)

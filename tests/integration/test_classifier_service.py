@@ -89,7 +89,6 @@ async def test_windows_of_many_sensors_get_the_offline_scores_and_bad_ones_are_p
         model_dir=model_dir,
         max_batch_windows=32,
         max_batch_ms=20,
-        data_dir=tmp_path,
         metrics_port=0,
     )
     registry = CollectorRegistry()
@@ -163,7 +162,6 @@ async def test_models_are_hot_reloaded_and_a_broken_card_does_not_stop_scoring(
     settings = ClassifierSettings(
         app_id=consumer_group,
         model_dir=folder,
-        data_dir=tmp_path,
         metrics_port=0,
         reload_interval_s=0,  # the test reloads by hand, at a known moment
     )
@@ -286,7 +284,6 @@ async def test_uncertain_windows_get_a_revision_from_the_second_stage(
     settings = ClassifierSettings(
         app_id=consumer_group,
         model_dir=model_dir,
-        data_dir=tmp_path,
         metrics_port=0,
         reload_interval_s=0,
     )
@@ -360,9 +357,7 @@ async def test_an_escalated_window_stays_uncommitted_until_its_escalation_ends(
         rekognition_region=REGION,
         rekognition_endpoint_url=endpoint.url,
     )
-    settings = ClassifierSettings(
-        app_id=consumer_group, model_dir=model_dir, data_dir=tmp_path, metrics_port=0
-    )
+    settings = ClassifierSettings(app_id=consumer_group, model_dir=model_dir, metrics_port=0)
     registry = CollectorRegistry()
     service = create_app(
         kafka_settings, topic_layout, settings, registry=registry, escalation=escalation
@@ -388,12 +383,12 @@ async def test_an_escalated_window_stays_uncommitted_until_its_escalation_ends(
             assert endpoint.requests == 1
             assert service.escalator is not None
             assert service.escalator.pending == 1
-            # Faust commits up to the held record and stops there while the call hangs.
+            # The commit moves up to the held record and stops there while the call hangs.
             offsets = {held}
             while (offset := await committed()) != held:
                 offsets.add(offset)
                 await asyncio.sleep(0.2)
-            await asyncio.sleep(3 * service.app.conf.broker_commit_interval)
+            await asyncio.sleep(3 * service.app.commit_interval_s)
             assert await committed() == held
             assert max(offsets) <= held
             endpoint.release()  # the call fails: the window keeps its first-stage score

@@ -1,7 +1,7 @@
 """The featurizer service against the real broker: chunks in, the same windows as offline out.
 
 Each test builds the service with ``create_app`` (a fresh registry, its own consumer group and
-topics), runs its Faust app in-process, produces records with a plain producer and reads the
+topics), runs its batch app in-process, produces records with a plain producer and reads the
 windows and dead letters with plain consumers.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from soundsentry.contracts import (
@@ -88,7 +88,6 @@ def settings_for(consumer_group: str, tmp_path: Path, **kwargs: Any) -> Featuriz
     return FeaturizerSettings(
         app_id=consumer_group,
         profiles_file=profiles_file,
-        data_dir=tmp_path,
         metrics_port=0,
         **kwargs,
     )
@@ -163,7 +162,9 @@ async def test_two_sensors_get_the_windows_of_the_offline_featurizer(
     )
 
     # When its partitions are revoked, the worker drops those sensors and their lag gauges.
-    service.on_partitions_revoked({TP(audio, p) for p in range(topic_layout.partitions)})
+    service.on_partitions_revoked(
+        {TopicPartition(audio, p) for p in range(topic_layout.partitions)}
+    )
     assert service.featurizer.sensors == 0
     assert registry.get_sample_value("soundsentry_featurizer_sensors") == 0
     assert all(
@@ -271,8 +272,7 @@ async def test_a_failing_batch_crashes_the_app_and_is_not_committed(
 ) -> None:
     """A bug is not bad data: the worker crashes, and the batch is read again after a restart.
 
-    Faust's take_events acknowledges a batch on the way down even when processing it failed;
-    the service must keep those offsets from being committed.
+    Nothing of the failed batch may be committed, on the way down or later.
     """
     stream = random_chunks("glass", sensor_id="mic-bug", stream_id="boot-1", seed=5)[:3]
     service = create_app(
@@ -317,7 +317,6 @@ async def test_main_runs_a_worker_from_the_environment_until_sigterm(
         "SOUNDSENTRY_TOPICS_PREFIX": topic_layout.prefix,
         "SOUNDSENTRY_TOPICS_PARTITIONS": str(topic_layout.partitions),
         "SOUNDSENTRY_FEATURIZER_APP_ID": consumer_group,
-        "SOUNDSENTRY_FEATURIZER_DATA_DIR": str(tmp_path),
         "SOUNDSENTRY_FEATURIZER_METRICS_PORT": str(metrics_port),
         "SOUNDSENTRY_FEATURIZER_METRICS_HOST": "127.0.0.1",
     }
@@ -381,9 +380,7 @@ async def test_held_records_are_committed_once_windows_no_longer_need_them(
     service = create_app(
         kafka_settings,
         topic_layout,
-        FeaturizerSettings(
-            app_id=consumer_group, data_dir=tmp_path, metrics_port=0, hold_idle_s=2.0
-        ),
+        FeaturizerSettings(app_id=consumer_group, metrics_port=0, hold_idle_s=2.0),
         registry=registry,
     )
     await produce(kafka_settings, source, [(sensor_key(c.sensor_id), encode(c)) for c in stream])

@@ -45,7 +45,7 @@ async def test_push_through_ingest_and_featurizer_gives_the_offline_windows(
     featurizer = create_app(
         kafka_settings,
         topic_layout,
-        FeaturizerSettings(app_id=consumer_group, data_dir=tmp_path, metrics_port=0),
+        FeaturizerSettings(app_id=consumer_group, metrics_port=0),
         registry=CollectorRegistry(),
     )
     await ingest.start()

@@ -24,7 +24,7 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_an_empty_model_directory_stops_the_service_at_start(tmp_path: Path) -> None:
-    settings = ClassifierSettings(model_dir=tmp_path, metrics_port=0, data_dir=tmp_path)
+    settings = ClassifierSettings(model_dir=tmp_path, metrics_port=0)
     with pytest.raises(ConfigurationError, match=str(tmp_path)):
         create_app(
             KafkaSettings(),

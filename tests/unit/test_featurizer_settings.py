@@ -144,7 +144,6 @@ def test_settings_come_from_the_environment(
     monkeypatch.setenv("SOUNDSENTRY_FEATURIZER_MAX_BATCH_MS", "20")
     monkeypatch.setenv("SOUNDSENTRY_FEATURIZER_PROFILES_FILE", str(path))
     monkeypatch.setenv("SOUNDSENTRY_FEATURIZER_METRICS_PORT", "0")
-    monkeypatch.setenv("SOUNDSENTRY_FEATURIZER_DATA_DIR", str(tmp_path))
     settings = FeaturizerSettings()
     assert settings.app_id == "featurizer-city-a"
     assert settings.max_batch_chunks == 250
@@ -152,7 +151,6 @@ def test_settings_come_from_the_environment(
     assert settings.profiles_file == path
     assert settings.metrics_port == 0
     assert settings.metrics_host == "0.0.0.0"
-    assert settings.data_dir == tmp_path
     assert settings.feature_profiles() == (FeatureProfile("full-16k"),)
 
 
@@ -163,7 +161,7 @@ def test_defaults() -> None:
         1000,
         50,
     )
-    assert (settings.profiles_file, settings.data_dir, settings.metrics_port) == (None, None, 9102)
+    assert (settings.profiles_file, settings.metrics_port) == (None, 9102)
 
 
 @pytest.mark.parametrize(
