@@ -437,23 +437,37 @@ class AlertEngine:
 def _checked_frames(message: WindowScores) -> list[npt.NDArray[np.float64] | None]:
     """Each label's frame scores as an array (None without), after checking every score of
     the message, so that a bad one changes no tracker."""
-    out: list[npt.NDArray[np.float64] | None] = []
-    for entry in message.scores:
+    entries = message.scores
+    for entry in entries:
         if not (math.isfinite(entry.score) and 0.0 <= entry.score <= 1.0):
             raise BadMessageError(
                 "bad_score", f"score {entry.score!r} of {entry.label!r} is not in [0, 1]"
             )
+    sizes = {len(entry.frame_scores) for entry in entries}
+    if len(sizes) == 1 and 0 not in sizes:
+        # One model's labels share a frame count: one conversion and one check for all
+        # (a third of the per-label cost; this was a sixth of the alerter's time).
+        block = np.array([entry.frame_scores for entry in entries], dtype=np.float64)
+        if not _probabilities(block):
+            raise BadMessageError("bad_frame_scores", "a frame score is not in [0, 1]")
+        return list(block)
+    out: list[npt.NDArray[np.float64] | None] = []
+    for entry in entries:
         if not entry.frame_scores:
             out.append(None)
             continue
         frames = np.asarray(entry.frame_scores, dtype=np.float64)
-        # NaN fails both comparisons.
-        if not (np.all(frames >= 0.0) and np.all(frames <= 1.0)):
+        if not _probabilities(frames):
             raise BadMessageError(
                 "bad_frame_scores", f"a frame score of {entry.label!r} is not in [0, 1]"
             )
         out.append(frames)
     return out
+
+
+def _probabilities(values: npt.NDArray[np.float64]) -> bool:
+    # NaN makes min() or max() NaN, which fails the comparison.
+    return bool(values.min() >= 0.0 and values.max() <= 1.0)
 
 
 def _minutes(text: str) -> int:
