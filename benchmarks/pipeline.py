@@ -78,6 +78,8 @@ class Step:
     # The alerter's own histogram (bucket bounds): a cross-check of the figures above.
     alerter_latency_p50_le_s: float | None = None
     alerter_latency_p99_le_s: float | None = None
+    # Per label (p50, p99): the model's own decision time differs by label (its event rules).
+    latency_by_label: dict[str, tuple[float, float]] = field(default_factory=dict)
     cpu_cores: dict[str, float] = field(default_factory=dict)
     # CPU per second of one sensor's audio: 1000 / this = sensors one core keeps up with.
     cpu_ms_per_sensor_s: dict[str, float] = field(default_factory=dict)
@@ -152,8 +154,10 @@ class EventLog:
             await self._consumer.stop()
 
 
-def _match(truth_path: Path, started: list[tuple[Event, float]], step: Step) -> list[float]:
-    """Match started events to the truth; fill the step's counts; return latencies (s)."""
+def _match(
+    truth_path: Path, started: list[tuple[Event, float]], step: Step
+) -> list[tuple[str, float]]:
+    """Match started events to the truth; fill the step's counts; return (label, latency s)."""
     truth = read_event_list(truth_path)
     step.events_expected = len(truth)
     by_sensor: dict[str, list[tuple[Event, float]]] = defaultdict(list)
@@ -171,7 +175,7 @@ def _match(truth_path: Path, started: list[tuple[Event, float]], step: Step) -> 
             ):
                 used.add(event.event_id)
                 stream_start = event.onset_time.ToNanoseconds() / 1e9 - onset_s
-                latencies.append(sent_at - (stream_start + expected.onset_s))
+                latencies.append((event.label, sent_at - (stream_start + expected.onset_s)))
                 break
     step.events_detected = len(latencies)
     step.false_events = sum(
@@ -181,13 +185,19 @@ def _match(truth_path: Path, started: list[tuple[Event, float]], step: Step) -> 
 
 
 async def run_step(
-    stack: LocalStack, events: EventLog, sensors: int, args: argparse.Namespace, workdir: Path
+    stack: LocalStack,
+    events: EventLog,
+    sensors: int,
+    args: argparse.Namespace,
+    workdir: Path,
+    *,
+    prefix: str | None = None,
 ) -> Step:
     step = Step(sensors)
-    truth = workdir / f"truth-{sensors}.tsv"
+    truth = workdir / f"truth-{prefix or sensors}.tsv"
     command = [*soundsentry_command(), "simulate", "--sensors", str(sensors)]
     command += ["--duration", str(args.step_s), "--chunk-ms", str(args.chunk_ms)]
-    command += ["--prefix", f"n{sensors}-", "--file", str(KITCHEN), "--truth", str(truth)]
+    command += ["--prefix", prefix or f"n{sensors}-", "--file", str(KITCHEN), "--truth", str(truth)]
     if args.transport == "kafka":
         command.append("--kafka")
     else:
@@ -233,11 +243,24 @@ async def run_step(
     buckets = _latency_buckets(stack.ports.metrics["alerter"])
     step.alerter_latency_p50_le_s = _bucket_quantile(0.5, buckets_before, buckets)
     step.alerter_latency_p99_le_s = _bucket_quantile(0.99, buckets_before, buckets)
-    if latencies:
-        step.latency_p50_s = round(float(np.percentile(latencies, 50)), 3)
-        step.latency_p99_s = round(float(np.percentile(latencies, 99)), 3)
+    _percentiles(step, latencies)
     _judge(step, args.max_lag_s)
     return step
+
+
+def _percentiles(step: Step, latencies: list[tuple[str, float]]) -> None:
+    if not latencies:
+        return
+    values = [latency for _, latency in latencies]
+    step.latency_p50_s = round(float(np.percentile(values, 50)), 3)
+    step.latency_p99_s = round(float(np.percentile(values, 99)), 3)
+    by_label: dict[str, list[float]] = defaultdict(list)
+    for label, latency in latencies:
+        by_label[label].append(latency)
+    step.latency_by_label = {
+        label: (round(float(np.percentile(v, 50)), 2), round(float(np.percentile(v, 99)), 2))
+        for label, v in sorted(by_label.items())
+    }
 
 
 def _judge(step: Step, max_lag_s: float) -> None:
@@ -305,7 +328,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(5.0)  # groups settle, partitions assigned
         # Warm-up, not reported: the first audio pays for JIT compilation and connections.
         warmup = argparse.Namespace(**{**vars(args), "step_s": 15.0})
-        await run_step(stack, events, 20, warmup, workdir)
+        # Sensors of its own: a step of 20 sensors must not continue the warm-up's streams.
+        await run_step(stack, events, 20, warmup, workdir, prefix="warmup-")
         for sensors in args.sensors:
             step = await run_step(stack, events, sensors, args, workdir)
             steps.append(step)
@@ -377,6 +401,7 @@ def _describe(step: Step) -> str:
     rss = ", ".join(f"{k} {v:.0f}" for k, v in step.rss_mb.items())
     per_sensor = ", ".join(f"{k} {v:.2f}" for k, v in step.cpu_ms_per_sensor_s.items())
     lag = ", ".join(f"{k} {v:.1f} s" for k, v in step.lag_s.items())
+    labels = ", ".join(f"{k} {p50}/{p99}" for k, (p50, p99) in step.latency_by_label.items())
     return (
         f"{step.sensors:5d} sensors: {verdict}\n"
         f"      chunks {step.published}/{step.sent}, generator slip {step.generator_slip_s:.2f} s, "
@@ -385,6 +410,7 @@ def _describe(step: Step) -> str:
         f"({step.false_events} others), latency p50 {step.latency_p50_s} s "
         f"p99 {step.latency_p99_s} s (alerter's histogram: p50 <= "
         f"{step.alerter_latency_p50_le_s} s, p99 <= {step.alerter_latency_p99_le_s} s)\n"
+        f"      latency p50/p99 by label (s): {labels}\n"
         f"      CPU (cores, drain included): {cpu}\n"
         f"      CPU ms per sensor-second: {per_sensor}\n      RSS (MB): {rss}"
     )
