@@ -1,11 +1,12 @@
 """The classifier: feature windows in, per-label scores out, bad records parked.
 
-A :class:`~soundsentry.batchapp.BatchApp` reads the windows topic in batches (whatever has
-arrived, up to ``max_batch_windows`` records), decodes each record (undecodable ones, and
-windows whose shape does not fit their profile, are parked in the windows DLQ), and scores the
-whole batch with :meth:`ModelSet.score`: every model whose profile matches a window, one ONNX
-call per model for all sensors of the batch, windows below a model's silence gate skipped. Each
-model's scores of each window go to the scores topic keyed by sensor, with a deterministic id.
+A :class:`~soundsentry.batchapp.BatchApp` reads the windows topic in batches (up to
+``max_batch_windows`` records, waiting at most ``max_batch_ms``), decodes each record
+(undecodable ones, and windows whose shape does not fit their profile, are parked in the
+windows DLQ), and scores the whole batch with :meth:`ModelSet.score`: every model whose profile
+matches a window, one ONNX call per model for all sensors of the batch, windows below a model's
+silence gate skipped. Each model's scores of each window go to the scores topic keyed by
+sensor, with a deterministic id.
 
 Hot reload: every ``reload_interval_s`` the model directory is re-read
 (:class:`~soundsentry.models.ModelDirectory`); new and changed cards serve from the next batch,
@@ -108,7 +109,7 @@ class ClassifierService:
             source=self.source,
             process=self.process_batch,
             max_records=settings.max_batch_windows,
-            fetch_wait_ms=settings.max_batch_ms,
+            linger_ms=settings.max_batch_ms,
             first_needed=self.first_needed,
             on_lost=self.on_partitions_revoked,
             timers=timers,
@@ -158,13 +159,9 @@ class ClassifierService:
         app, metrics = self.app, self.metrics
         windows: list[Window] = []
         sources: dict[str, Record] = {}  # window id -> its record, for escalation
-        last_offsets: dict[int, int] = {}
         unmatched: Counter[str] = Counter()
         metrics.stream.messages_consumed.labels(SERVICE, self.source).inc(len(records))
         for record in records:
-            last_offsets[record.partition] = max(
-                record.offset, last_offsets.get(record.partition, -1)
-            )
             decoded = await decode_or_park(
                 app, record, WINDOWS, dlq=self.dlq, metrics=metrics.stream
             )
@@ -204,11 +201,7 @@ class ClassifierService:
                 job = self.escalator.offer(result, labels)
                 if job is not None:
                     self._follow(job, sources[result.window.window_id], labels)
-        for partition, offset in last_offsets.items():
-            highwater = app.highwater(TopicPartition(self.source, partition))
-            if highwater is not None:
-                lag = max(highwater - (offset + 1), 0)
-                metrics.consumer_lag.labels(str(partition)).set(lag)
+        app.update_lag(records, metrics.consumer_lag)
         # A failed send raises here and crashes the app before the batch is committed.
         await asyncio.gather(*deliveries)
 

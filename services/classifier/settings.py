@@ -40,8 +40,8 @@ class ClassifierSettings(BaseSettings):
         default=20,
         ge=1,
         le=60_000,
-        description="Longest time the broker holds a fetch while it has no new windows (ms); "
-        "a batch is whatever has arrived when the previous one is done.",
+        description="How long to wait to fill a batch before scoring what has arrived (ms): "
+        "the latency the batching adds at low load.",
     )
     reload_interval_s: float = Field(
         default=10.0,

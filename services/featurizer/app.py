@@ -1,8 +1,8 @@
 """The featurizer: audio chunks in, feature windows out, bad records parked.
 
-A :class:`~soundsentry.batchapp.BatchApp` reads the raw audio topic in batches (whatever has
-arrived, up to ``max_batch_chunks`` records), decodes each record (undecodable ones are parked
-in the audio DLQ), featurizes the whole batch in one :meth:`Featurizer.process` call (chunks
+A :class:`~soundsentry.batchapp.BatchApp` reads the raw audio topic in batches (up to
+``max_batch_chunks`` records, waiting at most ``max_batch_ms``), decodes each record
+(undecodable ones are parked in the audio DLQ), featurizes the whole batch in one :meth:`Featurizer.process` call (chunks
 from every sensor of the worker's partitions together), parks the chunks the featurizer
 rejected, and sends every finished window to the windows topic keyed by its sensor.
 
@@ -84,7 +84,7 @@ class FeaturizerService:
             source=self.source,
             process=self.process_batch,
             max_records=settings.max_batch_chunks,
-            fetch_wait_ms=settings.max_batch_ms,
+            linger_ms=settings.max_batch_ms,
             first_needed=self.first_needed,
             on_lost=self.on_partitions_revoked,
             timers=[(1.0, self._idle_timer)],
@@ -132,7 +132,7 @@ class FeaturizerService:
         for profile, count in per_profile.items():
             metrics.windows.labels(profile).inc(count)
         metrics.sensors.set(self.featurizer.sensors)
-        self._update_lag(records)
+        app.update_lag(records, metrics.consumer_lag)
         # A failed send raises here and crashes the app before the batch is committed.
         await asyncio.gather(*deliveries)
         now = time.monotonic()
@@ -141,16 +141,6 @@ class FeaturizerService:
             if sensor_id in self._held:
                 self._last_heard[sensor_id] = now
         metrics.held_records.set(sum(len(held) for held in self._held.values()))
-
-    def _update_lag(self, records: Sequence[Record]) -> None:
-        last: dict[int, int] = {}
-        for record in records:
-            last[record.partition] = max(record.offset, last.get(record.partition, -1))
-        for partition, offset in last.items():
-            highwater = self.app.highwater(TopicPartition(self.source, partition))
-            if highwater is not None:
-                lag = max(highwater - (offset + 1), 0)
-                self.metrics.consumer_lag.labels(str(partition)).set(lag)
 
     def first_needed(self) -> Mapping[TopicPartition, int]:
         """Per partition, the offset of the first record whose audio is still needed."""

@@ -51,8 +51,7 @@ class FeaturizerSettings(BaseSettings):
         default=50,
         ge=1,
         le=60_000,
-        description="Longest time the broker holds a fetch while it has no new audio (ms); a "
-        "batch is whatever has arrived when the previous one is done.",
+        description="How long to wait to fill a batch before processing what has arrived (ms).",
     )
     hold_idle_s: float = Field(
         default=30.0,

@@ -34,12 +34,12 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from google.protobuf.message import Message
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from soundsentry.contracts import decode
 from soundsentry.deadletter import dead_letter
 from soundsentry.exceptions import BadMessageError
-from soundsentry.metrics import StreamMetrics
+from soundsentry.metrics import MetricsSettings, StreamMetrics
 from soundsentry.settings import KafkaSettings
 from soundsentry.topics import TopicLayout, TopicSpec, ensure_topics
 
@@ -94,7 +94,7 @@ class BatchApp:
         source: str,
         process: Process,
         max_records: int,
-        fetch_wait_ms: int,
+        linger_ms: int,
         first_needed: Callable[[], Mapping[TopicPartition, int]] | None = None,
         on_lost: Callable[[set[TopicPartition]], None] | None = None,
         timers: Sequence[tuple[float, Callable[[], Awaitable[None]]]] = (),
@@ -107,7 +107,7 @@ class BatchApp:
         self.group_id = group_id
         self.source = source
         self.max_records = max_records
-        self.fetch_wait_ms = fetch_wait_ms
+        self.linger_ms = linger_ms
         self.commit_interval_s = commit_interval_s
         self._process = process
         self._first_needed = first_needed or dict
@@ -146,6 +146,18 @@ class BatchApp:
         value: int | None = consumer.highwater(tp)
         return value
 
+    def update_lag(self, records: Sequence[Record], gauge: Gauge) -> None:
+        """Set ``gauge`` (labelled by partition) to the records behind each partition's
+        high-water mark, as of the last of ``records`` from it."""
+        last: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            last[tp] = max(record.offset, last.get(tp, -1))
+        for tp, offset in last.items():
+            highwater = self.highwater(tp)
+            if highwater is not None:
+                gauge.labels(str(tp.partition)).set(max(highwater - (offset + 1), 0))
+
     async def start(self) -> None:
         try:
             await self._start()
@@ -162,7 +174,7 @@ class BatchApp:
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=self.fetch_wait_ms,
+            fetch_max_wait_ms=self.linger_ms,
             max_partition_fetch_bytes=_MAX_PARTITION_FETCH_BYTES,
             session_timeout_ms=int(self.kafka.session_timeout_s * 1000),
             heartbeat_interval_ms=int(min(3.0, self.kafka.session_timeout_s / 3) * 1000),
@@ -220,8 +232,20 @@ class BatchApp:
 
     async def _loop(self) -> None:
         consumer = self.consumer
+        linger_s = self.linger_ms / 1000
         while True:
+            waiting = time.monotonic()
             fetched = await consumer.getmany(timeout_ms=1000, max_records=self.max_records)
+            count = sum(len(records) for records in fetched.values())
+            wait = linger_s - (time.monotonic() - waiting)
+            if 0 < count < self.max_records and wait > 0:
+                # Let the batch fill for up to linger_ms: records trickle in one fetch at a time
+                # at low load, and every batch has fixed costs (a featurizer call, a round trip
+                # for the acks).
+                await asyncio.sleep(wait)
+                more = await consumer.getmany(timeout_ms=0, max_records=self.max_records - count)
+                for tp, records in more.items():
+                    fetched.setdefault(tp, []).extend(records)
             async with self._lock:
                 batch: list[Record] = []
                 for tp, records in fetched.items():
@@ -333,13 +357,6 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.app._assigned(set(assigned))
 
 
-class _MetricsSettings(Protocol):
-    @property
-    def metrics_port(self) -> int: ...
-    @property
-    def metrics_host(self) -> str: ...
-
-
 class BatchService(Protocol):
     """What :func:`run_batch_service` needs of a service built on :class:`BatchApp`."""
 
@@ -348,7 +365,7 @@ class BatchService(Protocol):
     @property
     def registry(self) -> CollectorRegistry: ...
     @property
-    def settings(self) -> _MetricsSettings: ...
+    def settings(self) -> MetricsSettings: ...
 
 
 def run_batch_service(service: BatchService, *, loglevel: str = "INFO") -> int:

@@ -11,10 +11,20 @@ import fnmatch
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["SensorFilter", "SensorMetrics", "StreamMetrics"]
+__all__ = ["MetricsSettings", "SensorFilter", "SensorMetrics", "StreamMetrics"]
+
+
+class MetricsSettings(Protocol):
+    """Where a service serves ``/metrics`` (port 0: not at all)."""
+
+    @property
+    def metrics_port(self) -> int: ...
+    @property
+    def metrics_host(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)

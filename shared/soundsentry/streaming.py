@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from soundsentry.contracts import decode
 from soundsentry.deadletter import dead_letter
 from soundsentry.exceptions import BadMessageError
-from soundsentry.metrics import StreamMetrics
+from soundsentry.metrics import MetricsSettings, StreamMetrics
 from soundsentry.settings import MAX_MESSAGE_BYTES, PRODUCER_BATCH_BYTES, KafkaSettings
 from soundsentry.topics import TopicLayout, TopicSpec
 
@@ -131,22 +131,15 @@ def update_consumer_lag(app: faust.App, last_offsets: Mapping[TP, int], gauge: G
             gauge.labels(str(tp.partition)).set(max(highwater - (offset + 1), 0))
 
 
-class _MetricsSettings(Protocol):
-    @property
-    def metrics_port(self) -> int: ...
-    @property
-    def metrics_host(self) -> str: ...
-
-
 class StreamService(Protocol):
-    """What :func:`run_worker` needs of a stream service (the featurizer, the classifier)."""
+    """What :func:`run_worker` needs of a Faust service (the alerter)."""
 
     @property
     def app(self) -> faust.App: ...
     @property
     def registry(self) -> CollectorRegistry: ...
     @property
-    def settings(self) -> _MetricsSettings: ...
+    def settings(self) -> MetricsSettings: ...
 
 
 def run_worker(service: StreamService, *, loglevel: str = "INFO") -> int:
