@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -344,6 +345,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     broker = _topic_bytes(workdir / "kafka" / "data", topics.prefix)
     bytes_per_sensor_s = {t: round(b / audio_s) for t, b in broker.items()} if audio_s else {}
     print(f"broker bytes per sensor-second, by topic: {bytes_per_sensor_s}")
+    # The broker's logs are gigabytes after a ramp; a full disk slows the next run.
+    shutil.rmtree(workdir, ignore_errors=True)
     best = max((s for s in steps if s.sustained), key=lambda s: s.sensors, default=None)
     # The target: onset to event within window + hop + 0.5 s (default model: 2.0 s).
     target = _latency_target_s()

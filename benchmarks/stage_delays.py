@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -72,8 +73,7 @@ async def _delays(kafka: KafkaSettings, topic: str, message_type: type[Any]) -> 
         while not end:  # assignment arrives with the first metadata
             await asyncio.sleep(0.1)
             end = await consumer.end_offsets(list(consumer.assignment()))
-        remaining = dict(end)
-        while any(await consumer.position(tp) < offset for tp, offset in remaining.items()):
+        while [tp for tp, offset in end.items() if await consumer.position(tp) < offset]:
             batch = await consumer.getmany(timeout_ms=1000)
             for records in batch.values():
                 for record in records:
@@ -126,6 +126,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await stack.stop()
         stack.stop_kafka()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> int:

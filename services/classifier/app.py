@@ -155,7 +155,7 @@ class ClassifierService:
             )
 
     async def process_batch(self, records: Sequence[Record]) -> None:
-        """Score one batch of window records; return when Kafka has all its scores."""
+        """Score one batch of window records; the next commit waits for its scores."""
         app, metrics = self.app, self.metrics
         windows: list[Window] = []
         sources: dict[str, Record] = {}  # window id -> its record, for escalation
@@ -202,8 +202,8 @@ class ClassifierService:
                 if job is not None:
                     self._follow(job, sources[result.window.window_id], labels)
         app.update_lag(records, metrics.consumer_lag)
-        # A failed send raises here and crashes the app before the batch is committed.
-        await asyncio.gather(*deliveries)
+        # The commit that covers this batch waits for these; a failed one crashes the app.
+        app.before_commit(deliveries)
 
     def first_needed(self) -> Mapping[TopicPartition, int]:
         """Per partition, the first record with an escalation under way."""

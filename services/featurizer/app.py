@@ -2,9 +2,10 @@
 
 A :class:`~soundsentry.batchapp.BatchApp` reads the raw audio topic in batches (up to
 ``max_batch_chunks`` records, waiting at most ``max_batch_ms``), decodes each record
-(undecodable ones are parked in the audio DLQ), featurizes the whole batch in one :meth:`Featurizer.process` call (chunks
-from every sensor of the worker's partitions together), parks the chunks the featurizer
-rejected, and sends every finished window to the windows topic keyed by its sensor.
+(undecodable ones are parked in the audio DLQ), featurizes the whole batch in one
+:meth:`Featurizer.process` call (chunks from every sensor of the worker's partitions
+together), parks the chunks the featurizer rejected, and sends every finished window to the
+windows topic keyed by its sensor.
 
 Delivery is at least once: a batch's offsets are committed only after Kafka acknowledged every
 window of the batch; a failed send crashes the worker, which restarts from the last commit.
@@ -19,7 +20,6 @@ rebalance leaves with it; the records it reads again are dropped by sequence num
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -91,7 +91,7 @@ class FeaturizerService:
         )
 
     async def process_batch(self, records: Sequence[Record]) -> None:
-        """Featurize one batch of raw audio records; return when Kafka has all its windows."""
+        """Featurize one batch of raw audio records; the next commit waits for its windows."""
         app, metrics = self.app, self.metrics
         chunks: list[AudioChunk] = []
         sources: list[Record] = []  # sources[i] is the record of chunks[i]
@@ -133,8 +133,8 @@ class FeaturizerService:
             metrics.windows.labels(profile).inc(count)
         metrics.sensors.set(self.featurizer.sensors)
         app.update_lag(records, metrics.consumer_lag)
-        # A failed send raises here and crashes the app before the batch is committed.
-        await asyncio.gather(*deliveries)
+        # The commit that covers this batch waits for these; a failed one crashes the app.
+        app.before_commit(deliveries)
         now = time.monotonic()
         for sensor_id in touched:
             self._release(sensor_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -154,19 +155,34 @@ def sensor_chunks(plan: SensorPlan, *, duration_s: float, chunk_ms: int) -> Iter
     )
 
 
-# Real sensors are not synchronised: their chunks arrive spread over each chunk period.
+# Real sensors are not synchronised: their chunks arrive spread over each chunk period, and
+# (booted at different times) their windows end spread over each hop. Streams start spread
+# over _SPREAD_S in whole chunk periods, and over each chunk period in _PHASES steps.
 _PHASES = 20
+_SPREAD_S = 1.0
 
 
-def _phased(plans: Sequence[SensorPlan], chunk_ms: int) -> tuple[list[SensorPlan], list[float]]:
+def _phased(
+    plans: Sequence[SensorPlan], chunk_ms: int
+) -> tuple[list[SensorPlan], list[float], list[int]]:
     """The plans with capture clocks starting now (set-up time must not count as audio already
-    captured), spread over one chunk period in ``_PHASES`` steps; and each one's offset (s)."""
+    captured) plus each one's offset; each one's phase within a chunk period (s) and the chunk
+    period its stream starts in."""
     now = time.time_ns()
-    phases = [(i * _PHASES // len(plans)) * chunk_ms / 1000 / _PHASES for i in range(len(plans))]
-    return [
-        dataclasses.replace(plan, start_time_ns=now + round(phase * 1e9))
-        for plan, phase in zip(plans, phases, strict=True)
-    ], phases
+    count = len(plans)
+    period_s = chunk_ms / 1000
+    periods = max(1, math.ceil(_SPREAD_S / period_s))
+    phases = [(i * _PHASES // count) * period_s / _PHASES for i in range(count)]
+    # Interleaved, so that every chunk phase has streams starting in every period.
+    first = [i % periods for i in range(count)]
+    return (
+        [
+            dataclasses.replace(plan, start_time_ns=now + round((phase + k * period_s) * 1e9))
+            for plan, phase, k in zip(plans, phases, first, strict=True)
+        ],
+        phases,
+        first,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,11 +239,12 @@ async def run_grpc(
     tls_ca: Path | None = None,
 ) -> SimulationReport:
     """Each sensor streams in real time over its own gRPC stream (``soundsentry push``'s
-    client), on one shared channel. Capture clocks start with the call, spread over one chunk
-    period; each chunk is sent when its capture ends."""
+    client), on one shared channel. Capture clocks start with the call, spread over a second;
+    each chunk is sent when its capture ends."""
     report = SimulationReport(sensors=len(plans))
     started = time.monotonic()
-    plans, phases = _phased(plans, chunk_ms)
+    plans, phases, first = _phased(plans, chunk_ms)
+    offsets = [phase + k * chunk_ms / 1000 for phase, k in zip(phases, first, strict=True)]
     async with open_channel(target, tls_ca) as channel:
 
         async def one(plan: SensorPlan, phase: float) -> None:
@@ -242,7 +259,7 @@ async def run_grpc(
             report.add(result)
             report.max_slip_s = max(report.max_slip_s, result.seconds - duration_s)
 
-        await asyncio.gather(*(one(p, phase) for p, phase in zip(plans, phases, strict=True)))
+        await asyncio.gather(*(one(p, o) for p, o in zip(plans, offsets, strict=True)))
     report.seconds = time.monotonic() - started
     return report
 
@@ -257,15 +274,16 @@ async def run_kafka(
 ) -> SimulationReport:
     """A sensor gateway: each sensor's chunks to ``topic`` through ``producer`` (a started
     aiokafka producer; acks as it is configured), keyed by sensor, each sent when its capture
-    ends. Capture clocks start with the call, spread over one chunk period."""
+    ends. Capture clocks start with the call, spread over a second."""
     report = SimulationReport(sensors=len(plans))
     started = time.monotonic()
-    plans, phases = _phased(plans, chunk_ms)
-    # Sensors of one phase are sent together: (phase, [(chunks, key), ...]) in phase order.
-    groups: dict[float, list[tuple[Iterator[AudioChunk], bytes]]] = {}
-    for plan, phase in zip(plans, phases, strict=True):
+    plans, phases, first = _phased(plans, chunk_ms)
+    # Sensors of one phase are sent together: (phase, [(chunks, key, first period), ...]) in
+    # phase order; a sensor's chunk k is captured by the end of period first + k + 1.
+    groups: dict[float, list[tuple[Iterator[AudioChunk], bytes, int]]] = {}
+    for plan, phase, k in zip(plans, phases, first, strict=True):
         chunks = sensor_chunks(plan, duration_s=duration_s, chunk_ms=chunk_ms)
-        groups.setdefault(phase, []).append((chunks, sensor_key(plan.sensor_id)))
+        groups.setdefault(phase, []).append((chunks, sensor_key(plan.sensor_id), k))
     deliveries: list[asyncio.Future[Any]] = []
     tick = 0
     while groups:
@@ -276,11 +294,14 @@ async def run_kafka(
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             report.max_slip_s = max(report.max_slip_s, time.monotonic() - due)
             live = []
-            for chunks, key in groups[phase]:
+            for chunks, key, k in groups[phase]:
+                if tick <= k:  # its stream has not started yet
+                    live.append((chunks, key, k))
+                    continue
                 chunk = next(chunks, None)
                 if chunk is None:
                     continue
-                live.append((chunks, key))
+                live.append((chunks, key, k))
                 deliveries.append(await producer.send(topic, encode(chunk), key=key))
                 report.sent += 1
             if live:

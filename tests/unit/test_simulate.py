@@ -135,6 +135,20 @@ def test_a_gateway_sends_every_sensor_in_order_and_counts_refusals() -> None:
         np.testing.assert_array_equal(_pcm(chunks), _pcm(expected))
 
 
+def test_gateway_streams_start_spread_over_a_second_like_sensors_booted_at_random() -> None:
+    """Windows end one hop apart from each stream's start: streams that all started within one
+    chunk period would finish their windows together, a burst no real fleet sends."""
+    recording = _marked_recording()
+    plans = [_plan(recording, 0.0, f"s{i:02d}") for i in range(40)]
+    sink = _Sink()
+    asyncio.run(run_kafka(sink, "audio.pcm", plans, duration_s=0.1, chunk_ms=100))
+    starts = sorted(c.captured_at.ToNanoseconds() / 1e9 for c in sink.chunks if c.sequence == 0)
+    assert len(starts) == len(plans)
+    assert 0.85 <= starts[-1] - starts[0] < 1.0
+    # Where each stream's windows of a 0.5 s hop end, in 50 ms bins: every bin is used.
+    assert {int((t - starts[0]) % 0.5 * 20) for t in starts} == set(range(10))
+
+
 class _Sink:
     def __init__(self) -> None:
         self.chunks: list[AudioChunk] = []
