@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from soundsentry.contracts import (
@@ -298,6 +299,51 @@ async def test_a_failing_batch_crashes_the_app_and_is_not_committed(
         committed = await admin.list_consumer_group_offsets(consumer_group)
     finally:
         await admin.close()
+    assert all(meta.offset <= 0 for tp, meta in committed.items() if tp.topic == audio), committed
+
+
+async def test_a_window_kafka_refuses_crashes_the_app_before_its_batch_is_committed(
+    kafka_settings: KafkaSettings,
+    topic_layout: TopicLayout,
+    consumer_group: str,
+    tmp_path: Path,
+) -> None:
+    """A batch does not wait for its sends; the commit that would cover it does, so a window
+    Kafka refused crashes the worker and the batch is read again after a restart."""
+    stream = random_chunks("glass", sensor_id="mic-refused", stream_id="boot-1", seed=6)[:24]
+    expected = offline_windows([FeatureProfile("full-16k")], stream)
+    assert expected, "the stream must finish windows"
+    service = create_app(
+        kafka_settings,
+        topic_layout,
+        settings_for(consumer_group, tmp_path),
+        registry=CollectorRegistry(),
+    )
+    audio = topic_layout.name(AUDIO)
+    async with running(service):
+        producer = service.app.producer
+        send = producer.send
+
+        async def refuse_windows(topic: str, value: bytes, **kwargs: Any) -> asyncio.Future[Any]:
+            if topic != service.windows:
+                return await send(topic, value, **kwargs)
+            refused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            refused.set_exception(KafkaError("refused by the test"))
+            return refused
+
+        producer.send = refuse_windows  # type: ignore[method-assign]
+        await produce(kafka_settings, audio, ((sensor_key(c.sensor_id), encode(c)) for c in stream))
+        await eventually(lambda: service.app.crash_reason is not None)
+    assert isinstance(service.app.crash_reason, KafkaError)
+
+    admin = AIOKafkaAdminClient(**kafka_settings.aiokafka_kwargs())
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(consumer_group)
+    finally:
+        await admin.close()
+    # Had the sends succeeded, the commit would have moved to the first chunk that windows to
+    # come still need (well past 0: the stream finished windows).
     assert all(meta.offset <= 0 for tp, meta in committed.items() if tp.topic == audio), committed
 
 

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
-import faust
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -76,9 +75,16 @@ async def eventually(check: Callable[[], bool]) -> None:
             await asyncio.sleep(0.05)
 
 
+class _App(Protocol):
+    """A Faust app or a BatchApp: both start and stop inside an event loop."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
 class _Service(Protocol):
     @property
-    def app(self) -> faust.App: ...
+    def app(self) -> _App: ...
 
 
 S = TypeVar("S", bound=_Service)
