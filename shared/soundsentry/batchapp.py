@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import time
@@ -35,12 +34,12 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from google.protobuf.message import Message
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Gauge
 
 from soundsentry.contracts import decode
 from soundsentry.deadletter import dead_letter
 from soundsentry.exceptions import BadMessageError
-from soundsentry.metrics import MetricsSettings, StreamMetrics
+from soundsentry.metrics import MetricsSettings, StreamMetrics, prepare_worker
 from soundsentry.settings import KafkaSettings
 from soundsentry.topics import TopicLayout, TopicSpec, ensure_topics
 
@@ -392,21 +391,11 @@ def run_batch_service(service: BatchService, *, loglevel: str = "INFO") -> int:
     logging.basicConfig(
         level=loglevel.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
     )
-    settings = service.settings
-    server = None
-    if settings.metrics_port:
-        server, _ = start_http_server(
-            settings.metrics_port, settings.metrics_host, registry=service.registry
-        )
-    # Long-lived objects (modules, models) frozen out of the collector: full collections of
-    # them were 100-200 ms stops (benchmarks/pipeline.py).
-    gc.collect()
-    gc.freeze()
+    stop_metrics = prepare_worker(service.settings, service.registry)
     try:
         return asyncio.run(_serve(service.app))
     finally:
-        if server is not None:
-            server.shutdown()
+        stop_metrics()
 
 
 async def _serve(app: BatchApp) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -12,12 +11,12 @@ from typing import Any, Protocol, TypeVar, cast
 import faust
 from faust.types import TP
 from google.protobuf.message import Message
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Gauge
 
 from soundsentry.contracts import decode
 from soundsentry.deadletter import dead_letter
 from soundsentry.exceptions import BadMessageError
-from soundsentry.metrics import MetricsSettings, StreamMetrics
+from soundsentry.metrics import MetricsSettings, StreamMetrics, prepare_worker
 from soundsentry.settings import MAX_MESSAGE_BYTES, PRODUCER_BATCH_BYTES, KafkaSettings
 from soundsentry.topics import TopicLayout, TopicSpec
 
@@ -148,17 +147,7 @@ def run_worker(service: StreamService, *, loglevel: str = "INFO") -> int:
     Serves the service's registry on ``/metrics`` at ``settings.metrics_port`` (unless 0) while
     it runs.
     """
-    settings = service.settings
-    server = None
-    if settings.metrics_port:
-        server, _ = start_http_server(
-            settings.metrics_port, settings.metrics_host, registry=service.registry
-        )
-    # Some 200,000 long-lived objects (modules, models, Faust's services) made every full
-    # collection a 100-200 ms stop of the featurizer; frozen, those take about 5 ms
-    # (measured under benchmarks/pipeline.py with 200 sensors).
-    gc.collect()
-    gc.freeze()
+    stop_metrics = prepare_worker(service.settings, service.registry)
     worker = faust.Worker(service.app, loglevel=loglevel)
     try:
         worker.execute_from_commandline()  # always ends with SystemExit
@@ -166,8 +155,7 @@ def run_worker(service: StreamService, *, loglevel: str = "INFO") -> int:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     finally:
-        if server is not None:
-            server.shutdown()
+        stop_metrics()
 
 
 def new_app(

@@ -94,6 +94,16 @@ def settings_for(consumer_group: str, tmp_path: Path, **kwargs: Any) -> Featuriz
     )
 
 
+async def committed_offsets(kafka: KafkaSettings, group: str) -> dict[Any, Any]:
+    admin = AIOKafkaAdminClient(**kafka.aiokafka_kwargs())
+    await admin.start()
+    try:
+        offsets: dict[Any, Any] = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return offsets
+
+
 def windows_by_profile(windows: Iterable[Window]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for window in windows:
@@ -293,12 +303,7 @@ async def test_a_failing_batch_crashes_the_app_and_is_not_committed(
         await eventually(lambda: service.app.crash_reason is not None)
     assert isinstance(service.app.crash_reason, RuntimeError)
 
-    admin = AIOKafkaAdminClient(**kafka_settings.aiokafka_kwargs())
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(consumer_group)
-    finally:
-        await admin.close()
+    committed = await committed_offsets(kafka_settings, consumer_group)
     assert all(meta.offset <= 0 for tp, meta in committed.items() if tp.topic == audio), committed
 
 
@@ -336,12 +341,7 @@ async def test_a_window_kafka_refuses_crashes_the_app_before_its_batch_is_commit
         await eventually(lambda: service.app.crash_reason is not None)
     assert isinstance(service.app.crash_reason, KafkaError)
 
-    admin = AIOKafkaAdminClient(**kafka_settings.aiokafka_kwargs())
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(consumer_group)
-    finally:
-        await admin.close()
+    committed = await committed_offsets(kafka_settings, consumer_group)
     # Had the sends succeeded, the commit would have moved to the first chunk that windows to
     # come still need (well past 0: the stream finished windows).
     assert all(meta.offset <= 0 for tp, meta in committed.items() if tp.topic == audio), committed
