@@ -258,9 +258,13 @@ class BatchApp:
                 for tp, records in more.items():
                     fetched.setdefault(tp, []).extend(records)
             async with self._lock:
+                # Checked under the lock: a rebalance may have run since the fetch. The
+                # consumer's own assignment, not _owned: aiokafka fetches for new partitions
+                # before it calls the listener that updates _owned.
+                assigned = consumer.assignment()
                 batch: list[Record] = []
                 for tp, records in fetched.items():
-                    if tp not in self._owned or not records:
+                    if tp not in assigned or not records:
                         continue  # revoked while the fetch was on its way
                     batch.extend(records)
                     self._next[tp] = records[-1].offset + 1
