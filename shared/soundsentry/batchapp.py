@@ -37,9 +37,9 @@ from google.protobuf.message import Message
 from prometheus_client import CollectorRegistry, Gauge
 
 from soundsentry.contracts import decode
-from soundsentry.deadletter import dead_letter
+from soundsentry.deadletter import DeadLetter, dead_letter
 from soundsentry.exceptions import BadMessageError
-from soundsentry.metrics import MetricsSettings, StreamMetrics, prepare_worker
+from soundsentry.metrics import MetricsSettings, StreamMetrics, prepare_worker, set_consumer_lag
 from soundsentry.settings import KafkaSettings
 from soundsentry.topics import TopicLayout, TopicSpec, ensure_topics
 
@@ -51,6 +51,7 @@ __all__ = [
     "decode_or_park",
     "park",
     "run_batch_service",
+    "send_dead_letter",
 ]
 
 logger = logging.getLogger(__name__)
@@ -164,10 +165,7 @@ class BatchApp:
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
             last[tp] = max(record.offset, last.get(tp, -1))
-        for tp, offset in last.items():
-            highwater = self.highwater(tp)
-            if highwater is not None:
-                gauge.labels(str(tp.partition)).set(max(highwater - (offset + 1), 0))
+        set_consumer_lag(gauge, last, self.highwater)
 
     async def start(self) -> None:
         try:
@@ -316,30 +314,45 @@ class BatchApp:
             self._on_lost(lost)
 
 
-async def park(
-    app: BatchApp,
-    record: Record,
+class SourceRecord(Protocol):
+    """A consumed record as aiokafka and Faust both give it."""
+
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+async def send_dead_letter(
+    record: SourceRecord,
     error: BadMessageError,
     *,
+    send: Callable[[DeadLetter], Awaitable[Awaitable[Any]]],
     dlq: str,
     metrics: StreamMetrics,
+    service: str,
 ) -> None:
-    """Park ``record`` in ``dlq`` with headers saying why, count it; return once Kafka has it
-    (a failed send propagates, crashing the app before the record counts as handled)."""
+    """Send ``record`` as a dead letter (headers saying why) through ``send``, wait for Kafka's
+    acknowledgement, count and log it. A failed send propagates, crashing the worker before the
+    bad record counts as handled (Faust would only log it and commit past the record)."""
     letter = dead_letter(
         error,
         key=record.key,
         value=record.value,
-        service=app.name,
+        service=service,
         source_topic=record.topic,
         partition=record.partition,
         offset=record.offset,
     )
-    delivery = await app.producer.send(
-        dlq, letter.value, key=letter.key, headers=list(letter.headers)
-    )
+    delivery = await send(letter)
     await delivery
-    metrics.messages_dead_lettered.labels(app.name, record.topic, letter.reason).inc()
+    metrics.messages_dead_lettered.labels(service, record.topic, letter.reason).inc()
     logger.warning(
         "parked record %s[%d]@%d in %s: %s: %s",
         record.topic,
@@ -349,6 +362,25 @@ async def park(
         error.reason,
         error,
     )
+
+
+async def park(
+    app: BatchApp,
+    record: Record,
+    error: BadMessageError,
+    *,
+    dlq: str,
+    metrics: StreamMetrics,
+) -> None:
+    """Park ``record`` in ``dlq`` with headers saying why, count it; return once Kafka has it."""
+
+    def send(letter: DeadLetter) -> Awaitable[Awaitable[Any]]:
+        sent: Awaitable[Awaitable[Any]] = app.producer.send(
+            dlq, letter.value, key=letter.key, headers=list(letter.headers)
+        )
+        return sent
+
+    await send_dead_letter(record, error, send=send, dlq=dlq, metrics=metrics, service=app.name)
 
 
 async def decode_or_park(

@@ -10,9 +10,9 @@ from __future__ import annotations
 import fnmatch
 import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
@@ -22,6 +22,7 @@ __all__ = [
     "SensorMetrics",
     "StreamMetrics",
     "prepare_worker",
+    "set_consumer_lag",
 ]
 
 
@@ -32,6 +33,25 @@ class MetricsSettings(Protocol):
     def metrics_port(self) -> int: ...
     @property
     def metrics_host(self) -> str: ...
+
+
+class _Partition(Protocol):
+    @property
+    def partition(self) -> int: ...
+
+
+P = TypeVar("P", bound=_Partition)
+
+
+def set_consumer_lag(
+    gauge: Gauge, last_offsets: Mapping[P, int], highwater: Callable[[P], int | None]
+) -> None:
+    """Set ``gauge`` (labelled by partition) to the records behind each partition's high-water
+    mark (None: unknown, left as it is), as of the last offset a batch took from it."""
+    for tp, offset in last_offsets.items():
+        mark = highwater(tp)
+        if mark is not None:
+            gauge.labels(str(tp.partition)).set(max(mark - (offset + 1), 0))
 
 
 def prepare_worker(settings: MetricsSettings, registry: CollectorRegistry) -> Callable[[], None]:

@@ -13,10 +13,11 @@ from faust.types import TP
 from google.protobuf.message import Message
 from prometheus_client import CollectorRegistry, Gauge
 
+from soundsentry.batchapp import send_dead_letter
 from soundsentry.contracts import decode
-from soundsentry.deadletter import dead_letter
+from soundsentry.deadletter import DeadLetter
 from soundsentry.exceptions import BadMessageError
-from soundsentry.metrics import MetricsSettings, StreamMetrics, prepare_worker
+from soundsentry.metrics import MetricsSettings, StreamMetrics, prepare_worker, set_consumer_lag
 from soundsentry.settings import MAX_MESSAGE_BYTES, PRODUCER_BATCH_BYTES, KafkaSettings
 from soundsentry.topics import TopicLayout, TopicSpec
 
@@ -47,29 +48,20 @@ async def park(
 
     Returns once Kafka acknowledged the dead letter.
     """
-    message = event.message
-    letter = dead_letter(
+
+    def send(letter: DeadLetter) -> Awaitable[Awaitable[Any]]:
+        return cast(
+            Awaitable[Awaitable[Any]],
+            dlq.send(key=letter.key, value=letter.value, headers=list(letter.headers)),
+        )
+
+    await send_dead_letter(
+        event.message,
         error,
-        key=message.key,
-        value=message.value,
+        send=send,
+        dlq=dlq.get_topic_name(),
+        metrics=metrics,
         service=service,
-        source_topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-    )
-    delivery = await dlq.send(key=letter.key, value=letter.value, headers=list(letter.headers))
-    # Faust would only log a failed send and commit past the record: wait for Kafka's ack so
-    # a failure propagates (crashing the worker) before the bad record counts as handled.
-    await delivery
-    metrics.messages_dead_lettered.labels(service, message.topic, letter.reason).inc()
-    logger.warning(
-        "parked record %s[%d]@%d in %s: %s: %s",
-        message.topic,
-        message.partition,
-        message.offset,
-        dlq.get_topic_name(),
-        error.reason,
-        error,
     )
 
 
@@ -121,13 +113,15 @@ def update_consumer_lag(app: faust.App, last_offsets: Mapping[TP, int], gauge: G
     mark, as of the last offset a batch took from it."""
     consumer = app.consumer
     assigned = consumer.assignment()
-    for tp, offset in last_offsets.items():
+
+    def highwater(tp: TP) -> int | None:
         if tp not in assigned:  # revoked meanwhile; aiokafka asserts on unassigned ones
-            continue
+            return None
         # The next offset Kafka will assign (None before the partition's first fetch).
-        highwater: int | None = consumer.highwater(tp)
-        if highwater is not None:
-            gauge.labels(str(tp.partition)).set(max(highwater - (offset + 1), 0))
+        mark: int | None = consumer.highwater(tp)
+        return mark
+
+    set_consumer_lag(gauge, last_offsets, highwater)
 
 
 class StreamService(Protocol):

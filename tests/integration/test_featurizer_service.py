@@ -94,14 +94,15 @@ def settings_for(consumer_group: str, tmp_path: Path, **kwargs: Any) -> Featuriz
     )
 
 
-async def committed_offsets(kafka: KafkaSettings, group: str) -> dict[Any, Any]:
+async def assert_nothing_committed(kafka: KafkaSettings, group: str, topic: str) -> None:
+    """No offset of ``topic`` beyond its first record is committed for ``group``."""
     admin = AIOKafkaAdminClient(**kafka.aiokafka_kwargs())
     await admin.start()
     try:
-        offsets: dict[Any, Any] = await admin.list_consumer_group_offsets(group)
+        committed = await admin.list_consumer_group_offsets(group)
     finally:
         await admin.close()
-    return offsets
+    assert all(meta.offset <= 0 for tp, meta in committed.items() if tp.topic == topic), committed
 
 
 def windows_by_profile(windows: Iterable[Window]) -> dict[str, int]:
@@ -303,8 +304,7 @@ async def test_a_failing_batch_crashes_the_app_and_is_not_committed(
         await eventually(lambda: service.app.crash_reason is not None)
     assert isinstance(service.app.crash_reason, RuntimeError)
 
-    committed = await committed_offsets(kafka_settings, consumer_group)
-    assert all(meta.offset <= 0 for tp, meta in committed.items() if tp.topic == audio), committed
+    await assert_nothing_committed(kafka_settings, consumer_group, audio)
 
 
 async def test_a_window_kafka_refuses_crashes_the_app_before_its_batch_is_committed(
@@ -341,10 +341,9 @@ async def test_a_window_kafka_refuses_crashes_the_app_before_its_batch_is_commit
         await eventually(lambda: service.app.crash_reason is not None)
     assert isinstance(service.app.crash_reason, KafkaError)
 
-    committed = await committed_offsets(kafka_settings, consumer_group)
     # Had the sends succeeded, the commit would have moved to the first chunk that windows to
     # come still need (well past 0: the stream finished windows).
-    assert all(meta.offset <= 0 for tp, meta in committed.items() if tp.topic == audio), committed
+    await assert_nothing_committed(kafka_settings, consumer_group, audio)
 
 
 async def test_main_runs_a_worker_from_the_environment_until_sigterm(
