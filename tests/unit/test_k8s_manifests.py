@@ -342,32 +342,82 @@ def test_every_deployment_has_a_disruption_budget(overlay: str) -> None:
         assert covering[0]["spec"].get("maxUnavailable") == 1
 
 
+def monitored_service(objects: tuple[Obj, ...], monitor: Obj) -> Obj:
+    """The one Service a ServiceMonitor selects."""
+    services = [
+        s
+        for s in of_kind(objects, "Service")
+        if selects(monitor["spec"]["selector"], s["metadata"]["labels"])
+    ]
+    assert len(services) == 1, monitor["metadata"]["name"]
+    return services[0]
+
+
+def backing_deployment(objects: tuple[Obj, ...], service: Obj) -> Obj:
+    """The one Deployment whose pods a Service selects."""
+    backing = [
+        d
+        for d in of_kind(objects, "Deployment")
+        if selects(
+            {"matchLabels": service["spec"]["selector"]},
+            d["spec"]["template"]["metadata"]["labels"],
+        )
+    ]
+    assert len(backing) == 1, service["metadata"]["name"]
+    return backing[0]
+
+
+def dashboard_jobs() -> tuple[set[str], list[str]]:
+    """The job names the dashboards and alert rules are written for: compose's scrape jobs
+    (deploy/prometheus/prometheus.yml), and the rules' ``job=~"..."`` matchers."""
+    prometheus = REPO / "deploy" / "prometheus"
+    config = yaml.safe_load((prometheus / "prometheus.yml").read_text())
+    rules = (prometheus / "rules" / "soundsentry-alerts.yml").read_text()
+    return {job["job_name"] for job in config["scrape_configs"]}, re.findall(
+        r'job=~"([^"]+)"', rules
+    )
+
+
 def test_every_service_monitor_scrapes_a_named_metrics_port(overlay: str) -> None:
     objects = render(overlay)
-    deployments = of_kind(objects, "Deployment")
     for monitor in of_kind(objects, "ServiceMonitor"):
-        services = [
-            s
-            for s in of_kind(objects, "Service")
-            if selects(monitor["spec"]["selector"], s["metadata"]["labels"])
-        ]
-        assert len(services) == 1, monitor["metadata"]["name"]
-        (service,) = services
+        service = monitored_service(objects, monitor)
         for endpoint in monitor["spec"]["endpoints"]:
             port = [p for p in service["spec"]["ports"] if p.get("name") == endpoint["port"]]
             assert port, f"{service['metadata']['name']} has no port {endpoint['port']}"
             # ...and that port reaches a container port of the pods the Service selects.
-            backing = [
-                d
-                for d in deployments
-                if selects(
-                    {"matchLabels": service["spec"]["selector"]},
-                    d["spec"]["template"]["metadata"]["labels"],
-                )
-            ]
-            assert len(backing) == 1
-            names = {p["name"] for c in containers(backing[0]) for p in c["ports"]}
+            backing = backing_deployment(objects, service)
+            names = {p["name"] for c in containers(backing) for p in c["ports"]}
             assert port[0]["targetPort"] in names
+
+
+def test_service_monitors_keep_the_services_labels(overlay: str) -> None:
+    # The Operator sets a `service` target label (the Service's name); without honorLabels it
+    # renames the services' own `service` label (soundsentry_messages_*_total) to
+    # exported_service, and the dashboards' {service="featurizer"} finds nothing.
+    for monitor in of_kind(render(overlay), "ServiceMonitor"):
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert endpoint.get("honorLabels") is True, monitor["metadata"]["name"]
+
+
+def test_service_monitors_name_jobs_as_the_dashboards_and_rules_do(overlay: str) -> None:
+    objects = render(overlay)
+    compose_jobs, rule_matchers = dashboard_jobs()
+    assert compose_jobs == set(SERVICES)
+    assert rule_matchers, "the rules select the services by job"
+    jobs = set()
+    for monitor in of_kind(objects, "ServiceMonitor"):
+        service = monitored_service(objects, monitor)
+        # The Operator's job: the value of the Service's label named by jobLabel, falling
+        # back to the Service's name (soundsentry-featurizer) when either is missing.
+        job = service["metadata"]["labels"].get(
+            monitor["spec"].get("jobLabel", ""), service["metadata"]["name"]
+        )
+        assert job == service_of(backing_deployment(objects, service)), monitor["metadata"]["name"]
+        for matcher in rule_matchers:
+            assert re.fullmatch(matcher, job), f"job {job!r} escapes the rules' {matcher!r}"
+        jobs.add(job)
+    assert jobs == compose_jobs
 
 
 # --- scaling and sizing -----------------------------------------------------------------------
