@@ -22,7 +22,7 @@ help:
 	@echo "make format    apply ruff's fixes and formatting"
 	@echo "make proto     regenerate shared/soundsentry/v1 from proto/"
 	@echo "make docs      regenerate README.md's configuration reference from the settings"
-	@echo "make dashboards regenerate deploy/grafana/dashboards from tools/gen_dashboards.py"
+	@echo "make dashboards regenerate deploy/grafana/dashboards and the k8s PrometheusRule (from deploy/prometheus/rules)"
 	@echo "make test-unit the tests that need no broker"
 
 $(STAMP): pyproject.toml
@@ -81,6 +81,7 @@ docs: $(STAMP)
 
 dashboards: $(STAMP)
 	$(PY) tools/gen_dashboards.py
+	$(PY) tools/gen_prometheus_rule.py
 
 test: $(STAMP)
 	$(MAKE) --no-print-directory kafka

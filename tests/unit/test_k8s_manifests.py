@@ -30,6 +30,7 @@ from soundsentry.topics import AUDIO, SCORES, WINDOWS, TopicLayout, TopicSpec
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
+ALERT_RULES = REPO / "deploy" / "prometheus" / "rules" / "soundsentry-alerts.yml"
 SCHEMAS = REPO / "tests" / "k8s_schemas"
 # The oldest Kubernetes the manifests are for (native gRPC probes and matchLabelKeys are older).
 KUBERNETES_VERSION = "1.30"
@@ -55,7 +56,14 @@ SIZING = {
 OVERLAYS = tuple(SIZING)
 
 # Kinds that come from operators, each checked against tests/k8s_schemas/<kind>.json.
-CUSTOM_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "ScaledObject", "ServiceMonitor"}
+CUSTOM_KINDS = {
+    "Kafka",
+    "KafkaNodePool",
+    "KafkaTopic",
+    "ScaledObject",
+    "ServiceMonitor",
+    "PrometheusRule",
+}
 # The topic each stream worker consumes (its consumer group's lag drives its scaling).
 CONSUMES: dict[str, TopicSpec[Any]] = {
     "featurizer": AUDIO,
@@ -176,6 +184,7 @@ def test_each_overlay_renders_every_part(overlay: str) -> None:
     assert counts["ScaledObject"] == 3
     assert counts["KafkaTopic"] == 8
     assert counts["Kafka"] == 1
+    assert counts["PrometheusRule"] == 1
     assert counts["NetworkPolicy"] >= 5
     assert {service_of(d) for d in of_kind(objects, "Deployment")} == set(SERVICES)
     assert "Secret" not in counts, "secrets are created by the operator, never committed"
@@ -226,6 +235,15 @@ def test_custom_resource_schemas_reject_a_missing_required_field() -> None:
     messages = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(scaled)]
     assert any("consumerGroup" in m for m in messages)
     assert any("is not of type 'integer'" in m for m in messages)
+
+
+def test_prometheus_rule_schema_rejects_a_rule_that_neither_alerts_nor_records() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    rule = json.loads(json.dumps(of_kind(render("dev"), "PrometheusRule")[0]))
+    del rule["spec"]["groups"][0]["rules"][0]["alert"]
+    schema = json.loads((SCHEMAS / "prometheusrule.json").read_text())
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(rule))
+    assert [list(e.absolute_path) for e in errors] == [["spec", "groups", 0, "rules", 0]]
 
 
 # --- topics and settings ---------------------------------------------------------------------
@@ -372,7 +390,7 @@ def dashboard_jobs() -> tuple[set[str], list[str]]:
     (deploy/prometheus/prometheus.yml), and the rules' ``job=~"..."`` matchers."""
     prometheus = REPO / "deploy" / "prometheus"
     config = yaml.safe_load((prometheus / "prometheus.yml").read_text())
-    rules = (prometheus / "rules" / "soundsentry-alerts.yml").read_text()
+    rules = ALERT_RULES.read_text()
     return {job["job_name"] for job in config["scrape_configs"]}, re.findall(
         r'job=~"([^"]+)"', rules
     )
@@ -418,6 +436,11 @@ def test_service_monitors_name_jobs_as_the_dashboards_and_rules_do(overlay: str)
             assert re.fullmatch(matcher, job), f"job {job!r} escapes the rules' {matcher!r}"
         jobs.add(job)
     assert jobs == compose_jobs
+
+
+def test_the_alert_rules_are_deployed_as_compose_loads_them(overlay: str) -> None:
+    (rule,) = of_kind(render(overlay), "PrometheusRule")
+    assert rule["spec"]["groups"] == yaml.safe_load(ALERT_RULES.read_text())["groups"]
 
 
 # --- scaling and sizing -----------------------------------------------------------------------
