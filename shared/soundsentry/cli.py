@@ -170,17 +170,18 @@ async def _simulate_kafka(
 def _cmd_stack(args: argparse.Namespace) -> int:
     import tempfile  # noqa: PLC0415
 
-    from soundsentry.stack import run_stack  # noqa: PLC0415
+    from soundsentry.stack import LocalStack, run_stack  # noqa: PLC0415
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="soundsentry-stack-"))
     return asyncio.run(
         run_stack(
-            workdir,
-            model_dir=args.model,
+            LocalStack(workdir, model_dir=args.model),
             sensors=args.sensors,
             duration_s=args.duration,
             prometheus=not args.no_prometheus,
             kafka_port=args.kafka_port,
+            # Kafka's data would pile up in /tmp run after run; a --workdir is the user's.
+            remove_workdir=args.workdir is None,
         )
     )
 
@@ -381,7 +382,12 @@ def _add_simulate_command(sub: Any) -> None:
     stack.add_argument("--model", type=Path, default=Path("models"), help="model directory")
     stack.add_argument("--kafka-port", type=int, default=9092, help="broker port on 127.0.0.1")
     stack.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
-    stack.add_argument("--workdir", type=Path, default=None, help="logs and data (default: temp)")
+    stack.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="logs and data, kept (default: a temporary folder, removed unless something failed)",
+    )
     stack.set_defaults(func=_cmd_stack)
 
 

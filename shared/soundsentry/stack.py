@@ -16,9 +16,10 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
 from soundsentry.exceptions import ConfigurationError
@@ -129,9 +130,9 @@ class LocalStack:
         thread: the broker dies with the thread that started it."""
         from soundsentry.testing.kafka_broker import LocalKafka, fetch_kafka  # noqa: PLC0415
 
-        broker = LocalKafka(libs=fetch_kafka(), workdir=self.workdir / "kafka", port=port)
-        self.bootstrap = broker.start()
-        self.broker = broker
+        # Kept before it starts, so that stop_kafka() stops a broker interrupted mid-start.
+        self.broker = LocalKafka(libs=fetch_kafka(), workdir=self.workdir / "kafka", port=port)
+        self.bootstrap = self.broker.start()
         return self.bootstrap
 
     def broker_pid(self) -> int:
@@ -280,52 +281,140 @@ class LocalStack:
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
 
-async def run_stack(
-    workdir: Path,
+# Ctrl-C (SIGINT to the terminal's process group) and `kill`: both stop the whole stack.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Interrupted(BaseException):
+    """A stop signal while the broker starts. Not an Exception, like KeyboardInterrupt, so that
+    no ``except Exception`` on the way swallows it."""
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Raise :class:`_Interrupted` on a stop signal inside the block: blocking code never
+    returns to the event loop, whose signal handlers would run only after it."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise _Interrupted
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+async def _until_stopped(work: Coroutine[object, object, int], stopping: asyncio.Event) -> int:
+    """``work``'s result; 0 when ``stopping`` is set first (``work`` is then cancelled and has
+    finished when this returns)."""
+    task = asyncio.create_task(work)
+    stopped = asyncio.create_task(stopping.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        task.cancel()  # a no-op when it is done
+        await asyncio.wait({task})
+    return 0 if task.cancelled() else task.result()
+
+
+async def _serve(
+    stack: LocalStack,
+    stopping: asyncio.Event,
     *,
-    model_dir: Path,
     sensors: int,
     duration_s: float,
     prometheus: bool,
-    kafka_port: int = 9092,
+    started: float,
 ) -> int:
-    """``soundsentry stack``: everything up, then wait for Ctrl-C (or SIGTERM) and stop it all."""
-    stack = LocalStack(workdir, model_dir=model_dir)
-    # The event printer's consumer retries quietly while the new topics elect leaders.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    started = time.monotonic()
-    print(f"starting Kafka on 127.0.0.1:{kafka_port} (logs and data in {workdir})", flush=True)
-    stack.start_kafka(kafka_port)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
+    """Start the services, Prometheus and the sensors on ``stack``'s broker, then print events
+    until ``stopping`` is set (0) or a service exits on its own (1)."""
+    await stack.start_services()
+    urls = [f"ingest gRPC 127.0.0.1:{stack.ports.ingest}"]
+    urls += [f"{s} http://127.0.0.1:{p}/metrics" for s, p in stack.ports.metrics.items()]
+    if prometheus:
+        if find_prometheus() is None:
+            print("Prometheus is not installed: running without it", flush=True)
+        else:
+            urls.append(f"Prometheus {await stack.start_prometheus()}")
+    if sensors:
+        await stack.start_simulation(sensors, duration_s)
+        urls.append(f"{sensors} simulated sensors (log: {stack.workdir / 'simulate.log'})")
+    print(f"up in {time.monotonic() - started:.1f} s:", *urls, sep="\n  ", flush=True)
+    print("events follow as JSON lines; Ctrl-C stops everything", flush=True)
+    events = asyncio.create_task(stack.print_events(sys.stdout))
     try:
-        await stack.start_services()
-        urls = [f"ingest gRPC 127.0.0.1:{stack.ports.ingest}"]
-        urls += [f"{s} http://127.0.0.1:{p}/metrics" for s, p in stack.ports.metrics.items()]
-        if prometheus:
-            if find_prometheus() is None:
-                print("Prometheus is not installed: running without it", flush=True)
-            else:
-                urls.append(f"Prometheus {await stack.start_prometheus()}")
-        if sensors:
-            await stack.start_simulation(sensors, duration_s)
-            urls.append(f"{sensors} simulated sensors (log: {workdir / 'simulate.log'})")
-        print(f"up in {time.monotonic() - started:.1f} s:", *urls, sep="\n  ", flush=True)
-        print("events follow as JSON lines; Ctrl-C stops everything", flush=True)
-        events = asyncio.create_task(stack.print_events(sys.stdout))
         while not stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), 1.0)
             crashed = {n: c for n, c in stack.exited().items() if n != "simulate"}
             if crashed:
                 for name, code in crashed.items():
                     print(f"{name} exited with {code}:\n{stack.log_tail(name)}", flush=True)
                 return 1
-        events.cancel()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), 1.0)
         return 0
     finally:
+        # Its consumer must be gone before the broker is.
+        events.cancel()
+        await asyncio.gather(events, return_exceptions=True)
+
+
+async def run_stack(
+    stack: LocalStack,
+    *,
+    sensors: int,
+    duration_s: float,
+    prometheus: bool,
+    kafka_port: int = 9092,
+    remove_workdir: bool = False,
+) -> int:
+    """``soundsentry stack``: everything up, then wait for Ctrl-C (or SIGTERM) and stop it all.
+
+    A stop signal at any moment, while Kafka starts included, stops what has started and
+    returns 0; a service that exits on its own returns 1. ``remove_workdir``: delete
+    ``stack.workdir`` (logs, Kafka's data) at the end, unless something failed.
+    """
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    # Before anything starts: asyncio.run's own SIGINT handler would cancel the start-up
+    # mid-way and end in a KeyboardInterrupt traceback.
+    for sig in _STOP_SIGNALS:
+        loop.add_signal_handler(sig, stopping.set)
+    # The event printer's consumer retries quietly while the new topics elect leaders.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    started = time.monotonic()
+    code = 1
+    try:
+        print(
+            f"starting Kafka on 127.0.0.1:{kafka_port} (logs and data in {stack.workdir})",
+            flush=True,
+        )
+        with _interruptible():
+            stack.start_kafka(kafka_port)
+        code = await _until_stopped(
+            _serve(
+                stack,
+                stopping,
+                sensors=sensors,
+                duration_s=duration_s,
+                prometheus=prometheus,
+                started=started,
+            ),
+            stopping,
+        )
+    except _Interrupted:
+        code = 0
+    finally:
+        # A second Ctrl-C only sets `stopping` again: the stopping itself is not interrupted.
         print("stopping", flush=True)
         await stack.stop()
         stack.stop_kafka()
+        if remove_workdir and code == 0:
+            shutil.rmtree(stack.workdir, ignore_errors=True)
+        elif remove_workdir:
+            print(f"logs kept in {stack.workdir}", flush=True)
+        for sig in _STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+    return code

@@ -235,6 +235,11 @@ class LocalKafka:
             capture_output=True,
             text=True,
             check=False,
+            # Out of the terminal's process group, as the broker is: Ctrl-C reaches only its
+            # caller, whose interrupt kills it, rather than failing the format with a
+            # misleading error.
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         if fmt.returncode != 0:
             raise ConfigurationError(
