@@ -1,4 +1,5 @@
-"""Faust's aiokafka transport with one fix: never commit past a message that is still in flight.
+"""Faust's aiokafka transport with two fixes: never commit past a message that is still in
+flight, and never drop the records a recovery seeks back to.
 
 faust-streaming 0.15 decides what to commit from the run of acknowledged offsets after the last
 commit, and treats a single missing offset at its head as a gap left by compaction. When that
@@ -6,6 +7,13 @@ offset is a message still being processed (the classifier holds the record of an
 window until its revision is published), Faust commits past it, and a crash then loses it
 (faust-streaming issue #606). This consumer withholds the commit while any delivered,
 unacknowledged message of the partition lies before the acknowledged run.
+
+After a rebalance, Faust's table recovery seeks the stream partitions to their committed offsets
+and only then resumes the app's flow control, which empties the agents' queues: records fetched
+in between were dropped, and the worker went on from the next ones (faust-streaming issue #596;
+the alerter skipped a window after a restart and split an open event in two). Here the seek
+resumes the flow first (emptying the queues of the old assignment), and resuming flow that
+already runs keeps the queues (:class:`FlowControl`, the flow control of :class:`App`).
 
 Services select it with the ``soundsentry://`` broker scheme (``KafkaSettings.faust_broker_url``),
 registered as a ``faust.transports`` entry point in pyproject.toml.
@@ -15,13 +23,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 __all__ = [
     "FETCH_MAX_WAIT_MS",
     "SCHEME",
+    "App",
     "Consumer",
     "ConsumerThread",
+    "FlowControl",
     "Transport",
     "first_in_flight",
 ]
@@ -56,8 +69,32 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
+class FlowControl(FlowControlEvent):
+    """Faust's flow control of the agents' queues, whose resume empties them only when the flow
+    was suspended: records queued while it runs belong to the current assignment."""
+
+    def resume(self) -> None:
+        if not self.is_active():
+            super().resume()
+
+
+class App(faust.App):
+    """A Faust app with :class:`FlowControl` (use it with this transport)."""
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        return FlowControl(loop=self.loop)
+
+
 class Consumer(faust_aiokafka.Consumer):
-    """The aiokafka consumer whose commits stop before the first message still in flight."""
+    """The aiokafka consumer whose commits stop before the first message still in flight, and
+    whose seek to the committed offsets empties the agents' queues before, not after, it."""
+
+    async def perform_seek(self) -> None:
+        # Records fetched before the seek and queued now are read again after it; an agent
+        # sees them twice (at least once), never a gap.
+        self.app.flow_control.resume()
+        await super().perform_seek()
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)

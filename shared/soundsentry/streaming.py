@@ -17,6 +17,7 @@ from soundsentry.batchapp import send_dead_letter
 from soundsentry.contracts import decode
 from soundsentry.deadletter import DeadLetter
 from soundsentry.exceptions import BadMessageError
+from soundsentry.faust_transport import App
 from soundsentry.metrics import MetricsSettings, StreamMetrics, prepare_worker, set_consumer_lag
 from soundsentry.settings import MAX_MESSAGE_BYTES, PRODUCER_BATCH_BYTES, KafkaSettings
 from soundsentry.topics import TopicLayout, TopicSpec
@@ -169,7 +170,7 @@ def new_app(
     """
     base = data_dir or Path(tempfile.gettempdir())
     base.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
-    return faust.App(
+    return App(
         app_id,
         broker=kafka.faust_broker_url(),
         broker_credentials=kafka.faust_credentials(),

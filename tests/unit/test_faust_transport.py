@@ -1,4 +1,5 @@
-"""The commit fix of soundsentry.faust_transport, on Faust's own consumer bookkeeping."""
+"""The fixes of soundsentry.faust_transport, on Faust's own consumer bookkeeping and flow
+control."""
 
 from __future__ import annotations
 
@@ -6,13 +7,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from mode.utils.queues import FlowControlQueue
 
 from soundsentry.faust_transport import (
     FETCH_MAX_WAIT_MS,
     SCHEME,
+    App,
     Consumer,
     ConsumerThread,
+    FlowControl,
     first_in_flight,
 )
 
@@ -95,3 +100,50 @@ async def test_the_services_consumer_asks_the_broker_for_short_fetch_waits() -> 
         assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS <= 100
     finally:
         await consumer.stop()
+
+
+def queued(flow: FlowControl, *items: str) -> FlowControlQueue[str]:
+    """An agent's queue under ``flow`` (emptied on resume, as Faust makes them), holding
+    ``items``."""
+    queue: FlowControlQueue[str] = FlowControlQueue(flow_control=flow, clear_on_resume=True)
+    for item in items:
+        queue.force_put_nowait(item)
+    return queue
+
+
+async def test_resuming_suspended_flow_empties_the_queues_and_running_flow_keeps_them() -> None:
+    flow = FlowControl()  # suspended until the first recovery resumes it
+    queue = queued(flow, "record of the old assignment")
+    flow.resume()
+    assert queue.empty()
+    queue.force_put_nowait("record read after the seek")
+    flow.resume()  # Faust's recovery, once more after the seek
+    assert queue.qsize() == 1
+    flow.suspend()  # a rebalance
+    flow.resume()
+    assert queue.empty()
+
+
+async def test_the_seek_to_committed_offsets_empties_the_queues_before_it_not_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    flow = FlowControl()
+    queue = queued(flow, "record of the old assignment")
+    seen_at_seek: list[int] = []
+
+    async def faust_seek(self: Any) -> None:
+        seen_at_seek.append(queue.qsize())
+        queue.force_put_nowait("record read after the seek")
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "perform_seek", faust_seek)
+    subject: Any = Consumer.__new__(Consumer)
+    subject.app = type("FakeApp", (), {"flow_control": flow})()
+    await subject.perform_seek()
+    flow.resume()  # what Faust's recovery does right after the seek
+    assert seen_at_seek == [0]
+    assert queue.get_nowait() == "record read after the seek"
+
+
+def test_the_services_apps_use_this_flow_control() -> None:
+    app = App("flow-control-test", broker=f"{SCHEME}://127.0.0.1:9", web_enabled=False)
+    assert isinstance(app.flow_control, FlowControl)
