@@ -25,9 +25,13 @@ F64 = npt.NDArray[np.float64]
 
 def _frames(signal: F64, starts: npt.NDArray[np.intp], window: F64, out: F64, sq: F64) -> None:
     # out[i] = window * signal[starts[i] : starts[i] + n_fft]; sq[i] = sum of the raw squares.
-    n_fft = window.size
+    # Unsigned indices: with signed ones numba adds negative-index wraparound, which makes LLVM's
+    # overlap check conservative, and when numpy happens to place `out` just after `signal` the
+    # loop runs unvectorized, summing the squares in another order (levels then differ in the
+    # last bit from run to run).
+    n_fft = np.uint64(window.size)
     for i in range(starts.size):
-        s = starts[i]
+        s = np.uint64(starts[i])
         acc = 0.0
         for j in range(n_fft):
             x = signal[s + j]
