@@ -21,7 +21,9 @@ Sequence rules per sensor (``AudioChunk.sequence`` and ``start_sample``):
 
 State per sensor and mel spec is bounded: the samples of one unfinished frame, the frames of
 the longest window, and a resampler when the sensor's rate differs from the profile's
-(see :meth:`Featurizer.state_bytes`).
+(see :meth:`Featurizer.state_bytes`). The arrays of all sensors live in one slab per mel spec,
+a row per sensor, so that compiled loops lay out the frames and cut the windows of a whole
+batch in one call each: per chunk, Python only checks the sequence and queues the payload.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import TypeAdapter, ValidationError
 
+from soundsentry._kernels import kernels
 from soundsentry.audio import (
     DEFAULT_LIMITS,
     FULL_SCALE_S16,
@@ -53,6 +55,7 @@ from soundsentry.audio import (
 from soundsentry.contracts import AudioChunk, FeatureWindow, SampleFormat
 from soundsentry.dsp import MelFrontEnd, MelSpec
 from soundsentry.exceptions import ConfigurationError, ContractError
+from soundsentry.slots import SlotTable
 
 __all__ = [
     "DEFAULT_PROFILES",
@@ -268,77 +271,85 @@ class BatchResult:
     frames: int = 0
 
 
-class _MelStream:
-    """One sensor's audio at one mel spec's rate: unfinished samples and recent frames."""
+class _Slab:
+    """One mel spec's streaming state of every sensor: row ``r`` of each array is the sensor in
+    row ``r`` (rows are handed out by a :class:`~soundsentry.slots.SlotTable`).
+
+    Per row: the samples of the unfinished frame (``tails[r, :tail_length[r]]``; float32 holds
+    them exactly, as all audio arrives as int16 or float32), the samples still to skip before the
+    first frame on the grid, the number of the next frame, each profile's next window number, and
+    a ring of the last frames (frame ``f`` at ``f % frames``) with their levels.
+    """
+
+    __slots__ = ("next_frame", "next_window", "ring", "ring_level", "skip", "tail_length", "tails")
+
+    def __init__(self, spec: MelSpec, profiles: Sequence[FeatureProfile], capacity: int) -> None:
+        frames = max(p.window_frames for p in profiles)
+        self.tails = np.zeros((capacity, spec.n_fft), dtype=np.float32)
+        self.tail_length = np.zeros(capacity, dtype=np.intp)
+        self.skip = np.zeros(capacity, dtype=np.intp)
+        self.next_frame = np.zeros(capacity, dtype=np.intp)
+        self.next_window = np.zeros((capacity, len(profiles)), dtype=np.intp)
+        self.ring = np.zeros((capacity, frames, spec.n_mels), dtype=np.float32)
+        self.ring_level = np.zeros((capacity, frames), dtype=np.float64)
+
+    def arrays(self) -> tuple[npt.NDArray[Any], ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def row_bytes(self) -> int:
+        return sum(a.nbytes // a.shape[0] for a in self.arrays())
+
+    def resize(self, capacity: int) -> None:
+        for name in self.__slots__:
+            old = getattr(self, name)
+            new = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
+            keep = min(capacity, old.shape[0])
+            new[:keep] = old[:keep]
+            setattr(self, name, new)
+
+    def move(self, source: int, target: int) -> None:
+        for array in self.arrays():
+            array[target] = array[source]
+
+
+class _Plan:
+    """What one mel spec's frames and windows need: profiles, front end, slab, buffers."""
 
     __slots__ = (
-        "due_frame",
-        "next_frame",
-        "next_window",
-        "resampler",
-        "ring",
-        "ring_first",
-        "ring_len",
-        "ring_power",
-        "skip",
-        "tail",
+        "band_start",
+        "band_stop",
+        "front_end",
+        "hop_frames",
+        "profiles",
+        "signal",
+        "slab",
+        "spec",
+        "window_frames",
     )
 
-    def __init__(
-        self, spec: MelSpec, profiles: Sequence[FeatureProfile], start: int, in_rate: int
-    ) -> None:
-        hop = spec.hop_length
+    def __init__(self, spec: MelSpec, profiles: tuple[FeatureProfile, ...], capacity: int) -> None:
+        self.spec = spec
+        self.profiles = profiles
+        self.front_end = MelFrontEnd(spec, input_scale=FULL_SCALE_S16)
+        self.slab = _Slab(spec, profiles, capacity)
+        self.hop_frames = np.array([p.hop_frames for p in profiles], dtype=np.intp)
+        self.window_frames = np.array([p.window_frames for p in profiles], dtype=np.intp)
+        self.band_start = np.array([p.band.start for p in profiles], dtype=np.intp)
+        self.band_stop = np.array([p.band.stop for p in profiles], dtype=np.intp)
+        # Reused across batches: a fresh 10+ MB array per batch costs page faults. float32
+        # holds every sample exactly (see _Slab) with half the memory traffic of float64.
+        self.signal = np.empty(0, dtype=np.float32)
+
+    def reset(self, row: int, start: int) -> None:
+        """Start row's stream at sample ``start`` (at this spec's rate)."""
+        slab, hop = self.slab, self.spec.hop_length
         # The first frame on the grid that lies wholly in the new audio, and how many samples
         # of the new audio come before it.
-        self.next_frame = -(-start // hop)
-        self.skip = self.next_frame * hop - start
-        self.tail: npt.NDArray[np.float64] = _EMPTY
-        # Recent frames: ring[:ring_len] are frames ring_first, ring_first + 1, ...
-        capacity = max(p.window_frames + p.hop_frames for p in profiles)
-        self.ring = np.empty((capacity, spec.n_mels), dtype=np.float32)
-        self.ring_power = np.empty(capacity, dtype=np.float64)
-        self.ring_first = self.next_frame
-        self.ring_len = 0
-        self.next_window = [-(-self.next_frame // p.hop_frames) for p in profiles]
-        # The frame count at which the next window of any profile is complete.
-        self.due_frame = min(
-            k * p.hop_frames + p.window_frames
-            for k, p in zip(self.next_window, profiles, strict=True)
-        )
-        self.resampler = (
-            StreamResampler(in_rate_hz=in_rate, out_rate_hz=spec.sample_rate_hz)
-            if in_rate != spec.sample_rate_hz
-            else None
-        )
-
-    def nbytes(self) -> int:
-        return self.tail.nbytes + self.ring.nbytes + self.ring_power.nbytes
-
-    def grow(self, frames: int) -> None:
-        """Make room for ``frames`` frames (a long chunk; shrinks back on reset)."""
-        grown = max(frames, 2 * self.ring.shape[0])
-        ring = np.empty((grown, self.ring.shape[1]), dtype=np.float32)
-        ring[: self.ring_len] = self.ring[: self.ring_len]
-        ring_power = np.empty(grown, dtype=np.float64)
-        ring_power[: self.ring_len] = self.ring_power[: self.ring_len]
-        self.ring, self.ring_power = ring, ring_power
-
-    def drop_before(self, frame: int) -> None:
-        drop = frame - self.ring_first
-        if drop <= 0:
-            return
-        keep = self.ring_len - drop
-        if keep > 0:
-            self.ring[:keep] = self.ring[drop : self.ring_len]
-            self.ring_power[:keep] = self.ring_power[drop : self.ring_len]
-        self.ring_len = max(keep, 0)
-        self.ring_first = frame
-
-
-_EMPTY: npt.NDArray[np.float64] = np.empty(0, dtype=np.float64)
-
-
-_Piece = tuple["_SensorState", _MelStream, int]
+        next_frame = -(-start // hop)
+        slab.next_frame[row] = next_frame
+        slab.skip[row] = next_frame * hop - start
+        slab.tail_length[row] = 0
+        slab.next_window[row] = -(-next_frame // self.hop_frames)
 
 
 @dataclass(slots=True)
@@ -350,12 +361,38 @@ class _SensorState:
     next_start_sample: int
     # Capture time (ns) of sample 0 of the stream, from the first chunk after the last reset.
     anchor_ns: int
-    # One stream per mel spec, in the order of Featurizer._specs.
-    mel: list[_MelStream]
+    # The sensor's row in every spec's slab.
+    row: int
+    # One per mel spec, in the order of Featurizer._plans: None at the spec's own rate.
+    resamplers: list[StreamResampler | None]
     # The largest valid s16le mono payload at this rate (for the fast path).
     max_s16_bytes: int
-    # New audio of the current batch, in order.
-    pending: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    # The process() call that last queued audio of this sensor.
+    batch: int = 0
+    resampled: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.resampled = any(r is not None for r in self.resamplers)
+
+
+@dataclass(slots=True)
+class _Queue:
+    """The audio of one process() call, chunk by chunk: the sensor's row, the audio (s16le bytes
+    or float32 in int16 units) and its sample count."""
+
+    rows: list[int] = field(default_factory=list)
+    audio: list[bytes | npt.NDArray[np.float32]] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    all_s16: bool = True
+    # Sensors queued with a resampler (checked against the current state before use).
+    resampled: dict[str, _SensorState] = field(default_factory=dict)
+
+    def drop(self, row: int) -> None:
+        """Empty the row's queued audio (its sensor was reset: no window spans the reset)."""
+        for index, queued in enumerate(self.rows):
+            if queued == row:
+                self.audio[index] = b""
+                self.lengths[index] = 0
 
 
 class Featurizer:
@@ -374,24 +411,24 @@ class Featurizer:
             raise ConfigurationError(f"profile names must be unique, got {names}")
         self.profiles = tuple(profiles)
         self.limits = limits
-        self._by_spec: dict[MelSpec, tuple[FeatureProfile, ...]] = {}
+        by_spec: dict[MelSpec, tuple[FeatureProfile, ...]] = {}
         for profile in self.profiles:
-            self._by_spec[profile.mel] = (*self._by_spec.get(profile.mel, ()), profile)
+            by_spec[profile.mel] = (*by_spec.get(profile.mel, ()), profile)
+        self._rows = SlotTable(min_capacity=16)
         # Audio is kept in int16 units (full scale 2**15): s16le payloads need no scaling pass.
-        self._buffers = [np.empty(0) for _ in self._by_spec]
-        self._front_ends = {
-            spec: MelFrontEnd(spec, input_scale=FULL_SCALE_S16) for spec in self._by_spec
-        }
+        self._plans = [_Plan(spec, ps, self._rows.capacity) for spec, ps in by_spec.items()]
+        self._kernels = kernels()
         self._sensors: dict[str, _SensorState] = {}
+        self._row_state: list[_SensorState | None] = [None] * self._rows.capacity
+        self._batch = 0
 
     @property
     def sensors(self) -> int:
         return len(self._sensors)
 
     def state_bytes(self, sensor_id: str) -> int:
-        """Bytes of numpy state held for one sensor right now (0 if unknown)."""
-        state = self._sensors.get(sensor_id)
-        return sum(m.nbytes() for m in state.mel) if state else 0
+        """Bytes of numpy state held for one sensor (its slab rows; 0 if unknown)."""
+        return sum(p.slab.row_bytes() for p in self._plans) if sensor_id in self._sensors else 0
 
     def needed_from(self, sensor_id: str) -> tuple[str, int] | None:
         """``(stream_id, sample)``: the first sample of the sensor's stream that windows still
@@ -407,10 +444,9 @@ class Featurizer:
         if state is None:
             return None
         needed = state.next_start_sample
-        for stream, (spec, profiles) in zip(state.mel, self._by_spec.items(), strict=True):
-            first_frame = min(
-                k * p.hop_frames for k, p in zip(stream.next_window, profiles, strict=True)
-            )
+        for plan in self._plans:
+            spec = plan.spec
+            first_frame = int((plan.slab.next_window[state.row] * plan.hop_frames).min())
             first = first_frame * spec.hop_length
             if spec.sample_rate_hz != state.sample_rate_hz:
                 first = first * state.sample_rate_hz // spec.sample_rate_hz
@@ -419,7 +455,23 @@ class Featurizer:
 
     def forget(self, sensor_id: str) -> None:
         """Drop a sensor's state (e.g. when its partition is revoked)."""
-        self._sensors.pop(sensor_id, None)
+        state = self._sensors.pop(sensor_id, None)
+        if state is None:
+            return
+        self._row_state[state.row] = None
+        moves = self._rows.release(state.row)
+        for source, target in moves:
+            moved = self._row_state[source]
+            assert moved is not None  # the table moves only rows in use
+            for plan in self._plans:
+                plan.slab.move(source, target)
+            moved.row = target
+            self._row_state[target] = moved
+        capacity = self._rows.capacity
+        if capacity < len(self._row_state):
+            for plan in self._plans:
+                plan.slab.resize(capacity)
+            del self._row_state[capacity:]
 
     def process(self, chunks: Iterable[AudioChunk]) -> BatchResult:
         """Add the chunks (any sensors, each sensor's in order) and return the finished windows.
@@ -427,7 +479,10 @@ class Featurizer:
         A chunk that fails validation is reported in ``rejected`` and changes nothing else.
         """
         result = BatchResult()
-        touched: dict[str, _SensorState] = {}
+        self._batch += 1
+        batch = self._batch
+        queue = _Queue()
+        rows, audio, lengths = queue.rows, queue.audio, queue.lengths
         sensors = self._sensors
         for index, chunk in enumerate(chunks):
             # Fast path: the next s16le mono chunk of a stream we know, of an acceptable size.
@@ -446,9 +501,13 @@ class Featurizer:
                 if 0 < size <= state.max_s16_bytes and not size & 1:
                     state.next_sequence += 1
                     state.next_start_sample += size >> 1
-                    touched[chunk.sensor_id] = state
-                    # int16 units, no copy (full scale 2**15 is undone exactly by the front end)
-                    state.pending.append(np.frombuffer(pcm, dtype="<i2"))
+                    state.batch = batch
+                    # int16 units (full scale 2**15 is undone exactly by the front end)
+                    rows.append(state.row)
+                    audio.append(pcm)
+                    lengths.append(size >> 1)
+                    if state.resampled:
+                        queue.resampled[chunk.sensor_id] = state
                     continue
             try:
                 validate_chunk(chunk, self.limits)
@@ -465,25 +524,28 @@ class Featurizer:
                 result.rejected.append((index, error))
                 continue
             frames = len(chunk.pcm) // 2 if samples is None else samples.size
-            state = self._admit(chunk, frames, result.events)
+            state = self._admit(chunk, frames, result.events, queue)
             if state is None:
                 continue
-            touched[state.sensor_id] = state
-            state.pending.append(
-                np.frombuffer(chunk.pcm, dtype="<i2") if samples is None else samples
-            )
-        states = list(touched.values())
-        for spec_index, (spec, profiles) in enumerate(self._by_spec.items()):
-            result.frames += self._compute(
-                spec_index, self._front_ends[spec], profiles, states, result.windows
-            )
-        for state in states:
-            state.pending.clear()
+            state.batch = batch
+            rows.append(state.row)
+            if samples is None:
+                audio.append(chunk.pcm)
+            else:
+                audio.append(samples)
+                queue.all_s16 = False
+            lengths.append(frames)
+            if state.resampled:
+                queue.resampled[chunk.sensor_id] = state
+        if rows:
+            self._compute(queue, result)
         return result
 
     # -- sequence bookkeeping ------------------------------------------------------------
 
-    def _admit(self, chunk: AudioChunk, frames: int, events: Counter[str]) -> _SensorState | None:
+    def _admit(
+        self, chunk: AudioChunk, frames: int, events: Counter[str], queue: _Queue
+    ) -> _SensorState | None:
         state = self._sensors.get(chunk.sensor_id)
         reason = None
         if state is None:
@@ -502,14 +564,16 @@ class Featurizer:
         if state is None or reason is not None:
             if reason is not None:
                 events[reason] += 1
-            # Audio before the discontinuity that is still pending in this batch is dropped
-            # with the old state.
-            state = self._reset(chunk)
+            if state is not None and state.batch == self._batch:
+                # Audio before the discontinuity that is still queued in this batch is dropped
+                # with the old state.
+                queue.drop(state.row)
+            state = self._reset(chunk, None if state is None else state.row)
         state.next_sequence = chunk.sequence + 1
         state.next_start_sample = chunk.start_sample + frames
         return state
 
-    def _reset(self, chunk: AudioChunk) -> _SensorState:
+    def _reset(self, chunk: AudioChunk, row: int | None) -> _SensorState:
         rate = chunk.sample_rate_hz
         captured_ns = (
             chunk.captured_at.seconds * 1_000_000_000 + chunk.captured_at.nanos
@@ -517,10 +581,15 @@ class Featurizer:
             else 0
         )
         anchor = captured_ns - round(chunk.start_sample * 1e9 / rate) if captured_ns else 0
-        mel = [
-            _MelStream(spec, profiles, round(chunk.start_sample * spec.sample_rate_hz / rate), rate)
-            for spec, profiles in self._by_spec.items()
-        ]
+        if row is None:
+            row = self._rows.acquire()
+            capacity = self._rows.capacity
+            if capacity > len(self._row_state):
+                for plan in self._plans:
+                    plan.slab.resize(capacity)
+                self._row_state += [None] * (capacity - len(self._row_state))
+        for plan in self._plans:
+            plan.reset(row, round(chunk.start_sample * plan.spec.sample_rate_hz / rate))
         state = _SensorState(
             sensor_id=chunk.sensor_id,
             stream_id=chunk.stream_id,
@@ -528,164 +597,192 @@ class Featurizer:
             next_sequence=chunk.sequence,
             next_start_sample=chunk.start_sample,
             anchor_ns=anchor,
-            mel=mel,
+            row=row,
+            resamplers=[
+                StreamResampler(in_rate_hz=rate, out_rate_hz=plan.spec.sample_rate_hz)
+                if rate != plan.spec.sample_rate_hz
+                else None
+                for plan in self._plans
+            ],
             max_s16_bytes=min(
                 self.limits.max_chunk_bytes, int(self.limits.max_chunk_seconds * rate) * 2
             ),
         )
         self._sensors[chunk.sensor_id] = state
+        self._row_state[row] = state
         return state
 
     # -- frames and windows --------------------------------------------------------------
 
-    def _gather(
-        self, spec_index: int, *, n_fft: int, hop: int, states: list[_SensorState]
-    ) -> tuple[npt.NDArray[np.float64], list[_Piece], npt.NDArray[np.intp]]:
-        """Lay each sensor's unfinished samples plus new audio on one hop-aligned buffer, so
-        that every frame of every sensor is a slice of it; sensors with too little audio for a
-        frame just keep it.
+    def _compute(self, queue: _Queue, result: BatchResult) -> None:
+        """Frames and windows of the queued audio, one mel spec at a time."""
+        if queue.all_s16:
+            audio: npt.NDArray[np.int16] | npt.NDArray[np.float32] = np.frombuffer(
+                b"".join(queue.audio),  # type: ignore[arg-type] # all_s16: only bytes
+                dtype=np.int16,
+            )
+        else:
+            audio = np.concatenate(
+                [np.frombuffer(a, dtype="<i2") if isinstance(a, bytes) else a for a in queue.audio],
+                dtype=np.float32,  # exact: int16 and float32 values
+            )
+        rows = np.array(queue.rows, dtype=np.intp)
+        lengths = np.array(queue.lengths, dtype=np.intp)
+        offsets = np.cumsum(lengths) - lengths
+        resampled = [
+            state
+            for sensor_id, state in queue.resampled.items()
+            if self._sensors.get(sensor_id) is state
+        ]
+        for index, plan in enumerate(self._plans):
+            movers = [s for s in resampled if s.resamplers[index] is not None]
+            plan_audio, plan_offsets, plan_lengths = (
+                self._resample(
+                    index,
+                    movers=movers,
+                    rows=queue.rows,
+                    audio=audio,
+                    offsets=offsets,
+                    lengths=lengths,
+                )
+                if movers
+                else (audio, offsets, lengths)
+            )
+            result.frames += self._frames(
+                plan,
+                audio=plan_audio,
+                rows=rows,
+                offsets=plan_offsets,
+                lengths=plan_lengths,
+                windows=result.windows,
+            )
 
-        Returns the buffer, ``(state, stream, frames)`` per sensor with frames, and the start
-        sample in the buffer of every frame, sensor after sensor.
-        """
-        # One buffer per mel spec, reused: a fresh 10+ MB array per batch costs page faults.
-        signal = self._buffers[spec_index]
-        pieces: list[_Piece] = []
-        firsts: list[int] = []
-        position = 0  # where the next sensor's samples go: always on the hop grid
-        for state in states:
-            stream = state.mel[spec_index]
-            new = state.pending
-            if stream.resampler is not None:
-                joined = new[0] if len(new) == 1 else np.concatenate(new)
-                new = [stream.resampler.process(joined.astype(np.float32))]
-            if stream.skip:
-                new = self._skip(stream, new)
-            tail = stream.tail
-            length = tail.size
-            for audio in new:
-                length += audio.size
-            if length < n_fft:
-                if new:
-                    stream.tail = np.concatenate((tail, *new))
-                continue
-            if position + length > signal.size:
-                grown = np.empty(max(2 * signal.size, position + length + n_fft))
-                grown[:position] = signal[:position]
-                signal = self._buffers[spec_index] = grown
-            end = position + tail.size
-            signal[position:end] = tail
-            for audio in new:
-                signal[end : end + audio.size] = audio
-                end += audio.size
-            count = (length - n_fft) // hop + 1
-            # Samples from the next unfinished frame on stay for the next batch.
-            stream.tail = signal[position + count * hop : end].copy()
-            pieces.append((state, stream, count))
-            firsts.append(position)
-            position += -(-length // hop) * hop
-        if not pieces:
-            return signal, pieces, np.empty(0, dtype=np.intp)
-        counts = np.fromiter((p[2] for p in pieces), dtype=np.intp, count=len(pieces))
-        ends = np.cumsum(counts)
-        # Frame j of a sensor whose samples begin at `first` starts at first + j * hop.
-        starts = np.arange(int(ends[-1]), dtype=np.intp) - np.repeat(ends - counts, counts)
-        starts *= hop
-        starts += np.repeat(np.asarray(firsts, dtype=np.intp), counts)
-        return signal, pieces, starts
+    @staticmethod
+    def _resample(
+        index: int,
+        *,
+        movers: list[_SensorState],
+        rows: list[int],
+        audio: npt.NDArray[np.int16] | npt.NDArray[np.float32],
+        offsets: npt.NDArray[np.intp],
+        lengths: npt.NDArray[np.intp],
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+        """The queue with the audio of resampled sensors replaced by its resampled form at mel
+        spec ``index``'s rate (appended to the audio, as each sensor's first entry)."""
+        by_row = {state.row: state for state in movers}
+        entries: dict[int, list[int]] = {}
+        for entry, row in enumerate(rows):
+            if row in by_row:
+                entries.setdefault(row, []).append(entry)
+        parts = [audio.astype(np.float32)]
+        offsets, lengths = offsets.copy(), lengths.copy()
+        end = audio.size
+        for row, mine in entries.items():
+            joined = np.concatenate([audio[offsets[e] : offsets[e] + lengths[e]] for e in mine])
+            resampler = by_row[row].resamplers[index]
+            assert resampler is not None  # movers have one at this spec
+            out = resampler.process(joined.astype(np.float32))
+            lengths[mine] = 0
+            offsets[mine[0]], lengths[mine[0]] = end, out.size
+            parts.append(out)
+            end += out.size
+        return np.concatenate(parts), offsets, lengths
 
-    def _compute(
+    def _frames(
         self,
-        spec_index: int,
-        front_end: MelFrontEnd,
-        profiles: tuple[FeatureProfile, ...],
-        states: list[_SensorState],
+        plan: _Plan,
+        *,
+        audio: npt.NDArray[np.int16] | npt.NDArray[np.float32],
+        rows: npt.NDArray[np.intp],
+        offsets: npt.NDArray[np.intp],
+        lengths: npt.NDArray[np.intp],
         windows: list[Window],
     ) -> int:
-        spec = front_end.spec
-        signal, pieces, starts = self._gather(
-            spec_index, n_fft=spec.n_fft, hop=spec.hop_length, states=states
+        """Lay each sensor's unfinished samples plus new audio on one hop-aligned buffer, so
+        that every frame of every sensor is a slice of it (sensors with too little audio for a
+        frame just keep it), compute the frames, and cut the finished windows."""
+        spec, slab = plan.spec, plan.slab
+        n_fft, hop = spec.n_fft, spec.hop_length
+        # Per sensor: its tail (< n_fft), its audio and padding to the hop grid (< hop).
+        bound = audio.size + rows.size * (n_fft + hop)
+        if plan.signal.size < bound:
+            plan.signal = np.empty(max(bound, 2 * plan.signal.size), dtype=np.float32)
+        starts = np.empty(audio.size // hop + rows.size + 1, dtype=np.intp)
+        piece_row = np.empty(rows.size, dtype=np.intp)
+        piece_frames = np.empty(rows.size, dtype=np.intp)
+        pieces, frames = self._kernels.gather(
+            audio,
+            rows,
+            offsets,
+            lengths,
+            slab.tails,
+            slab.tail_length,
+            slab.skip,
+            hop,
+            plan.signal,
+            starts,
+            piece_row,
+            piece_frames,
         )
-        if not pieces:
+        if not frames:
             return 0
-        log_mel, power = front_end.compute(signal, starts)
-        offset = 0
-        for state, stream, count in pieces:
-            end = offset + count
-            ring_end = stream.ring_len + count
-            if ring_end > stream.ring.shape[0]:
-                stream.grow(ring_end)
-            stream.ring[stream.ring_len : ring_end] = log_mel[offset:end]
-            stream.ring_power[stream.ring_len : ring_end] = power[offset:end]
-            stream.ring_len = ring_end
-            stream.next_frame += count
-            offset = end
-            if stream.next_frame >= stream.due_frame:
-                self._emit(state, stream, spec, profiles, windows)
-        return int(starts.size)
+        log_mel, level = plan.front_end.compute(plan.signal, starts[:frames])
+        blocks, levels, records = self._kernels.windows(
+            log_mel,
+            level,
+            piece_row[:pieces],
+            piece_frames[:pieces],
+            slab.ring,
+            slab.ring_level,
+            slab.next_frame,
+            slab.next_window,
+            plan.hop_frames,
+            plan.window_frames,
+            plan.band_start,
+            plan.band_stop,
+        )
+        if records.size:
+            self._emit(plan, blocks, levels, records, windows)
+        return int(frames)
 
-    @staticmethod
-    def _skip(
-        stream: _MelStream, new: list[npt.NDArray[np.floating]]
-    ) -> list[npt.NDArray[np.floating]]:
-        kept = []
-        for audio in new:
-            if stream.skip >= audio.size:
-                stream.skip -= audio.size
-                continue
-            kept.append(audio[stream.skip :])
-            stream.skip = 0
-        return kept
-
-    @staticmethod
     def _emit(
-        state: _SensorState,
-        stream: _MelStream,
-        spec: MelSpec,
-        profiles: tuple[FeatureProfile, ...],
+        self,
+        plan: _Plan,
+        blocks: npt.NDArray[np.float32],
+        levels: npt.NDArray[np.float64],
+        records: npt.NDArray[np.intp],
         windows: list[Window],
     ) -> None:
-        keep_from = stream.next_frame
-        due = sys.maxsize
-        for p, profile in enumerate(profiles):
-            k = stream.next_window[p]
-            while k * profile.hop_frames + profile.window_frames <= stream.next_frame:
-                first = k * profile.hop_frames
-                lo = first - stream.ring_first
-                block = np.ascontiguousarray(
-                    stream.ring[lo : lo + profile.window_frames, profile.band].T
+        spec = plan.spec
+        rate, hop = spec.sample_rate_hz, spec.hop_length
+        shapes = [(p.num_bands, p.window_frames) for p in plan.profiles]
+        row_state = self._row_state
+        for row, p, k, block_at, level_at in records.tolist():
+            state = row_state[row]
+            assert state is not None  # rows with audio have a sensor
+            profile = plan.profiles[p]
+            bands, frames = shapes[p]
+            block = blocks[block_at : block_at + bands * frames].reshape(bands, frames)
+            if profile.standardize:
+                block = (block - block.mean()) / max(float(block.std()), 1e-6)
+            # add.reduce: ndarray.mean's dispatch costs more than the sum of ~50 values.
+            mean_square = float(np.add.reduce(levels[level_at : level_at + frames])) / frames
+            start_sample = k * profile.hop_frames * hop
+            windows.append(
+                Window(
+                    window_id=window_id(
+                        state.sensor_id, state.stream_id, profile.name, start_sample
+                    ),
+                    sensor_id=state.sensor_id,
+                    stream_id=state.stream_id,
+                    profile=profile.name,
+                    start_sample=start_sample,
+                    num_samples=profile.window_samples,
+                    sample_rate_hz=rate,
+                    log_mel_db=block.astype(np.float32, copy=False),
+                    rms_dbfs=10.0 * math.log10(max(mean_square, _MIN_MEAN_SQUARE)),
+                    start_time_ns=(
+                        state.anchor_ns + round(start_sample * 1e9 / rate) if state.anchor_ns else 0
+                    ),
                 )
-                if profile.standardize:
-                    block = (block - block.mean()) / max(float(block.std()), 1e-6)
-                # add.reduce: ndarray.mean's dispatch costs more than the sum of ~50 values.
-                mean_square = (
-                    float(np.add.reduce(stream.ring_power[lo : lo + profile.window_frames]))
-                    / profile.window_frames
-                )
-                start_sample = first * spec.hop_length
-                windows.append(
-                    Window(
-                        window_id=window_id(
-                            state.sensor_id, state.stream_id, profile.name, start_sample
-                        ),
-                        sensor_id=state.sensor_id,
-                        stream_id=state.stream_id,
-                        profile=profile.name,
-                        start_sample=start_sample,
-                        num_samples=profile.window_samples,
-                        sample_rate_hz=spec.sample_rate_hz,
-                        log_mel_db=block.astype(np.float32, copy=False),
-                        rms_dbfs=10.0 * math.log10(max(mean_square, _MIN_MEAN_SQUARE)),
-                        start_time_ns=(
-                            state.anchor_ns + round(start_sample * 1e9 / spec.sample_rate_hz)
-                            if state.anchor_ns
-                            else 0
-                        ),
-                    )
-                )
-                k += 1
-            stream.next_window[p] = k
-            keep_from = min(keep_from, k * profile.hop_frames)
-            due = min(due, k * profile.hop_frames + profile.window_frames)
-        stream.due_frame = due
-        stream.drop_before(keep_from)
+            )

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import soxr
 
+from soundsentry._kernels import kernels
 from soundsentry.dsp import MelFrontEnd, MelSpec, num_frames
 from soundsentry.exceptions import ConfigurationError
 from tests.audio_fixtures import RECORDINGS, recording
@@ -52,6 +53,24 @@ def test_input_scale_of_a_power_of_two_is_undone_exactly() -> None:
     unit = MelFrontEnd(spec).log_mel(samples.astype(np.float64) / 32768.0)
     int16_units = MelFrontEnd(spec, input_scale=32768.0).log_mel(samples.astype(np.float64))
     np.testing.assert_array_equal(unit, int16_units)
+
+
+def test_frame_levels_do_not_depend_on_where_the_arrays_lie() -> None:
+    """The frames' sums of squares are the same bits whatever the memory layout (a frames block
+    right after the signal once made LLVM fall back to a loop that sums in another order)."""
+    rng = np.random.default_rng(3)
+    frame = (rng.standard_normal(512) * 3000).astype(np.float32).astype(np.float64)
+    window = MelFrontEnd(MelSpec()).window
+    levels = set()
+    for gap in (0, 2, 600, 10_000):  # samples between the end of the signal and the frames
+        memory = np.zeros(50_000 + gap + 4 * 512)
+        signal = memory[:50_000]
+        signal[:512] = frame
+        out = memory[50_000 + gap : 50_000 + gap + 4 * 512].reshape(4, 512)
+        sq = np.empty(4)
+        kernels().frames(signal, np.zeros(4, dtype=np.intp), window, out, sq)
+        levels.add(float(sq[0]))
+    assert len(levels) == 1
 
 
 def test_silence_is_the_power_floor() -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 
 import numpy as np
@@ -8,6 +9,7 @@ import soxr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from soundsentry._kernels import kernels
 from soundsentry.contracts import AudioChunk, FeatureWindow, SampleFormat, decode, encode
 from soundsentry.dsp import MelSpec
 from soundsentry.exceptions import ConfigurationError, ContractError
@@ -192,6 +194,90 @@ def test_many_sensors_in_one_batch_equal_each_sensor_alone() -> None:
     for name in names:
         assert_same_windows([w for w in together if w.sensor_id == name], alone[name])
     assert featurizer.sensors == len(names)
+
+
+def assert_identical(got: list[Window], expected: list[Window]) -> None:
+    assert [w.window_id for w in got] == [w.window_id for w in expected]
+    for mine, theirs in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(mine.log_mel_db, theirs.log_mel_db)
+        assert mine.rms_dbfs == theirs.rms_dbfs
+        assert mine.start_time_ns == theirs.start_time_ns
+
+
+def test_forgotten_sensors_free_their_rows_for_new_ones_and_the_rest_stream_on() -> None:
+    """Sensors come and go (rows reused, the slabs grow and shrink, rows move): every sensor's
+    windows are exactly those of a featurizer that only ever saw that sensor."""
+    names = ["siren", "dog_bark", "cough", "glass", "air_conditioner"]
+
+    def stream(n: int) -> list[AudioChunk]:
+        audio, rate = recording(names[n % len(names)])
+        audio = np.resize(audio, 30 * 1600)  # 3 s, repeated if shorter
+        return list(chunks(audio, rate, [1600], sensor_id=f"mic-{n}", first_sample=160 * n))
+
+    streams = {n: stream(n) for n in range(60)}
+    alone = {n: run(Featurizer(PROFILES), chunks_) for n, chunks_ in streams.items()}
+    featurizer = Featurizer(PROFILES)
+    got: dict[int, list[Window]] = {n: [] for n in streams}
+    live = list(range(40))  # 40 sensors, then all but 5 leave, then 20 new ones join
+    for step in range(30):
+        if step == 10:
+            for n in live[5:]:
+                featurizer.forget(f"mic-{n}")
+            live = live[:5] + list(range(40, 60))
+        batch = [streams[n][step] for n in live]
+        random.Random(step).shuffle(batch)
+        for window in featurizer.process(batch).windows:
+            got[int(window.sensor_id.removeprefix("mic-"))].append(window)
+    assert featurizer.sensors == 25
+    for n in range(5):
+        assert_identical(got[n], alone[n])
+    for n in range(40, 60):
+        # New sensors start mid-stream at step 10, like a featurizer that starts there.
+        assert_identical(got[n], run(Featurizer(PROFILES), streams[n][10:]))
+    assert len({featurizer.state_bytes(f"mic-{n}") for n in live}) == 1
+    assert featurizer.state_bytes("mic-6") == 0
+
+
+def test_a_reset_inside_a_batch_drops_the_audio_queued_before_it() -> None:
+    samples, rate = recording("siren")
+    stream = list(chunks(samples, rate, [1600]))
+    other = list(chunks(samples, rate, [1600], sensor_id="mic-2"))
+    # Chunks 0-9 of mic-1, a gap, then 12-29 in one batch; mic-2 in between.
+    batch = stream[:10] + other[:15] + stream[12:30] + other[15:30]
+    windows = Featurizer(PROFILES).process(batch).windows
+    fresh = Featurizer(PROFILES).process(stream[12:30]).windows
+    assert_identical([w for w in windows if w.sensor_id == "mic-1"], fresh)
+
+
+def test_a_batch_larger_than_any_before_is_laid_out_whole() -> None:
+    """Regression: a sensor whose audio just fitted the old buffer, then one that did not, made
+    the buffer's growth copy past its end (ValueError)."""
+    samples, rate = recording("siren")
+    featurizer = Featurizer()
+    featurizer.process([next(chunks(samples[:1000], rate, sensor_id="a"))])
+    result = featurizer.process(
+        [
+            next(chunks(samples[:1500], rate, sensor_id="b")),
+            next(chunks(samples[:600], rate, sensor_id="c")),
+        ]
+    )
+    assert result.frames == 4 + 1
+
+
+def test_the_first_batch_compiles_nothing() -> None:
+    """Every compiled loop is built for the argument types a batch passes before the first one
+    (compiling in a batch costs a service seconds)."""
+    featurizer = Featurizer(PROFILES)
+    compiled = {name: len(loop.signatures) for name, loop in kernels()._asdict().items()}
+    samples, rate = recording("siren")
+    baby, baby_rate = recording("baby_8k")
+    s16 = list(chunks(samples, rate, [1600]))
+    as_f32 = s16[1]
+    as_f32.sample_format = SampleFormat.SAMPLE_FORMAT_F32LE
+    as_f32.pcm = (np.frombuffer(s16[1].pcm, dtype="<i2") / 32768).astype("<f4").tobytes()
+    featurizer.process(s16[:1])
+    featurizer.process([as_f32, *list(chunks(baby, baby_rate, [800], sensor_id="baby"))[:3]])
+    assert {name: len(loop.signatures) for name, loop in kernels()._asdict().items()} == compiled
 
 
 def test_a_bad_chunk_is_rejected_and_costs_the_batch_nothing_else() -> None:
