@@ -2,9 +2,10 @@
 
 numpy spends most of a small frame's time in passes over temporaries: gather, window, square,
 transpose, project. These loops do each frame in one pass, in cache. They are compiled on first
-use (:func:`kernels`, called when a front end is built), never at import time, and without an
-on-disk cache so a read-only root filesystem is fine; compiling takes about a second, once per
-process.
+use (:func:`kernels`, called when a front end is built), never at import time. Compiling takes
+about 6 s, so the machine code is cached on disk (numba's cache, beside this file or in
+``NUMBA_CACHE_DIR``) where a directory is writable; on a read-only root filesystem each process
+compiles once.
 
 Neither function checks bounds: :class:`soundsentry.dsp.MelFrontEnd` checks its inputs first.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -240,6 +241,13 @@ class Kernels(NamedTuple):
     windows: Callable[..., tuple[npt.NDArray[np.float32], F64, Intp]]
 
 
+def _jit(numba: Any, function: Callable[..., Any], **options: Any) -> Any:
+    try:
+        return numba.njit(nogil=True, cache=True, **options)(function)
+    except RuntimeError:  # numba found no writable cache directory
+        return numba.njit(nogil=True, **options)(function)
+
+
 @cache
 def kernels() -> Kernels:
     """The compiled loops (compiled on the first call in a process)."""
@@ -247,10 +255,10 @@ def kernels() -> Kernels:
 
     # fastmath only on the frame loop: its sum of squares feeds the RMS level, where
     # reassociation is harmless; the mel sums keep IEEE order for parity with librosa.
-    frames = numba.njit(nogil=True, fastmath=True)(_frames)
-    mel_power = numba.njit(nogil=True)(_mel_power)
-    gather = numba.njit(nogil=True)(_gather)
-    windows = numba.njit(nogil=True)(_windows)
+    frames = _jit(numba, _frames, fastmath=True)
+    mel_power = _jit(numba, _mel_power)
+    gather = _jit(numba, _gather)
+    windows = _jit(numba, _windows)
     # Compile now, for the only argument types the front end and the featurizer pass, so that a
     # service's first batch does not pay for it.
     one, index = np.ones((1, 2)), np.zeros(1, dtype=np.intp)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soxr
 
-from soundsentry._kernels import kernels
+from soundsentry._kernels import _jit, kernels
 from soundsentry.dsp import MelFrontEnd, MelSpec, num_frames
 from soundsentry.exceptions import ConfigurationError
 from tests.audio_fixtures import RECORDINGS, recording
@@ -110,3 +110,27 @@ def test_band_slice_keeps_bands_whose_centres_are_inside() -> None:
     assert centres[band.stop] > 4000.0
     with pytest.raises(ConfigurationError, match="no mel band"):
         spec.band_slice(3000.0, 3001.0)
+
+
+def test_kernels_compile_without_a_cache_where_no_directory_is_writable() -> None:
+    calls: list[dict[str, object]] = []
+
+    class ReadOnlyNumba:
+        """numba where every cache locator fails, as on a read-only root filesystem."""
+
+        @staticmethod
+        def njit(**options: object) -> object:
+            calls.append(options)
+            if options.get("cache"):
+                raise RuntimeError("cannot cache function: no locator available")
+            return lambda function: function
+
+    def loop(x: int) -> int:
+        return x + 1
+
+    compiled = _jit(ReadOnlyNumba, loop, fastmath=True)
+    assert compiled(1) == 2
+    assert calls == [
+        {"nogil": True, "cache": True, "fastmath": True},
+        {"nogil": True, "fastmath": True},
+    ]
