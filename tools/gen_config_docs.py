@@ -6,9 +6,10 @@ is out of date, so the table cannot drift from the code.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from generated import write_or_check
 
 from soundsentry.services.catalog import SETTINGS
 
@@ -52,18 +53,9 @@ def updated(readme: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="fail if README.md is stale")
-    args = parser.parse_args(argv)
-    current = README.read_text()
-    fresh = updated(current)
-    if args.check:
-        if fresh != current:
-            print("README.md's configuration reference is stale: run `make docs`")
-            return 1
-        return 0
-    README.write_text(fresh)
-    return 0
+    return write_or_check(
+        {README: updated(README.read_text())}, argv, description=__doc__, command="make docs"
+    )
 
 
 if __name__ == "__main__":

@@ -7,12 +7,13 @@ Prometheus against the services and checks that every query returns series.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from generated import write_or_check
 
 OUT = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -332,23 +333,8 @@ def render() -> dict[str, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="fail if the JSON files are stale")
-    args = parser.parse_args(argv)
-    stale = []
-    for name, content in render().items():
-        text = json.dumps(content, indent=2) + "\n"
-        path = OUT / name
-        if args.check:
-            if not path.exists() or path.read_text() != text:
-                stale.append(name)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-    if stale:
-        print(f"stale dashboards {stale}: run `make dashboards`")
-        return 1
-    return 0
+    files = {OUT / name: json.dumps(content, indent=2) + "\n" for name, content in render().items()}
+    return write_or_check(files, argv, description=__doc__, command="make dashboards")
 
 
 if __name__ == "__main__":

@@ -8,11 +8,11 @@ The groups are copied as text, indented under ``spec:``, so the rules keep their
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import yaml  # type: ignore[import-untyped, unused-ignore]  # types-PyYAML is optional
+from generated import write_or_check
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "deploy" / "prometheus" / "rules" / "soundsentry-alerts.yml"
@@ -46,17 +46,9 @@ def render(source: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="fail if the manifest is stale")
-    args = parser.parse_args(argv)
-    text = render(SOURCE.read_text())
-    if args.check:
-        if not OUT.exists() or OUT.read_text() != text:
-            print(f"{OUT.relative_to(REPO)} is stale: run `make dashboards`")
-            return 1
-        return 0
-    OUT.write_text(text)
-    return 0
+    return write_or_check(
+        {OUT: render(SOURCE.read_text())}, argv, description=__doc__, command="make dashboards"
+    )
 
 
 if __name__ == "__main__":
