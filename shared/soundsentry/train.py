@@ -1408,6 +1408,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--seed", type=int, default=defaults.seed, help="same seed, same model")
+    parser.add_argument(
+        "--channels",
+        type=int,
+        nargs="+",
+        default=list(defaults.channels),
+        metavar="N",
+        help="output channels of each convolution block (network width and depth; default "
+        f"{' '.join(str(c) for c in defaults.channels)})",
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -1419,6 +1428,7 @@ def run_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         seed=args.seed,
+        channels=tuple(args.channels),
     )
     card = train(
         args.dataset_dir,

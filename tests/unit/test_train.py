@@ -232,3 +232,15 @@ def test_train_command(
     assert card["labels"] == ["siren", "gun_shot"]
     assert (tmp_path / "default.onnx").is_file()
     assert "default.json" in capsys.readouterr().out
+
+
+def test_train_command_channels_set_the_network_width(dataset_dir: Path, tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    assert parser.parse_args([str(dataset_dir), "--out", str(tmp_path)]).channels == [16, 32, 64]
+    args = parser.parse_args(
+        [str(dataset_dir), "--out", str(tmp_path), "--epochs", "1", "--channels", "4", "8"]
+    )
+    assert run_train(args) == 0
+    card = json.loads((tmp_path / "default.json").read_text())
+    assert "CNN [4, 8] on" in card["description"]
