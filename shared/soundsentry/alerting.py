@@ -345,7 +345,8 @@ class AlertEngine:
             if tracker is None:
                 continue
             before = tracker.stale_windows
-            updates = tracker.push(message.start_sample, entry.score, frames)
+            # _checked_frames has checked every score and frame of the message.
+            updates = tracker.push_checked(message.start_sample, entry.score, frames)
             stale = stale and tracker.stale_windows > before
             outcome.events += [
                 self._proto(u, message.sensor_id, sensor, message.model) for u in updates

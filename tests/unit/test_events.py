@@ -912,3 +912,35 @@ def test_a_broken_snapshot_is_refused_and_changes_nothing(state: dict[str, Any])
     with pytest.raises(BadMessageError, match="snapshot"):
         tracker.restore(state)
     assert tracker.snapshot() == before
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0.0, 1.0), st.integers(0, N_FRAMES - 1), st.booleans()),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_push_checked_gives_what_push_gives_for_checked_values(
+    steps: list[tuple[float, int, bool]],
+) -> None:
+    """The alerter checks a message once and calls push_checked: same updates as push."""
+    checking = EventTracker(rule(0.5, 0.3, merge_gap_s=0.6), **GEOMETRY, **FRAMES)
+    trusting = EventTracker(rule(0.5, 0.3, merge_gap_s=0.6), **GEOMETRY, **FRAMES)
+    start = 0
+    for score, hot, gap in steps:
+        start += 2 * HOP if gap else HOP
+        window = frames(hot, value=score)
+        assert trusting.push_checked(start, score, window) == checking.push(start, score, window)
+    assert trusting.flush() == checking.flush()
+
+
+def test_push_checked_refuses_a_window_off_the_hop_grid_and_changes_nothing() -> None:
+    tracker = EventTracker(rule(0.5), **GEOMETRY, **FRAMES)
+    tracker.push_checked(0, 0.9, frames(4))
+    before = tracker.snapshot()
+    with pytest.raises(BadMessageError, match="less than the hop") as refused:
+        tracker.push_checked(HOP // 2, 0.9, frames(4))
+    assert refused.value.reason == "window_off_grid"
+    assert tracker.snapshot() == before
