@@ -8,12 +8,15 @@ window until its revision is published), Faust commits past it, and a crash then
 (faust-streaming issue #606). This consumer withholds the commit while any delivered,
 unacknowledged message of the partition lies before the acknowledged run.
 
-After a rebalance, Faust's table recovery seeks the stream partitions to their committed offsets
-and only then resumes the app's flow control, which empties the agents' queues: records fetched
-in between were dropped, and the worker went on from the next ones (faust-streaming issue #596;
-the alerter skipped a window after a restart and split an open event in two). Here the seek
-resumes the flow first (emptying the queues of the old assignment), and resuming flow that
-already runs keeps the queues (:class:`FlowControl`, the flow control of :class:`App`).
+Faust's table recovery resumes the app's flow control (which empties the agents' queues) when
+it starts, and again after it has sought the stream partitions to their committed offsets: that
+second resume emptied the queues of records read after the seek, and the worker went on from
+the next ones (faust-streaming issue #596; the alerter skipped a window after a restart and
+split an open event in two). Here resuming flow that already runs keeps the queues
+(:class:`FlowControl`, the flow control of :class:`App`): records queued since the first resume
+belong to the current assignment, and those read before the seek are read again after it (at
+least once), never skipped. Resuming suspended flow still empties them (records of the old
+assignment).
 
 Services select it with the ``soundsentry://`` broker scheme (``KafkaSettings.faust_broker_url``),
 registered as a ``faust.transports`` entry point in pyproject.toml.
@@ -87,14 +90,7 @@ class App(faust.App):
 
 
 class Consumer(faust_aiokafka.Consumer):
-    """The aiokafka consumer whose commits stop before the first message still in flight, and
-    whose seek to the committed offsets empties the agents' queues before, not after, it."""
-
-    async def perform_seek(self) -> None:
-        # Records fetched before the seek and queued now are read again after it; an agent
-        # sees them twice (at least once), never a gap.
-        self.app.flow_control.resume()
-        await super().perform_seek()
+    """The aiokafka consumer whose commits stop before the first message still in flight."""
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
