@@ -249,6 +249,51 @@ def test_a_reset_inside_a_batch_drops_the_audio_queued_before_it() -> None:
     assert_identical([w for w in windows if w.sensor_id == "mic-1"], fresh)
 
 
+def test_a_reset_of_a_resampled_sensor_inside_a_batch_drops_the_audio_queued_before_it() -> None:
+    samples, rate = recording("baby_8k")
+    assert rate == 8000
+    stream = list(chunks(samples, rate, [800]))
+    other, other_rate = recording("siren")
+    others = list(chunks(other, other_rate, [1600], sensor_id="mic-2"))
+    # mic-1 (8 kHz, resampled) gets a gap inside the batch; mic-2 (16 kHz) streams on.
+    batch = stream[:10] + others[:15] + stream[12:30] + others[15:30]
+    windows = Featurizer(PROFILES).process(batch).windows
+    fresh = Featurizer(PROFILES).process(stream[12:30]).windows
+    assert fresh
+    assert_identical([w for w in windows if w.sensor_id == "mic-1"], fresh)
+    alone = Featurizer(PROFILES).process(others[:30]).windows
+    assert_identical([w for w in windows if w.sensor_id == "mic-2"], alone)
+
+
+def test_needed_from_follows_sensors_whose_rows_move_when_the_slabs_shrink() -> None:
+    """100 sensors (slabs of 128 rows), then 80 leave: the slabs halve and the rows of the
+    remaining sensors above the new size move down. Their needed_from, and their windows after
+    the move, are those of featurizers that only ever saw each of them."""
+    audio, rate = recording("siren")
+    audio = np.resize(audio, 40 * 1600)
+
+    def stream(n: int) -> list[AudioChunk]:
+        return list(chunks(audio, rate, [1600], sensor_id=f"mic-{n}", first_sample=320 * n))
+
+    streams = {n: stream(n) for n in range(100)}
+    featurizer = Featurizer(PROFILES)
+    for step in range(12):
+        featurizer.process([streams[n][step] for n in range(100)])
+    staying = list(range(80, 100))  # the highest rows: these move
+    for n in range(80):
+        featurizer.forget(f"mic-{n}")
+    alone = {n: Featurizer(PROFILES) for n in staying}
+    for n in staying:
+        alone[n].process(streams[n][:12])
+        assert featurizer.needed_from(f"mic-{n}") == alone[n].needed_from(f"mic-{n}")
+    after = featurizer.process([streams[n][step] for step in range(12, 40) for n in staying])
+    for n in staying:
+        expected = alone[n].process(streams[n][12:40]).windows
+        assert expected
+        assert_identical([w for w in after.windows if w.sensor_id == f"mic-{n}"], expected)
+        assert featurizer.needed_from(f"mic-{n}") == alone[n].needed_from(f"mic-{n}")
+
+
 def test_a_batch_larger_than_any_before_is_laid_out_whole() -> None:
     """Regression: a sensor whose audio just fitted the old buffer, then one that did not, made
     the buffer's growth copy past its end (ValueError)."""
