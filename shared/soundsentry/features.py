@@ -387,12 +387,20 @@ class _Queue:
     # Sensors queued with a resampler (checked against the current state before use).
     resampled: dict[str, _SensorState] = field(default_factory=dict)
 
+    # Entries by row, of the entries queued before the last drop: many resets in one large
+    # batch (a fleet restarting) index the queue once instead of scanning it per reset.
+    _by_row: dict[int, list[int]] = field(default_factory=dict)
+    _indexed: int = 0
+
     def drop(self, row: int) -> None:
         """Empty the row's queued audio (its sensor was reset: no window spans the reset)."""
-        for index, queued in enumerate(self.rows):
-            if queued == row:
-                self.audio[index] = b""
-                self.lengths[index] = 0
+        rows, by_row = self.rows, self._by_row
+        for index in range(self._indexed, len(rows)):
+            by_row.setdefault(rows[index], []).append(index)
+        self._indexed = len(rows)
+        for index in by_row.pop(row, ()):
+            self.audio[index] = b""
+            self.lengths[index] = 0
 
 
 class Featurizer:

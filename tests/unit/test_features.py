@@ -249,6 +249,19 @@ def test_a_reset_inside_a_batch_drops_the_audio_queued_before_it() -> None:
     assert_identical([w for w in windows if w.sensor_id == "mic-1"], fresh)
 
 
+def test_many_resets_inside_one_batch_keep_only_the_audio_after_each_sensors_last() -> None:
+    samples, rate = recording("siren")
+    streams = [list(chunks(samples, rate, [1600], sensor_id=f"mic-{n}")) for n in range(6)]
+    # Every sensor: chunks 0-9, a gap, 12-19, a gap, 22-35, all interleaved in one batch.
+    parts = [range(10), range(12, 20), range(22, 36)]
+    batch = [stream[i] for part in parts for i in part for stream in streams]
+    windows = Featurizer(PROFILES).process(batch).windows
+    for n, stream in enumerate(streams):
+        fresh = Featurizer(PROFILES).process(stream[22:36]).windows
+        assert fresh
+        assert_identical([w for w in windows if w.sensor_id == f"mic-{n}"], fresh)
+
+
 def test_a_reset_of_a_resampled_sensor_inside_a_batch_drops_the_audio_queued_before_it() -> None:
     samples, rate = recording("baby_8k")
     assert rate == 8000
