@@ -387,18 +387,22 @@ class _Queue:
     # Sensors queued with a resampler (checked against the current state before use).
     resampled: dict[str, _SensorState] = field(default_factory=dict)
 
-    # Entries by row, of the entries queued before the last drop: many resets in one large
-    # batch (a fleet restarting) index the queue once instead of scanning it per reset.
+    # Entry indices by row, extended as entries are queued: many resets in one large batch
+    # (a fleet restarting) index the queue once instead of scanning it per reset.
     _by_row: dict[int, list[int]] = field(default_factory=dict)
     _indexed: int = 0
 
-    def drop(self, row: int) -> None:
-        """Empty the row's queued audio (its sensor was reset: no window spans the reset)."""
+    def entries(self) -> dict[int, list[int]]:
+        """Each row's entry indices so far, rows in order of first appearance."""
         rows, by_row = self.rows, self._by_row
         for index in range(self._indexed, len(rows)):
             by_row.setdefault(rows[index], []).append(index)
         self._indexed = len(rows)
-        for index in by_row.pop(row, ()):
+        return by_row
+
+    def drop(self, row: int) -> None:
+        """Empty the row's queued audio (its sensor was reset: no window spans the reset)."""
+        for index in self.entries().get(row, ()):
             self.audio[index] = b""
             self.lengths[index] = 0
 
@@ -475,11 +479,16 @@ class Featurizer:
                 plan.slab.move(source, target)
             moved.row = target
             self._row_state[target] = moved
+        self._fit_capacity()
+
+    def _fit_capacity(self) -> None:
+        """Slabs and row states as large as the slot table, which grows when a row is acquired
+        and shrinks (after moving rows down) when one is released."""
         capacity = self._rows.capacity
-        if capacity < len(self._row_state):
+        if capacity != len(self._row_state):
             for plan in self._plans:
                 plan.slab.resize(capacity)
-            del self._row_state[capacity:]
+            self._row_state = (self._row_state + [None] * capacity)[:capacity]
 
     def process(self, chunks: Iterable[AudioChunk]) -> BatchResult:
         """Add the chunks (any sensors, each sensor's in order) and return the finished windows.
@@ -591,11 +600,7 @@ class Featurizer:
         anchor = captured_ns - round(chunk.start_sample * 1e9 / rate) if captured_ns else 0
         if row is None:
             row = self._rows.acquire()
-            capacity = self._rows.capacity
-            if capacity > len(self._row_state):
-                for plan in self._plans:
-                    plan.slab.resize(capacity)
-                self._row_state += [None] * (capacity - len(self._row_state))
+            self._fit_capacity()
         for plan in self._plans:
             plan.reset(row, round(chunk.start_sample * plan.spec.sample_rate_hz / rate))
         state = _SensorState(
@@ -648,7 +653,7 @@ class Featurizer:
                 self._resample(
                     index,
                     movers=movers,
-                    rows=queue.rows,
+                    entries=queue.entries(),
                     audio=audio,
                     offsets=offsets,
                     lengths=lengths,
@@ -670,22 +675,21 @@ class Featurizer:
         index: int,
         *,
         movers: list[_SensorState],
-        rows: list[int],
+        entries: dict[int, list[int]],
         audio: npt.NDArray[np.int16] | npt.NDArray[np.float32],
         offsets: npt.NDArray[np.intp],
         lengths: npt.NDArray[np.intp],
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-        """The queue with the audio of resampled sensors replaced by its resampled form at mel
-        spec ``index``'s rate (appended to the audio, as each sensor's first entry)."""
+        """The queue (``entries``: indices by row) with the audio of resampled sensors replaced
+        by its resampled form at mel spec ``index``'s rate (appended to the audio, as each
+        sensor's first entry)."""
         by_row = {state.row: state for state in movers}
-        entries: dict[int, list[int]] = {}
-        for entry, row in enumerate(rows):
-            if row in by_row:
-                entries.setdefault(row, []).append(entry)
         parts = [audio.astype(np.float32)]
         offsets, lengths = offsets.copy(), lengths.copy()
         end = audio.size
         for row, mine in entries.items():
+            if row not in by_row:
+                continue
             joined = np.concatenate([audio[offsets[e] : offsets[e] + lengths[e]] for e in mine])
             resampler = by_row[row].resamplers[index]
             assert resampler is not None  # movers have one at this spec
