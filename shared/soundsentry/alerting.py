@@ -66,6 +66,7 @@ class LabelOverrides(BaseModel):
     smoothing_windows: int | None = Field(default=None, ge=1, le=100)
     min_duration_s: float | None = Field(default=None, ge=0.0, le=3600.0)
     merge_gap_s: float | None = Field(default=None, ge=0.0, le=3600.0)
+    onset_lookback_windows: int | None = Field(default=None, ge=0, le=8)
     cooldown_s: float | None = Field(
         default=None,
         ge=0.0,
@@ -89,6 +90,7 @@ class LabelOverrides(BaseModel):
                 "smoothing_windows",
                 "min_duration_s",
                 "merge_gap_s",
+                "onset_lookback_windows",
             )
             if (value := getattr(self, name)) is not None
         }

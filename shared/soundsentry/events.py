@@ -51,6 +51,17 @@ causally:
    merges anything.
 4. **Minimum duration.** An event whose ``offset - onset`` is shorter than ``min_duration_s`` is
    discarded. Durations are compared in samples (``round(seconds * sample_rate_hz)``).
+5. **Onset look-back** (``onset_lookback_windows`` > 0). A sound usually starts a window or two
+   before the first window sure enough of it to reach ``on_threshold``: the window that holds
+   the onset holds only part of the sound. So the onset moves back to where the sound's run
+   of scores ``>= off_threshold`` began (hysteresis, applied backwards): from the onset above,
+   back over the frames of its segment with a frame score ``>= off_threshold`` and, when that
+   run reaches the segment's start, into the segments of up to ``onset_lookback_windows``
+   windows before it, as long as the run goes on. A window without frame scores counts as one
+   run when its raw score is ``>= off_threshold``. The look-back never crosses a gap in the
+   stream nor reaches into the previous event (the windows of an event in progress, and the
+   window that ends it, are not looked at), and it is causal: only windows already seen move
+   the onset, so streaming and offline agree.
 
 Streaming
 ---------
@@ -87,7 +98,7 @@ import operator
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -142,6 +153,9 @@ class EventRule:
         is this long.
     merge_gap_s : float
         A drop below ``off_threshold`` shorter than this does not end the event.
+    onset_lookback_windows : int
+        How many windows before the one that starts an event its onset may move back into
+        (module docstring, rule 5); 0 keeps the onset in that window.
 
     Raises
     ------
@@ -155,6 +169,7 @@ class EventRule:
     smoothing_windows: int = 1
     min_duration_s: float = 0.0
     merge_gap_s: float = 0.0
+    onset_lookback_windows: int = 0
 
     def __post_init__(self) -> None:
         label: object = self.label
@@ -182,6 +197,12 @@ class EventRule:
         if not _is_count(self.smoothing_windows) or self.smoothing_windows < 1:
             raise ConfigurationError(
                 f"{where}: smoothing_windows={self.smoothing_windows!r} must be a whole number >= 1"
+            )
+        lookback: object = self.onset_lookback_windows
+        if not _is_count(lookback) or not 0 <= cast("int", lookback) <= _MAX_LOOKBACK:
+            raise ConfigurationError(
+                f"{where}: onset_lookback_windows={lookback!r} must be a whole number in "
+                f"0..{_MAX_LOOKBACK}"
             )
         for name in ("min_duration_s", "merge_gap_s"):
             value = _number(getattr(self, name))
@@ -256,6 +277,7 @@ class EventUpdate:
 
 
 _SNAPSHOT_VERSION = 1
+_MAX_LOOKBACK = 8  # windows; the tracker keeps one (segment start, run start) pair per window
 
 
 def event_id(sensor_id: str, stream_id: str, label: str, onset_sample: int) -> str:
@@ -331,6 +353,7 @@ class EventTracker:
         "_fresh",
         "_last_start",
         "_lead",
+        "_lookback",
         "_merge_gap",
         "_min_duration",
         "_offset",
@@ -339,6 +362,8 @@ class EventTracker:
         "_pending",
         "_recent",
         "_ring_pos",
+        "_run",
+        "_runs",
         "_started",
         "hop_samples",
         "rule",
@@ -425,6 +450,11 @@ class EventTracker:
         self._peak = 0.0
         self._started = False
         self._pending = False  # the open event is below off_threshold and may still merge
+        self._lookback = int(rule.onset_lookback_windows)
+        # For onset look-back: (segment start, start of the run >= off_threshold that reaches
+        # the segment's end, or None) of the last windows with no event in progress.
+        self._runs: list[tuple[int, int | None]] = []
+        self._run: tuple[int, int | None] = (0, None)  # the current window's, while pushed
 
     def push(
         self, start_sample: int, score: float, frame_scores: npt.ArrayLike | None = None
@@ -494,7 +524,12 @@ class EventTracker:
         self._recent[self._ring_pos] = value
         self._ring_pos = (self._ring_pos + 1) % len(self._recent)
         # fsum is exactly rounded, so the mean does not depend on the ring's order.
+        active = self._onset is not None and not self._pending
+        if self._lookback:
+            self._run = self._run_of(start, value, frames)
         self._step(start, math.fsum(self._recent) / len(self._recent), frames, updates)
+        if self._lookback:
+            self._keep_run(active)
         return updates
 
     def flush(self) -> list[EventUpdate]:
@@ -511,7 +546,7 @@ class EventTracker:
         :meth:`restore` on a tracker with the same rule and geometry continues exactly where
         this one is: the same updates for the same later windows.
         """
-        return {
+        state: dict[str, Any] = {
             "version": _SNAPSHOT_VERSION,
             "recent": list(self._recent),
             "ring_pos": self._ring_pos,
@@ -524,6 +559,9 @@ class EventTracker:
             "pending": self._pending,
             "stale_windows": self.stale_windows,
         }
+        if self._runs:  # only with onset look-back: most snapshots stay as small as before
+            state["runs"] = [list(run) for run in self._runs]
+        return state
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Continue from :meth:`snapshot` (of a tracker with the same geometry).
@@ -557,6 +595,11 @@ class EventTracker:
                 "_pending": bool(state["pending"]),
                 "stale_windows": int(state["stale_windows"]),
             }
+            # Snapshots from before the look-back have no runs: it starts afresh.
+            runs = [
+                (int(begin), None if run is None else int(run))
+                for begin, run in state.get("runs", ())
+            ]
         except (KeyError, TypeError, ValueError) as exc:
             raise BadMessageError(
                 "bad_tracker_state", f"not an event tracker snapshot: {exc!r}"
@@ -567,6 +610,7 @@ class EventTracker:
             self._recent, self._ring_pos = recent, ring_pos
         else:
             self._reset_smoothing()
+        self._runs = runs[-self._lookback :] if self._lookback else []
 
     def state_bytes(self) -> int:
         """Memory held by the tracker (its slots and recent scores), in bytes."""
@@ -581,6 +625,7 @@ class EventTracker:
     def _reset_smoothing(self) -> None:
         self._recent = [0.0] * len(self._recent)
         self._ring_pos = 0
+        self._runs = []
 
     def _step(
         self,
@@ -613,11 +658,55 @@ class EventTracker:
         # A stream's first window owns the samples before its segment (module docstring).
         begin, first = (start, 0) if self._fresh else (start + self._lead, self._frame_first)
         if frames is None:
-            return begin
-        hits = np.flatnonzero(frames[first : self._frame_last + 1] >= self.rule.on_threshold)
+            return self._look_back(begin) if self._lookback else begin
+        segment = frames[first : self._frame_last + 1]
+        hits = np.flatnonzero(segment >= self.rule.on_threshold)
         if not hits.size:
-            return begin
-        return start + (first + int(hits[0])) * self._frame_hop
+            return self._look_back(begin) if self._lookback else begin
+        anchor = int(hits[0])
+        onset = start + (first + anchor) * self._frame_hop
+        if anchor or not self._lookback:
+            return onset
+        return self._look_back(onset)  # the run reaches the segment's start (rule 5)
+
+    def _look_back(self, onset: int, windows: int | None = None) -> int:
+        """``onset``, at the start of its segment's run, moved back through the runs of up to
+        ``windows`` (default: the rule's look-back) windows before it (rule 5)."""
+        count = self._lookback if windows is None else windows
+        for segment_start, run_start in reversed(self._runs[max(0, len(self._runs) - count) :]):
+            if run_start is None:
+                break
+            onset = run_start
+            if run_start != segment_start:
+                break
+        return onset
+
+    def _run_of(
+        self, start: int, score: float, frames: npt.NDArray[np.float64] | None
+    ) -> tuple[int, int | None]:
+        """(segment start, start of the run >= on_threshold that reaches the segment's end, or
+        None) of this window (rule 5)."""
+        begin, first = (start, 0) if self._fresh else (start + self._lead, self._frame_first)
+        on = self.rule.on_threshold
+        if frames is None:
+            return begin, (begin if score >= on else None)
+        if frames[self._frame_last] < on:  # the common case, silence: no run
+            return begin, None
+        below = np.flatnonzero(frames[first : self._frame_last + 1] < on)
+        if not below.size:
+            return begin, begin
+        return begin, start + (first + int(below[-1]) + 1) * self._frame_hop
+
+    def _keep_run(self, active: bool) -> None:
+        """Keep this window's run for later look-backs (rule 5). A window of an event in
+        progress (``active`` before this window, or after it) clears them: a look-back never
+        reaches into an event nor the window that ends it."""
+        if active or (self._onset is not None and not self._pending):
+            self._runs = []
+            return
+        self._runs.append(self._run)
+        if len(self._runs) > self._lookback:
+            del self._runs[0]
 
     def _refine_offset(self, start: int, frames: npt.NDArray[np.float64] | None) -> int:
         end = start + self._lead + self.hop_samples
@@ -659,7 +748,15 @@ class EventTracker:
 
     def _end_if_final(self, start: int, updates: list[EventUpdate]) -> None:
         # Any later onset is at or after this segment's end: the gap can only grow from here.
-        if start + self._lead + self.hop_samples - self._offset >= self._merge_gap:
+        earliest = start + self._lead + self.hop_samples
+        if self._lookback:
+            # ... unless a later window's look-back can reach into this window's run (rule 5).
+            begin, run_start = self._run
+            if run_start is not None:
+                earliest = run_start
+                if run_start == begin:
+                    earliest = self._look_back(begin, self._lookback - 1)
+        if earliest - self._offset >= self._merge_gap:
             self._finish(updates)
 
     def _finish(self, updates: list[EventUpdate]) -> None:

@@ -9,7 +9,8 @@ A model card (``<name>.json``, beside its ONNX file) says everything the pipelin
                   "mel": {"sample_rate_hz": 16000, "n_fft": 512, ...}},
       "thresholds": {"smoke_alarm": 0.5, ...},
       "event_rules": {"smoke_alarm": {"on_threshold": 0.5, "off_threshold": 0.375,
-                      "smoothing_windows": 1, "min_duration_s": 0.5, "merge_gap_s": 1.0}, ...},
+                      "smoothing_windows": 1, "min_duration_s": 0.5, "merge_gap_s": 1.0,
+                      "onset_lookback_windows": 1}, ...},
       "silence_gate_dbfs": -70.0,
       "metrics": {...}, "training_data": [{"name": ..., "licence": ...}], "licence": "..."
     }
@@ -118,7 +119,7 @@ class ModelCard(BaseModel):
         if spec is None:
             return None
         allowed = {"on_threshold", "off_threshold", "smoothing_windows"}
-        allowed |= {"min_duration_s", "merge_gap_s"}
+        allowed |= {"min_duration_s", "merge_gap_s", "onset_lookback_windows"}
         extra = sorted(set(spec) - allowed)
         if extra or not {"on_threshold", "off_threshold"} <= set(spec):
             raise ValueError(
@@ -126,8 +127,10 @@ class ModelCard(BaseModel):
                 f"{sorted(allowed)}; got {sorted(spec)}"
             )
         smoothing = spec.get("smoothing_windows", 1)
-        if smoothing != int(smoothing):
-            raise ValueError(f"event_rules[{label!r}]: smoothing_windows must be whole")
+        lookback = spec.get("onset_lookback_windows", 0)
+        for name, value in (("smoothing_windows", smoothing), ("onset_lookback_windows", lookback)):
+            if value != int(value):
+                raise ValueError(f"event_rules[{label!r}]: {name} must be whole")
         try:
             return EventRule(
                 label=label,
@@ -136,6 +139,7 @@ class ModelCard(BaseModel):
                 smoothing_windows=int(smoothing),
                 min_duration_s=spec.get("min_duration_s", 0.0),
                 merge_gap_s=spec.get("merge_gap_s", 0.0),
+                onset_lookback_windows=int(lookback),
             )
         except ConfigurationError as exc:
             raise ValueError(str(exc)) from None

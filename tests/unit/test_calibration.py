@@ -13,13 +13,18 @@ PROFILE = FeatureProfile("full-16k")  # 1 s windows every 0.5 s
 HOP = 8000
 
 
-def example(key: str, scores: list[float], events: list[tuple[float, float]]) -> ScoredExample:
+def example(
+    key: str,
+    scores: list[float],
+    events: list[tuple[float, float]],
+    frame_scores: np.ndarray | None = None,
+) -> ScoredExample:
     return ScoredExample(
         key=key,
         duration_s=0.5 * (len(scores) + 1),
         start_samples=np.arange(len(scores), dtype=np.int64) * HOP,
         scores=np.array(scores, dtype=np.float32)[:, None],
-        frame_scores=None,
+        frame_scores=frame_scores,
         events=tuple(EvalEvent(key, "siren", on, off) for on, off in events),
     )
 
@@ -50,3 +55,26 @@ def test_the_simplest_of_equally_good_rules_is_kept() -> None:
     assert rule_document(tuned.rule) == rule_document(
         EventRule("siren", on_threshold=0.1, off_threshold=0.075)
     )
+
+
+def frames_like(scores: list[float]) -> np.ndarray:
+    """Frame scores equal to each window's score [windows, 1 label, frames]."""
+    return np.repeat(np.array(scores, np.float32)[:, None, None], PROFILE.window_frames, axis=2)
+
+
+def test_a_sound_whose_first_window_scores_low_gets_an_onset_look_back() -> None:
+    # Each siren starts at 1.25 s, the start of window 2's segment. Window 2 holds it only in
+    # its second half: it scores 0.4, but its frames there score 0.9. A threshold low enough to
+    # take window 2 also takes the background clips' 0.4 windows; a higher one without look-back
+    # puts the onset at 1.75 s, outside the collar. Looking back one window gets both right.
+    siren_scores = [0.0, 0.0, 0.4, 0.9, 0.9, 0.9, 0.0, 0.0]
+    siren_frames = frames_like(siren_scores)
+    siren_frames[2, 0, 13:] = 0.9  # frames from 1.26 s (16000 + 13 x 320 samples)
+    sirens = [example(f"s{i}", siren_scores, [(1.25, 3.25)], siren_frames) for i in range(4)]
+    quiet_scores = [0.0, 0.4, 0.4, 0.4, 0.0, 0.0]
+    quiet = [example(f"q{i}", quiet_scores, [], frames_like(quiet_scores)) for i in range(4)]
+    tuned = tune_event_rule("siren", 0, sirens + quiet, PROFILE)
+    assert tuned.f1 == 1.0
+    assert tuned.rule.onset_lookback_windows == 1
+    assert tuned.rule.on_threshold > 0.4
+    assert rule_document(tuned.rule)["onset_lookback_windows"] == 1

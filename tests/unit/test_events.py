@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -523,6 +523,94 @@ def test_a_refined_gap_of_exactly_merge_gap_separates(
     assert spans(events) == expected
 
 
+# -- onset look-back (rule 5) -----------------------------------------------------------------
+
+
+def lookback(n: int, on: float = 0.5, **kwargs: Any) -> EventRule:
+    return replace(rule(on, **kwargs), onset_lookback_windows=n)
+
+
+def test_look_back_moves_a_smoothed_onset_to_the_window_where_the_sound_began() -> None:
+    # Smoothed over 2 windows: 0, 0, 0.3, 0.6, 0.6, 0.3. The run starts at window 3 (segment
+    # 1750-2250), but window 2 (segment 1250-1750) already scored 0.6 >= on.
+    scores = [0.0, 0.0, 0.6, 0.6, 0.6, 0.0]
+    assert offline(scores, lookback(0, smoothing=2)) == [(1750, 2750)]
+    assert offline(scores, lookback(1, smoothing=2)) == [(1250, 2750)]
+
+
+def test_look_back_follows_frames_into_the_window_before() -> None:
+    # Window 1 scores 0.3 < on but its frames 4 and 5 ([900, 1100), [1000, 1200)) are hot, up to
+    # its segment's end; window 2's first frame inside its segment (3) is hot too.
+    window_frames = [frames(), frames(4, 5), frames(3, 4, 5), frames()]
+    kwargs: dict[str, Any] = {"frame_scores": window_frames, **GEOMETRY, **FRAMES}
+    starts, scores = np.arange(4) * HOP, [0.0, 0.3, 0.9, 0.0]
+    assert spans(detect_events(starts, scores, lookback(0), **kwargs)) == [(1300, 1700)]
+    assert spans(detect_events(starts, scores, lookback(1), **kwargs)) == [(900, 1700)]
+
+
+def test_look_back_stops_where_the_run_stops() -> None:
+    # The onset frame (4) is not the segment's first: the sound began inside this segment.
+    late = [frames(), frames(3, 4, 5), frames(4, 5), frames()]
+    # Window 1's last frame is cold: its run does not reach window 2's segment.
+    broken = [frames(), frames(3, 4), frames(3, 4, 5), frames()]
+    starts, scores = np.arange(4) * HOP, [0.0, 0.3, 0.9, 0.0]
+    for window_frames, onset in ((late, 1400), (broken, 1300)):
+        events = detect_events(
+            starts, scores, lookback(3), frame_scores=window_frames, **GEOMETRY, **FRAMES
+        )
+        assert spans(events)[0][0] == onset
+
+
+def test_look_back_goes_at_most_its_number_of_windows() -> None:
+    scores = [0.0, 0.6, 0.6, 0.6, 0.6, 0.0]  # smoothed over 3: 0.2, 0.4, 0.6 at window 3
+    assert offline(scores, lookback(1, smoothing=3))[0][0] == 1250
+    assert offline(scores, lookback(2, smoothing=3))[0][0] == 750
+    assert offline(scores, lookback(8, smoothing=3))[0][0] == 750  # window 0 scored 0
+
+
+def test_look_back_never_reaches_into_the_previous_event_nor_across_a_gap() -> None:
+    # Window 2 ends the first event (smoothed 0.3 < 0.5); window 3's onset may not move into it.
+    scores = [0.6, 0.6, 0.0, 0.6, 0.6, 0.0]
+    events = offline(scores, lookback(3, smoothing=2))
+    assert [onset for onset, _ in events] == [0, 1750]
+    # A gap between windows 1 (at 500) and 2 (at 2000): window 3's look-back stops at the gap
+    # (window 2 is a stream's first again, and starts its own segment at 2000).
+    starts = [0, 500, 2000, 2500, 3000]
+    assert offline([0.0, 0.6, 0.6, 0.6, 0.0], lookback(3, smoothing=2), starts) == [(2000, 3250)]
+
+
+@pytest.mark.parametrize("windows", [0, 1])
+def test_streaming_waits_to_end_an_event_while_a_look_back_could_still_merge(windows: int) -> None:
+    # Event over windows 0-1 (offset 1250). Window 3 (segment 1750-2250) scores below on, but
+    # its frames are hot to its end: a run starting at window 4 may look back to 1750, a gap of
+    # 500 < merge_gap 600. Without look-back any later onset is >= 2250: over at window 3.
+    tracker = EventTracker(lookback(windows, merge_gap_s=0.6), **GEOMETRY, **FRAMES)
+    assert [u.kind for u in tracker.push(0, 0.9)] == ["started"]
+    assert tracker.push(HOP, 0.9) == []
+    assert tracker.push(2 * HOP, 0.0) == []
+    hot = frames(3, 4, 5)
+    if not windows:
+        (ended,) = tracker.push(3 * HOP, 0.3, hot)
+        assert (ended.event.onset_sample, ended.event.offset_sample) == (0, 1250)
+        return
+    assert tracker.push(3 * HOP, 0.3, hot) == []  # may still merge: not ended
+    assert tracker.push(4 * HOP, 0.9, hot) == []  # merged: the event goes on
+    (ended,) = tracker.flush()
+    assert (ended.event.onset_sample, ended.event.offset_sample) == (0, 2700)
+
+
+def test_a_look_back_state_survives_a_snapshot() -> None:
+    tracker = EventTracker(lookback(2, smoothing=2), **GEOMETRY)
+    pushes(tracker, [0.0, 0.0, 0.6])
+    state = json.loads(json.dumps(tracker.snapshot()))
+    restored = EventTracker(lookback(2, smoothing=2), **GEOMETRY)
+    restored.restore(state)
+    (started,) = restored.push(3 * HOP, 0.6)
+    assert started.event.onset_sample == 1250
+    # Snapshots without look-back runs (older ones, or other rules) restore with none.
+    assert "runs" not in EventTracker(rule(), **GEOMETRY).snapshot()
+
+
 def test_frame_geometry_is_checked() -> None:
     with pytest.raises(ConfigurationError, match="both frame_hop_samples and frame_samples"):
         EventTracker(rule(0.5), **GEOMETRY, frame_hop_samples=100)
@@ -639,6 +727,10 @@ def test_updates_carry_the_id_of_their_sensor_stream_label_and_onset() -> None:
         ({"min_duration_s": -1.0}, "min_duration_s=-1.0 must be a finite number of seconds"),
         ({"merge_gap_s": math.inf}, "merge_gap_s=inf must be a finite number of seconds"),
         ({"merge_gap_s": "1"}, "merge_gap_s='1' must be a finite number"),
+        ({"onset_lookback_windows": -1}, r"onset_lookback_windows=-1 must be a whole number in 0"),
+        ({"onset_lookback_windows": 9}, "onset_lookback_windows=9 must be a whole number"),
+        ({"onset_lookback_windows": 1.5}, "onset_lookback_windows=1.5 must be a whole number"),
+        ({"onset_lookback_windows": True}, "onset_lookback_windows=True must be a whole number"),
     ],
 )
 def test_invalid_rules_are_rejected_naming_the_problem(
@@ -700,6 +792,59 @@ class Ref:
     last_window: int  # index of the last active window
 
 
+def reference_onset(
+    starts: Sequence[int],
+    scores: Sequence[float],
+    on: float,
+    window_frames: Sequence[np.ndarray] | None,
+    *,
+    i: int,
+    first: bool,
+    earlier: Sequence[tuple[int, bool]],
+) -> int:
+    """The onset of a run starting at window ``i`` (the first of its piece when ``first``);
+    ``earlier``: the windows the onset may move back into, latest first (rule 5)."""
+    lead = (WINDOW - HOP) // 2
+
+    def segment_frames(j: int, j_first: bool) -> list[int]:
+        """Starts of the frames wholly inside window j's segment (the first window of a piece
+        speaks for [start, start + lead + HOP))."""
+        begin = starts[j] if j_first else starts[j] + lead
+        end = starts[j] + lead + HOP
+        return [
+            x for x in (starts[j] + 100 * f for f in range(N_FRAMES)) if begin <= x <= end - 200
+        ]
+
+    def hot(j: int, frame_start: int) -> bool:
+        assert window_frames is not None
+        return bool(window_frames[j][(frame_start - starts[j]) // 100] >= on)
+
+    result = starts[i] if first else starts[i] + lead
+    if window_frames is not None:
+        for k, frame_start in enumerate(segment_frames(i, first)):
+            if hot(i, frame_start):
+                if k:
+                    return frame_start
+                result = frame_start  # the segment's first frame: the run may go further back
+                break
+    for j, j_first in earlier:
+        j_begin = starts[j] if j_first else starts[j] + lead
+        if window_frames is None:
+            if scores[j] < on:
+                break
+            result = j_begin
+            continue
+        run = segment_frames(j, j_first)
+        if not hot(j, run[-1]):
+            break
+        while run and hot(j, run[-1]):
+            result = run.pop()
+        if run:
+            break
+        result = j_begin
+    return result
+
+
 def reference(
     starts: Sequence[int],
     scores: Sequence[float],
@@ -710,18 +855,16 @@ def reference(
     n = event_rule.smoothing_windows
     lead = (WINDOW - HOP) // 2
 
-    def onset(i: int, first: bool) -> int:
-        # The first window of a piece speaks for [start, start + lead + HOP).
-        begin = starts[i] if first else starts[i] + lead
-        end = starts[i] + lead + HOP
-        if window_frames is None:
-            return begin
-        for f in range(N_FRAMES):
-            frame_start = starts[i] + 100 * f
-            inside = frame_start >= begin and frame_start + 200 <= end
-            if inside and window_frames[i][f] >= event_rule.on_threshold:
-                return frame_start
-        return begin
+    def onset(i: int, first: bool, earlier: Sequence[tuple[int, bool]]) -> int:
+        return reference_onset(
+            starts,
+            scores,
+            event_rule.on_threshold,
+            window_frames,
+            i=i,
+            first=first,
+            earlier=earlier,
+        )
 
     def offset(i: int) -> int:
         end = starts[i] + lead + HOP
@@ -746,6 +889,7 @@ def reference(
         smoothed = [math.fsum(padded[k : k + n]) / n for k in range(len(piece))]
         runs: list[Ref] = []
         k = 0
+        free = 0  # the first window of the piece the look-back may use (after the last run's drop)
         while k < len(piece):
             if smoothed[k] < event_rule.on_threshold:
                 k += 1
@@ -753,7 +897,15 @@ def reference(
             j = k
             while j + 1 < len(piece) and smoothed[j + 1] >= event_rule.off_threshold:
                 j += 1
-            run = Ref(onset(piece[k], k == 0), offset(piece[j]), max(smoothed[k : j + 1]), piece[j])
+            back = range(k - 1, max(free, k - event_rule.onset_lookback_windows) - 1, -1)
+            earlier = [(piece[b], b == 0) for b in back]
+            run = Ref(
+                onset(piece[k], k == 0, earlier),
+                offset(piece[j]),
+                max(smoothed[k : j + 1]),
+                piece[j],
+            )
+            free = j + 2  # the window after j ended the run: it is not looked at either
             merge_gap = round(event_rule.merge_gap_s * SR)
             if runs and run.onset - runs[-1].offset < merge_gap:
                 previous = runs.pop()
@@ -780,6 +932,7 @@ def cases(draw: st.DrawFn) -> tuple[EventRule, list[int], list[float], list[np.n
         smoothing_windows=draw(st.integers(1, 4)),
         min_duration_s=draw(st.sampled_from([0.0, 0.25, 0.5, 0.7, 1.0, 1.5, 2.5])),
         merge_gap_s=draw(st.sampled_from([0.0, 0.3, 0.5, 0.6, 1.0, 1.3, 2.0, 3.0, 6.0])),
+        onset_lookback_windows=draw(st.sampled_from([0, 0, 1, 2, 3])),
     )
     # Mostly long streams (short ones come from shrinking and from the size draw).
     size = draw(st.sampled_from([0, 1, 2, 5, 20, 40, 40, 80, 80, 80]))
@@ -832,7 +985,8 @@ def test_streaming_equals_offline_equals_the_reference(
             # (A new event starting here has its onset before seg_end, so it is covered too.)
             assert gap or seg_end - event.offset_sample >= merge_gap
             # It was not yet final at the window before (unless that was the last active one).
-            if index - 1 > ref.last_window:
+            # (With a look-back, a run in the window before could still have merged.)
+            if index - 1 > ref.last_window and not event_rule.onset_lookback_windows:
                 previous_end = starts[index - 1] + (WINDOW - HOP) // 2 + HOP
                 assert previous_end - event.offset_sample < merge_gap
             ended.append(event)

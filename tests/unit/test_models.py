@@ -144,6 +144,7 @@ def test_a_cards_event_rules_are_what_detection_uses(tmp_path: Path) -> None:
         "smoothing_windows": 2,
         "min_duration_s": 0.5,
         "merge_gap_s": 1.0,
+        "onset_lookback_windows": 1,
     }
     model = load_model(_card(tmp_path, event_rules={"siren": spec}))
     assert event_rule_for(model.card, "siren") == EventRule(label="siren", **spec)
