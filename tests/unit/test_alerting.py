@@ -109,7 +109,7 @@ def test_overrides_apply_per_label_then_per_group() -> None:
             SensorGroup(
                 name="factory",
                 sensors=["factory-*"],
-                labels={"*": LabelOverrides(min_duration_s=2.0)},
+                labels={"*": LabelOverrides(min_duration_s=2.0, onset_lookback_windows=2)},
             ),
             SensorGroup(
                 name="quiet",
@@ -123,6 +123,7 @@ def test_overrides_apply_per_label_then_per_group() -> None:
     factory = rules.resolve(rule, "factory-3")
     assert factory is not None
     assert factory.min_duration_s == 2.0
+    assert factory.onset_lookback_windows == 2
     assert factory.on_threshold == 0.8
     assert rules.resolve(rule, "lab-2") is None
 
