@@ -42,7 +42,11 @@ Model
 A small CNN on ``log_mel [batch, 1, bands, frames]``: the input is normalised with the
 training data's per-band mean and standard deviation (constants in the graph), then blocks of
 two 3x3 convolutions (batch norm, ReLU) and 2x2 max pooling (frequency only in the last
-block); the feature map is averaged over frequency, giving ``[batch, channels, frames']``.
+block). With ``keep_frequency`` (the default) each frame's feature map, ``channels x bands'``,
+is projected to ``channels`` by a 1x1 convolution over time (batch norm, ReLU), so the heads
+know *where* in frequency a pattern lies: a 3 kHz alarm beep and a 400 Hz car horn make
+similar shapes in the feature map and only their band tells them apart. Without it the map is
+averaged over frequency. Either way that gives ``[batch, channels, frames']``.
 Clip scores: mean plus max over time, dropout, a linear layer, sigmoid. Frame scores
 (``frame_output``): a 1x1 convolution over time, linearly interpolated back to the window's
 frames, sigmoid. The sigmoids are in the exported graph; outputs ``scores [batch, labels]``
@@ -185,7 +189,8 @@ class TrainConfig:
     set's manifest, sorted). ``patience``: epochs without a better validation loss before
     stopping. ``channels``: output channels of each convolution block. ``mixup_alpha``: 0
     disables mixup. ``frame_output``: add the frame-level output, trained with
-    ``frame_loss_weight`` x its loss.
+    ``frame_loss_weight`` x its loss. ``keep_frequency``: the heads see the feature map's
+    bands (module docstring, "Model"); False averages them away.
     """
 
     profile: FeatureProfile = DEFAULT_PROFILE
@@ -204,6 +209,7 @@ class TrainConfig:
     dropout: float = 0.2
     frame_output: bool = True
     frame_loss_weight: float = 0.5
+    keep_frequency: bool = True
 
     def __post_init__(self) -> None:
         # Sequences are kept as tuples (the settings are frozen and hashable).
@@ -787,6 +793,7 @@ def _network_class() -> type[torch.nn.Module]:
             channels: Sequence[int],
             dropout: float,
             frame_output: bool,
+            keep_frequency: bool,
             band_mean: npt.NDArray[np.float32],
             band_std: npt.NDArray[np.float32],
         ) -> None:
@@ -808,13 +815,27 @@ def _network_class() -> type[torch.nn.Module]:
                 layers.append(nn.MaxPool2d((2, 1) if last else (2, 2)))
                 width = out
             self.features = nn.Sequential(*layers)
+            bands_out = num_bands >> len(channels)
+            self.project = (
+                nn.Sequential(
+                    nn.Conv1d(width * bands_out, width, kernel_size=1, bias=False),
+                    nn.BatchNorm1d(width),
+                    nn.ReLU(),
+                )
+                if keep_frequency
+                else None
+            )
             self.dropout = nn.Dropout(dropout)
             self.clip_head = nn.Linear(width, num_labels)
             self.frame_head = nn.Conv1d(width, num_labels, kernel_size=1) if frame_output else None
 
         def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
             x = (x - self.band_mean) * self.band_scale
-            hidden = self.features(x).mean(dim=2)  # [batch, channels, frames']
+            mapped = self.features(x)  # [batch, channels, bands', frames']
+            if self.project is None:
+                hidden = mapped.mean(dim=2)
+            else:
+                hidden = self.project(mapped.flatten(1, 2))  # [batch, channels, frames']
             pooled = hidden.mean(dim=2) + hidden.amax(dim=2)
             clip = self.clip_head(self.dropout(pooled))
             if self.frame_head is None:
@@ -841,6 +862,7 @@ def build_network(
     channels: Sequence[int] = (16, 32, 64),
     dropout: float = 0.2,
     frame_output: bool = True,
+    keep_frequency: bool = True,
     band_mean: npt.NDArray[np.float32] | None = None,
     band_std: npt.NDArray[np.float32] | None = None,
 ) -> torch.nn.Module:
@@ -857,6 +879,7 @@ def build_network(
         channels=tuple(channels),
         dropout=dropout,
         frame_output=frame_output,
+        keep_frequency=keep_frequency,
         band_mean=np.zeros(bands, np.float32) if band_mean is None else band_mean,
         band_std=np.ones(bands, np.float32) if band_std is None else band_std,
     )
@@ -1057,6 +1080,7 @@ def train_model(
         channels=config.channels,
         dropout=config.dropout,
         frame_output=config.frame_output,
+        keep_frequency=config.keep_frequency,
         band_mean=band_mean,
         band_std=band_std,
     )
@@ -1317,7 +1341,9 @@ def export_model(
         "licence": result.licence,
         "description": description
         or (
-            f"SoundSentry CNN {list(config.channels)} on {result.profile.name} log-mel windows, "
+            f"SoundSentry CNN {list(config.channels)}"
+            + (", band-aware head" if config.keep_frequency else "")
+            + f" on {result.profile.name} log-mel windows, "
             f"{len(result.labels)} labels, sigmoid outputs"
             + (" with frame-level scores" if frame_output else "")
             + f"; trained with soundsentry train (seed {config.seed})."
@@ -1417,6 +1443,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="output channels of each convolution block (network width and depth; default "
         f"{' '.join(str(c) for c in defaults.channels)})",
     )
+    parser.add_argument(
+        "--average-frequency",
+        dest="keep_frequency",
+        action="store_false",
+        help="average the feature map over frequency instead of giving the heads its bands "
+        "(the network before 1.1)",
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -1429,6 +1462,7 @@ def run_train(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate,
         seed=args.seed,
         channels=tuple(args.channels),
+        keep_frequency=args.keep_frequency,
     )
     card = train(
         args.dataset_dir,

@@ -22,6 +22,7 @@ from soundsentry.train import (
     TrainingData,
     TrainResult,
     add_train_arguments,
+    build_network,
     calibrate_thresholds,
     export_model,
     frame_targets,
@@ -243,4 +244,36 @@ def test_train_command_channels_set_the_network_width(dataset_dir: Path, tmp_pat
     )
     assert run_train(args) == 0
     card = json.loads((tmp_path / "default.json").read_text())
+    assert "CNN [4, 8], band-aware head on" in card["description"]
+
+
+def test_the_band_aware_head_sees_where_in_frequency_a_pattern_lies(data: TrainingData) -> None:
+    # The same spectro-temporal shape in a low and in a high band: averaging the feature map
+    # over frequency gives the heads (almost) the same input for both, the projection does not.
+    profile = data.profile
+    shape = (1, 1, profile.num_bands, profile.window_frames)
+    low, high = torch.zeros(shape), torch.zeros(shape)
+    low[..., 16:24, 10:30] = 1.0
+    high[..., 32:40, 10:30] = 1.0
+    torch.manual_seed(0)
+    aware = build_network(profile, 2).eval()
+    torch.manual_seed(0)
+    averaged = build_network(profile, 2, keep_frequency=False).eval()
+    with torch.no_grad():
+        aware_gap = (aware(low)[0] - aware(high)[0]).abs().max().item()
+        averaged_gap = (averaged(low)[0] - averaged(high)[0]).abs().max().item()
+    assert averaged_gap < 1e-6 < aware_gap, (averaged_gap, aware_gap)
+
+
+def test_train_command_can_average_frequency_away(dataset_dir: Path, tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    options = ["--epochs", "1", "--channels", "4", "8", "--average-frequency"]
+    args = parser.parse_args([str(dataset_dir), "--out", str(tmp_path), *options])
+    assert run_train(args) == 0
+    card = json.loads((tmp_path / "default.json").read_text())
     assert "CNN [4, 8] on" in card["description"]
+    model = load_model(tmp_path / "default.json")
+    profile = model.profile
+    scores, _ = model.predict(np.zeros((3, profile.num_bands, profile.window_frames), np.float32))
+    assert scores.shape == (3, len(card["labels"]))
