@@ -42,6 +42,7 @@ from prometheus_client import CollectorRegistry
 from soundsentry.alerting import AlertEngine, AlertRules, NotificationPolicy
 from soundsentry.contracts import Event, WindowScores, sensor_key
 from soundsentry.exceptions import BadMessageError, ConfigurationError
+from soundsentry.faust_transport import RecoveryStalledError, recovery_stalled_for
 from soundsentry.metrics import SensorFilter
 from soundsentry.models import ModelCard, read_cards
 from soundsentry.notify import (
@@ -121,6 +122,8 @@ class AlerterService:
         self._sensor_partitions: dict[str, TP] = {}
         if settings.reload_interval_s:
             app.timer(settings.reload_interval_s, name=f"{SERVICE}.reload")(self.reload)
+        # Started at the first assignment: Faust starts timers only after the first recovery.
+        self._recovery_watch: asyncio.Future[None] | None = None
         self.events_dlq = topics.faust_raw_topic(app, topics.dlq(EVENTS), partitions=DLQ_PARTITIONS)
         # Records of events whose notifications are under way, by delivery id.
         self._notifying: dict[str, faust.EventT[Any]] = {}
@@ -151,6 +154,28 @@ class AlerterService:
         for sensor_id in gone:
             del self._sensor_partitions[sensor_id]
         self.metrics.sensors.set(self.engine.sensors)
+        if self._recovery_watch is None and self.settings.recovery_stall_s:
+            self._recovery_watch = asyncio.ensure_future(self._watch_recovery())
+
+    def check_recovery(self) -> None:
+        """Raise RecoveryStalledError when the state table's recovery has stalled."""
+        recovery = self.app.tables.recovery  # type: ignore[attr-defined]  # untyped in Faust
+        stalled = recovery_stalled_for(recovery, time.monotonic())
+        if stalled > self.settings.recovery_stall_s:
+            raise RecoveryStalledError(
+                f"state table recovery read no changelog record for {stalled:.1f} s while it "
+                "still needs some; exiting so that the supervisor restarts the alerter"
+            )
+
+    async def _watch_recovery(self) -> None:
+        interval = min(5.0, self.settings.recovery_stall_s / 3)
+        while not self.app.should_stop:
+            await asyncio.sleep(interval)
+            try:
+                self.check_recovery()
+            except RecoveryStalledError as error:
+                await self.app.crash(error)  # logs it; the worker exits with status 1
+                return
 
     async def _agent(self, stream: faust.StreamT[bytes]) -> None:
         # Faust picks a table write's changelog partition from the producer's metadata

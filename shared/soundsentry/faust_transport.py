@@ -18,6 +18,13 @@ belong to the current assignment, and those read before the seek are read again 
 least once), never skipped. Resuming suspended flow still empties them (records of the old
 assignment).
 
+Faust's table recovery can also wait forever for changelog records that never come (seen once
+in a few runs after the broker was killed and restarted mid-stream: "No event received for
+active tp ... since recovery start", repeated until the worker is stopped; faust-streaming
+issues #155 and #176 report the same symptom). :func:`recovery_stalled_for` measures how long a
+recovery has gone without a changelog record while it still needs some; the alerter crashes
+when that passes its limit, so that its supervisor restarts it and a fresh consumer recovers.
+
 Services select it with the ``soundsentry://`` broker scheme (``KafkaSettings.faust_broker_url``),
 registered as a ``faust.transports`` entry point in pyproject.toml.
 """
@@ -31,6 +38,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
+from soundsentry.exceptions import SoundSentryError
+
 __all__ = [
     "FETCH_MAX_WAIT_MS",
     "SCHEME",
@@ -38,11 +47,31 @@ __all__ = [
     "Consumer",
     "ConsumerThread",
     "FlowControl",
+    "RecoveryStalledError",
     "Transport",
     "first_in_flight",
+    "recovery_stalled_for",
 ]
 
 SCHEME = "soundsentry"
+
+
+class RecoveryStalledError(SoundSentryError):
+    """Table recovery received no changelog record for too long while it still needed some."""
+
+
+def recovery_stalled_for(recovery: Any, now: float) -> float:
+    """Seconds since Faust's table ``recovery`` last made progress: since it started or since
+    its last changelog record, whichever is later; 0.0 when it is not recovering or needs no
+    more records. ``now`` is ``time.monotonic()`` (Faust's clock for these times)."""
+    if not recovery.in_recovery or not recovery.need_recovery():
+        return 0.0
+    started = recovery._recovery_started_at  # Faust keeps no public copy
+    if started is None:
+        return 0.0
+    received = recovery._active_events_received_at
+    last = max([float(started), *(float(at) for at in received.values())])
+    return max(0.0, now - last)
 
 
 def first_in_flight(messages: Any) -> dict[Any, int]:

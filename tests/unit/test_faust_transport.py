@@ -18,6 +18,7 @@ from soundsentry.faust_transport import (
     ConsumerThread,
     FlowControl,
     first_in_flight,
+    recovery_stalled_for,
 )
 
 PARTITION = TP("audio.windows", 0)
@@ -143,3 +144,37 @@ async def test_records_read_after_a_recoverys_seek_reach_the_agents() -> None:
 def test_the_services_apps_use_this_flow_control() -> None:
     app = App("flow-control-test", broker=f"{SCHEME}://127.0.0.1:9", web_enabled=False)
     assert isinstance(app.flow_control, FlowControl)
+
+
+@dataclass
+class FakeRecovery:
+    """The parts of Faust's Recovery that recovery_stalled_for reads."""
+
+    in_recovery: bool = True
+    remaining: int = 10
+    _recovery_started_at: float | None = 100.0
+    _active_events_received_at: dict[TP, float] | None = None
+
+    def need_recovery(self) -> bool:
+        return self.remaining > 0
+
+
+def test_a_recovery_is_stalled_for_the_time_since_its_last_changelog_record() -> None:
+    recovery = FakeRecovery(_active_events_received_at={})
+    assert recovery_stalled_for(recovery, now=130.0) == 30.0  # nothing since the start
+    assert recovery._active_events_received_at is not None
+    recovery._active_events_received_at[TP("changelog", 0)] = 120.0
+    recovery._active_events_received_at[TP("changelog", 1)] = 125.0
+    assert recovery_stalled_for(recovery, now=130.0) == 5.0  # the latest record counts
+
+
+@pytest.mark.parametrize(
+    "recovery",
+    [
+        FakeRecovery(in_recovery=False, _active_events_received_at={}),
+        FakeRecovery(remaining=0, _active_events_received_at={}),
+        FakeRecovery(_recovery_started_at=None, _active_events_received_at={}),
+    ],
+)
+def test_no_stall_outside_a_recovery_that_needs_records(recovery: FakeRecovery) -> None:
+    assert recovery_stalled_for(recovery, now=1000.0) == 0.0
