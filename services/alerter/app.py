@@ -168,7 +168,7 @@ class AlerterService:
             )
 
     async def _watch_recovery(self) -> None:
-        interval = min(5.0, self.settings.recovery_stall_s / 3)
+        interval = min(5.0, max(0.5, self.settings.recovery_stall_s / 3))
         while not self.app.should_stop:
             await asyncio.sleep(interval)
             try:
@@ -176,6 +176,8 @@ class AlerterService:
             except RecoveryStalledError as error:
                 await self.app.crash(error)  # logs it; the worker exits with status 1
                 return
+            except Exception:  # e.g. a Faust upgrade renamed what it reads: keep watching
+                logger.exception("alerter: cannot check the state table's recovery")
 
     async def _agent(self, stream: faust.StreamT[bytes]) -> None:
         # Faust picks a table write's changelog partition from the producer's metadata

@@ -53,12 +53,13 @@ class AlerterSettings(BaseSettings):
         "that fails to load is reported and the previous rules keep applying.",
     )
     recovery_stall_s: float = Field(
-        default=30.0,
+        default=60.0,
         ge=0.0,
         le=3600.0,
         description="Crash (for the supervisor to restart the alerter) when the state table's "
-        "recovery has read no changelog record for this long while it still needs some: "
-        "Faust can wait for them forever (0: never).",
+        "recovery, which Faust can let wait forever, has gone this long without a changelog "
+        "record (counted from its start, which includes asking the broker for offsets) while "
+        "it still needs some (0: never).",
     )
     max_batch_scores: int = Field(
         default=256, ge=1, le=10_000, description="Most score records handled together."

@@ -53,15 +53,20 @@ causally:
    discarded. Durations are compared in samples (``round(seconds * sample_rate_hz)``).
 5. **Onset look-back** (``onset_lookback_windows`` > 0). A sound usually starts a window or two
    before the first window sure enough of it to reach ``on_threshold``: the window that holds
-   the onset holds only part of the sound. So the onset moves back to where the sound's run
-   of scores ``>= off_threshold`` began (hysteresis, applied backwards): from the onset above,
-   back over the frames of its segment with a frame score ``>= off_threshold`` and, when that
-   run reaches the segment's start, into the segments of up to ``onset_lookback_windows``
-   windows before it, as long as the run goes on. A window without frame scores counts as one
-   run when its raw score is ``>= off_threshold``. The look-back never crosses a gap in the
-   stream nor reaches into the previous event (the windows of an event in progress, and the
-   window that ends it, are not looked at), and it is causal: only windows already seen move
-   the onset, so streaming and offline agree.
+   the onset holds only part of the sound. So an onset found above that lies at its segment's
+   start (its first frame inside the segment is ``>= on_threshold``, or no frame is, or the
+   window has no frame scores) moves back into the segments of up to
+   ``onset_lookback_windows`` windows before it, latest first, while the sound's run goes on:
+   a window whose last frame inside its segment is ``>= on_threshold`` moves the onset to the
+   start of the run of its segment's frames ``>= on_threshold`` that ends there, and, when
+   that run fills its whole segment, on to the window before it; a window without frame scores
+   counts as a whole run when its raw score is ``>= on_threshold``. (The on threshold, not the
+   off one: frame scores rise before a sound starts, and walking back over them at the off
+   threshold put onsets too early.) The look-back never crosses a gap in the stream nor
+   reaches into the previous event (the windows of an event in progress, and the window that
+   ends it, are not looked at), and it is causal: only windows already seen move the onset,
+   so streaming and offline agree. While a look-back could still merge a later run into an
+   event that is waiting to end, the tracker waits to end it.
 
 Streaming
 ---------
@@ -86,8 +91,8 @@ window at or before the previous one (a repeat or late record) is ignored and co
 :class:`~soundsentry.exceptions.BadMessageError`.
 
 State per tracker is a handful of integers and floats plus the last ``smoothing_windows``
-scores: about 270 bytes plus 32 bytes per smoothing window (:meth:`EventTracker.state_bytes`);
-frame scores are never kept.
+scores: about 270 bytes plus 32 bytes per smoothing window, and with look-back about 120 bytes
+per look-back window (:meth:`EventTracker.state_bytes`); frame scores are never kept.
 """
 
 from __future__ import annotations
@@ -451,7 +456,7 @@ class EventTracker:
         self._started = False
         self._pending = False  # the open event is below off_threshold and may still merge
         self._lookback = int(rule.onset_lookback_windows)
-        # For onset look-back: (segment start, start of the run >= off_threshold that reaches
+        # For onset look-back: (segment start, start of the run >= on_threshold that reaches
         # the segment's end, or None) of the last windows with no event in progress.
         self._runs: list[tuple[int, int | None]] = []
         self._run: tuple[int, int | None] = (0, None)  # the current window's, while pushed
@@ -613,11 +618,13 @@ class EventTracker:
         self._runs = runs[-self._lookback :] if self._lookback else []
 
     def state_bytes(self) -> int:
-        """Memory held by the tracker (its slots and recent scores), in bytes."""
+        """Memory held by the tracker (its slots, recent scores and look-back runs), in bytes."""
         return (
             sys.getsizeof(self)
             + sys.getsizeof(self._recent)
             + sum(sys.getsizeof(x) for x in self._recent)
+            + sys.getsizeof(self._runs)
+            + sum(sys.getsizeof(run) + sum(sys.getsizeof(x) for x in run) for run in self._runs)
         )
 
     # -- internals ---------------------------------------------------------------------------
@@ -643,7 +650,7 @@ class EventTracker:
                 self._extend(start, smoothed, frames, updates)
             else:
                 self._pending = True
-                self._end_if_final(start, updates)
+                self._end_if_final(start, updates, ends_event=True)
         elif smoothed >= rule.on_threshold:  # a new run after a drop: merge or a new event
             if self._refine_onset(start, frames) - self._offset < self._merge_gap:
                 self._pending = False
@@ -690,9 +697,10 @@ class EventTracker:
         on = self.rule.on_threshold
         if frames is None:
             return begin, (begin if score >= on else None)
-        if frames[self._frame_last] < on:  # the common case, silence: no run
+        segment = frames[first : self._frame_last + 1]  # shorter when frames are missing
+        if not segment.size or segment[-1] < on:  # the common case, silence: no run
             return begin, None
-        below = np.flatnonzero(frames[first : self._frame_last + 1] < on)
+        below = np.flatnonzero(segment < on)
         if not below.size:
             return begin, begin
         return begin, start + (first + int(below[-1]) + 1) * self._frame_hop
@@ -746,10 +754,12 @@ class EventTracker:
             self._started = True
             updates.append(self._update("started", self._onset))
 
-    def _end_if_final(self, start: int, updates: list[EventUpdate]) -> None:
+    def _end_if_final(
+        self, start: int, updates: list[EventUpdate], *, ends_event: bool = False
+    ) -> None:
         # Any later onset is at or after this segment's end: the gap can only grow from here.
         earliest = start + self._lead + self.hop_samples
-        if self._lookback:
+        if self._lookback and not ends_event:  # the window that ends an event is never looked at
             # ... unless a later window's look-back can reach into this window's run (rule 5).
             begin, run_start = self._run
             if run_start is not None:

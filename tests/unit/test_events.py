@@ -1098,3 +1098,25 @@ def test_push_checked_refuses_a_window_off_the_hop_grid_and_changes_nothing() ->
         tracker.push_checked(HOP // 2, 0.9, frames(4))
     assert refused.value.reason == "window_off_grid"
     assert tracker.snapshot() == before
+
+
+@pytest.mark.parametrize("windows", [0, 1])
+def test_the_window_that_ends_an_event_ends_it_as_soon_as_without_look_back(windows: int) -> None:
+    # Window 2 ends the event (0.3 < 0.5) with frames hot to its end; it is never looked back
+    # at, so it cannot merge a later run: the event is over at window 2 either way.
+    tracker = EventTracker(lookback(windows, merge_gap_s=0.6), **GEOMETRY, **FRAMES)
+    assert [u.kind for u in tracker.push(0, 0.9)] == ["started"]
+    assert tracker.push(HOP, 0.9, frames(3)) == []
+    (ended,) = tracker.push(2 * HOP, 0.3, frames(3, 4, 5))
+    assert (ended.event.onset_sample, ended.event.offset_sample) == (0, 1000)
+
+
+def test_look_back_takes_frame_scores_shorter_than_the_window() -> None:
+    # Fewer frames than the geometry says (a model with a coarser frame output, or a bad
+    # record): the look-back uses the frames there are and never reads past them.
+    tracker = EventTracker(lookback(1), **GEOMETRY, **FRAMES)
+    assert tracker.push(0, 0.1, np.full(3, 0.9)) == []
+    assert tracker.push(HOP, 0.1, np.full(5, 0.9)) == []
+    (started,) = tracker.push(2 * HOP, 0.9, np.full(N_FRAMES, 0.9))
+    # Window 1's frames inside its segment (3 and 4 of the 5 it has) are all hot: its segment.
+    assert started.event.onset_sample == HOP + 250
