@@ -111,6 +111,7 @@ import numpy.typing as npt
 from soundsentry.exceptions import BadMessageError, ConfigurationError
 
 __all__ = [
+    "MAX_LOOKBACK_WINDOWS",
     "Detected",
     "EventKind",
     "EventRule",
@@ -204,10 +205,10 @@ class EventRule:
                 f"{where}: smoothing_windows={self.smoothing_windows!r} must be a whole number >= 1"
             )
         lookback: object = self.onset_lookback_windows
-        if not _is_count(lookback) or not 0 <= cast("int", lookback) <= _MAX_LOOKBACK:
+        if not _is_count(lookback) or not 0 <= cast("int", lookback) <= MAX_LOOKBACK_WINDOWS:
             raise ConfigurationError(
                 f"{where}: onset_lookback_windows={lookback!r} must be a whole number in "
-                f"0..{_MAX_LOOKBACK}"
+                f"0..{MAX_LOOKBACK_WINDOWS}"
             )
         for name in ("min_duration_s", "merge_gap_s"):
             value = _number(getattr(self, name))
@@ -282,7 +283,9 @@ class EventUpdate:
 
 
 _SNAPSHOT_VERSION = 1
-_MAX_LOOKBACK = 8  # windows; the tracker keeps one (segment start, run start) pair per window
+MAX_LOOKBACK_WINDOWS = (
+    8  # windows; the tracker keeps one (segment start, run start) pair per window
+)
 
 
 def event_id(sensor_id: str, stream_id: str, label: str, onset_sample: int) -> str:
@@ -664,23 +667,23 @@ class EventTracker:
     def _refine_onset(self, start: int, frames: npt.NDArray[np.float64] | None) -> int:
         # A stream's first window owns the samples before its segment (module docstring).
         begin, first = (start, 0) if self._fresh else (start + self._lead, self._frame_first)
+        # Without look-back there are no runs, and _look_back returns the onset it is given.
         if frames is None:
-            return self._look_back(begin) if self._lookback else begin
-        segment = frames[first : self._frame_last + 1]
-        hits = np.flatnonzero(segment >= self.rule.on_threshold)
+            return self._look_back(begin, self._runs)
+        hits = np.flatnonzero(frames[first : self._frame_last + 1] >= self.rule.on_threshold)
         if not hits.size:
-            return self._look_back(begin) if self._lookback else begin
+            return self._look_back(begin, self._runs)
         anchor = int(hits[0])
         onset = start + (first + anchor) * self._frame_hop
-        if anchor or not self._lookback:
+        if anchor:
             return onset
-        return self._look_back(onset)  # the run reaches the segment's start (rule 5)
+        return self._look_back(onset, self._runs)  # the run reaches the segment's start (rule 5)
 
-    def _look_back(self, onset: int, windows: int | None = None) -> int:
-        """``onset``, at the start of its segment's run, moved back through the runs of up to
-        ``windows`` (default: the rule's look-back) windows before it (rule 5)."""
-        count = self._lookback if windows is None else windows
-        for segment_start, run_start in reversed(self._runs[max(0, len(self._runs) - count) :]):
+    @staticmethod
+    def _look_back(onset: int, runs: Sequence[tuple[int, int | None]]) -> int:
+        """``onset``, at the start of its segment's run, moved back through ``runs`` (rule 5),
+        the latest last."""
+        for segment_start, run_start in reversed(runs):
             if run_start is None:
                 break
             onset = run_start
@@ -760,12 +763,10 @@ class EventTracker:
         # Any later onset is at or after this segment's end: the gap can only grow from here.
         earliest = start + self._lead + self.hop_samples
         if self._lookback and not ends_event:  # the window that ends an event is never looked at
-            # ... unless a later window's look-back can reach into this window's run (rule 5).
-            begin, run_start = self._run
-            if run_start is not None:
-                earliest = run_start
-                if run_start == begin:
-                    earliest = self._look_back(begin, self._lookback - 1)
+            # ... unless a later window's look-back can reach into this window's run (rule 5):
+            # the next window looks back through this one and the lookback - 1 before it.
+            earlier = self._runs[max(0, len(self._runs) - self._lookback + 1) :]
+            earliest = self._look_back(earliest, [*earlier, self._run])
         if earliest - self._offset >= self._merge_gap:
             self._finish(updates)
 
