@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from soundsentry.contracts import Event, EventKind, WindowScores
 from soundsentry.detect import event_rule_for, new_event_tracker
-from soundsentry.events import EventRule, EventTracker, EventUpdate
+from soundsentry.events import MAX_LOOKBACK_WINDOWS, EventRule, EventTracker, EventUpdate
 from soundsentry.exceptions import BadMessageError, ConfigurationError
 from soundsentry.models import ModelCard
 
@@ -66,7 +66,7 @@ class LabelOverrides(BaseModel):
     smoothing_windows: int | None = Field(default=None, ge=1, le=100)
     min_duration_s: float | None = Field(default=None, ge=0.0, le=3600.0)
     merge_gap_s: float | None = Field(default=None, ge=0.0, le=3600.0)
-    onset_lookback_windows: int | None = Field(default=None, ge=0, le=8)
+    onset_lookback_windows: int | None = Field(default=None, ge=0, le=MAX_LOOKBACK_WINDOWS)
     cooldown_s: float | None = Field(
         default=None,
         ge=0.0,
