@@ -42,7 +42,8 @@ from soundsentry.events import EventRule, detect_events
 
 if TYPE_CHECKING:
     from soundsentry.features import FeatureProfile
-    from soundsentry.train import ExampleFeatures
+    from soundsentry.models import LoadedModel
+    from soundsentry.train import ExampleFeatures, TrainingData
 
 __all__ = [
     "ScoredExample",
@@ -50,6 +51,7 @@ __all__ = [
     "calibrate_card",
     "event_metrics",
     "json_safe",
+    "predict_all",
     "rule_document",
     "scored_examples",
     "tune_event_rule",
@@ -274,10 +276,27 @@ def tune_event_rules(
     return tuned
 
 
-def calibrate_card(card_path: str | Path, dataset_dir: str | Path) -> dict[str, TunedRule]:
+def predict_all(
+    model: LoadedModel, inputs: npt.NDArray[np.float32]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+    """``model.predict`` over many windows, in batches."""
+    scores, frames = [], []
+    for lo in range(0, inputs.shape[0], _BATCH):
+        batch_scores, batch_frames = model.predict(inputs[lo : lo + _BATCH])
+        scores.append(batch_scores)
+        if batch_frames is not None:
+            frames.append(batch_frames)
+    return np.concatenate(scores), np.concatenate(frames) if frames else None
+
+
+def calibrate_card(
+    card_path: str | Path, dataset_dir: str | Path, *, data: TrainingData | None = None
+) -> dict[str, TunedRule]:
     """Tune the event rules of the model behind ``card_path`` on ``dataset_dir``'s validation
     split (scored by the ONNX model, as deployed) and write them, with the event and segment
     metrics they reach, into the card.
+
+    ``data``: that split, already featurised for the card's profile and labels.
 
     Raises
     ------
@@ -290,16 +309,10 @@ def calibrate_card(card_path: str | Path, dataset_dir: str | Path) -> dict[str, 
     path = Path(card_path)
     model = load_model(path)
     labels = tuple(model.card.labels)
-    data = load_dataset(dataset_dir, profile=model.profile, labels=labels, splits=("validate",))
+    if data is None:
+        data = load_dataset(dataset_dir, profile=model.profile, labels=labels, splits=("validate",))
     inputs, indices, starts = validation_windows(data)
-    scores, frames = [], []
-    for lo in range(0, inputs.shape[0], _BATCH):
-        batch_scores, batch_frames = model.predict(inputs[lo : lo + _BATCH])
-        scores.append(batch_scores)
-        if batch_frames is not None:
-            frames.append(batch_frames)
-    probs = np.concatenate(scores)
-    frame_probs = np.concatenate(frames) if frames else None
+    probs, frame_probs = predict_all(model, inputs)
     examples = scored_examples(
         data.examples["validate"], indices, starts, probs, frame_probs, profile=data.profile
     )

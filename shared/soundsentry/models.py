@@ -45,6 +45,7 @@ __all__ = [
     "ModelCard",
     "ModelDirectory",
     "ModelSet",
+    "Quantization",
     "ReloadReport",
     "WindowScore",
     "load_model",
@@ -55,6 +56,22 @@ __all__ = [
 ]
 
 INPUT_NAME = "log_mel"
+
+
+class Quantization(BaseModel):
+    """How an int8 model was made from a float one (``soundsentry quantize``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scheme: str = Field(description="e.g. int8 static QDQ: uint8 activations, int8 weights")
+    source_onnx: str = Field(
+        description="the float ONNX file it was made from, relative to the card"
+    )
+    calibration: str = Field(description="the windows the activation ranges were measured on")
+    float_nodes: list[str] = Field(default_factory=list, description="nodes left in float")
+    score_difference: dict[str, float] = Field(
+        default_factory=dict, description="max and mean |int8 - float| score on validation"
+    )
 
 
 class ModelCard(BaseModel):
@@ -79,6 +96,7 @@ class ModelCard(BaseModel):
     training_data: list[dict[str, str]] = Field(default_factory=list)
     licence: str = ""
     description: str = ""
+    quantization: Quantization | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelCard:

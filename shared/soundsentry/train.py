@@ -135,6 +135,7 @@ __all__ = [
     "segment_targets",
     "train",
     "train_model",
+    "validation_targets",
     "validation_windows",
     "window_metrics",
 ]
@@ -1033,6 +1034,12 @@ def validation_windows(
     (example index, start frame) of each."""
     batch, indices, starts = _validation_batch(data)
     return batch.inputs, indices, starts
+
+
+def validation_targets(data: TrainingData) -> npt.NDArray[np.float32]:
+    """The clip targets [n, labels] of :func:`validation_windows`' windows."""
+    batch, _, _ = _validation_batch(data)
+    return batch.clip
 
 
 def _validation_batch(

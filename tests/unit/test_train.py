@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import soundfile
 from soundsentry.dataset import EventSpan, MixSpec, synthesize
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features import FeatureProfile, Featurizer
-from soundsentry.models import load_model
+from soundsentry.models import load_model, read_card
+from soundsentry.quantize import MAX_MEAN_DIFFERENCE, QuantizationCheckError, quantize_card
 from soundsentry.train import (
     EarlyStopping,
     TrainConfig,
@@ -30,11 +32,13 @@ from soundsentry.train import (
     run_train,
     segment_targets,
     train_model,
+    validation_windows,
     window_metrics,
 )
 from tests.audio_fixtures import SHARED_DATA, chunks
 
 torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
 
 TINY = TrainConfig(epochs=2, channels=(4, 8), batch_size=16, seed=0)
 
@@ -277,3 +281,96 @@ def test_train_command_can_average_frequency_away(dataset_dir: Path, tmp_path: P
     profile = model.profile
     scores, _ = model.predict(np.zeros((3, profile.num_bands, profile.window_frames), np.float32))
     assert scores.shape == (3, len(card["labels"]))
+
+
+# -- int8 (soundsentry quantize) --------------------------------------------------------------
+
+
+@pytest.fixture
+def float_copy(card_path: Path, tmp_path: Path) -> Path:
+    """The tiny model's folder, copied: quantize rewrites a card in place."""
+    folder = tmp_path / "model"
+    shutil.copytree(card_path.parent, folder)
+    return folder / card_path.name
+
+
+def _quantize_nodes(path: Path) -> tuple[int, list[str]]:
+    graph = onnx.load(str(path)).graph
+    quantize = sum(node.op_type == "QuantizeLinear" for node in graph.node)
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    # A quantized convolution reads a DequantizeLinear'd input; a float one reads floats.
+    producers = {out: node.op_type for node in graph.node for out in node.output}
+    float_convs = [c.name for c in convs if producers.get(c.input[0]) != "DequantizeLinear"]
+    return quantize, float_convs
+
+
+def test_quantize_makes_an_int8_card_close_to_the_float_model(
+    float_copy: Path, dataset_dir: Path, data: TrainingData
+) -> None:
+    float_model = load_model(float_copy)
+    report = quantize_card(float_copy, dataset_dir, calibration_windows=16)
+    card = read_card(float_copy)
+    assert card.onnx == "tiny.int8.onnx"
+    assert report.onnx == float_copy.with_name(card.onnx)
+    assert card.version == "0.0.1+int8"
+    assert card.quantization is not None
+    assert card.quantization.source_onnx == "tiny.onnx"
+    assert (float_copy.parent / "tiny.onnx").is_file()  # kept: the source of a re-quantization
+    assert card.quantization.calibration.endswith("16 validation windows (seed 0)")
+    assert set(card.event_rules) == set(card.labels)
+    assert set(card.metrics["window"]["labels"]) == set(card.labels)
+    quantize_ops, float_convs = _quantize_nodes(report.onnx)
+    assert quantize_ops > 0
+    assert float_convs == card.quantization.float_nodes  # only the first convolution
+    inputs, _, _ = validation_windows(data)
+    scores, frames = load_model(float_copy).predict(inputs)
+    expected, expected_frames = float_model.predict(inputs)
+    assert frames is not None
+    assert expected_frames is not None
+    difference = np.abs(scores - expected)
+    assert difference.mean() <= MAX_MEAN_DIFFERENCE
+    assert difference.max() == pytest.approx(card.quantization.score_difference["max"], abs=0.1)
+    assert np.abs(frames - expected_frames).mean() <= MAX_MEAN_DIFFERENCE
+
+
+def test_quantizing_again_starts_from_the_float_model(float_copy: Path, dataset_dir: Path) -> None:
+    quantize_card(float_copy, dataset_dir, calibration_windows=16)
+    first = (float_copy.with_name("tiny.int8.onnx")).read_bytes()
+    card = read_card(float_copy)
+    quantize_card(float_copy, dataset_dir, calibration_windows=16)
+    again = read_card(float_copy)
+    assert float_copy.with_name("tiny.int8.onnx").read_bytes() == first  # not int8 of int8
+    assert again.version == card.version == "0.0.1+int8"
+    assert again.quantization == card.quantization
+
+
+def test_quantize_writes_nothing_when_int8_is_too_far_off(
+    float_copy: Path, dataset_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = float_copy.read_bytes()
+    monkeypatch.setattr("soundsentry.quantize.MAX_MEAN_DIFFERENCE", -1.0)
+    with pytest.raises(QuantizationCheckError, match="nothing was written"):
+        quantize_card(float_copy, dataset_dir, calibration_windows=16)
+    assert float_copy.read_bytes() == before
+    assert sorted(p.name for p in float_copy.parent.iterdir()) == sorted(
+        ["tiny.json", "tiny.onnx", "tiny.LICENCES.txt", "tiny.FREESOUNDCREDITS.txt"]
+    )
+
+
+def test_quantize_needs_the_float_model(float_copy: Path, dataset_dir: Path) -> None:
+    float_copy.with_name("tiny.onnx").unlink()
+    with pytest.raises(ConfigurationError, match=r"float model tiny.onnx is missing"):
+        quantize_card(float_copy, dataset_dir)
+
+
+def test_quantize_command(
+    float_copy: Path, dataset_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from soundsentry.cli import main  # noqa: PLC0415
+
+    code = main(["quantize", str(float_copy), str(dataset_dir), "--calibration-windows", "8"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "tiny.int8.onnx" in out
+    assert "mean |difference|" in out
+    assert read_card(float_copy).quantization is not None

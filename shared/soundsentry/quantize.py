@@ -1,0 +1,230 @@
+"""Int8 models (``soundsentry quantize``): a float model card becomes an int8 one, checked.
+
+The CNN's cost is its convolutions, and on one core ONNX Runtime runs the float network at
+about 0.5 ms a window, close to what the core's float units can do. Static int8 quantization
+(QDQ format: uint8 activations, int8 weights per output channel) lets ONNX Runtime use its
+integer kernels (VNNI where the CPU has it); ``benchmarks/classifier.py`` gives the figures.
+
+What is quantized: the convolutions, their ReLUs and max pooling, with activation ranges
+measured (min/max) on windows of the data set's validation split. The first convolution stays
+float: it reads the normalised log-mel itself, whose range int8 resolves coarsely, and
+quantizing it made the mean score error half again as large. The heads are small and stay
+float too.
+
+Then the int8 model is checked and re-tuned on the whole validation split: its scores against
+the float model's (mean absolute difference at most :data:`MAX_MEAN_DIFFERENCE`, or nothing is
+written), its window thresholds and metrics, and its event rules
+(:func:`~soundsentry.calibration.calibrate_card`), because a rule tuned on the float model's
+scores sits at the edge of what it tuned. The card is rewritten in place: ``onnx`` names the
+int8 file (``<name>.int8.onnx``), ``quantization`` says how it was made and from which float
+file (kept beside it; quantizing again starts from that file).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from soundsentry.calibration import TunedRule, calibrate_card, json_safe, predict_all
+from soundsentry.exceptions import ConfigurationError, SoundSentryError
+from soundsentry.models import INPUT_NAME, LoadedModel, Quantization, read_card
+
+__all__ = [
+    "MAX_MEAN_DIFFERENCE",
+    "QuantizationCheckError",
+    "QuantizeReport",
+    "quantize_card",
+]
+
+logger = logging.getLogger(__name__)
+
+SCHEME = "int8 static QDQ (uint8 activations, int8 weights per channel, min/max ranges)"
+MAX_MEAN_DIFFERENCE = 0.02
+_QUANTIZED_OPS = ["Conv", "Relu", "MaxPool"]
+_CALIBRATION_BATCH = 64
+
+
+class QuantizationCheckError(SoundSentryError):
+    """The int8 model's scores are too far from the float model's."""
+
+
+@dataclass(frozen=True)
+class QuantizeReport:
+    card: Path
+    onnx: Path
+    source_onnx: Path
+    max_difference: float
+    mean_difference: float
+    calibration_windows: int
+    tuned: dict[str, TunedRule]
+
+
+def _first_conv(model: Any) -> str:
+    """The name of the first Conv node (ONNX graphs list nodes in topological order)."""
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            return str(node.name)
+    raise ConfigurationError("the model has no convolution to quantize")
+
+
+def _quantize(source: Path, target: Path, calibration: npt.NDArray[np.float32]) -> list[str]:
+    """Write the int8 version of ``source`` to ``target``; returns the nodes left float."""
+    try:
+        import onnx  # noqa: PLC0415
+        from onnxruntime.quantization import (  # noqa: PLC0415
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+        from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"soundsentry quantize needs the onnx package: pip install 'soundsentry[train]' ({exc})"
+        ) from exc
+
+    class _Windows(CalibrationDataReader):  # type: ignore[misc]  # untyped in onnxruntime
+        def __init__(self) -> None:
+            self.next = 0
+
+        def get_next(self) -> dict[str, npt.NDArray[np.float32]] | None:
+            if self.next >= calibration.shape[0]:
+                return None
+            batch = calibration[self.next : self.next + _CALIBRATION_BATCH, None]
+            self.next += _CALIBRATION_BATCH
+            return {INPUT_NAME: np.ascontiguousarray(batch)}
+
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        quant_pre_process(str(source), str(prepared))  # shape inference and graph clean-up
+        float_nodes = [_first_conv(onnx.load(str(prepared)))]
+        quantize_static(
+            str(prepared),
+            str(target),
+            _Windows(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            calibrate_method=CalibrationMethod.MinMax,
+            op_types_to_quantize=_QUANTIZED_OPS,
+            nodes_to_exclude=float_nodes,
+        )
+    return float_nodes
+
+
+def _difference(
+    ours: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None],
+    reference: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None],
+) -> tuple[float, float]:
+    """Max and mean absolute difference of the clip (and frame) scores."""
+    pairs = [(ours[0], reference[0])]
+    if ours[1] is not None and reference[1] is not None:
+        pairs.append((ours[1], reference[1]))
+    differences = np.concatenate([np.abs(a - b).ravel() for a, b in pairs])
+    return float(differences.max()), float(differences.mean())
+
+
+def quantize_card(
+    card_path: str | Path,
+    dataset_dir: str | Path,
+    *,
+    calibration_windows: int = 512,
+    version: str | None = None,
+    seed: int = 0,
+) -> QuantizeReport:
+    """Make the model of ``card_path`` int8 (module docstring) and rewrite its card.
+
+    ``version`` default: the card's with ``+int8`` appended (kept when it is there already).
+
+    Raises
+    ------
+    ConfigurationError
+        for a card that does not load, a data set without its labels, a missing float source
+        or no onnx package.
+    QuantizationCheckError
+        when the int8 scores are too far from the float ones (the card is left as it was).
+    """
+    from soundsentry.train import (  # noqa: PLC0415
+        calibrate_thresholds,
+        load_dataset,
+        validation_targets,
+        validation_windows,
+        window_metrics,
+    )
+
+    if calibration_windows < 1:
+        raise ConfigurationError(f"calibration_windows must be >= 1, got {calibration_windows}")
+    path = Path(card_path)
+    card = read_card(path)
+    source = path.parent / (card.quantization.source_onnx if card.quantization else card.onnx)
+    if not source.is_file():
+        raise ConfigurationError(f"{path}: the float model {source.name} is missing")
+    target = path.with_name(f"{path.stem}.int8.onnx")
+    if target == source:
+        raise ConfigurationError(f"{path}: the float model is named like the int8 one: {source}")
+
+    float_model = LoadedModel(card, source, card_path=path)
+    labels = tuple(card.labels)
+    profile = card.feature_profile()
+    data = load_dataset(dataset_dir, profile=profile, labels=labels, splits=("validate",))
+    inputs, _, _ = validation_windows(data)
+    rng = np.random.default_rng(seed)
+    count = min(calibration_windows, inputs.shape[0])
+    chosen = np.sort(rng.choice(inputs.shape[0], size=count, replace=False))
+    logger.info("quantizing %s with %d validation windows of %s", source, count, dataset_dir)
+
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+        candidate = Path(scratch) / target.name
+        float_nodes = _quantize(source, candidate, inputs[chosen])
+        quantized = LoadedModel(card, candidate, card_path=path)
+        reference = predict_all(float_model, inputs)
+        ours = predict_all(quantized, inputs)
+        max_difference, mean_difference = _difference(ours, reference)
+        if mean_difference > MAX_MEAN_DIFFERENCE:
+            raise QuantizationCheckError(
+                f"{path}: int8 scores differ from the float model's by {mean_difference:.4f} on "
+                f"average (max {max_difference:.3f}; allowed {MAX_MEAN_DIFFERENCE}); "
+                "nothing was written"
+            )
+        candidate.replace(target)
+
+    targets = validation_targets(data)
+    thresholds = calibrate_thresholds(ours[0], targets, labels)
+    document = json.loads(path.read_text(encoding="utf-8"))
+    base_version = str(document["version"])
+    document["version"] = version or (
+        base_version if base_version.endswith("+int8") else f"{base_version}+int8"
+    )
+    document["onnx"] = target.name
+    if card.quantization is None:
+        document["description"] = f"{card.description} Made int8 by soundsentry quantize.".strip()
+    document["thresholds"] = thresholds
+    metrics = document.setdefault("metrics", {})
+    metrics["window"] = json_safe(window_metrics(ours[0], targets, labels, thresholds))
+    document["quantization"] = Quantization(
+        scheme=SCHEME,
+        source_onnx=source.name,
+        calibration=f"{Path(dataset_dir).resolve().name}: {count} validation windows (seed {seed})",
+        float_nodes=float_nodes,
+        score_difference={"max": round(max_difference, 6), "mean": round(mean_difference, 6)},
+    ).model_dump()
+    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    tuned = calibrate_card(path, dataset_dir, data=data)
+    return QuantizeReport(
+        card=path,
+        onnx=target,
+        source_onnx=source,
+        max_difference=max_difference,
+        mean_difference=mean_difference,
+        calibration_windows=count,
+        tuned=tuned,
+    )
