@@ -27,8 +27,8 @@ class ClassifierSettings(BaseSettings):
     )
     model_dir: Path = Field(
         default=Path("models"),
-        description="Directory of model cards (<name>.json beside <name>.onnx); every model "
-        "scores the windows of its card's profile.",
+        description="Directory of model cards (<name>.json and the ONNX file it names); every "
+        "model scores the windows of its card's profile.",
     )
     max_batch_windows: int = Field(
         default=256,

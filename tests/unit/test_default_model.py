@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 
 from soundsentry.detect import detect_file
 from soundsentry.evaluation import read_event_list
-from soundsentry.models import ModelSet
+from soundsentry.features import Featurizer
+from soundsentry.models import LoadedModel, ModelSet
+from soundsentry.quantize import MAX_MEAN_DIFFERENCE
+from tests.audio_fixtures import chunks
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
@@ -51,3 +56,21 @@ def test_the_readme_example_alarms_are_found_within_250_ms(models: ModelSet) -> 
         assert any(abs(onset - event.onset_s) <= 0.25 for onset in onsets), (event, found)
     alarms = [d for d in found if d.label in {"smoke_alarm", "co_alarm"}]
     assert len(alarms) == len(reference)  # each alarm cycle once, nothing more
+
+
+def test_the_int8_default_model_scores_like_its_float_source(models: ModelSet) -> None:
+    # The README example's windows, scored by the shipped int8 network and the float network
+    # it was quantized from (kept beside it).
+    (model,) = models.models
+    quantization = model.card.quantization
+    assert quantization is not None
+    float_model = LoadedModel(model.card, MODELS / quantization.source_onnx)
+    samples, rate = soundfile.read(EXAMPLE, dtype="int16")
+    windows = Featurizer([model.profile]).process(chunks(samples, rate, [1600])).windows
+    inputs = np.stack([window.log_mel_db for window in windows])
+    scores, frames = model.predict(inputs)
+    expected, expected_frames = float_model.predict(inputs)
+    assert frames is not None
+    assert expected_frames is not None
+    assert np.abs(scores - expected).mean() <= MAX_MEAN_DIFFERENCE
+    assert np.abs(frames - expected_frames).mean() <= MAX_MEAN_DIFFERENCE
