@@ -49,6 +49,7 @@ __all__ = [
     "ScoredExample",
     "TunedRule",
     "calibrate_card",
+    "calibrate_document",
     "event_metrics",
     "json_safe",
     "predict_all",
@@ -289,35 +290,22 @@ def predict_all(
     return np.concatenate(scores), np.concatenate(frames) if frames else None
 
 
-def calibrate_card(
-    card_path: str | Path, dataset_dir: str | Path, *, data: TrainingData | None = None
+def calibrate_document(
+    document: dict[str, Any],
+    data: TrainingData,
+    scores: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None],
+    *,
+    dataset_name: str,
 ) -> dict[str, TunedRule]:
-    """Tune the event rules of the model behind ``card_path`` on ``dataset_dir``'s validation
-    split (scored by the ONNX model, as deployed) and write them, with the event and segment
-    metrics they reach, into the card.
-
-    ``data``: that split, already featurised for the card's profile and labels.
-
-    Raises
-    ------
-    ConfigurationError
-        for a card that does not load or a data set without the card's labels.
-    """
-    from soundsentry.models import load_model  # noqa: PLC0415
-    from soundsentry.train import load_dataset, validation_windows  # noqa: PLC0415
-
-    path = Path(card_path)
-    model = load_model(path)
-    labels = tuple(model.card.labels)
-    if data is None:
-        data = load_dataset(dataset_dir, profile=model.profile, labels=labels, splits=("validate",))
-    inputs, indices, starts = validation_windows(data)
-    probs, frame_probs = predict_all(model, inputs)
+    """Tune event rules for ``scores`` (a model's clip and frame scores of ``data``'s
+    validation windows, :func:`~soundsentry.train.validation_windows`) and put them, with the
+    event and segment metrics they reach, into the card ``document`` (changed in place)."""
+    labels = tuple(data.labels)
+    indices, starts = data.grid("validate")  # the rows of validation_windows
     examples = scored_examples(
-        data.examples["validate"], indices, starts, probs, frame_probs, profile=data.profile
+        data.examples["validate"], indices, starts, scores[0], scores[1], profile=data.profile
     )
     tuned = tune_event_rules(examples, labels, data.profile)
-    document = json.loads(path.read_text(encoding="utf-8"))
     document["event_rules"] = {label: rule_document(t.rule) for label, t in tuned.items()}
     metrics = document.setdefault("metrics", {})
     metrics.update(
@@ -325,11 +313,36 @@ def calibrate_card(
             event_metrics(examples, labels, {k: t.rule for k, t in tuned.items()}, data.profile)
         )
     )
-    metrics["event_rules_tuned_on"] = (
-        f"{Path(dataset_dir).resolve().name}: validate, {len(examples)} examples"
+    metrics["event_rules_tuned_on"] = f"{dataset_name}: validate, {len(examples)} examples"
+    return tuned
+
+
+def calibrate_card(card_path: str | Path, dataset_dir: str | Path) -> dict[str, TunedRule]:
+    """Tune the event rules of the model behind ``card_path`` on ``dataset_dir``'s validation
+    split (scored by the ONNX model, as deployed) and write them, with the event and segment
+    metrics they reach, into the card (one atomic replace).
+
+    Raises
+    ------
+    ConfigurationError
+        for a card that does not load or a data set without the card's labels.
+    """
+    from soundsentry.models import load_model, write_card  # noqa: PLC0415
+    from soundsentry.train import load_dataset, validation_windows  # noqa: PLC0415
+
+    path = Path(card_path)
+    model = load_model(path)
+    labels = tuple(model.card.labels)
+    data = load_dataset(dataset_dir, profile=model.profile, labels=labels, splits=("validate",))
+    inputs, _, _ = validation_windows(data)
+    document = json.loads(path.read_text(encoding="utf-8"))
+    tuned = calibrate_document(
+        document,
+        data,
+        predict_all(model, inputs),
+        dataset_name=Path(dataset_dir).resolve().name,
     )
-    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    load_model(path)  # the written card must load
+    write_card(path, document)
     return tuned
 
 

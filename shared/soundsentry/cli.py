@@ -320,10 +320,8 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         f"wrote {report.onnx} ({report.onnx.stat().st_size} bytes; float: "
         f"{report.source_onnx.name}, {report.source_onnx.stat().st_size} bytes) and {report.card}"
     )
-    print(
-        f"int8 against float on the validation windows: mean |difference| "
-        f"{report.mean_difference:.5f}, max {report.max_difference:.4f}"
-    )
+    differences = ", ".join(f"{k} {v:.5f}" for k, v in report.differences.items())
+    print(f"int8 against float on the validation windows, |difference|: {differences}")
     for label, result in report.tuned.items():
         print(
             f"  {label:<16} event F1 {result.f1:.3f}  ER {result.error_rate:.3f}  "

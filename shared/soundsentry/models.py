@@ -1,6 +1,7 @@
 """Models: an ONNX file plus a model card, loaded from a directory and run in batches.
 
-A model card (``<name>.json``, beside its ONNX file) says everything the pipeline needs::
+A model card (``<name>.json``, in the directory of the ONNX file it names) says everything the
+pipeline needs::
 
     {
       "name": "default", "version": "1.0.0", "onnx": "default.onnx",
@@ -12,8 +13,12 @@ A model card (``<name>.json``, beside its ONNX file) says everything the pipelin
                       "smoothing_windows": 1, "min_duration_s": 0.5, "merge_gap_s": 1.0,
                       "onset_lookback_windows": 1}, ...},
       "silence_gate_dbfs": -70.0,
-      "metrics": {...}, "training_data": [{"name": ..., "licence": ...}], "licence": "..."
+      "metrics": {...}, "training_data": [{"name": ..., "licence": ...}], "licence": "...",
+      "quantization": null
     }
+
+``quantization`` is set on an int8 model made by ``soundsentry quantize``
+(:mod:`soundsentry.quantize`): how it was made and from which float ONNX file.
 
 The ONNX graph takes ``log_mel`` float32 ``[batch, 1, num_bands, num_frames]`` (the profile's
 window) and returns per-label probabilities float32 ``[batch, num_labels]`` as its first output;
@@ -26,7 +31,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +59,7 @@ __all__ = [
     "read_cards",
     "score_id",
     "score_to_proto",
+    "write_card",
 ]
 
 INPUT_NAME = "log_mel"
@@ -322,6 +329,26 @@ def read_card(card_path: str | Path) -> ModelCard:
     except ConfigurationError as exc:
         raise ConfigurationError(f"{path}: invalid model card: {exc}") from exc
     return card
+
+
+def write_card(card_path: str | Path, document: Mapping[str, Any]) -> None:
+    """Check ``document`` as a model card and its ONNX file, then put it at ``card_path`` in
+    one rename, so that a service reloading the directory never reads half a card.
+
+    Raises
+    ------
+    ConfigurationError
+        for a document that is no valid card or does not fit its ONNX file (nothing written).
+    """
+    path = Path(card_path)
+    scratch = path.with_name(f".{path.name}.tmp")  # not *.json: readers of the folder skip it
+    scratch.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    try:
+        card = read_card(scratch)
+        LoadedModel(card, path.parent / card.onnx, card_path=path)
+        os.replace(scratch, path)
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 def read_cards(directory: str | Path) -> dict[str, ModelCard]:

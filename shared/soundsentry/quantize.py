@@ -11,13 +11,14 @@ float: it reads the normalised log-mel itself, whose range int8 resolves coarsel
 quantizing it made the mean score error half again as large. The heads are small and stay
 float too.
 
-Then the int8 model is checked and re-tuned on the whole validation split: its scores against
-the float model's (mean absolute difference at most :data:`MAX_MEAN_DIFFERENCE`, or nothing is
-written), its window thresholds and metrics, and its event rules
-(:func:`~soundsentry.calibration.calibrate_card`), because a rule tuned on the float model's
-scores sits at the edge of what it tuned. The card is rewritten in place: ``onnx`` names the
-int8 file (``<name>.int8.onnx``), ``quantization`` says how it was made and from which float
-file (kept beside it; quantizing again starts from that file).
+Then the int8 model is checked and re-tuned on the whole validation split: its clip scores and,
+apart, its frame scores against the float model's (mean absolute difference at most
+:data:`MAX_MEAN_DIFFERENCE` each, or nothing is written), its window thresholds and metrics, and
+its event rules (:func:`~soundsentry.calibration.calibrate_document`), because a rule tuned on
+the float model's scores sits at the edge of what it tuned. Only when all of that succeeded is
+anything written: the int8 file (``<float name>.int8.onnx``), then the card in one rename
+(``onnx`` names the int8 file, ``quantization`` says how it was made and from which float file,
+which stays beside it; quantizing again starts from that file).
 """
 
 from __future__ import annotations
@@ -32,9 +33,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from soundsentry.calibration import TunedRule, calibrate_card, json_safe, predict_all
+from soundsentry.calibration import TunedRule, calibrate_document, json_safe, predict_all
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
-from soundsentry.models import INPUT_NAME, LoadedModel, Quantization, read_card
+from soundsentry.models import (
+    INPUT_NAME,
+    LoadedModel,
+    ModelCard,
+    Quantization,
+    read_card,
+    write_card,
+)
 
 __all__ = [
     "MAX_MEAN_DIFFERENCE",
@@ -60,8 +68,7 @@ class QuantizeReport:
     card: Path
     onnx: Path
     source_onnx: Path
-    max_difference: float
-    mean_difference: float
+    differences: dict[str, float]  # clip_max, clip_mean (and frame_max, frame_mean)
     calibration_windows: int
     tuned: dict[str, TunedRule]
 
@@ -75,7 +82,14 @@ def _first_conv(model: Any) -> str:
 
 
 def _quantize(source: Path, target: Path, calibration: npt.NDArray[np.float32]) -> list[str]:
-    """Write the int8 version of ``source`` to ``target``; returns the nodes left float."""
+    """Write the int8 version of ``source`` to ``target``; returns the nodes left float.
+
+    Raises
+    ------
+    ConfigurationError
+        without the onnx package (or sympy, which the graph preparation needs), for a source
+        that is int8 already, or when ONNX Runtime cannot quantize it.
+    """
     try:
         import onnx  # noqa: PLC0415
         from onnxruntime.quantization import (  # noqa: PLC0415
@@ -88,7 +102,8 @@ def _quantize(source: Path, target: Path, calibration: npt.NDArray[np.float32]) 
         from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415
     except ImportError as exc:
         raise ConfigurationError(
-            f"soundsentry quantize needs the onnx package: pip install 'soundsentry[train]' ({exc})"
+            f"soundsentry quantize needs onnx and sympy: pip install 'soundsentry[quantize]' "
+            f"({exc})"
         ) from exc
 
     class _Windows(CalibrationDataReader):  # type: ignore[misc]  # untyped in onnxruntime
@@ -102,35 +117,59 @@ def _quantize(source: Path, target: Path, calibration: npt.NDArray[np.float32]) 
             self.next += _CALIBRATION_BATCH
             return {INPUT_NAME: np.ascontiguousarray(batch)}
 
-    with tempfile.TemporaryDirectory() as scratch:
-        prepared = Path(scratch) / "prepared.onnx"
-        quant_pre_process(str(source), str(prepared))  # shape inference and graph clean-up
-        float_nodes = [_first_conv(onnx.load(str(prepared)))]
-        quantize_static(
-            str(prepared),
-            str(target),
-            _Windows(),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            calibrate_method=CalibrationMethod.MinMax,
-            op_types_to_quantize=_QUANTIZED_OPS,
-            nodes_to_exclude=float_nodes,
+    graph = onnx.load(str(source)).graph
+    if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node):
+        raise ConfigurationError(
+            f"{source}: the model is quantized already; quantize its float one"
         )
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            prepared = Path(scratch) / "prepared.onnx"
+            quant_pre_process(str(source), str(prepared))  # shape inference, graph clean-up
+            float_nodes = [_first_conv(onnx.load(str(prepared)))]
+            quantize_static(
+                str(prepared),
+                str(target),
+                _Windows(),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                calibrate_method=CalibrationMethod.MinMax,
+                op_types_to_quantize=_QUANTIZED_OPS,
+                nodes_to_exclude=float_nodes,
+            )
+    except ImportError as exc:  # sympy, imported by the graph preparation
+        raise ConfigurationError(
+            f"soundsentry quantize needs onnx and sympy: pip install 'soundsentry[quantize]' "
+            f"({exc})"
+        ) from exc
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # onnx and onnxruntime raise their own, unrelated types
+        raise ConfigurationError(f"{source}: ONNX Runtime could not quantize it: {exc}") from exc
     return float_nodes
 
 
-def _difference(
+def _differences(
     ours: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None],
     reference: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None],
-) -> tuple[float, float]:
-    """Max and mean absolute difference of the clip (and frame) scores."""
-    pairs = [(ours[0], reference[0])]
+) -> dict[str, float]:
+    """Max and mean absolute difference of the clip scores and, apart, of the frame scores
+    (a window has some fifty frame scores per label and one clip score: pooled, the frame
+    scores would hide the clip scores, which the thresholds read)."""
+    clip = np.abs(ours[0] - reference[0])
+    out = {"clip_max": float(clip.max()), "clip_mean": float(clip.mean())}
     if ours[1] is not None and reference[1] is not None:
-        pairs.append((ours[1], reference[1]))
-    differences = np.concatenate([np.abs(a - b).ravel() for a, b in pairs])
-    return float(differences.max()), float(differences.mean())
+        frames = np.abs(ours[1] - reference[1])
+        out |= {"frame_max": float(frames.max()), "frame_mean": float(frames.mean())}
+    return out
+
+
+def _int8_version(card: ModelCard) -> str:
+    if card.quantization is not None:
+        return card.version
+    return f"{card.version}{'.' if '+' in card.version else '+'}int8"  # semver build metadata
 
 
 def quantize_card(
@@ -143,15 +182,17 @@ def quantize_card(
 ) -> QuantizeReport:
     """Make the model of ``card_path`` int8 (module docstring) and rewrite its card.
 
-    ``version`` default: the card's with ``+int8`` appended (kept when it is there already).
+    ``version`` default: the float card's with ``+int8`` appended, or the card's own when it
+    is int8 already (give a new one when quantizing again with other data: score ids include
+    the version).
 
     Raises
     ------
     ConfigurationError
         for a card that does not load, a data set without its labels, a missing float source
-        or no onnx package.
+        or missing packages.
     QuantizationCheckError
-        when the int8 scores are too far from the float ones (the card is left as it was).
+        when the int8 scores are too far from the float ones (nothing is written).
     """
     from soundsentry.train import (  # noqa: PLC0415
         calibrate_thresholds,
@@ -168,63 +209,61 @@ def quantize_card(
     source = path.parent / (card.quantization.source_onnx if card.quantization else card.onnx)
     if not source.is_file():
         raise ConfigurationError(f"{path}: the float model {source.name} is missing")
-    target = path.with_name(f"{path.stem}.int8.onnx")
-    if target == source:
-        raise ConfigurationError(f"{path}: the float model is named like the int8 one: {source}")
+    target = source.with_name(f"{source.stem}.int8.onnx")
 
     float_model = LoadedModel(card, source, card_path=path)
     labels = tuple(card.labels)
-    profile = card.feature_profile()
-    data = load_dataset(dataset_dir, profile=profile, labels=labels, splits=("validate",))
+    data = load_dataset(
+        dataset_dir, profile=card.feature_profile(), labels=labels, splits=("validate",)
+    )
     inputs, _, _ = validation_windows(data)
     rng = np.random.default_rng(seed)
     count = min(calibration_windows, inputs.shape[0])
     chosen = np.sort(rng.choice(inputs.shape[0], size=count, replace=False))
+    dataset_name = Path(dataset_dir).resolve().name
     logger.info("quantizing %s with %d validation windows of %s", source, count, dataset_dir)
 
-    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+    # Hidden, so that nothing reading the model folder (or an image build) takes it for a model.
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".quantize-") as scratch:
         candidate = Path(scratch) / target.name
         float_nodes = _quantize(source, candidate, inputs[chosen])
         quantized = LoadedModel(card, candidate, card_path=path)
-        reference = predict_all(float_model, inputs)
         ours = predict_all(quantized, inputs)
-        max_difference, mean_difference = _difference(ours, reference)
-        if mean_difference > MAX_MEAN_DIFFERENCE:
+        differences = _differences(ours, predict_all(float_model, inputs))
+        worst = max(differences.get("clip_mean", 0.0), differences.get("frame_mean", 0.0))
+        if worst > MAX_MEAN_DIFFERENCE:
             raise QuantizationCheckError(
-                f"{path}: int8 scores differ from the float model's by {mean_difference:.4f} on "
-                f"average (max {max_difference:.3f}; allowed {MAX_MEAN_DIFFERENCE}); "
-                "nothing was written"
+                f"{path}: int8 scores differ from the float model's by {worst:.4f} on average "
+                f"(allowed {MAX_MEAN_DIFFERENCE}; {differences}); nothing was written"
             )
+        targets = validation_targets(data)
+        thresholds = calibrate_thresholds(ours[0], targets, labels)
+        document = json.loads(path.read_text(encoding="utf-8"))
+        document["version"] = version or _int8_version(card)
+        document["onnx"] = target.name
+        if card.quantization is None:
+            document["description"] = (
+                f"{card.description} Made int8 by soundsentry quantize.".strip()
+            )
+        document["thresholds"] = thresholds
+        metrics = document.setdefault("metrics", {})
+        metrics["window"] = json_safe(window_metrics(ours[0], targets, labels, thresholds))
+        document["quantization"] = Quantization(
+            scheme=SCHEME,
+            source_onnx=source.name,
+            calibration=f"{dataset_name}: {count} validation windows (seed {seed})",
+            float_nodes=float_nodes,
+            score_difference={k: round(v, 6) for k, v in differences.items()},
+        ).model_dump()
+        tuned = calibrate_document(document, data, ours, dataset_name=dataset_name)
+        # The ONNX file first, then the card in one rename (a reloading service may look).
         candidate.replace(target)
-
-    targets = validation_targets(data)
-    thresholds = calibrate_thresholds(ours[0], targets, labels)
-    document = json.loads(path.read_text(encoding="utf-8"))
-    base_version = str(document["version"])
-    document["version"] = version or (
-        base_version if base_version.endswith("+int8") else f"{base_version}+int8"
-    )
-    document["onnx"] = target.name
-    if card.quantization is None:
-        document["description"] = f"{card.description} Made int8 by soundsentry quantize.".strip()
-    document["thresholds"] = thresholds
-    metrics = document.setdefault("metrics", {})
-    metrics["window"] = json_safe(window_metrics(ours[0], targets, labels, thresholds))
-    document["quantization"] = Quantization(
-        scheme=SCHEME,
-        source_onnx=source.name,
-        calibration=f"{Path(dataset_dir).resolve().name}: {count} validation windows (seed {seed})",
-        float_nodes=float_nodes,
-        score_difference={"max": round(max_difference, 6), "mean": round(mean_difference, 6)},
-    ).model_dump()
-    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    tuned = calibrate_card(path, dataset_dir, data=data)
+        write_card(path, document)
     return QuantizeReport(
         card=path,
         onnx=target,
         source_onnx=source,
-        max_difference=max_difference,
-        mean_difference=mean_difference,
+        differences=differences,
         calibration_windows=count,
         tuned=tuned,
     )

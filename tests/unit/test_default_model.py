@@ -12,7 +12,6 @@ from soundsentry.detect import detect_file
 from soundsentry.evaluation import read_event_list
 from soundsentry.features import Featurizer
 from soundsentry.models import LoadedModel, ModelSet
-from soundsentry.quantize import MAX_MEAN_DIFFERENCE
 from tests.audio_fixtures import chunks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,6 +63,7 @@ def test_the_int8_default_model_scores_like_its_float_source(models: ModelSet) -
     (model,) = models.models
     quantization = model.card.quantization
     assert quantization is not None
+    assert model.card.onnx == "default.int8.onnx"
     float_model = LoadedModel(model.card, MODELS / quantization.source_onnx)
     samples, rate = soundfile.read(EXAMPLE, dtype="int16")
     windows = Featurizer([model.profile]).process(chunks(samples, rate, [1600])).windows
@@ -72,5 +72,6 @@ def test_the_int8_default_model_scores_like_its_float_source(models: ModelSet) -
     expected, expected_frames = float_model.predict(inputs)
     assert frames is not None
     assert expected_frames is not None
-    assert np.abs(scores - expected).mean() <= MAX_MEAN_DIFFERENCE
-    assert np.abs(frames - expected_frames).mean() <= MAX_MEAN_DIFFERENCE
+    # Measured when it was made: 0.0013 on average over the validation windows.
+    assert np.abs(scores - expected).mean() <= 0.005
+    assert np.abs(frames - expected_frames).mean() <= 0.005
