@@ -353,6 +353,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     target = _latency_target_s(args.model_dir)
     return {
         "benchmark": "pipeline",
+        "models": {name: card.version for name, card in read_cards(args.model_dir).items()},
         "latency_target_s": target,
         "latency_target_met": bool(best and best.latency_p99_s is not None)
         and (best.latency_p99_s or 0.0) <= target,
