@@ -336,6 +336,11 @@ def _cmd_dataset_synth(args: argparse.Namespace) -> int:
     return run_synth(args)
 
 
+def _add_card_and_dataset(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("card", type=Path, help="the model card (<name>.json)")
+    parser.add_argument("dataset_dir", type=Path, help="a folder from 'soundsentry dataset synth'")
+
+
 def _add_model_commands(sub: Any) -> None:
     """``train``, ``calibrate`` and ``quantize``."""
     train = sub.add_parser(
@@ -351,21 +356,16 @@ def _add_model_commands(sub: Any) -> None:
         help="tune a model's per-label event rules for event F1 on a data set's validation split "
         "and write them into its card",
     )
-    calibrate.add_argument("card", type=Path, help="the model card (<name>.json)")
-    calibrate.add_argument(
-        "dataset_dir", type=Path, help="a folder from 'soundsentry dataset synth'"
-    )
+    _add_card_and_dataset(calibrate)
     calibrate.set_defaults(func=_cmd_calibrate)
 
     quantize = sub.add_parser(
         "quantize",
         help="make a model int8 (faster on CPUs), checked against the float model and re-tuned "
-        "on a data set's validation split; rewrites its card (needs the onnx package)",
+        "on a data set's validation split; rewrites its card (needs: pip install "
+        "'soundsentry[quantize]')",
     )
-    quantize.add_argument("card", type=Path, help="the model card (<name>.json)")
-    quantize.add_argument(
-        "dataset_dir", type=Path, help="a folder from 'soundsentry dataset synth'"
-    )
+    _add_card_and_dataset(quantize)
     quantize.add_argument(
         "--calibration-windows",
         type=int,

@@ -81,6 +81,12 @@ def _first_conv(model: Any) -> str:
     raise ConfigurationError("the model has no convolution to quantize")
 
 
+def _missing(error: ImportError) -> ConfigurationError:
+    return ConfigurationError(
+        f"soundsentry quantize needs onnx and sympy: pip install 'soundsentry[quantize]' ({error})"
+    )
+
+
 def _quantize(source: Path, target: Path, calibration: npt.NDArray[np.float32]) -> list[str]:
     """Write the int8 version of ``source`` to ``target``; returns the nodes left float.
 
@@ -101,10 +107,7 @@ def _quantize(source: Path, target: Path, calibration: npt.NDArray[np.float32]) 
         )
         from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415
     except ImportError as exc:
-        raise ConfigurationError(
-            f"soundsentry quantize needs onnx and sympy: pip install 'soundsentry[quantize]' "
-            f"({exc})"
-        ) from exc
+        raise _missing(exc) from exc
 
     class _Windows(CalibrationDataReader):  # type: ignore[misc]  # untyped in onnxruntime
         def __init__(self) -> None:
@@ -140,10 +143,7 @@ def _quantize(source: Path, target: Path, calibration: npt.NDArray[np.float32]) 
                 nodes_to_exclude=float_nodes,
             )
     except ImportError as exc:  # sympy, imported by the graph preparation
-        raise ConfigurationError(
-            f"soundsentry quantize needs onnx and sympy: pip install 'soundsentry[quantize]' "
-            f"({exc})"
-        ) from exc
+        raise _missing(exc) from exc
     except ConfigurationError:
         raise
     except Exception as exc:  # onnx and onnxruntime raise their own, unrelated types
