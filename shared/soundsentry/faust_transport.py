@@ -21,9 +21,15 @@ assignment).
 Faust's table recovery can also wait forever for changelog records that never come (seen once
 in a few runs after the broker was killed and restarted mid-stream: "No event received for
 active tp ... since recovery start", repeated until the worker is stopped; faust-streaming
-issues #155 and #176 report the same symptom). :func:`recovery_stalled_for` measures how long a
-recovery has gone without a changelog record while it still needs some; the alerter crashes
-when that passes its limit, so that its supervisor restarts it and a fresh consumer recovers.
+issues #155 and #176 report the same symptom). The likely cause: Faust hands the consumer
+thread its live set of active partitions, which a rebalance empties and recovery refills while
+a fetch is still waiting, and aiokafka reads an empty set as "every partition". A fetch begun
+before the rebalance could then take the changelog records recovery had just sought to, and
+Faust dropped them (the partition was not active yet) without seeking back. Here each fetch
+gets a copy of the set as it was when the fetch began (:meth:`Consumer._getmany`). As a
+backstop, :func:`recovery_stalled_for` measures how long a recovery has gone without a
+changelog record while it still needs some; the alerter crashes when that passes its limit,
+so that its supervisor restarts it and a fresh consumer recovers.
 
 Services select it with the ``soundsentry://`` broker scheme (``KafkaSettings.faust_broker_url``),
 registered as a ``faust.transports`` entry point in pyproject.toml.
@@ -123,6 +129,17 @@ class Consumer(faust_aiokafka.Consumer):
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _getmany(
+        self,
+        active_partitions: set[Any] | None,
+        timeout: float,  # noqa: ASYNC109 - Faust's signature
+    ) -> Any:
+        # A copy: Faust changes its set during a rebalance while this fetch waits in the
+        # consumer thread, and aiokafka fetches every partition for an empty one (module
+        # docstring). Faust skips the fetch when the set is empty as it begins.
+        partitions = None if active_partitions is None else set(active_partitions)
+        return await super()._getmany(partitions, timeout)
 
     _held: dict[Any, int] | None = None
 

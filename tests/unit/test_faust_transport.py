@@ -178,3 +178,22 @@ def test_a_recovery_is_stalled_for_the_time_since_its_last_changelog_record() ->
 )
 def test_no_stall_outside_a_recovery_that_needs_records(recovery: FakeRecovery) -> None:
     assert recovery_stalled_for(recovery, now=1000.0) == 0.0
+
+
+async def test_a_fetch_keeps_the_partitions_active_when_it_began() -> None:
+    # Faust empties its set of active partitions during a rebalance while a fetch waits in the
+    # consumer thread; aiokafka would read the emptied set as "every partition".
+    active = {PARTITION, OTHER}
+    seen: list[set[TP] | None] = []
+
+    class Thread:
+        async def getmany(self, active_partitions: set[TP] | None, wait_s: float) -> dict:
+            active.clear()  # the rebalance, while the fetch waits
+            seen.append(None if active_partitions is None else set(active_partitions))
+            return {}
+
+    subject: Any = Consumer.__new__(Consumer)
+    subject._thread = Thread()
+    await subject._getmany(active, 1.0)
+    await subject._getmany(None, 1.0)  # a client-only app: every partition, as before
+    assert seen == [{PARTITION, OTHER}, None]
