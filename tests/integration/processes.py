@@ -114,7 +114,9 @@ class Services:
                 await process.wait()
             for run in range(1, self.runs[name] + 1):
                 text = (self.logs / f"{name}.{run}.log").read_text(errors="replace")
-                print(f"--- {name} run {run} (exit {process.returncode}) ---\n{text[-2500:]}")
+                # Shown only when the test fails; a rebalance or recovery story needs a few
+                # hundred lines (2,500 characters lost the start of a stalled recovery).
+                print(f"--- {name} run {run} (exit {process.returncode}) ---\n{text[-20000:]}")
 
     async def __aenter__(self) -> Services:
         for name in SERVICES:
