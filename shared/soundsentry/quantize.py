@@ -197,8 +197,7 @@ def quantize_card(
     from soundsentry.train import (  # noqa: PLC0415
         calibrate_thresholds,
         load_dataset,
-        validation_targets,
-        validation_windows,
+        validation_set,
         window_metrics,
     )
 
@@ -216,7 +215,7 @@ def quantize_card(
     data = load_dataset(
         dataset_dir, profile=card.feature_profile(), labels=labels, splits=("validate",)
     )
-    inputs, _, _ = validation_windows(data)
+    inputs, targets = validation_set(data)
     rng = np.random.default_rng(seed)
     count = min(calibration_windows, inputs.shape[0])
     chosen = np.sort(rng.choice(inputs.shape[0], size=count, replace=False))
@@ -236,7 +235,6 @@ def quantize_card(
                 f"{path}: int8 scores differ from the float model's by {worst:.4f} on average "
                 f"(allowed {MAX_MEAN_DIFFERENCE}; {differences}); nothing was written"
             )
-        targets = validation_targets(data)
         thresholds = calibrate_thresholds(ours[0], targets, labels)
         document = json.loads(path.read_text(encoding="utf-8"))
         document["version"] = version or _int8_version(card)

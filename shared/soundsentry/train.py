@@ -135,7 +135,7 @@ __all__ = [
     "segment_targets",
     "train",
     "train_model",
-    "validation_targets",
+    "validation_set",
     "validation_windows",
     "window_metrics",
 ]
@@ -1036,10 +1036,12 @@ def validation_windows(
     return batch.inputs, indices, starts
 
 
-def validation_targets(data: TrainingData) -> npt.NDArray[np.float32]:
-    """The clip targets [n, labels] of :func:`validation_windows`' windows."""
+def validation_set(
+    data: TrainingData,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """The windows of :func:`validation_windows` with their clip targets [n, labels]."""
     batch, _, _ = _validation_batch(data)
-    return batch.clip
+    return batch.inputs, batch.clip
 
 
 def _validation_batch(

@@ -33,7 +33,7 @@ from soundsentry.train import (
     run_train,
     segment_targets,
     train_model,
-    validation_targets,
+    validation_set,
     validation_windows,
     window_metrics,
 )
@@ -345,7 +345,7 @@ def test_quantize_makes_an_int8_card_close_to_the_float_model(
     assert report.differences == pytest.approx(recorded, abs=1e-5)
     assert max(recorded["clip_mean"], recorded["frame_mean"]) <= MAX_MEAN_DIFFERENCE
     # Thresholds, window metrics and event rules are the int8 model's own.
-    targets = validation_targets(data)
+    _, targets = validation_set(data)
     assert card.thresholds == calibrate_thresholds(scores, targets, card.labels)
     assert card.metrics["window"] == json_safe(
         window_metrics(scores, targets, card.labels, card.thresholds)
