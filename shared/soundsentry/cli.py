@@ -293,21 +293,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return run_train(args)
 
 
-def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from soundsentry.calibration import calibrate_card, rule_document  # noqa: PLC0415
+def _print_tuned(tuned: Mapping[str, Any]) -> None:
+    """Each label's tuned event rule (calibration.TunedRule) with its validation figures."""
+    from soundsentry.calibration import rule_document  # noqa: PLC0415
 
-    tuned = calibrate_card(args.card, args.dataset_dir)
-    print(f"wrote the event rules into {args.card}")
     for label, result in tuned.items():
         print(
             f"  {label:<16} event F1 {result.f1:.3f}  ER {result.error_rate:.3f}  "
             f"{rule_document(result.rule)}"
         )
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from soundsentry.calibration import calibrate_card  # noqa: PLC0415
+
+    tuned = calibrate_card(args.card, args.dataset_dir)
+    print(f"wrote the event rules into {args.card}")
+    _print_tuned(tuned)
     return 0
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
-    from soundsentry.calibration import rule_document  # noqa: PLC0415
     from soundsentry.quantize import quantize_card  # noqa: PLC0415
 
     report = quantize_card(
@@ -322,11 +328,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     )
     differences = ", ".join(f"{k} {v:.5f}" for k, v in report.differences.items())
     print(f"int8 against float on the validation windows, |difference|: {differences}")
-    for label, result in report.tuned.items():
-        print(
-            f"  {label:<16} event F1 {result.f1:.3f}  ER {result.error_rate:.3f}  "
-            f"{rule_document(result.rule)}"
-        )
+    _print_tuned(report.tuned)
     return 0
 
 
