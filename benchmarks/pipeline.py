@@ -36,6 +36,7 @@ import tempfile
 import time
 import urllib.request
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from soundsentry.contracts import Event, EventKind, decode
 from soundsentry.evaluation import read_event_list
-from soundsentry.models import read_cards
+from soundsentry.models import ModelCard, read_cards
 from soundsentry.settings import KafkaSettings
 from soundsentry.stack import SERVICES, LocalStack, StackPorts, soundsentry_command
 from soundsentry.testing.kafka_broker import free_port
@@ -350,10 +351,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     shutil.rmtree(workdir, ignore_errors=True)
     best = max((s for s in steps if s.sustained), key=lambda s: s.sensors, default=None)
     # The issue's target: onset to event within window + hop + 0.5 s (default model: 2.0 s).
-    target = _latency_target_s(args.model_dir)
+    cards = read_cards(args.model_dir)
+    target = _latency_target_s(cards.values())
     return {
         "benchmark": "pipeline",
-        "models": {name: card.version for name, card in read_cards(args.model_dir).items()},
+        "models": {name: card.version for name, card in cards.items()},
         "latency_target_s": target,
         "latency_target_met": bool(best and best.latency_p99_s is not None)
         and (best.latency_p99_s or 0.0) <= target,
@@ -372,9 +374,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _latency_target_s(model_dir: Path) -> float:
+def _latency_target_s(cards: Iterable[ModelCard]) -> float:
     """The issue's target, window + hop + 0.5 s, for the slowest of the models' profiles."""
-    profiles = [card.feature_profile() for card in read_cards(model_dir).values()]
+    profiles = [card.feature_profile() for card in cards]
     return max(p.window_s + p.window_hop_s for p in profiles) + 0.5
 
 
