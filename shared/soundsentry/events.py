@@ -283,9 +283,8 @@ class EventUpdate:
 
 
 _SNAPSHOT_VERSION = 1
-MAX_LOOKBACK_WINDOWS = (
-    8  # windows; the tracker keeps one (segment start, run start) pair per window
-)
+# Windows; the tracker keeps one (segment start, run start) pair per look-back window.
+MAX_LOOKBACK_WINDOWS = 8
 
 
 def event_id(sensor_id: str, stream_id: str, label: str, onset_sample: int) -> str:
