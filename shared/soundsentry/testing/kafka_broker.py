@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -129,12 +130,43 @@ def fetch_kafka(version: str = KAFKA_VERSION, cache_dir: Path | None = None) -> 
     return libs
 
 
+_handed_out: set[int] = set()
+_PORT_SPAN = 10_000  # ports below the ephemeral range to choose from
+
+
+def _ephemeral_low() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that is free right now and was not handed out before.
+
+    Chosen below the kernel's ephemeral range: a port from that range (what binding port 0
+    gives) can become the source port of any outgoing connection before the service that was
+    given it binds it (a metrics server failed with "Address already in use" that way).
+    """
+    high = _ephemeral_low()
+    low = max(1024, high - _PORT_SPAN)
+    chooser = random.SystemRandom()
+    for _ in range(1000):
+        port = chooser.randrange(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # all tried: any free one
+        sock.bind(("127.0.0.1", 0))
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
