@@ -12,7 +12,8 @@ Rules: a label's :class:`~soundsentry.events.EventRule` is its model card's (tun
 :class:`AlertRules` overrides on top: for every sensor, then for the first sensor group whose
 patterns match the sensor id. A label can be disabled there; rules can change while running
 (:meth:`AlertEngine.use_rules`): trackers keep their state under the new rule, and a label
-that is disabled ends its open event.
+that is disabled ends its open event. A label that another card ``takes_over``
+(:func:`~soundsentry.models.reported_labels`) makes no events from this model's scores.
 
 Revisions (scores with ``escalated_to``) are not applied: a tracker has moved past their window
 by the time they arrive, and events never change after the fact. They are counted.
@@ -39,7 +40,7 @@ from soundsentry.contracts import Event, EventKind, WindowScores
 from soundsentry.detect import event_rule_for, new_event_tracker
 from soundsentry.events import MAX_LOOKBACK_WINDOWS, EventRule, EventTracker, EventUpdate
 from soundsentry.exceptions import BadMessageError, ConfigurationError
-from soundsentry.models import ModelCard
+from soundsentry.models import ModelCard, reported_labels
 
 __all__ = [
     "AlertEngine",
@@ -261,6 +262,7 @@ class AlertEngine:
 
     def __init__(self, cards: Mapping[str, ModelCard], rules: AlertRules | None = None) -> None:
         self._cards = dict(cards)
+        self._reported = reported_labels(self._cards.values())
         self._rules = rules or AlertRules()
         self._sensors: dict[str, _Sensor] = {}
         # Resolving a rule (card defaults, then label and sensor-group overrides) for every
@@ -286,13 +288,19 @@ class AlertEngine:
     ) -> list[tuple[str, Event]]:
         """New rules or cards, effective from the next message.
 
-        Returns the ``ended`` events of open events whose label is now disabled (or whose
-        model is gone), as ``(sensor_id, event)``.
+        Returns the ``ended`` events of open events whose label is now disabled, taken over
+        by another model, or whose model is gone, as ``(sensor_id, event)``.
+
+        Raises
+        ------
+        ConfigurationError
+            when two of ``cards`` take over the same label (nothing changes).
         """
+        if cards is not None:
+            self._reported = reported_labels(cards.values())
+            self._cards = dict(cards)
         if rules is not None:
             self._rules = rules
-        if cards is not None:
-            self._cards = dict(cards)
         self._resolved.clear()
         ended: list[tuple[str, Event]] = []
         for sensor_id, sensor in self._sensors.items():
@@ -378,7 +386,11 @@ class AlertEngine:
     def _rule(self, card: ModelCard, label: str, sensor_id: str) -> EventRule | None:
         key = (card.name, label, sensor_id)
         if key not in self._resolved:
-            self._resolved[key] = self._rules.resolve(event_rule_for(card, label), sensor_id)
+            if label in self._reported.get(card.name, ()):
+                rule = self._rules.resolve(event_rule_for(card, label), sensor_id)
+            else:  # another model of the directory takes the label over
+                rule = None
+            self._resolved[key] = rule
         return self._resolved[key]
 
     def _sensor(self, sensor_id: str, stored: Callable[[str], Mapping[str, Any] | None]) -> _Sensor:

@@ -125,6 +125,8 @@ def detect_file(
     trace_of: dict[tuple[str, str], WindowTrace] = {}
     for model in models.models:
         for label in model.card.labels:
+            if label not in models.reported[model.name]:
+                continue  # another model of the set takes it over
             trackers[model.name, label] = new_event_tracker(
                 model.card, event_rule_for(model.card, label)
             )
@@ -184,9 +186,11 @@ def _score_and_track(
         window = result.window
         model = by_name[result.model]
         for index, label in enumerate(model.card.labels):
+            tracker = trackers.get((result.model, label))
+            if tracker is None:
+                continue
             score = float(result.scores[index])  # 0 for a window below the silence gate
             frames = None if result.frame_scores is None else result.frame_scores[index]
-            tracker = trackers[result.model, label]
             record(result.model, tracker.push(window.start_sample, score, frames))
             trace = trace_of.get((result.model, label))
             if trace is not None:

@@ -14,11 +14,19 @@ pipeline needs::
                       "onset_lookback_windows": 1}, ...},
       "silence_gate_dbfs": -70.0,
       "metrics": {...}, "training_data": [{"name": ..., "licence": ...}], "licence": "...",
-      "quantization": null
+      "quantization": null, "takes_over": []
     }
 
 ``quantization`` is set on an int8 model made by ``soundsentry quantize``
 (:mod:`soundsentry.quantize`): how it was made and from which float ONNX file.
+
+``takes_over`` names labels that this model reports *instead of* any other model of its
+directory (a specialist beside a general model): the others still score them, but no events
+come from their scores (:func:`reported_labels`). Removing the specialist gives the labels back.
+
+A model whose profile is a band of another model's profile in the same directory (the same mel
+spec and window geometry, neither standardised) is served from that profile's windows: the
+featurizer emits each window once and the model gets the rows of its band (:class:`ModelSet`).
 
 The ONNX graph takes ``log_mel`` float32 ``[batch, 1, num_bands, num_frames]`` (the profile's
 window) and returns per-label probabilities float32 ``[batch, num_labels]`` as its first output;
@@ -32,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +65,7 @@ __all__ = [
     "load_model",
     "read_card",
     "read_cards",
+    "reported_labels",
     "score_id",
     "score_to_proto",
     "write_card",
@@ -104,11 +113,20 @@ class ModelCard(BaseModel):
     licence: str = ""
     description: str = ""
     quantization: Quantization | None = None
+    takes_over: list[str] = Field(
+        default_factory=list,
+        description="labels this model reports instead of the other models of its directory",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelCard:
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"labels must be unique, got {self.labels}")
+        unknown = sorted(set(self.takes_over) - set(self.labels))
+        if unknown or len(set(self.takes_over)) != len(self.takes_over):
+            raise ValueError(
+                f"takes_over must name labels of the model once each, got {self.takes_over}"
+            )
         unknown = sorted(set(self.thresholds) - set(self.labels))
         if unknown:
             raise ValueError(f"thresholds for labels the model does not have: {unknown}")
@@ -351,6 +369,32 @@ def write_card(card_path: str | Path, document: Mapping[str, Any]) -> None:
         scratch.unlink(missing_ok=True)
 
 
+def reported_labels(cards: Iterable[ModelCard]) -> dict[str, frozenset[str]]:
+    """Per model name, the labels whose scores make events: all of the card's labels except
+    those another card of the set ``takes_over``.
+
+    Raises
+    ------
+    ConfigurationError
+        when two cards take over the same label.
+    """
+    cards = list(cards)
+    owner: dict[str, str] = {}
+    for card in cards:
+        for label in card.takes_over:
+            if label in owner:
+                raise ConfigurationError(
+                    f"models {owner[label]!r} and {card.name!r} both take over {label!r}"
+                )
+            owner[label] = card.name
+    return {
+        card.name: frozenset(
+            label for label in card.labels if owner.get(label, card.name) == card.name
+        )
+        for card in cards
+    }
+
+
 def read_cards(directory: str | Path) -> dict[str, ModelCard]:
     """Every ``*.json`` card of a model directory by model name, without the ONNX files
     (for services that need a model's labels, profile and rules but never run it).
@@ -358,8 +402,8 @@ def read_cards(directory: str | Path) -> dict[str, ModelCard]:
     Raises
     ------
     ConfigurationError
-        if the directory has no card, a card fails to read (all problems are listed), or two
-        cards name the same model.
+        if the directory has no card, a card fails to read (all problems are listed), two
+        cards name the same model, or two take over the same label.
     """
     folder = Path(directory)
     paths = sorted(folder.glob("*.json"))
@@ -378,6 +422,10 @@ def read_cards(directory: str | Path) -> dict[str, ModelCard]:
         cards[card.name] = card
     if problems:
         raise ConfigurationError("\n".join(problems))
+    try:
+        reported_labels(cards.values())
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{folder}: {exc}") from None
     return cards
 
 
@@ -398,23 +446,54 @@ def load_model(card_path: str | Path, *, threads: int = 1) -> LoadedModel:
     return LoadedModel(card, onnx_path, threads=threads, card_path=path)
 
 
+def _carries(wide: FeatureProfile, narrow: FeatureProfile) -> bool:
+    """Whether ``narrow``'s windows are rows of ``wide``'s (same frames, a band within)."""
+    return (
+        wide.mel == narrow.mel
+        and wide.window_frames == narrow.window_frames
+        and wide.hop_frames == narrow.hop_frames
+        and not wide.standardize
+        and not narrow.standardize
+        and wide.band.start <= narrow.band.start
+        and narrow.band.stop <= wide.band.stop
+    )
+
+
 class ModelSet:
-    """Every model of a directory; scores windows with each model whose profile made them."""
+    """Every model of a directory; scores windows with each model whose profile made them.
+
+    A model whose profile is a band of a wider profile of the set is served from the wider
+    profile's windows (the rows of its band), so the featurizer emits each window once:
+    :meth:`profiles` lists only the profiles that carry windows.
+    """
 
     def __init__(self, models: Sequence[LoadedModel]) -> None:
         names = [m.name for m in models]
         if len(set(names)) != len(names):
             raise ConfigurationError(f"model names must be unique, got {names}")
         self.models = tuple(models)
-        self._by_profile: dict[str, list[LoadedModel]] = {}
+        profiles: dict[str, FeatureProfile] = {}
         for model in self.models:
-            self._by_profile.setdefault(model.profile.name, []).append(model)
-        for profile_name, group in self._by_profile.items():
-            if len({m.profile for m in group}) > 1:
+            known = profiles.setdefault(model.profile.name, model.profile)
+            if known != model.profile:
+                group = [m.name for m in self.models if m.profile.name == known.name]
                 raise ConfigurationError(
-                    f"models {[m.name for m in group]} use the profile name {profile_name!r} "
-                    "with different settings"
+                    f"models {group} use the profile name {known.name!r} with different settings"
                 )
+        self.reported = reported_labels(m.card for m in self.models)
+        # Per carrying profile name: its models, each with the rows of its band.
+        self._carrier: dict[str, FeatureProfile] = {}
+        self._by_profile: dict[str, list[tuple[LoadedModel, slice]]] = {}
+        for model in self.models:
+            own = model.profile
+            carrier = max(
+                (p for p in profiles.values() if p == own or _carries(p, own)),
+                key=lambda p: (p.num_bands, p.name == own.name, p.name),
+            )
+            offset = int(carrier.band.start)
+            rows = slice(int(own.band.start) - offset, int(own.band.stop) - offset)
+            self._carrier[carrier.name] = carrier
+            self._by_profile.setdefault(carrier.name, []).append((model, rows))
 
     @classmethod
     def from_dir(cls, directory: str | Path, *, threads: int = 1) -> ModelSet:
@@ -441,7 +520,7 @@ class ModelSet:
 
     def profiles(self) -> list[FeatureProfile]:
         """The feature profiles the featurizer must emit for these models."""
-        return [group[0].profile for group in self._by_profile.values()]
+        return list(self._carrier.values())
 
     def score(self, windows: Sequence[Window]) -> list[WindowScore]:
         """Score every window with every model of its profile, one batch per model.
@@ -459,14 +538,17 @@ class ModelSet:
             if not models:
                 continue
             levels = np.array([w.rms_dbfs for w in group], dtype=np.float64)
-            for model in models:
+            stacked: dict[bytes, npt.NDArray[np.float32]] = {}
+            for model, band in models:
                 gate = model.card.silence_gate_dbfs
                 loud = np.ones(len(group), bool) if gate is None else levels >= gate
                 rows = np.flatnonzero(loud)
                 scores = frames = None
                 if rows.size:
-                    batch = np.stack([group[i].log_mel_db for i in rows])
-                    scores, frames = model.predict(batch)
+                    key = rows.tobytes()  # models with the same gate share the stack
+                    if key not in stacked:
+                        stacked[key] = np.stack([group[i].log_mel_db for i in rows])
+                    scores, frames = model.predict(stacked[key][:, band])
                 silent = np.zeros(len(model.card.labels), dtype=np.float32)
                 row_of = {int(i): r for r, i in enumerate(rows)}
                 for i, window in enumerate(group):

@@ -151,6 +151,44 @@ def test_disabling_a_label_at_runtime_ends_its_open_event(
     assert all(e.label != label for e in later)
 
 
+def test_a_label_taken_over_by_another_card_ends_and_makes_no_more_events(
+    scored: tuple[ModelCard, list[WindowScores]],
+) -> None:
+    card, messages = scored
+    engine = AlertEngine({"general": card})
+    store: dict[str, Any] = {}
+    events = []
+    index = 0
+    while not (events and events[-1].kind == EventKind.EVENT_KIND_STARTED):
+        events += engine.process(messages[index], store.get).events
+        index += 1
+    label = events[-1].label
+    specialist = ModelCard(
+        name="specialist",
+        version="1.0.0",
+        onnx="specialist.onnx",
+        labels=[label],
+        profile=card.profile,
+        takes_over=[label],
+    )
+    ended = engine.use_rules(cards={"general": card, "specialist": specialist})
+    assert [(e.kind, e.event_id) for _, e in ended] == [
+        (EventKind.EVENT_KIND_ENDED, events[-1].event_id)
+    ]
+    later = []
+    for message in messages[index:]:
+        later += engine.process(message, store.get).events
+    assert later
+    assert all(e.label != label for e in later)
+    # From the start, too: the general model's scores for the label make nothing.
+    fresh = run(AlertEngine({"general": card, "specialist": specialist}), messages, {})
+    assert fresh
+    assert all(e.label != label for e in fresh)
+    twice = specialist.model_copy(update={"name": "again"})
+    with pytest.raises(ConfigurationError, match="both take over"):
+        engine.use_rules(cards={"specialist": specialist, "again": twice})
+
+
 def test_a_new_stream_ends_the_events_of_the_old_one(
     scored: tuple[ModelCard, list[WindowScores]],
 ) -> None:

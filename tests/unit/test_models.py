@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 
 from soundsentry.contracts import WindowScores
-from soundsentry.detect import event_rule_for
+from soundsentry.detect import WindowTrace, detect_file, event_rule_for
 from soundsentry.events import EventRule
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features import FeatureProfile, Featurizer
@@ -18,6 +19,7 @@ from soundsentry.models import (
     ModelSet,
     ReloadReport,
     load_model,
+    read_cards,
     score_id,
     score_to_proto,
 )
@@ -56,6 +58,74 @@ def test_a_directory_of_models_scores_windows_of_many_sensors(tmp_path: Path) ->
     alarms = next(m for m in models.models if m.name == "alarms")
     assert alarms.card.threshold("co_alarm") == 0.7
     assert alarms.card.threshold("smoke_alarm") == 0.5
+
+
+def test_a_band_of_a_wider_profile_is_served_from_its_windows(tmp_path: Path) -> None:
+    # Same mel spec and window geometry as full-16k, only a band of it: no windows of its own.
+    sub = FeatureProfile("alarm-sub", band_fmin_hz=1500.0)
+    write_model(tmp_path, "general", FULL, ["siren", "dog_bark"])
+    w_sub, b_sub = write_model(tmp_path, "alarms", sub, ["smoke_alarm"], seed=1)
+    models = ModelSet.from_dir(tmp_path)
+    assert models.profiles() == [FULL]
+
+    samples, rate = recording("siren")
+    carried = []
+    own = []
+    both = Featurizer([FULL, sub])
+    featurizer = Featurizer(models.profiles())
+    for chunk in chunks(samples, rate, [1600], sensor_id="a"):
+        carried += featurizer.process([chunk]).windows
+        own += [w for w in both.process([chunk]).windows if w.profile == sub.name]
+    assert carried
+    assert len(own) == len(carried)
+    scored = [r for r in models.score(carried) if r.model == "alarms"]
+    assert len(scored) == len(carried)
+    for result, window in zip(scored, own, strict=True):
+        assert result.window.start_sample == window.start_sample
+        # The same scores as from the band's own windows.
+        expected = expected_scores(window.log_mel_db[None], w_sub, b_sub)[0]
+        np.testing.assert_allclose(result.scores, expected, rtol=1e-4, atol=1e-6)
+    # Alone in a directory, the band model is served from its own windows again.
+    (tmp_path / "general.json").unlink()
+    assert ModelSet.from_dir(tmp_path).profiles() == [sub]
+
+
+def test_a_standardised_or_differently_cut_profile_is_not_carried(tmp_path: Path) -> None:
+    write_model(tmp_path, "general", FULL, ["siren"])
+    standardised = FeatureProfile("std", band_fmin_hz=1500.0, standardize=True)
+    shorter = FeatureProfile("short", window_s=0.5, band_fmin_hz=1500.0)
+    write_model(tmp_path, "std", standardised, ["a"])
+    write_model(tmp_path, "short", shorter, ["b"])
+    names = {p.name for p in ModelSet.from_dir(tmp_path).profiles()}
+    assert names == {"full-16k", "std", "short"}
+
+
+def test_a_card_that_takes_over_a_label_silences_the_others_for_it(tmp_path: Path) -> None:
+    write_model(tmp_path, "general", FULL, ["siren", "smoke_alarm"])
+    write_model(tmp_path, "alarms", FULL, ["smoke_alarm", "co_alarm"], takes_over=["smoke_alarm"])
+    models = ModelSet.from_dir(tmp_path)
+    assert models.reported == {
+        "general": frozenset({"siren"}),
+        "alarms": frozenset({"smoke_alarm", "co_alarm"}),
+    }
+    assert set(read_cards(tmp_path)) == {"general", "alarms"}
+    # Offline detection tracks (and plots) only the reported labels.
+    samples, rate = recording("siren")
+    audio = tmp_path / "siren.wav"
+    soundfile.write(audio, samples, rate)
+    traces: list[WindowTrace] = []
+    detect_file(audio, models, traces=traces)
+    assert sorted((t.model, t.label) for t in traces) == [
+        ("alarms", "co_alarm"),
+        ("alarms", "smoke_alarm"),
+        ("general", "siren"),
+    ]
+    assert all(t.scores for t in traces)
+    # A second card taking over the same label is refused, naming both.
+    write_model(tmp_path, "other", FULL, ["smoke_alarm"], takes_over=["smoke_alarm"])
+    for load in (ModelSet.from_dir, read_cards):
+        with pytest.raises(ConfigurationError, match="'alarms' and 'other' both take over"):
+            load(tmp_path)
 
 
 def test_frame_level_outputs_come_through(tmp_path: Path) -> None:
@@ -97,6 +167,8 @@ def _card(tmp_path: Path, **changes: object) -> Path:
         ({"profile": {"name": "x", "mel": {"n_fft": 500}}}, "invalid model card: .*power of two"),
         ({"profile": {"name": "x", "hop": 3}}, "unknown key\\(s\\) \\['hop'\\]"),
         ({"labels": ["siren", "siren"]}, "labels must be unique"),
+        ({"takes_over": ["gunshot"]}, "takes_over must name labels of the model once each"),
+        ({"takes_over": ["siren", "siren"]}, "takes_over must name labels of the model once"),
         (
             {"event_rules": {"gunshot": {"on_threshold": 0.5, "off_threshold": 0.4}}},
             "event_rules for labels the model does not have: \\['gunshot'\\]",
