@@ -110,7 +110,7 @@ from soundsentry.calibration import (
 from soundsentry.dataset import SPLITS, EventSpan
 from soundsentry.events import EventRule, segment_bounds
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
-from soundsentry.features import FeatureProfile, Featurizer
+from soundsentry.features import FeatureProfile, Featurizer, parse_profile
 
 if TYPE_CHECKING:
     import torch
@@ -1296,10 +1296,12 @@ def export_model(
     name: str,
     version: str,
     description: str | None = None,
+    takes_over: Sequence[str] = (),
 ) -> Path:
     """Write ``<name>.onnx`` and ``<name>.json`` into ``out_dir`` and check them.
 
-    Returns the card's path.
+    ``takes_over``: labels the model reports instead of the other models of its directory
+    (the card field of that name). Returns the card's path.
 
     Raises
     ------
@@ -1358,6 +1360,8 @@ def export_model(
             + f"; trained with soundsentry train (seed {config.seed})."
         ),
     }
+    if takes_over:
+        card["takes_over"] = list(takes_over)
     card_path.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     dataset_dir = result.dataset_dir
     if dataset_dir is not None:
@@ -1398,8 +1402,11 @@ def train(
     name: str = "default",
     version: str = "1.0.0",
     progress: TextIO | None = None,
+    takes_over: Sequence[str] = (),
 ) -> Path:
     """Featurise ``dataset_dir``, train, export into ``out_dir``; returns the card's path.
+
+    ``takes_over`` as in :func:`export_model`; checked against the labels before training.
 
     Raises
     ------
@@ -1420,8 +1427,11 @@ def train(
         list(data.labels),
         time.monotonic() - started,
     )
+    unknown = sorted(set(takes_over) - set(data.labels))
+    if unknown:
+        raise ConfigurationError(f"takes_over names labels the model will not have: {unknown}")
     result = train_model(data, config, progress=progress)
-    return export_model(result, out_dir, name=name, version=version)
+    return export_model(result, out_dir, name=name, version=version, takes_over=takes_over)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1438,6 +1448,22 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--model-version", dest="model_version", default="1.0.0", help="model version"
     )
     parser.add_argument("--labels", nargs="+", default=None, help="labels (default: all)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a JSON feature profile, as in a profiles file (default: the built-in full-16k); "
+        "a band of full-16k's mel spec is served from full-16k's windows",
+    )
+    parser.add_argument(
+        "--takes-over",
+        dest="takes_over",
+        nargs="+",
+        default=[],
+        metavar="LABEL",
+        help="labels this model reports instead of the other models of its directory",
+    )
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs")
     parser.add_argument("--patience", type=int, default=defaults.patience, help="early stopping")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -1463,7 +1489,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Body of ``soundsentry train`` for parsed ``args`` (see :func:`add_train_arguments`)."""
+    profile = DEFAULT_PROFILE if args.profile is None else _read_profile(args.profile)
     config = TrainConfig(
+        profile=profile,
         labels=None if args.labels is None else tuple(args.labels),
         epochs=args.epochs,
         patience=args.patience,
@@ -1480,6 +1508,7 @@ def run_train(args: argparse.Namespace) -> int:
         name=args.name,
         version=args.model_version,
         progress=sys.stderr if sys.stderr.isatty() else None,
+        takes_over=args.takes_over,
     )
     document = json.loads(card.read_text(encoding="utf-8"))
     print(f"wrote {card} and {card.parent / document['onnx']}")
@@ -1487,6 +1516,14 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"  {label:<16} threshold {values['threshold']:.2f}  window F1 {_fmt(values['f1'])}")
     print(f"licence: {document['licence']}")
     return 0
+
+
+def _read_profile(path: Path) -> FeatureProfile:
+    try:
+        item = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigurationError(f"{path}: cannot read the feature profile: {exc}") from exc
+    return parse_profile(item, where=str(path))
 
 
 def _fmt(value: float | None) -> str:

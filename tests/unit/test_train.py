@@ -253,6 +253,34 @@ def test_train_command_channels_set_the_network_width(dataset_dir: Path, tmp_pat
     assert "CNN [4, 8], band-aware head on" in card["description"]
 
 
+def test_train_command_takes_a_profile_file_and_labels_to_take_over(
+    dataset_dir: Path, tmp_path: Path
+) -> None:
+    profile = tmp_path / "alarm-band.json"
+    profile.write_text(json.dumps({"name": "alarm-band", "band_fmin_hz": 1500.0}))
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    out = tmp_path / "model"
+    options = ["--epochs", "1", "--channels", "4", "8", "--labels", "siren", "gun_shot"]
+    options += ["--profile", str(profile), "--takes-over", "siren", "--name", "specialist"]
+    assert run_train(parser.parse_args([str(dataset_dir), "--out", str(out), *options])) == 0
+    card = read_card(out / "specialist.json")
+    assert card.takes_over == ["siren"]
+    assert card.feature_profile() == FeatureProfile("alarm-band", band_fmin_hz=1500.0)
+    assert load_model(out / "specialist.json").profile.num_bands == 34
+    # A label to take over that the model will not have fails before any training.
+    bad = parser.parse_args([str(dataset_dir), "--out", str(tmp_path / "x"), *options[:8]])
+    bad.takes_over = ["dog_bark"]
+    with pytest.raises(
+        ConfigurationError, match="labels the model will not have: \\['dog_bark'\\]"
+    ):
+        run_train(bad)
+    assert not (tmp_path / "x").exists()
+    profile.write_text("{")
+    with pytest.raises(ConfigurationError, match="cannot read the feature profile"):
+        run_train(parser.parse_args([str(dataset_dir), "--out", str(out), *options]))
+
+
 def test_the_band_aware_head_sees_where_in_frequency_a_pattern_lies(data: TrainingData) -> None:
     # The same spectro-temporal shape in a low and in a high band: averaging the feature map
     # over frequency gives the heads (almost) the same input for both, the projection does not.
