@@ -332,6 +332,20 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compose(args: argparse.Namespace) -> int:
+    from soundsentry.compose import compose_cards  # noqa: PLC0415
+
+    report = compose_cards(
+        args.base, args.specialists, args.dataset, args.out, version=args.model_version
+    )
+    print(f"wrote {report.onnx} ({report.onnx.stat().st_size} bytes) and {report.card}")
+    for label, model in report.sources.items():
+        print(f"  {label:<16} from {model}")
+    print(f"largest difference to the parts' scores: {report.largest_difference:.1e}")
+    _print_tuned(report.tuned)
+    return 0
+
+
 def _cmd_dataset_synth(args: argparse.Namespace) -> int:
     from soundsentry.dataset import run_synth  # noqa: PLC0415
 
@@ -344,7 +358,7 @@ def _add_card_and_dataset(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_model_commands(sub: Any) -> None:
-    """``train``, ``calibrate`` and ``quantize``."""
+    """``train``, ``calibrate``, ``quantize`` and ``compose``."""
     train = sub.add_parser(
         "train",
         help="train a small CNN on a synthesised dataset and export ONNX + model card "
@@ -378,6 +392,23 @@ def _add_model_commands(sub: Any) -> None:
         "--model-version", dest="model_version", default=None, help="default: <version>+int8"
     )
     quantize.set_defaults(func=_cmd_quantize)
+
+    compose = sub.add_parser(
+        "compose",
+        help="put a general model and specialists (cards with takes_over) into one ONNX graph "
+        "served as one model, checked and tuned on a data set's validation split (needs: pip "
+        "install 'soundsentry[quantize]')",
+    )
+    compose.add_argument("base", type=Path, help="the general model's card")
+    compose.add_argument("specialists", type=Path, nargs="+", help="specialists' cards")
+    compose.add_argument(
+        "--dataset", type=Path, required=True, help="a folder from 'soundsentry dataset synth'"
+    )
+    compose.add_argument(
+        "--out", type=Path, required=True, help="the composite's card; its ONNX file beside it"
+    )
+    compose.add_argument("--model-version", dest="model_version", required=True)
+    compose.set_defaults(func=_cmd_compose)
 
 
 def _add_simulate_command(sub: Any) -> None:

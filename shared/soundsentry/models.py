@@ -55,6 +55,7 @@ from soundsentry.exceptions import ConfigurationError
 from soundsentry.features import FeatureProfile, Window, parse_profile
 
 __all__ = [
+    "CompositionPart",
     "LoadedModel",
     "ModelCard",
     "ModelDirectory",
@@ -62,6 +63,7 @@ __all__ = [
     "Quantization",
     "ReloadReport",
     "WindowScore",
+    "carries",
     "load_model",
     "read_card",
     "read_cards",
@@ -90,6 +92,17 @@ class Quantization(BaseModel):
     )
 
 
+class CompositionPart(BaseModel):
+    """One model of a composite (``soundsentry compose``) and the labels taken from it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    card: str = Field(description="the part's card, relative to the composite's")
+    name: str
+    version: str
+    labels: list[str]
+
+
 class ModelCard(BaseModel):
     """What a model is, needs and reached. Unknown keys are errors (a typo must not pass)."""
 
@@ -116,6 +129,9 @@ class ModelCard(BaseModel):
     takes_over: list[str] = Field(
         default_factory=list,
         description="labels this model reports instead of the other models of its directory",
+    )
+    composition: list[CompositionPart] = Field(
+        default_factory=list, description="the models a composite was made of (compose)"
     )
 
     @model_validator(mode="after")
@@ -446,7 +462,7 @@ def load_model(card_path: str | Path, *, threads: int = 1) -> LoadedModel:
     return LoadedModel(card, onnx_path, threads=threads, card_path=path)
 
 
-def _carries(wide: FeatureProfile, narrow: FeatureProfile) -> bool:
+def carries(wide: FeatureProfile, narrow: FeatureProfile) -> bool:
     """Whether ``narrow``'s windows are rows of ``wide``'s (same frames, a band within)."""
     return (
         wide.mel == narrow.mel
@@ -487,7 +503,7 @@ class ModelSet:
         for model in self.models:
             own = model.profile
             carrier = max(
-                (p for p in profiles.values() if p == own or _carries(p, own)),
+                (p for p in profiles.values() if p == own or carries(p, own)),
                 key=lambda p: (p.num_bands, p.name == own.name, p.name),
             )
             offset = int(carrier.band.start)

@@ -1,0 +1,314 @@
+"""Composite models (``soundsentry compose``): a general model and specialists in one ONNX graph.
+
+A specialist (say, smoke and CO alarms on the band above 1.5 kHz) beside a general model is
+better at its labels, but as a second model it costs the pipeline a second score message per
+window: the alerter's work grows with messages, not labels. Composing puts both networks into
+one graph behind one input: the specialist's branch takes the rows of its band (a ``Slice``),
+each label's output comes from the part that answers for it (a specialist answers for its
+``takes_over`` labels, the general model for the rest), and the composite serves as one model:
+one ONNX call per batch, one message per window.
+
+The composite's scores are its parts' scores, exactly (checked on every validation window of
+the data set before anything is written). Its thresholds, window metrics and event rules are
+tuned on that validation split as ``soundsentry train`` does (so they equal what each part got
+for its labels on the same data), and the card's ``composition`` names each part's card,
+version and the labels taken from it. Then the ONNX file and the card are written, the card in
+one rename.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soundsentry.calibration import TunedRule, calibrate_document, json_safe, predict_all
+from soundsentry.exceptions import ConfigurationError, SoundSentryError
+from soundsentry.models import (
+    INPUT_NAME,
+    CompositionPart,
+    LoadedModel,
+    ModelCard,
+    carries,
+    load_model,
+    write_card,
+)
+
+__all__ = ["ComposeReport", "CompositionCheckError", "compose_cards"]
+
+logger = logging.getLogger(__name__)
+
+# The parts' scores pass through Concat and Gather only: any difference is a wiring mistake.
+_TOLERANCE = 1e-6
+
+
+class CompositionCheckError(SoundSentryError):
+    """The composite's scores are not its parts' (nothing was written)."""
+
+
+@dataclass(frozen=True)
+class ComposeReport:
+    card: Path
+    onnx: Path
+    sources: dict[str, str]  # label -> model name
+    largest_difference: float
+    tuned: dict[str, TunedRule]
+
+
+@dataclass(frozen=True)
+class _Part:
+    model: LoadedModel
+    card_path: Path
+    rows: slice  # of the composite's input bands
+
+
+def _parts(base_path: Path, specialist_paths: list[Path]) -> list[_Part]:
+    base = load_model(base_path)
+    parts = [_Part(base, base_path, slice(0, base.profile.num_bands))]
+    frame_output = base.session.get_outputs()[1:] != []
+    taken: dict[str, str] = {}
+    names = {base.name}
+    for path in specialist_paths:
+        model = load_model(path)
+        card = model.card
+        if not card.takes_over:
+            raise ConfigurationError(f"{path}: a specialist's card must list takes_over labels")
+        if card.name in names:
+            raise ConfigurationError(f"{path}: a second part named {card.name!r}")
+        names.add(card.name)
+        for label in card.takes_over:
+            if label in taken:
+                raise ConfigurationError(
+                    f"models {taken[label]!r} and {card.name!r} both take over {label!r}"
+                )
+            taken[label] = card.name
+        if not carries(base.profile, model.profile):
+            raise ConfigurationError(
+                f"{path}: profile {model.profile.name!r} is not a band of {base.profile.name!r}'s "
+                "windows (same mel spec and window geometry, neither standardised)"
+            )
+        if (model.session.get_outputs()[1:] != []) != frame_output:
+            raise ConfigurationError(
+                f"{path}: frame-level scores in one part and not in the other cannot be composed"
+            )
+        offset = int(base.profile.band.start)
+        band = model.profile.band
+        parts.append(_Part(model, path, slice(int(band.start) - offset, int(band.stop) - offset)))
+    return parts
+
+
+def _sources(parts: list[_Part]) -> list[tuple[str, int, int]]:
+    """(label, part, output index) in the composite's label order: the base's labels, then
+    the specialists' new ones; each from the part that answers for it."""
+    owner = {
+        label: p for p, part in enumerate(parts[1:], 1) for label in part.model.card.takes_over
+    }
+    labels = list(parts[0].model.card.labels)
+    labels += [
+        label for part in parts[1:] for label in part.model.card.takes_over if label not in labels
+    ]
+    return [
+        (label, owner.get(label, 0), parts[owner.get(label, 0)].model.card.labels.index(label))
+        for label in labels
+    ]
+
+
+def _fuse(parts: list[_Part], sources: list[tuple[str, int, int]]) -> Any:
+    """One ONNX graph: each part behind a prefix, fed the rows of its band, outputs gathered."""
+    import onnx  # noqa: PLC0415 - the [quantize] extra
+    from onnx import TensorProto, compose, helper, numpy_helper  # noqa: PLC0415
+
+    base = parts[0].model
+    bands, frames = base.profile.num_bands, base.profile.window_frames
+    frame_output = len(base.session.get_outputs()) > 1
+    nodes: list[Any] = []
+    initializers: list[Any] = []
+    value_info: list[Any] = []
+    opsets: dict[str, int] = {}
+    ir_version = 0
+    scores, frame_scores, offsets = [], [], []
+    offset = 0
+    for index, part in enumerate(parts):
+        model = compose.add_prefix(onnx.load(str(part.model.onnx_path)), f"part{index}/")
+        graph = model.graph
+        ir_version = max(ir_version, model.ir_version)
+        for opset in model.opset_import:
+            opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
+        (source_input,) = [
+            i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}
+        ]
+        if part.rows == slice(0, bands):
+            nodes.append(helper.make_node("Identity", [INPUT_NAME], [source_input]))
+        else:
+            bounds = [f"part{index}/rows.{name}" for name in ("start", "stop", "axis")]
+            for name, value in zip(bounds, (part.rows.start, part.rows.stop, 2), strict=True):
+                initializers.append(numpy_helper.from_array(np.array([value], np.int64), name))
+            nodes.append(helper.make_node("Slice", [INPUT_NAME, *bounds], [source_input]))
+        nodes += list(graph.node)
+        initializers += list(graph.initializer)
+        value_info += list(graph.value_info)
+        outputs = [o.name for o in graph.output]
+        scores.append(outputs[0])
+        if frame_output:
+            frame_scores.append(outputs[1])
+        offsets.append(offset)
+        offset += len(part.model.card.labels)
+    picks = np.array([offsets[p] + i for _, p, i in sources], np.int64)
+    initializers.append(numpy_helper.from_array(picks, "composite/picks"))
+    outs = [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", len(sources)])]
+    nodes += [
+        helper.make_node("Concat", scores, ["composite/all_scores"], axis=1),
+        helper.make_node("Gather", ["composite/all_scores", "composite/picks"], ["scores"], axis=1),
+    ]
+    if frame_output:
+        nodes += [
+            helper.make_node("Concat", frame_scores, ["composite/all_frames"], axis=1),
+            helper.make_node(
+                "Gather", ["composite/all_frames", "composite/picks"], ["frame_scores"], axis=1
+            ),
+        ]
+        outs.append(
+            helper.make_tensor_value_info(
+                "frame_scores", TensorProto.FLOAT, ["batch", len(sources), frames]
+            )
+        )
+    graph = helper.make_graph(
+        nodes,
+        "composite",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 1, bands, frames])],
+        outs,
+        initializer=initializers,
+        value_info=value_info,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid(domain, version) for domain, version in opsets.items()],
+        producer_name="soundsentry compose",
+    )
+    model.ir_version = ir_version
+    onnx.checker.check_model(model)
+    return model
+
+
+def compose_cards(
+    base_card: str | Path,
+    specialist_cards: list[str | Path],
+    dataset_dir: str | Path,
+    out_card: str | Path,
+    *,
+    version: str,
+) -> ComposeReport:
+    """Compose the model of ``base_card`` with the specialists of ``specialist_cards`` into
+    ``out_card`` (its ONNX file beside it, named like the card); see the module docstring.
+
+    The composite's name is the card file's stem; its silence gate is the base's.
+
+    Raises
+    ------
+    ConfigurationError
+        for parts that do not load or do not fit together (a specialist without
+        ``takes_over``, two taking over one label, a profile that is not a band of the
+        base's windows, frame scores in one part only), an output that would overwrite a
+        part's ONNX file, a data set without the labels, or missing packages.
+    CompositionCheckError
+        when the composite's scores are not its parts' (nothing is written).
+    """
+    from soundsentry.train import (  # noqa: PLC0415
+        calibrate_thresholds,
+        load_dataset,
+        validation_set,
+        window_metrics,
+    )
+
+    out = Path(out_card)
+    target = out.with_suffix(".onnx")
+    parts = _parts(Path(base_card), [Path(p) for p in specialist_cards])
+    if any(part.model.onnx_path.resolve() == target.resolve() for part in parts):
+        raise ConfigurationError(f"{out}: its ONNX file {target.name} would overwrite a part's")
+    sources = _sources(parts)
+    labels = tuple(label for label, _, _ in sources)
+    base = parts[0].model
+    data = load_dataset(dataset_dir, profile=base.profile, labels=labels, splits=("validate",))
+    inputs, targets = validation_set(data)
+    dataset_name = Path(dataset_dir).resolve().name
+    document = _document(out, parts, sources, version=version)
+    logger.info("composing %s from %s", out, ", ".join(p.model.name for p in parts))
+
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".compose-") as scratch:
+        candidate = Path(scratch) / target.name
+        import onnx  # noqa: PLC0415
+
+        onnx.save(_fuse(parts, sources), str(candidate))
+        composite = LoadedModel(ModelCard.model_validate(document), candidate, card_path=out)
+        ours = predict_all(composite, inputs)
+        largest = 0.0
+        for index, part in enumerate(parts):
+            theirs = predict_all(part.model, inputs[:, part.rows])
+            for column, (_, p, i) in enumerate(sources):
+                if p != index:
+                    continue
+                largest = max(largest, float(np.abs(ours[0][:, column] - theirs[0][:, i]).max()))
+                if ours[1] is not None and theirs[1] is not None:
+                    gap = np.abs(ours[1][:, column] - theirs[1][:, i]).max()
+                    largest = max(largest, float(gap))
+        if largest > _TOLERANCE:
+            raise CompositionCheckError(
+                f"{out}: the composite's scores differ from its parts' by {largest:.2e}; "
+                "nothing was written"
+            )
+        thresholds = calibrate_thresholds(ours[0], targets, labels)
+        document["thresholds"] = thresholds
+        document["metrics"] = {
+            "window": json_safe(window_metrics(ours[0], targets, labels, thresholds))
+        }
+        tuned = calibrate_document(document, data, ours, dataset_name=dataset_name)
+        candidate.replace(target)
+        write_card(out, document)
+    return ComposeReport(
+        card=out,
+        onnx=target,
+        sources={label: parts[p].model.name for label, p, _ in sources},
+        largest_difference=largest,
+        tuned=tuned,
+    )
+
+
+def _document(
+    out: Path, parts: list[_Part], sources: list[tuple[str, int, int]], *, version: str
+) -> dict[str, Any]:
+    base = parts[0].model.card
+    training_data: list[dict[str, str]] = []
+    for part in parts:
+        training_data += [e for e in part.model.card.training_data if e not in training_data]
+    licences = list(
+        dict.fromkeys(part.model.card.licence for part in parts if part.model.card.licence)
+    )
+    composition = [
+        CompositionPart(
+            card=Path(os.path.relpath(part.card_path.resolve(), out.parent.resolve())).as_posix(),
+            name=part.model.name,
+            version=part.model.card.version,
+            labels=[label for label, p, _ in sources if p == index],
+        )
+        for index, part in enumerate(parts)
+    ]
+    described = "; ".join(
+        f"{c.name} {c.version} for {', '.join(c.labels)}" for c in composition if c.labels
+    )
+    return {
+        "name": out.stem,
+        "version": version,
+        "onnx": out.with_suffix(".onnx").name,
+        "labels": [label for label, _, _ in sources],
+        "profile": base.profile,
+        "silence_gate_dbfs": base.silence_gate_dbfs,
+        "training_data": training_data,
+        "licence": " / ".join(licences),
+        "description": f"Composite made by soundsentry compose: {described}.",
+        "composition": [c.model_dump() for c in composition],
+    }
