@@ -337,7 +337,8 @@ class AlertEngine:
             return AlertOutcome(skipped="unknown_model")
         frame_scores = _checked_frames(message)
         outcome = AlertOutcome()
-        sensor = self._sensor(message.sensor_id, stored)
+        sensor, ended = self._sensor(message.sensor_id, stored)
+        outcome.events += ended
         if sensor.stream_id != message.stream_id:
             # A restarted sensor: its old stream is over.
             for (model, _), old in sensor.trackers.items():
@@ -393,27 +394,39 @@ class AlertEngine:
             self._resolved[key] = rule
         return self._resolved[key]
 
-    def _sensor(self, sensor_id: str, stored: Callable[[str], Mapping[str, Any] | None]) -> _Sensor:
+    def _sensor(
+        self, sensor_id: str, stored: Callable[[str], Mapping[str, Any] | None]
+    ) -> tuple[_Sensor, list[Event]]:
+        """The sensor's trackers, from memory or its stored state, and the ``ended`` events
+        of stored open events whose label is no longer tracked (disabled or taken over since
+        the state was stored: they would otherwise never end)."""
         sensor = self._sensors.get(sensor_id)
         if sensor is not None:
-            return sensor
+            return sensor, []
         state = stored(sensor_id)
         sensor = _Sensor("")
+        ended: list[Event] = []
         if state and state.get("version") == _STATE_VERSION:
             sensor.stream_id = str(state.get("stream_id", ""))
             sensor.anchor_ns = int(state.get("anchor_ns", 0))
             for item in state.get("trackers", []):
                 card = self._cards.get(item["model"])
-                rule = self._rule(card, item["label"], sensor_id) if card else None
-                if card is None or rule is None:
+                if card is None:
                     continue
+                rule = self._rule(card, item["label"], sensor_id)
                 tracker = new_event_tracker(
-                    card, rule, sensor_id=sensor_id, stream_id=sensor.stream_id
+                    card,
+                    rule or event_rule_for(card, item["label"]),
+                    sensor_id=sensor_id,
+                    stream_id=sensor.stream_id,
                 )
                 tracker.restore(item["state"])
+                if rule is None:
+                    ended += [self._proto(u, sensor_id, sensor, card.name) for u in tracker.flush()]
+                    continue
                 sensor.trackers[item["model"], item["label"]] = tracker
         self._sensors[sensor_id] = sensor
-        return sensor
+        return sensor, ended
 
     def _tracker(
         self, card: ModelCard, label: str, message: WindowScores, sensor: _Sensor

@@ -36,6 +36,7 @@ from soundsentry.models import (
     ModelCard,
     carries,
     load_model,
+    read_card,
     write_card,
 )
 
@@ -92,6 +93,11 @@ def _parts(base_path: Path, specialist_paths: list[Path]) -> list[_Part]:
                 f"{path}: profile {model.profile.name!r} is not a band of {base.profile.name!r}'s "
                 "windows (same mel spec and window geometry, neither standardised)"
             )
+        if card.silence_gate_dbfs != base.card.silence_gate_dbfs:
+            raise ConfigurationError(
+                f"{path}: silence gate {card.silence_gate_dbfs} differs from the base's "
+                f"{base.card.silence_gate_dbfs} (a composite has one)"
+            )
         if (model.session.get_outputs()[1:] != []) != frame_output:
             raise ConfigurationError(
                 f"{path}: frame-level scores in one part and not in the other cannot be composed"
@@ -120,7 +126,7 @@ def _sources(parts: list[_Part]) -> list[tuple[str, int, int]]:
 
 def _fuse(parts: list[_Part], sources: list[tuple[str, int, int]]) -> Any:
     """One ONNX graph: each part behind a prefix, fed the rows of its band, outputs gathered."""
-    import onnx  # noqa: PLC0415 - the [quantize] extra
+    onnx = _onnx()
     from onnx import TensorProto, compose, helper, numpy_helper  # noqa: PLC0415
 
     base = parts[0].model
@@ -136,9 +142,20 @@ def _fuse(parts: list[_Part], sources: list[tuple[str, int, int]]) -> Any:
     for index, part in enumerate(parts):
         model = compose.add_prefix(onnx.load(str(part.model.onnx_path)), f"part{index}/")
         graph = model.graph
+        if model.functions:
+            raise ConfigurationError(
+                f"{part.model.onnx_path}: graphs with functions are not composed"
+            )
         ir_version = max(ir_version, model.ir_version)
         for opset in model.opset_import:
-            opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
+            domain = "" if opset.domain == "ai.onnx" else opset.domain
+            known = opsets.setdefault(domain, opset.version)
+            if known != opset.version:
+                # An operator's meaning can change between opsets: never read one as another.
+                raise ConfigurationError(
+                    f"{part.model.onnx_path}: opset {opset.version} of domain "
+                    f"{domain or 'ai.onnx'!r}, another part has {known}; export both alike"
+                )
         (source_input,) = [
             i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}
         ]
@@ -213,8 +230,9 @@ def compose_cards(
     ConfigurationError
         for parts that do not load or do not fit together (a specialist without
         ``takes_over``, two taking over one label, a profile that is not a band of the
-        base's windows, frame scores in one part only), an output that would overwrite a
-        part's ONNX file, a data set without the labels, or missing packages.
+        base's windows, another silence gate, frame scores in one part only, another opset),
+        an output that would overwrite a part's files or a card that is no composite's, a
+        data set without the labels, or a missing onnx package.
     CompositionCheckError
         when the composite's scores are not its parts' (nothing is written).
     """
@@ -228,8 +246,8 @@ def compose_cards(
     out = Path(out_card)
     target = out.with_suffix(".onnx")
     parts = _parts(Path(base_card), [Path(p) for p in specialist_cards])
-    if any(part.model.onnx_path.resolve() == target.resolve() for part in parts):
-        raise ConfigurationError(f"{out}: its ONNX file {target.name} would overwrite a part's")
+    _check_output(out, target, parts)
+    out.parent.mkdir(parents=True, exist_ok=True)
     sources = _sources(parts)
     labels = tuple(label for label, _, _ in sources)
     base = parts[0].model
@@ -241,9 +259,7 @@ def compose_cards(
 
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".compose-") as scratch:
         candidate = Path(scratch) / target.name
-        import onnx  # noqa: PLC0415
-
-        onnx.save(_fuse(parts, sources), str(candidate))
+        _onnx().save(_fuse(parts, sources), str(candidate))
         composite = LoadedModel(ModelCard.model_validate(document), candidate, card_path=out)
         ours = predict_all(composite, inputs)
         largest = 0.0
@@ -276,6 +292,40 @@ def compose_cards(
         largest_difference=largest,
         tuned=tuned,
     )
+
+
+def _onnx() -> Any:
+    try:
+        import onnx  # noqa: PLC0415 - the [quantize] extra
+    except ImportError as exc:
+        raise ConfigurationError(
+            "composing needs the onnx package: pip install 'soundsentry[quantize]'"
+        ) from exc
+    return onnx
+
+
+def _check_output(out: Path, target: Path, parts: list[_Part]) -> None:
+    """Refuse to write over a part's card or ONNX files, or over a card that is no composite
+    (replacing an earlier composite is how a composite is updated)."""
+    taken = set()
+    for part in parts:
+        card = part.model.card
+        folder = part.card_path.parent
+        taken |= {part.card_path.resolve(), (folder / card.onnx).resolve()}
+        if card.quantization is not None:
+            taken.add((folder / card.quantization.source_onnx).resolve())
+    for path in (out, target):
+        if path.resolve() in taken:
+            raise ConfigurationError(f"{out}: {path.name} would overwrite a part's file")
+    if out.exists():
+        try:
+            previous = read_card(out)
+        except ConfigurationError:
+            previous = None
+        if previous is None or not previous.composition:
+            raise ConfigurationError(
+                f"{out} exists and is no composite's card; remove it or choose another --out"
+            )
 
 
 def _document(

@@ -1418,6 +1418,8 @@ def train(
     config = config or TrainConfig()
     _check_name(name)
     _require_torch()
+    if config.labels is not None:
+        _check_takes_over(takes_over, config.labels)
     started = time.monotonic()
     data = load_dataset(dataset_dir, profile=config.profile, labels=config.labels)
     logger.info(
@@ -1427,11 +1429,15 @@ def train(
         list(data.labels),
         time.monotonic() - started,
     )
-    unknown = sorted(set(takes_over) - set(data.labels))
-    if unknown:
-        raise ConfigurationError(f"takes_over names labels the model will not have: {unknown}")
+    _check_takes_over(takes_over, data.labels)
     result = train_model(data, config, progress=progress)
     return export_model(result, out_dir, name=name, version=version, takes_over=takes_over)
+
+
+def _check_takes_over(takes_over: Sequence[str], labels: Sequence[str]) -> None:
+    unknown = sorted(set(takes_over) - set(labels))
+    if unknown:
+        raise ConfigurationError(f"takes_over names labels the model will not have: {unknown}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -184,6 +184,16 @@ def test_a_label_taken_over_by_another_card_ends_and_makes_no_more_events(
     fresh = run(AlertEngine({"general": card, "specialist": specialist}), messages, {})
     assert fresh
     assert all(e.label != label for e in fresh)
+    # A restarted engine whose stored state has the open event ends it with the next message.
+    store = {}
+    opened = run(AlertEngine({"general": card}), messages[:index], store)
+    assert opened[-1].kind == EventKind.EVENT_KIND_STARTED
+    restarted = AlertEngine({"general": card, "specialist": specialist})
+    outcome = restarted.process(messages[index], store.get)
+    assert (outcome.events[0].kind, outcome.events[0].event_id) == (
+        EventKind.EVENT_KIND_ENDED,
+        opened[-1].event_id,
+    )
     twice = specialist.model_copy(update={"name": "again"})
     with pytest.raises(ConfigurationError, match="both take over"):
         engine.use_rules(cards={"specialist": specialist, "again": twice})

@@ -556,11 +556,14 @@ def test_parts_that_do_not_fit_together_are_refused(
     (shorter / "specialist.json").write_text(json.dumps(document))
     with pytest.raises(ConfigurationError, match="is not a band of"):
         compose_cards(card_path, [shorter / "specialist.json"], dataset_dir, out, version="1")
-    clobber = card_path.with_suffix(".json").with_name(
-        Path(load_model(card_path).card.onnx).stem + ".json"
-    )
-    with pytest.raises(ConfigurationError, match="would overwrite a part's"):
-        compose_cards(card_path, [specialist_path], dataset_dir, clobber, version="1")
+    beside_onnx = card_path.with_name(Path(load_model(card_path).card.onnx).stem + ".json")
+    for clobber in (card_path, beside_onnx):
+        with pytest.raises(ConfigurationError, match="would overwrite a part's file"):
+            compose_cards(card_path, [specialist_path], dataset_dir, clobber, version="1")
+    other = tmp_path / "other.json"
+    other.write_text("{}")
+    with pytest.raises(ConfigurationError, match="exists and is no composite's card"):
+        compose_cards(card_path, [specialist_path], dataset_dir, other, version="1")
     assert not out.exists()
     assert not list(tmp_path.glob("*.onnx"))
 
@@ -576,6 +579,9 @@ def test_compose_command(
     argv = ["compose", str(card_path), str(specialist_path), "--dataset", str(dataset_dir)]
     assert cli_main([*argv, "--out", str(out), "--model-version", "3.0.0"]) == 0
     assert read_card(out).version == "3.0.0"
+    # A composite is updated by composing again over it.
+    assert cli_main([*argv, "--out", str(out), "--model-version", "3.0.1"]) == 0
+    assert read_card(out).version == "3.0.1"
     printed = capsys.readouterr().out
     assert "default.json" in printed
     assert "specialist" in printed
