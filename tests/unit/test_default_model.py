@@ -81,14 +81,14 @@ def test_the_readme_example_alarms_are_found_within_250_ms(models: ModelSet) -> 
     assert len(alarms) == len(reference)  # each alarm cycle once, nothing more
 
 
-@pytest.mark.parametrize("part", ["general", "alarms"])
-def test_the_int8_parts_score_like_their_float_sources(part: str) -> None:
-    # The README example's windows, scored by a shipped int8 part and the float network it
-    # was quantized from (kept beside it).
-    model = load_model(MODELS / "parts" / f"{part}.json")
+def test_the_int8_general_part_scores_like_its_float_source() -> None:
+    # The README example's windows, scored by the int8 general network and the float network
+    # it was quantized from (kept beside it). The alarm specialist is float: int8 made it no
+    # faster and its validation smoke alarm event F1 lower (0.967 against 0.980).
+    model = load_model(MODELS / "parts" / "general.json")
     quantization = model.card.quantization
     assert quantization is not None
-    assert model.card.onnx == f"{part}.int8.onnx"
+    assert model.card.onnx == "general.int8.onnx"
     float_model = LoadedModel(model.card, MODELS / "parts" / quantization.source_onnx)
     samples, rate = soundfile.read(EXAMPLE, dtype="int16")
     windows = Featurizer([model.profile]).process(chunks(samples, rate, [1600])).windows
@@ -97,6 +97,6 @@ def test_the_int8_parts_score_like_their_float_sources(part: str) -> None:
     expected, expected_frames = float_model.predict(inputs)
     assert frames is not None
     assert expected_frames is not None
-    # Measured when they were made: at most 0.0013 on average over the validation windows.
+    # Measured when it was made: 0.0013 on average over the validation windows.
     assert np.abs(scores - expected).mean() <= 0.005
     assert np.abs(frames - expected_frames).mean() <= 0.005
