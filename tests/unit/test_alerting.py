@@ -62,6 +62,18 @@ def run(engine: AlertEngine, messages: list[WindowScores], store: dict[str, Any]
     return events
 
 
+def until_started(
+    engine: AlertEngine, messages: list[WindowScores], store: dict[str, Any]
+) -> tuple[list[Any], int]:
+    """Feed messages up to the first that starts an event: the events, and how many were fed."""
+    events: list[Any] = []
+    index = 0
+    while not (events and events[-1].kind == EventKind.EVENT_KIND_STARTED):
+        events += engine.process(messages[index], store.get).events
+        index += 1
+    return events, index
+
+
 def test_the_engine_reports_what_detection_reports(
     scored: tuple[ModelCard, list[WindowScores]],
 ) -> None:
@@ -134,11 +146,7 @@ def test_disabling_a_label_at_runtime_ends_its_open_event(
     card, messages = scored
     engine = AlertEngine({"general": card})
     store: dict[str, Any] = {}
-    events = []
-    index = 0
-    while not (events and events[-1].kind == EventKind.EVENT_KIND_STARTED):
-        events += engine.process(messages[index], store.get).events
-        index += 1
+    events, index = until_started(engine, messages, store)
     label = events[-1].label
     message = messages[index - 1]
     ended = engine.use_rules(AlertRules(labels={label: LabelOverrides(enabled=False)}))
@@ -157,11 +165,7 @@ def test_a_label_taken_over_by_another_card_ends_and_makes_no_more_events(
     card, messages = scored
     engine = AlertEngine({"general": card})
     store: dict[str, Any] = {}
-    events = []
-    index = 0
-    while not (events and events[-1].kind == EventKind.EVENT_KIND_STARTED):
-        events += engine.process(messages[index], store.get).events
-        index += 1
+    events, index = until_started(engine, messages, store)
     label = events[-1].label
     specialist = ModelCard(
         name="specialist",
@@ -205,11 +209,7 @@ def test_a_new_stream_ends_the_events_of_the_old_one(
     card, messages = scored
     engine = AlertEngine({"general": card})
     store: dict[str, Any] = {}
-    events: list[Any] = []
-    index = 0
-    while not (events and events[-1].kind == EventKind.EVENT_KIND_STARTED):
-        events += engine.process(messages[index], store.get).events
-        index += 1
+    events, _ = until_started(engine, messages, store)
     restarted = WindowScores()
     restarted.CopyFrom(messages[0])
     restarted.stream_id = "after-reboot"
