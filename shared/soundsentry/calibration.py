@@ -53,6 +53,7 @@ __all__ = [
     "event_metrics",
     "json_safe",
     "predict_all",
+    "retune_document",
     "rule_document",
     "scored_examples",
     "tune_event_rule",
@@ -315,6 +316,29 @@ def calibrate_document(
     )
     metrics["event_rules_tuned_on"] = f"{dataset_name}: validate, {len(examples)} examples"
     return tuned
+
+
+def retune_document(
+    document: dict[str, Any],
+    data: TrainingData,
+    scores: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None],
+    targets: npt.NDArray[np.float32],
+    *,
+    dataset_name: str,
+) -> dict[str, TunedRule]:
+    """Tune everything of a card that depends on its model's scores, for new ``scores`` of
+    ``data``'s validation windows (``targets``: their clip targets,
+    :func:`~soundsentry.train.validation_set`): the window thresholds and the window metrics
+    they reach, then the event rules (:func:`calibrate_document`). ``document`` changes in
+    place."""
+    from soundsentry.train import calibrate_thresholds, window_metrics  # noqa: PLC0415
+
+    labels = tuple(data.labels)
+    thresholds = calibrate_thresholds(scores[0], targets, labels)
+    document["thresholds"] = thresholds
+    metrics = document.setdefault("metrics", {})
+    metrics["window"] = json_safe(window_metrics(scores[0], targets, labels, thresholds))
+    return calibrate_document(document, data, scores, dataset_name=dataset_name)
 
 
 def calibrate_card(card_path: str | Path, dataset_dir: str | Path) -> dict[str, TunedRule]:

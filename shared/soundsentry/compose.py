@@ -27,16 +27,18 @@ from typing import Any
 
 import numpy as np
 
-from soundsentry.calibration import TunedRule, calibrate_document, json_safe, predict_all
+from soundsentry.calibration import TunedRule, predict_all, retune_document
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
 from soundsentry.models import (
     INPUT_NAME,
     CompositionPart,
     LoadedModel,
     ModelCard,
+    band_rows,
     carries,
     load_model,
     read_card,
+    reported_labels,
     write_card,
 )
 
@@ -71,8 +73,7 @@ class _Part:
 def _parts(base_path: Path, specialist_paths: list[Path]) -> list[_Part]:
     base = load_model(base_path)
     parts = [_Part(base, base_path, slice(0, base.profile.num_bands))]
-    frame_output = base.session.get_outputs()[1:] != []
-    taken: dict[str, str] = {}
+    frame_output = base.frame_output
     names = {base.name}
     for path in specialist_paths:
         model = load_model(path)
@@ -82,12 +83,6 @@ def _parts(base_path: Path, specialist_paths: list[Path]) -> list[_Part]:
         if card.name in names:
             raise ConfigurationError(f"{path}: a second part named {card.name!r}")
         names.add(card.name)
-        for label in card.takes_over:
-            if label in taken:
-                raise ConfigurationError(
-                    f"models {taken[label]!r} and {card.name!r} both take over {label!r}"
-                )
-            taken[label] = card.name
         if not carries(base.profile, model.profile):
             raise ConfigurationError(
                 f"{path}: profile {model.profile.name!r} is not a band of {base.profile.name!r}'s "
@@ -98,13 +93,12 @@ def _parts(base_path: Path, specialist_paths: list[Path]) -> list[_Part]:
                 f"{path}: silence gate {card.silence_gate_dbfs} differs from the base's "
                 f"{base.card.silence_gate_dbfs} (a composite has one)"
             )
-        if (model.session.get_outputs()[1:] != []) != frame_output:
+        if model.frame_output != frame_output:
             raise ConfigurationError(
                 f"{path}: frame-level scores in one part and not in the other cannot be composed"
             )
-        offset = int(base.profile.band.start)
-        band = model.profile.band
-        parts.append(_Part(model, path, slice(int(band.start) - offset, int(band.stop) - offset)))
+        parts.append(_Part(model, path, band_rows(base.profile, model.profile)))
+    reported_labels(part.model.card for part in parts[1:])  # two taking over one label
     return parts
 
 
@@ -131,7 +125,7 @@ def _fuse(parts: list[_Part], sources: list[tuple[str, int, int]]) -> Any:
 
     base = parts[0].model
     bands, frames = base.profile.num_bands, base.profile.window_frames
-    frame_output = len(base.session.get_outputs()) > 1
+    frame_output = base.frame_output
     nodes: list[Any] = []
     initializers: list[Any] = []
     value_info: list[Any] = []
@@ -236,12 +230,7 @@ def compose_cards(
     CompositionCheckError
         when the composite's scores are not its parts' (nothing is written).
     """
-    from soundsentry.train import (  # noqa: PLC0415
-        calibrate_thresholds,
-        load_dataset,
-        validation_set,
-        window_metrics,
-    )
+    from soundsentry.train import load_dataset, validation_set  # noqa: PLC0415
 
     out = Path(out_card)
     target = out.with_suffix(".onnx")
@@ -277,12 +266,7 @@ def compose_cards(
                 f"{out}: the composite's scores differ from its parts' by {largest:.2e}; "
                 "nothing was written"
             )
-        thresholds = calibrate_thresholds(ours[0], targets, labels)
-        document["thresholds"] = thresholds
-        document["metrics"] = {
-            "window": json_safe(window_metrics(ours[0], targets, labels, thresholds))
-        }
-        tuned = calibrate_document(document, data, ours, dataset_name=dataset_name)
+        tuned = retune_document(document, data, ours, targets, dataset_name=dataset_name)
         candidate.replace(target)
         write_card(out, document)
     return ComposeReport(

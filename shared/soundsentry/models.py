@@ -63,6 +63,7 @@ __all__ = [
     "Quantization",
     "ReloadReport",
     "WindowScore",
+    "band_rows",
     "carries",
     "load_model",
     "read_card",
@@ -318,6 +319,11 @@ class LoadedModel:
     def name(self) -> str:
         return self.card.name
 
+    @property
+    def frame_output(self) -> bool:
+        """Whether the graph gives frame-level scores (its second output)."""
+        return self._frame_output
+
     def predict(
         self, log_mel: npt.NDArray[np.float32]
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
@@ -475,6 +481,12 @@ def carries(wide: FeatureProfile, narrow: FeatureProfile) -> bool:
     )
 
 
+def band_rows(wide: FeatureProfile, narrow: FeatureProfile) -> slice:
+    """The rows of ``wide``'s windows that are ``narrow``'s (for ``carries(wide, narrow)``)."""
+    offset = int(wide.band.start)
+    return slice(int(narrow.band.start) - offset, int(narrow.band.stop) - offset)
+
+
 class ModelSet:
     """Every model of a directory; scores windows with each model whose profile made them.
 
@@ -506,10 +518,8 @@ class ModelSet:
                 (p for p in profiles.values() if p == own or carries(p, own)),
                 key=lambda p: (p.num_bands, p.name == own.name, p.name),
             )
-            offset = int(carrier.band.start)
-            rows = slice(int(own.band.start) - offset, int(own.band.stop) - offset)
             self._carrier[carrier.name] = carrier
-            self._by_profile.setdefault(carrier.name, []).append((model, rows))
+            self._by_profile.setdefault(carrier.name, []).append((model, band_rows(carrier, own)))
 
     @classmethod
     def from_dir(cls, directory: str | Path, *, threads: int = 1) -> ModelSet:

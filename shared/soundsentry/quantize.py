@@ -14,7 +14,7 @@ float too.
 Then the int8 model is checked and re-tuned on the whole validation split: its clip scores and,
 apart, its frame scores against the float model's (mean absolute difference at most
 :data:`MAX_MEAN_DIFFERENCE` each, or nothing is written), its window thresholds and metrics, and
-its event rules (:func:`~soundsentry.calibration.calibrate_document`), because a rule tuned on
+its event rules (:func:`~soundsentry.calibration.retune_document`), because a rule tuned on
 the float model's scores sits at the edge of what it tuned. Only when all of that succeeded is
 anything written: the int8 file (``<float name>.int8.onnx``), then the card in one rename
 (``onnx`` names the int8 file, ``quantization`` says how it was made and from which float file,
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from soundsentry.calibration import TunedRule, calibrate_document, json_safe, predict_all
+from soundsentry.calibration import TunedRule, predict_all, retune_document
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
 from soundsentry.models import (
     INPUT_NAME,
@@ -194,12 +194,7 @@ def quantize_card(
     QuantizationCheckError
         when the int8 scores are too far from the float ones (nothing is written).
     """
-    from soundsentry.train import (  # noqa: PLC0415
-        calibrate_thresholds,
-        load_dataset,
-        validation_set,
-        window_metrics,
-    )
+    from soundsentry.train import load_dataset, validation_set  # noqa: PLC0415
 
     if calibration_windows < 1:
         raise ConfigurationError(f"calibration_windows must be >= 1, got {calibration_windows}")
@@ -235,7 +230,6 @@ def quantize_card(
                 f"{path}: int8 scores differ from the float model's by {worst:.4f} on average "
                 f"(allowed {MAX_MEAN_DIFFERENCE}; {differences}); nothing was written"
             )
-        thresholds = calibrate_thresholds(ours[0], targets, labels)
         document = json.loads(path.read_text(encoding="utf-8"))
         document["version"] = version or _int8_version(card)
         document["onnx"] = target.name
@@ -243,9 +237,6 @@ def quantize_card(
             document["description"] = (
                 f"{card.description} Made int8 by soundsentry quantize.".strip()
             )
-        document["thresholds"] = thresholds
-        metrics = document.setdefault("metrics", {})
-        metrics["window"] = json_safe(window_metrics(ours[0], targets, labels, thresholds))
         document["quantization"] = Quantization(
             scheme=SCHEME,
             source_onnx=source.name,
@@ -253,7 +244,7 @@ def quantize_card(
             float_nodes=float_nodes,
             score_difference={k: round(v, 6) for k, v in differences.items()},
         ).model_dump()
-        tuned = calibrate_document(document, data, ours, dataset_name=dataset_name)
+        tuned = retune_document(document, data, ours, targets, dataset_name=dataset_name)
         # The ONNX file first, then the card in one rename (a reloading service may look).
         candidate.replace(target)
         write_card(path, document)

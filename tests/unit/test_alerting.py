@@ -153,9 +153,7 @@ def test_disabling_a_label_at_runtime_ends_its_open_event(
     assert [(s, e.kind, e.event_id) for s, e in ended] == [
         (message.sensor_id, EventKind.EVENT_KIND_ENDED, events[-1].event_id)
     ]
-    later = []
-    for later_message in messages[index:]:
-        later += engine.process(later_message, store.get).events
+    later = run(engine, messages[index:], store)
     assert all(e.label != label for e in later)
 
 
@@ -179,9 +177,7 @@ def test_a_label_taken_over_by_another_card_ends_and_makes_no_more_events(
     assert [(e.kind, e.event_id) for _, e in ended] == [
         (EventKind.EVENT_KIND_ENDED, events[-1].event_id)
     ]
-    later = []
-    for message in messages[index:]:
-        later += engine.process(message, store.get).events
+    later = run(engine, messages[index:], store)
     assert later
     assert all(e.label != label for e in later)
     # From the start, too: the general model's scores for the label make nothing.

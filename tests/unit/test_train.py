@@ -425,7 +425,7 @@ def test_quantize_writes_nothing_when_tuning_fails(
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("soundsentry.quantize.calibrate_document", interrupted)
+    monkeypatch.setattr("soundsentry.calibration.calibrate_document", interrupted)
     with pytest.raises(KeyboardInterrupt):
         quantize_card(float_copy, dataset_dir, calibration_windows=8)
     assert float_copy.read_bytes() == before
