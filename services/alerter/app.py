@@ -39,7 +39,7 @@ from faust.types import TP
 from mode import CrashingSupervisor
 from prometheus_client import CollectorRegistry
 
-from soundsentry.alerting import AlertEngine, AlertRules, NotificationPolicy
+from soundsentry.alerting import AlertEngine, AlertRules, NotificationPolicy, decode_state
 from soundsentry.contracts import Event, WindowScores, sensor_key
 from soundsentry.exceptions import BadMessageError, ConfigurationError
 from soundsentry.faust_transport import RecoveryStalledError, recovery_stalled_for
@@ -111,7 +111,10 @@ class AlerterService:
             f"{SERVICE}-trackers",
             default=None,
             partitions=topics.partitions,
-            key_type=bytes,  # raw bytes; values are JSON
+            # Raw bytes: values are AlertEngine.encoded_state (Faust's JSON codec would encode
+            # them again).
+            key_type=bytes,
+            value_type=bytes,
             use_partitioner=True,
         )
         app.agent(self.source, name=f"{SERVICE}.track", supervisor_strategy=CrashingSupervisor)(
@@ -140,8 +143,15 @@ class AlerterService:
         self.app.on_before_shutdown.connect(self._close_notifier)
 
     def _stored(self, sensor_id: str) -> Mapping[str, Any] | None:
-        state = self.table.get(sensor_key(sensor_id))
-        return cast(Mapping[str, Any] | None, state)
+        data = self.table.get(sensor_key(sensor_id))
+        if data is None:
+            return None
+        try:
+            return decode_state(cast(bytes, data))
+        except BadMessageError:
+            # Not the sensor's scores' fault: start it afresh rather than park them all.
+            logger.exception("alerter: unreadable stored state of %s; starting afresh", sensor_id)
+            return None
 
     async def _assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # faust sends Signal[Set[TP]]: receiver(app, assigned, signal=...). Trackers of sensors
@@ -235,7 +245,7 @@ class AlerterService:
         for event in events:
             self.metrics.count_event(event, kind_name(event), published_ns)
         for sensor_id in sensors:
-            self.table[sensor_key(sensor_id)] = self.engine.state_of(sensor_id)
+            self.table[sensor_key(sensor_id)] = self.engine.encoded_state(sensor_id)
         if sensors:
             # The changelog records are sent in the background: the batch is done only when
             # they are stored too, or a crash could commit offsets past state that was lost.

@@ -112,6 +112,7 @@ from soundsentry.exceptions import BadMessageError, ConfigurationError
 
 __all__ = [
     "MAX_LOOKBACK_WINDOWS",
+    "SNAPSHOT_FIELDS",
     "Detected",
     "EventKind",
     "EventRule",
@@ -121,6 +122,7 @@ __all__ = [
     "detect_events",
     "event_id",
     "segment_bounds",
+    "unpacked",
 ]
 
 EventKind = Literal["started", "ended"]
@@ -283,6 +285,20 @@ class EventUpdate:
 
 
 _SNAPSHOT_VERSION = 1
+# The snapshot's fields in a fixed order, for :meth:`EventTracker.packed`.
+SNAPSHOT_FIELDS = (
+    "recent",
+    "ring_pos",
+    "last_start",
+    "fresh",
+    "onset",
+    "offset",
+    "peak",
+    "started",
+    "pending",
+    "stale_windows",
+    "runs",
+)
 # Windows; the tracker keeps one (segment start, run start) pair per look-back window.
 MAX_LOOKBACK_WINDOWS = 8
 
@@ -294,6 +310,21 @@ def event_id(sensor_id: str, stream_id: str, label: str, onset_sample: int) -> s
     """
     key = f"{sensor_id}\x1f{stream_id}\x1f{label}\x1f{onset_sample}".encode()
     return hashlib.blake2b(key, digest_size=16).hexdigest()
+
+
+def unpacked(values: Sequence[Any]) -> dict[str, Any]:
+    """The snapshot (for :meth:`EventTracker.restore`) of :meth:`EventTracker.packed` values.
+
+    Raises
+    ------
+    BadMessageError
+        ``bad_tracker_state`` when ``values`` is not a list of that many values.
+    """
+    if not isinstance(values, list | tuple) or len(values) != len(SNAPSHOT_FIELDS):
+        raise BadMessageError(
+            "bad_tracker_state", f"not {len(SNAPSHOT_FIELDS)} packed tracker values: {values!r}"
+        )
+    return {"version": _SNAPSHOT_VERSION, **dict(zip(SNAPSHOT_FIELDS, values, strict=True))}
 
 
 def segment_bounds(start_sample: int, *, window_samples: int, hop_samples: int) -> tuple[int, int]:
@@ -553,22 +584,32 @@ class EventTracker:
         :meth:`restore` on a tracker with the same rule and geometry continues exactly where
         this one is: the same updates for the same later windows.
         """
-        state: dict[str, Any] = {
-            "version": _SNAPSHOT_VERSION,
-            "recent": list(self._recent),
-            "ring_pos": self._ring_pos,
-            "last_start": self._last_start,
-            "fresh": self._fresh,
-            "onset": self._onset,
-            "offset": self._offset,
-            "peak": self._peak,
-            "started": self._started,
-            "pending": self._pending,
-            "stale_windows": self.stale_windows,
-        }
-        if self._runs:  # only with onset look-back: most snapshots stay as small as before
-            state["runs"] = [list(run) for run in self._runs]
+        state: dict[str, Any] = {"version": _SNAPSHOT_VERSION}
+        state.update(zip(SNAPSHOT_FIELDS, self.packed(), strict=True))
+        state["recent"] = list(self._recent)  # a copy: the snapshot must not change later
+        runs = state.pop("runs")
+        if runs:  # only with onset look-back: most snapshots stay as small as before
+            state["runs"] = [list(run) for run in runs]
         return state
+
+    def packed(self) -> list[Any]:
+        """The snapshot's values in :data:`SNAPSHOT_FIELDS` order, as a list: without the field
+        names its JSON is a third of the snapshot's (the alerter stores one per sensor and
+        label, once per batch that touched the sensor). Shares the tracker's lists: encode it
+        before the next window. :func:`unpacked` makes it a snapshot again."""
+        return [
+            self._recent,
+            self._ring_pos,
+            self._last_start,
+            self._fresh,
+            self._onset,
+            self._offset,
+            self._peak,
+            self._started,
+            self._pending,
+            self.stale_windows,
+            self._runs,
+        ]
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Continue from :meth:`snapshot` (of a tracker with the same geometry).

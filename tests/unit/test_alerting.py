@@ -15,6 +15,7 @@ from soundsentry.alerting import (
     LabelOverrides,
     NotificationPolicy,
     SensorGroup,
+    decode_state,
 )
 from soundsentry.contracts import Event, EventKind, WindowScores
 from soundsentry.detect import event_rule_for, new_event_tracker
@@ -54,11 +55,28 @@ def as_tuples(events: list[Any]) -> list[Any]:
     return [(kinds[e.kind], e.event_id, e.label, e.onset_sample) for e in events]
 
 
-def run(engine: AlertEngine, messages: list[WindowScores], store: dict[str, Any]) -> list[Any]:
+def stored_bytes(engine: AlertEngine, sensor_id: str) -> dict[str, Any] | None:
+    """What the alerter's table gives back: the encoded state, decoded."""
+    data = engine.encoded_state(sensor_id)
+    assert data is not None
+    return decode_state(data)
+
+
+def stored_json(engine: AlertEngine, sensor_id: str) -> dict[str, Any] | None:
+    """What alerters stored before the compact form: the JSON of state_of."""
+    return decode_state(json.dumps(engine.state_of(sensor_id)).encode())
+
+
+def run(
+    engine: AlertEngine,
+    messages: list[WindowScores],
+    store: dict[str, Any],
+    stored: Any = stored_bytes,
+) -> list[Any]:
     events = []
     for message in messages:
         events += engine.process(message, store.get).events
-        store[message.sensor_id] = json.loads(json.dumps(engine.state_of(message.sensor_id)))
+        store[message.sensor_id] = stored(engine, message.sensor_id)
     return events
 
 
@@ -91,16 +109,45 @@ def test_the_engine_reports_what_detection_reports(
             assert event.offset_time.ToNanoseconds() > event.onset_time.ToNanoseconds() > 0
 
 
+@pytest.mark.parametrize("stored", [stored_bytes, stored_json])
 @pytest.mark.parametrize("cut", [1, 7, 20, 33])
 def test_a_restarted_engine_continues_from_the_stored_state(
-    scored: tuple[ModelCard, list[WindowScores]], cut: int
+    scored: tuple[ModelCard, list[WindowScores]], cut: int, stored: Any
 ) -> None:
     card, messages = scored
     store: dict[str, Any] = {}
-    events = run(AlertEngine({"general": card}), messages[:cut], store)
+    events = run(AlertEngine({"general": card}), messages[:cut], store, stored)
     # A new process: nothing cached, the state comes back from the store.
-    events += run(AlertEngine({"general": card}), messages[cut:], store)
+    events += run(AlertEngine({"general": card}), messages[cut:], store, stored)
     assert as_tuples(events) == offline(card, messages, AlertRules())
+
+
+def test_the_encoded_state_is_compact_and_restores_the_same_trackers(
+    scored: tuple[ModelCard, list[WindowScores]],
+) -> None:
+    card, messages = scored
+    engine = AlertEngine({"general": card})
+    run(engine, messages[:20], {})
+    sensor_id = messages[0].sensor_id
+    encoded = engine.encoded_state(sensor_id)
+    assert encoded is not None
+    assert len(encoded) * 2 < len(json.dumps(engine.state_of(sensor_id)))
+    restored = AlertEngine({"general": card})
+    restored.process(messages[20], {sensor_id: decode_state(encoded)}.get)
+    engine.process(messages[20], {}.get)
+    assert restored.encoded_state(sensor_id) == engine.encoded_state(sensor_id)
+    assert restored.state_of(sensor_id) == engine.state_of(sensor_id)
+    assert AlertEngine({"general": card}).encoded_state(sensor_id) is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\xff", b"not json", b"[1, 2]", b'[2, "s", 0, [["general", "siren", 1]]]', b"7"],
+)
+def test_stored_state_that_is_not_one_is_refused(data: bytes) -> None:
+    with pytest.raises(BadMessageError) as raised:
+        decode_state(data)
+    assert raised.value.reason == "bad_tracker_state"
 
 
 def test_replayed_messages_cause_no_events(scored: tuple[ModelCard, list[WindowScores]]) -> None:
