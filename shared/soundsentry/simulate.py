@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import numpy as np
 import numpy.typing as npt
+from aiokafka.partitioner import DefaultPartitioner
 
 from soundsentry.audio import file_blocks, s16_chunks
 from soundsentry.client import PushResult, open_channel, push
@@ -273,18 +274,32 @@ async def run_kafka(
     chunk_ms: int = 100,
 ) -> SimulationReport:
     """A sensor gateway: each sensor's chunks to ``topic`` through ``producer`` (a started
-    aiokafka producer; acks as it is configured), keyed by sensor, each sent when its capture
-    ends. Capture clocks start with the call, spread over a second."""
+    aiokafka producer; acks as it is configured), keyed by sensor and placed by Kafka's default
+    partitioner, each sent when its capture ends. Capture clocks start with the call, spread
+    over a second.
+
+    The chunks due at one moment go as one record batch per partition (``send_batch``), as a
+    gateway would send them: a send per chunk made the load generator cost as much CPU as
+    the featurizer (benchmarks/pipeline.py).
+    """
     report = SimulationReport(sensors=len(plans))
+    partitions = sorted(await producer.partitions_for(topic))
     started = time.monotonic()
     plans, phases, first = _phased(plans, chunk_ms)
-    # Sensors of one phase are sent together: (phase, [(chunks, key, first period), ...]) in
-    # phase order; a sensor's chunk k is captured by the end of period first + k + 1.
-    groups: dict[float, list[tuple[Iterator[AudioChunk], bytes, int]]] = {}
+    # Sensors of one phase are sent together: (phase, [(chunks, key, partition, first period),
+    # ...]) in phase order; a sensor's chunk k is captured by the end of period first + k + 1.
+    groups: dict[float, list[tuple[Iterator[AudioChunk], bytes, int, int]]] = {}
+    place = DefaultPartitioner()
     for plan, phase, k in zip(plans, phases, first, strict=True):
         chunks = sensor_chunks(plan, duration_s=duration_s, chunk_ms=chunk_ms)
-        groups.setdefault(phase, []).append((chunks, sensor_key(plan.sensor_id), k))
-    deliveries: list[asyncio.Future[Any]] = []
+        key = sensor_key(plan.sensor_id)
+        groups.setdefault(phase, []).append((chunks, key, place(key, partitions, partitions), k))
+    deliveries: list[tuple[asyncio.Future[Any], int]] = []
+
+    async def submit(partition: int, batch: Any, count: int) -> None:
+        batch.close()
+        deliveries.append((await producer.send_batch(batch, topic, partition=partition), count))
+
     tick = 0
     while groups:
         tick += 1
@@ -294,32 +309,45 @@ async def run_kafka(
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             report.max_slip_s = max(report.max_slip_s, time.monotonic() - due)
             live = []
-            for chunks, key, k in groups[phase]:
+            batches: dict[int, tuple[Any, int]] = {}  # partition: (batch, records in it)
+            for chunks, key, partition, k in groups[phase]:
                 if tick <= k:  # its stream has not started yet
-                    live.append((chunks, key, k))
+                    live.append((chunks, key, partition, k))
                     continue
                 chunk = next(chunks, None)
                 if chunk is None:
                     continue
-                live.append((chunks, key, k))
-                deliveries.append(await producer.send(topic, encode(chunk), key=key))
+                live.append((chunks, key, partition, k))
+                value = encode(chunk)
+                batch, count = batches.get(partition) or (producer.create_batch(), 0)
+                if batch.append(key=key, value=value, timestamp=None) is None:  # full
+                    await submit(partition, batch, count)
+                    batch, count = producer.create_batch(), 0
+                    batch.append(key=key, value=value, timestamp=None)
+                batches[partition] = (batch, count + 1)
                 report.sent += 1
+            for partition, (batch, count) in batches.items():
+                await submit(partition, batch, count)
             if live:
                 groups[phase] = live
             else:
                 del groups[phase]
-        if len(deliveries) > 10_000:
+        if sum(count for _, count in deliveries) > 10_000:
             await _settle(deliveries, report)
     await _settle(deliveries, report)
     report.seconds = time.monotonic() - started
     return report
 
 
-async def _settle(deliveries: list[asyncio.Future[Any]], report: SimulationReport) -> None:
-    for outcome in await asyncio.gather(*deliveries, return_exceptions=True):
+async def _settle(
+    deliveries: list[tuple[asyncio.Future[Any], int]], report: SimulationReport
+) -> None:
+    """Wait for the sent batches; count their records as published or rejected."""
+    outcomes = await asyncio.gather(*(future for future, _ in deliveries), return_exceptions=True)
+    for outcome, (_, count) in zip(outcomes, deliveries, strict=True):
         if isinstance(outcome, BaseException):
             reason = type(outcome).__name__
-            report.rejected[reason] = report.rejected.get(reason, 0) + 1
+            report.rejected[reason] = report.rejected.get(reason, 0) + count
         else:
-            report.published += 1
+            report.published += count
     deliveries.clear()

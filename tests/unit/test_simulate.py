@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import CollectorRegistry
 
 from soundsentry.contracts import AudioChunk, decode
@@ -96,26 +97,71 @@ def test_the_example_recording_comes_with_its_truth(repo_root: Path) -> None:
     assert recording.duration_s > recording.events[-1].offset_s
 
 
-class _Producer:
+class _Batch:
+    """aiokafka's BatchBuilder as a gateway uses it: full after ``capacity`` records."""
+
+    def __init__(self, capacity: int) -> None:
+        self.records: list[tuple[bytes, bytes]] = []
+        self.capacity = capacity
+        self.closed = False
+
+    def append(self, *, key: bytes, value: bytes, timestamp: None) -> object | None:
+        if self.closed or len(self.records) >= self.capacity:
+            self.closed = True
+            return None
+        self.records.append((key, value))
+        return object()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Gateway:
+    """An aiokafka producer's batch interface over four partitions; ``take`` sees each record
+    and says whether Kafka would acknowledge it (a batch is acknowledged whole or not)."""
+
+    def __init__(self, capacity: int = 1000) -> None:
+        self.capacity = capacity
+        self.batches: list[tuple[int, list[bytes]]] = []  # (partition, keys)
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2, 3}
+
+    def create_batch(self) -> _Batch:
+        return _Batch(self.capacity)
+
+    async def send_batch(self, batch: _Batch, topic: str, *, partition: int) -> Any:
+        assert topic == "audio.pcm"
+        assert batch.closed
+        assert batch.records
+        accepted = [self.take(key, value) for key, value in batch.records]
+        self.batches.append((partition, [key for key, _ in batch.records]))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if all(accepted):
+            future.set_result(None)
+        else:
+            future.set_exception(TimeoutError("not acknowledged"))
+        return future
+
+    def take(self, key: bytes, value: bytes) -> bool:
+        raise NotImplementedError
+
+
+class _Producer(_Gateway):
     """Records what a gateway sends; refuses every chunk of sequence 1 of sensor s1."""
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = 1000) -> None:
+        super().__init__(capacity)
         self.sent: dict[bytes, list[AudioChunk]] = defaultdict(list)
         self.early_ns = 0  # the most a chunk was sent before its capture ended
 
-    async def send(self, topic: str, value: bytes, *, key: bytes) -> asyncio.Future[None]:
-        assert topic == "audio.pcm"
+    def take(self, key: bytes, value: bytes) -> bool:
         chunk = decode(AudioChunk, value)
         frames = len(chunk.pcm) // 2
         captured_ns = chunk.captured_at.ToNanoseconds() + frames * 1_000_000_000 // RATE
         self.early_ns = max(self.early_ns, captured_ns - time.time_ns())
         self.sent[key].append(chunk)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if key == b"s1" and chunk.sequence == 1:
-            future.set_exception(TimeoutError("not acknowledged"))
-        else:
-            future.set_result(None)
-        return future
+        return not (key == b"s1" and chunk.sequence == 1)
 
 
 def test_a_gateway_sends_every_sensor_in_order_and_counts_refusals() -> None:
@@ -135,6 +181,24 @@ def test_a_gateway_sends_every_sensor_in_order_and_counts_refusals() -> None:
         np.testing.assert_array_equal(_pcm(chunks), _pcm(expected))
 
 
+@pytest.mark.parametrize("capacity", [1, 3, 1000])
+def test_a_gateway_batches_by_partition_as_kafka_places_keys(capacity: int) -> None:
+    recording = _marked_recording()
+    plans = [_plan(recording, 0.0, f"s{i:02d}") for i in range(40)]
+    producer = _Producer(capacity)
+    report = asyncio.run(run_kafka(producer, "audio.pcm", plans, duration_s=0.2, chunk_ms=100))
+    assert report.sent == report.published == 80
+    # Each sensor's chunks in the partition Kafka's default partitioner gives its key, in order.
+    place = DefaultPartitioner()
+    for partition, keys in producer.batches:
+        assert len(keys) <= capacity
+        assert {place(key, [0, 1, 2, 3], [0, 1, 2, 3]) for key in keys} == {partition}
+    # Chunks due together share a batch unless it is full.
+    assert (len(producer.batches) == 80) == (capacity == 1)
+    for plan in plans:
+        assert [c.sequence for c in producer.sent[plan.sensor_id.encode()]] == [0, 1]
+
+
 def test_gateway_streams_start_spread_over_a_second_like_sensors_booted_at_random() -> None:
     """Windows end one hop apart from each stream's start: streams that all started within one
     chunk period would finish their windows together, a burst no real fleet sends."""
@@ -149,9 +213,16 @@ def test_gateway_streams_start_spread_over_a_second_like_sensors_booted_at_rando
     assert {int((t - starts[0]) % 0.5 * 20) for t in starts} == set(range(10))
 
 
-class _Sink:
+class _Sink(_Gateway):
+    """Takes every chunk, from a gateway's batches or from ingest's sends."""
+
     def __init__(self) -> None:
+        super().__init__()
         self.chunks: list[AudioChunk] = []
+
+    def take(self, key: bytes, value: bytes) -> bool:
+        self.chunks.append(decode(AudioChunk, value))
+        return True
 
     async def send(self, topic: str, value: bytes, *, key: bytes) -> asyncio.Future[None]:
         self.chunks.append(decode(AudioChunk, value))
