@@ -55,6 +55,8 @@ from soundsentry.exceptions import ConfigurationError
 from soundsentry.features import FeatureProfile, Window, parse_profile
 
 __all__ = [
+    "INFERENCE_SLICE",
+    "INPUT_NAME",
     "CompositionPart",
     "LoadedModel",
     "ModelCard",
@@ -75,6 +77,8 @@ __all__ = [
 ]
 
 INPUT_NAME = "log_mel"
+# Windows per ONNX Runtime run (LoadedModel.predict cuts larger batches into runs of this size).
+INFERENCE_SLICE = 16
 
 
 class Quantization(BaseModel):
@@ -339,10 +343,16 @@ class LoadedModel:
         frame_scores : np.ndarray [shape=(n, num_labels, num_frames)], float32, or None
         """
         batch = np.ascontiguousarray(log_mel, dtype=np.float32)[:, None, :, :]
-        outputs = self.session.run(None, {INPUT_NAME: batch})
-        scores = np.asarray(outputs[0], dtype=np.float32)
-        frames = np.asarray(outputs[1], dtype=np.float32) if self._frame_output else None
-        return scores, frames
+        # Slices keep each run's activations in cache: the default model took 0.33 ms per
+        # window in runs of 4-32 windows and 0.38-0.39 ms in runs of 256 (one core).
+        runs = [
+            self.session.run(None, {INPUT_NAME: batch[lo : lo + INFERENCE_SLICE]})
+            for lo in range(0, max(len(batch), 1), INFERENCE_SLICE)
+        ]
+        scores = np.concatenate([np.asarray(out[0], dtype=np.float32) for out in runs])
+        if not self._frame_output:
+            return scores, None
+        return scores, np.concatenate([np.asarray(out[1], dtype=np.float32) for out in runs])
 
 
 def read_card(card_path: str | Path) -> ModelCard:

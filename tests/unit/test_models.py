@@ -15,6 +15,8 @@ from soundsentry.events import EventRule
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features import FeatureProfile, Featurizer
 from soundsentry.models import (
+    INFERENCE_SLICE,
+    INPUT_NAME,
     ModelDirectory,
     ModelSet,
     ReloadReport,
@@ -136,6 +138,20 @@ def test_frame_level_outputs_come_through(tmp_path: Path) -> None:
     assert scores.shape == (3, 1)
     assert frames is not None
     assert frames.shape == (3, 1, FULL.window_frames)
+
+
+def test_a_large_batch_is_scored_in_runs_with_the_scores_of_one_run(tmp_path: Path) -> None:
+    write_model(tmp_path, "framed", FULL, ["siren", "car_horn"], frame_output=True)
+    model = load_model(tmp_path / "framed.json")
+    count = 2 * INFERENCE_SLICE + 5  # two full runs and a short one
+    rng = np.random.default_rng(1)
+    batch = rng.normal(-40, 10, (count, 64, FULL.window_frames)).astype(np.float32)
+    scores, frames = model.predict(batch)
+    whole = model.session.run(None, {INPUT_NAME: batch[:, None]})
+    assert scores.shape == (count, 2)
+    assert frames is not None
+    np.testing.assert_allclose(scores, whole[0], atol=1e-6)
+    np.testing.assert_allclose(frames, whole[1], atol=1e-6)
 
 
 def _card(tmp_path: Path, **changes: object) -> Path:
