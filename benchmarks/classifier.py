@@ -6,7 +6,9 @@ several batch sizes. Without a model directory it measures the default architect
 `soundsentry train` exported with untrained weights (speed does not depend on the weights; the
 JSON says which was measured). Needs PyTorch only in that case.
 
-Last line: one JSON object with windows_per_s_per_core (at --batch) and the figure per batch size.
+Also times one ONNX Runtime run of 4, 16, 64 and 256 windows (without the slicing of
+LoadedModel.predict). Last line: one JSON object with windows_per_s_per_core (at --batch), the
+figure per batch size and ms_per_window_by_run_size.
 
     .venv/bin/python benchmarks/classifier.py [--model models] [--batch 64] [--windows 4096]
 """
@@ -30,7 +32,7 @@ import soundfile  # noqa: E402
 
 from soundsentry.audio import s16_chunks  # noqa: E402
 from soundsentry.features import FeatureProfile, Featurizer, Window  # noqa: E402
-from soundsentry.models import ModelSet  # noqa: E402
+from soundsentry.models import INFERENCE_SLICE, INPUT_NAME, ModelSet  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "urbansound8k_subset"
 LABELS = [
@@ -82,6 +84,27 @@ def real_windows(profiles: list[FeatureProfile], count: int) -> list[Window]:
     return windows
 
 
+def run_sizes(models: ModelSet, windows: list[Window]) -> dict[int, float]:
+    """CPU seconds per window of each model's session run on N windows at once, summed over
+    the models (their profiles' rows of the same windows)."""
+    out: dict[int, float] = {}
+    for size in (4, 16, 64, 256):
+        cpu = 0.0
+        for model in models.models:
+            own = [w.log_mel_db for w in windows if w.profile == model.profile.name]
+            if len(own) < size:  # a band model carried by a wider profile's windows
+                continue
+            rows = np.stack(own)
+            feeds = [rows[lo : lo + size, None] for lo in range(0, len(rows) - size + 1, size)]
+            model.session.run(None, {INPUT_NAME: feeds[0]})  # warm-up
+            started = time.process_time()
+            for feed in feeds:
+                model.session.run(None, {INPUT_NAME: feed})
+            cpu += (time.process_time() - started) / (len(feeds) * size)
+        out[size] = cpu
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("models"))
@@ -112,6 +135,11 @@ def main() -> None:
             cpu = time.process_time() - started
             figures[batch] = len(windows) / cpu
             print(f"batch {batch:4d}: {figures[batch]:9.0f} windows/s on one core")
+        # One ONNX Runtime run per N windows, without the slicing of LoadedModel.predict: why
+        # INFERENCE_SLICE is what it is.
+        runs = run_sizes(models, windows)
+        for size, per_window in runs.items():
+            print(f"one run of {size:3d} windows: {per_window * 1e3:.3f} ms per window")
     print(
         json.dumps(
             {
@@ -123,6 +151,8 @@ def main() -> None:
                 "windows_per_s_per_core_by_batch": {
                     str(k): round(v, 1) for k, v in figures.items()
                 },
+                "inference_slice": INFERENCE_SLICE,
+                "ms_per_window_by_run_size": {str(k): round(v * 1e3, 4) for k, v in runs.items()},
             }
         )
     )

@@ -343,8 +343,8 @@ class LoadedModel:
         frame_scores : np.ndarray [shape=(n, num_labels, num_frames)], float32, or None
         """
         batch = np.ascontiguousarray(log_mel, dtype=np.float32)[:, None, :, :]
-        # Slices keep each run's activations in cache: the default model took 0.33 ms per
-        # window in runs of 4-32 windows and 0.38-0.39 ms in runs of 256 (one core).
+        # Slices keep each run's activations in cache: the default model takes 0.35-0.39 ms per
+        # window in runs of 16 windows, 0.42 ms in runs of 256 (benchmarks/classifier.py).
         runs = [
             self.session.run(None, {INPUT_NAME: batch[lo : lo + INFERENCE_SLICE]})
             for lo in range(0, max(len(batch), 1), INFERENCE_SLICE)
