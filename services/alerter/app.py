@@ -111,8 +111,8 @@ class AlerterService:
             f"{SERVICE}-trackers",
             default=None,
             partitions=topics.partitions,
-            # Raw bytes: values are AlertEngine.encoded_state (Faust's JSON codec would encode
-            # them again).
+            # Raw bytes both ways: values are AlertEngine.encoded_state, and without
+            # value_type=bytes Faust would decode them as JSON when it recovers the table.
             key_type=bytes,
             value_type=bytes,
             use_partitioner=True,
@@ -143,15 +143,9 @@ class AlerterService:
         self.app.on_before_shutdown.connect(self._close_notifier)
 
     def _stored(self, sensor_id: str) -> Mapping[str, Any] | None:
+        # An unreadable state raises: the engine logs it and starts the sensor afresh.
         data = self.table.get(sensor_key(sensor_id))
-        if data is None:
-            return None
-        try:
-            return decode_state(cast(bytes, data))
-        except BadMessageError:
-            # Not the sensor's scores' fault: start it afresh rather than park them all.
-            logger.exception("alerter: unreadable stored state of %s; starting afresh", sensor_id)
-            return None
+        return None if data is None else decode_state(cast(bytes, data))
 
     async def _assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # faust sends Signal[Set[TP]]: receiver(app, assigned, signal=...). Trackers of sensors

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -59,6 +60,8 @@ __all__ = [
     "event_to_proto",
 ]
 
+logger = logging.getLogger(__name__)
+
 _KIND = {"started": EventKind.EVENT_KIND_STARTED, "ended": EventKind.EVENT_KIND_ENDED}
 _STATE_VERSION = 1
 # AlertEngine.encoded_state: [version, stream id, anchor, [[model, label, *packed tracker]...]].
@@ -66,7 +69,7 @@ _PACKED_STATE_VERSION = 2
 _compact_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
-def decode_state(data: bytes) -> dict[str, Any] | None:
+def decode_state(data: bytes) -> dict[str, Any]:
     """The :meth:`AlertEngine.state_of` form of stored bytes: :meth:`AlertEngine.encoded_state`
     or the JSON of ``state_of`` itself (what alerters before the compact form stored).
 
@@ -455,33 +458,59 @@ class AlertEngine:
     ) -> tuple[_Sensor, list[Event]]:
         """The sensor's trackers, from memory or its stored state, and the ``ended`` events
         of stored open events whose label is no longer tracked (disabled or taken over since
-        the state was stored: they would otherwise never end)."""
+        the state was stored: they would otherwise never end).
+
+        A stored state that cannot be read or restored is logged and the sensor starts afresh
+        (an open event in it never gets its ``ended``): its scores are not at fault, and
+        parking them, or crashing on them, would lose the sensor for good.
+        """
         sensor = self._sensors.get(sensor_id)
         if sensor is not None:
             return sensor, []
-        state = stored(sensor_id)
+        try:
+            sensor, ended = self._restored(sensor_id, stored(sensor_id))
+        except (
+            BadMessageError,
+            AttributeError,
+            KeyError,
+            TypeError,
+            ValueError,
+            OverflowError,
+            RecursionError,
+        ) as exc:
+            logger.warning(
+                "stored state of sensor %s is unreadable, starting afresh: %r", sensor_id, exc
+            )
+            sensor, ended = _Sensor(""), []
+        self._sensors[sensor_id] = sensor
+        return sensor, ended
+
+    def _restored(
+        self, sensor_id: str, state: Mapping[str, Any] | None
+    ) -> tuple[_Sensor, list[Event]]:
         sensor = _Sensor("")
         ended: list[Event] = []
-        if state and state.get("version") == _STATE_VERSION:
-            sensor.stream_id = str(state.get("stream_id", ""))
-            sensor.anchor_ns = int(state.get("anchor_ns", 0))
-            for item in state.get("trackers", []):
-                card = self._cards.get(item["model"])
-                if card is None:
-                    continue
-                rule = self._rule(card, item["label"], sensor_id)
-                tracker = new_event_tracker(
-                    card,
-                    rule or event_rule_for(card, item["label"]),
-                    sensor_id=sensor_id,
-                    stream_id=sensor.stream_id,
-                )
-                tracker.restore(item["state"])
-                if rule is None:
-                    ended += [self._proto(u, sensor_id, sensor, card.name) for u in tracker.flush()]
-                    continue
-                sensor.trackers[item["model"], item["label"]] = tracker
-        self._sensors[sensor_id] = sensor
+        if not state or state.get("version") != _STATE_VERSION:
+            return sensor, ended
+        sensor.stream_id = str(state.get("stream_id", ""))
+        sensor.anchor_ns = int(state.get("anchor_ns", 0))
+        for item in state.get("trackers", []):
+            model, label = str(item["model"]), str(item["label"])
+            card = self._cards.get(model)
+            if card is None:
+                continue
+            rule = self._rule(card, label, sensor_id)
+            tracker = new_event_tracker(
+                card,
+                rule or event_rule_for(card, label),
+                sensor_id=sensor_id,
+                stream_id=sensor.stream_id,
+            )
+            tracker.restore(item["state"])
+            if rule is None:
+                ended += [self._proto(u, sensor_id, sensor, card.name) for u in tracker.flush()]
+                continue
+            sensor.trackers[model, label] = tracker
         return sensor, ended
 
     def _tracker(

@@ -633,12 +633,13 @@ class EventTracker:
             ring_pos = int(state["ring_pos"])
             last = state["last_start"]
             onset = state["onset"]
+            peak = float(state["peak"])
             values = {
                 "_last_start": None if last is None else int(last),
                 "_fresh": bool(state["fresh"]),
                 "_onset": None if onset is None else int(onset),
                 "_offset": int(state["offset"]),
-                "_peak": float(state["peak"]),
+                "_peak": peak,
                 "_started": bool(state["started"]),
                 "_pending": bool(state["pending"]),
                 "stale_windows": int(state["stale_windows"]),
@@ -648,10 +649,14 @@ class EventTracker:
                 (int(begin), None if run is None else int(run))
                 for begin, run in state.get("runs", ())
             ]
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise BadMessageError(
                 "bad_tracker_state", f"not an event tracker snapshot: {exc!r}"
             ) from exc
+        if not all(0.0 <= x <= 1.0 for x in (*recent, peak)):  # NaN fails too
+            raise BadMessageError(
+                "bad_tracker_state", "a score of the snapshot is not a probability"
+            )
         for name, value in values.items():
             setattr(self, name, value)
         if len(recent) == len(self._recent) and 0 <= ring_pos < len(recent):

@@ -323,7 +323,7 @@ async def run_kafka(
                 if batch.append(key=key, value=value, timestamp=None) is None:  # full
                     await submit(partition, batch, count)
                     batch, count = producer.create_batch(), 0
-                    batch.append(key=key, value=value, timestamp=None)
+                    batch.append(key=key, value=value, timestamp=None)  # a first record fits
                 batches[partition] = (batch, count + 1)
                 report.sent += 1
             for partition, (batch, count) in batches.items():

@@ -140,6 +140,80 @@ def test_the_encoded_state_is_compact_and_restores_the_same_trackers(
     assert AlertEngine({"general": card}).encoded_state(sensor_id) is None
 
 
+def _state_with(engine: AlertEngine, sensor_id: str, **change: Any) -> dict[str, Any]:
+    state = json.loads(json.dumps(engine.state_of(sensor_id)))
+    state["trackers"][0]["state"].update(change)
+    return state
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda engine, sensor: decode_state(b"not json"),
+        lambda engine, sensor: decode_state(b"[" * 100_000 + b"]" * 100_000),
+        lambda engine, sensor: {"version": 1, "anchor_ns": None, "trackers": []},
+        lambda engine, sensor: {"version": 1, "trackers": [1]},
+        lambda engine, sensor: {"version": 1, "trackers": [{"label": "siren"}]},
+        lambda engine, sensor: _state_with(engine, sensor, peak=float("nan")),
+        lambda engine, sensor: _state_with(engine, sensor, offset=float("inf")),
+        lambda engine, sensor: _state_with(engine, sensor, recent="ab"),
+    ],
+)
+def test_an_unreadable_stored_state_starts_the_sensor_afresh(
+    scored: tuple[ModelCard, list[WindowScores]], spoil: Any
+) -> None:
+    """Neither a crash nor parked scores: the sensor's scores are not at fault."""
+    card, messages = scored
+    before = AlertEngine({"general": card})
+    run(before, messages[:10], {})
+    sensor_id = messages[0].sensor_id
+
+    def stored(sensor: str) -> Any:
+        return spoil(before, sensor)
+
+    engine = AlertEngine({"general": card})
+    events = [e for m in messages[10:] for e in engine.process(m, stored).events]
+    fresh = AlertEngine({"general": card})
+    assert as_tuples(events) == as_tuples(
+        [e for m in messages[10:] for e in fresh.process(m, {}.get).events]
+    )
+    assert engine.encoded_state(sensor_id) == fresh.encoded_state(sensor_id)
+
+
+def test_the_stored_form_is_pinned() -> None:
+    """What alerters have stored must stay readable: changing it needs a new version number
+    and a decoder for this one."""
+    data = (
+        b'[2,"st",5,[["general","siren",'
+        b"[0.5,0.25],1,16000,false,null,0,0.0,false,false,0,[[16000,null]]]]]"
+    )
+    assert decode_state(data) == {
+        "version": 1,
+        "stream_id": "st",
+        "anchor_ns": 5,
+        "trackers": [
+            {
+                "model": "general",
+                "label": "siren",
+                "state": {
+                    "version": 1,
+                    "recent": [0.5, 0.25],
+                    "ring_pos": 1,
+                    "last_start": 16000,
+                    "fresh": False,
+                    "onset": None,
+                    "offset": 0,
+                    "peak": 0.0,
+                    "started": False,
+                    "pending": False,
+                    "stale_windows": 0,
+                    "runs": [[16000, None]],
+                },
+            }
+        ],
+    }
+
+
 @pytest.mark.parametrize(
     "data",
     [b"\xff", b"not json", b"[1, 2]", b'[2, "s", 0, [["general", "siren", 1]]]', b"7"],

@@ -30,6 +30,7 @@ from soundsentry.events import (
     detect_events,
     event_id,
     segment_bounds,
+    unpacked,
 )
 from soundsentry.exceptions import BadMessageError, ConfigurationError
 
@@ -1030,15 +1031,18 @@ def test_a_tracker_restored_from_a_snapshot_continues_exactly(
 
     first = EventTracker(event_rule, **geometry, sensor_id="s", stream_id="t")
     got = [u for i in range(cut) for u in first.push(starts[i], scores[i], frames(i))]
-    # Through JSON, as a changelog would store it.
-    state = json.loads(json.dumps(first.snapshot()))
-    second = EventTracker(event_rule, **geometry, sensor_id="s", stream_id="t")
-    second.restore(state)
-    got += [
-        u for i in range(cut, len(starts)) for u in second.push(starts[i], scores[i], frames(i))
+    # Through JSON, as a changelog would store it: the snapshot, and the packed form.
+    states = [
+        json.loads(json.dumps(first.snapshot())),
+        unpacked(json.loads(json.dumps(first.packed()))),
     ]
-    got += second.flush()
-    assert got == expected
+    for state in states:
+        second = EventTracker(event_rule, **geometry, sensor_id="s", stream_id="t")
+        second.restore(state)
+        rest = [
+            u for i in range(cut, len(starts)) for u in second.push(starts[i], scores[i], frames(i))
+        ]
+        assert got + rest + second.flush() == expected
 
 
 def test_a_snapshot_under_other_smoothing_restarts_the_smoothing() -> None:
@@ -1065,6 +1069,26 @@ def test_a_broken_snapshot_is_refused_and_changes_nothing(state: dict[str, Any])
     before = tracker.snapshot()
     with pytest.raises(BadMessageError, match="snapshot"):
         tracker.restore(state)
+    assert tracker.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"peak": float("nan")},
+        {"peak": 1.5},
+        {"recent": [float("inf")]},
+        {"recent": [-0.1]},
+        {"offset": float("inf")},
+        {"onset": [1]},
+    ],
+)
+def test_a_snapshot_with_impossible_values_is_refused(change: dict[str, Any]) -> None:
+    tracker = EventTracker(rule(), **GEOMETRY)
+    tracker.push(0, 1.0)
+    before = tracker.snapshot()
+    with pytest.raises(BadMessageError, match="snapshot"):
+        tracker.restore({**before, **change})
     assert tracker.snapshot() == before
 
 
