@@ -29,6 +29,7 @@ from soundsentry.client import PushResult, open_channel, push
 from soundsentry.contracts import AudioChunk, encode, sensor_key
 from soundsentry.evaluation import EvalEvent, read_event_list
 from soundsentry.exceptions import ConfigurationError
+from soundsentry.settings import MAX_MESSAGE_BYTES
 
 __all__ = [
     "ExpectedEvent",
@@ -278,10 +279,25 @@ async def run_kafka(
     partitioner, each sent when its capture ends. Capture clocks start with the call, spread
     over a second.
 
-    The chunks due at one moment go as one record batch per partition (``send_batch``), as a
+    Chunks go to Kafka as record batches, one partition's at a time (``send_batch``), as a
     gateway would send them: a send per chunk made the load generator cost as much CPU as
-    the featurizer (benchmarks/pipeline.py).
+    the featurizer (benchmarks/pipeline.py). Each partition has a sender that takes everything
+    queued for it since its last batch: a batch waits for the partition's batch before it, so
+    a batch per tick would fall behind a broker more than a tick away.
+
+    Raises
+    ------
+    ConfigurationError
+        when a chunk is larger than a Kafka record may be (``chunk_ms`` too long).
     """
+    for plan in plans:
+        recording = plan.recording
+        pcm_bytes = recording.sample_rate_hz * chunk_ms // 1000 * recording.frames.shape[1] * 2
+        if pcm_bytes > MAX_MESSAGE_BYTES - 1024:  # room for the chunk's other fields
+            raise ConfigurationError(
+                f"a {chunk_ms} ms chunk of {recording.name} holds {pcm_bytes} bytes of audio, "
+                f"more than a Kafka record may ({MAX_MESSAGE_BYTES}): use shorter chunks"
+            )
     report = SimulationReport(sensors=len(plans))
     partitions = sorted(await producer.partitions_for(topic))
     started = time.monotonic()
@@ -294,60 +310,110 @@ async def run_kafka(
         chunks = sensor_chunks(plan, duration_s=duration_s, chunk_ms=chunk_ms)
         key = sensor_key(plan.sensor_id)
         groups.setdefault(phase, []).append((chunks, key, place(key, partitions, partitions), k))
-    deliveries: list[tuple[asyncio.Future[Any], int]] = []
-
-    async def submit(partition: int, batch: Any, count: int) -> None:
-        batch.close()
-        deliveries.append((await producer.send_batch(batch, topic, partition=partition), count))
-
+    gateway = _Gateway(producer, topic, partitions)
     tick = 0
-    while groups:
-        tick += 1
-        for phase in sorted(groups):
-            # Chunk ``tick`` of these sensors has been captured by now.
-            due = started + phase + tick * chunk_ms / 1000
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            report.max_slip_s = max(report.max_slip_s, time.monotonic() - due)
-            live = []
-            batches: dict[int, tuple[Any, int]] = {}  # partition: (batch, records in it)
-            for chunks, key, partition, k in groups[phase]:
-                if tick <= k:  # its stream has not started yet
+    try:
+        while groups:
+            tick += 1
+            for phase in sorted(groups):
+                # Chunk ``tick`` of these sensors has been captured by now.
+                due = started + phase + tick * chunk_ms / 1000
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                report.max_slip_s = max(report.max_slip_s, time.monotonic() - due)
+                live = []
+                for chunks, key, partition, k in groups[phase]:
+                    if tick <= k:  # its stream has not started yet
+                        live.append((chunks, key, partition, k))
+                        continue
+                    chunk = next(chunks, None)
+                    if chunk is None:
+                        continue
                     live.append((chunks, key, partition, k))
-                    continue
-                chunk = next(chunks, None)
-                if chunk is None:
-                    continue
-                live.append((chunks, key, partition, k))
-                value = encode(chunk)
-                batch, count = batches.get(partition) or (producer.create_batch(), 0)
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full
-                    await submit(partition, batch, count)
-                    batch, count = producer.create_batch(), 0
-                    batch.append(key=key, value=value, timestamp=None)  # a first record fits
-                batches[partition] = (batch, count + 1)
-                report.sent += 1
-            for partition, (batch, count) in batches.items():
-                await submit(partition, batch, count)
-            if live:
-                groups[phase] = live
-            else:
-                del groups[phase]
-        if sum(count for _, count in deliveries) > 10_000:
-            await _settle(deliveries, report)
-    await _settle(deliveries, report)
+                    gateway.queue(partition, key, encode(chunk))
+                    report.sent += 1
+                if live:
+                    groups[phase] = live
+                else:
+                    del groups[phase]
+            gateway.check()
+            if sum(count for _, count in gateway.deliveries) > 10_000:
+                await _settle(gateway.deliveries, report)
+        await gateway.close()
+    finally:
+        gateway.cancel()
+    await _settle(gateway.deliveries, report)
     report.seconds = time.monotonic() - started
     return report
+
+
+class _Gateway:
+    """One sender task per partition, each sending what was queued for its partition since its
+    last batch as the next batch (more than one if it does not fit)."""
+
+    def __init__(self, producer: Any, topic: str, partitions: Sequence[int]) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.deliveries: list[tuple[asyncio.Future[Any], int]] = []  # (ack, records)
+        self._queued: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in partitions}
+        self._ready = {p: asyncio.Event() for p in partitions}
+        self._closing = False
+        self._tasks = [asyncio.create_task(self._send(p)) for p in partitions]
+
+    def queue(self, partition: int, key: bytes, value: bytes) -> None:
+        self._queued[partition].append((key, value))
+        self._ready[partition].set()
+
+    def check(self) -> None:
+        """Raise what made a sender fail (a send refused outright)."""
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                task.result()
+
+    async def close(self) -> None:
+        """Send everything queued; return when every batch is handed to the producer."""
+        self._closing = True
+        for event in self._ready.values():
+            event.set()
+        await asyncio.gather(*self._tasks)
+
+    def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    async def _send(self, partition: int) -> None:
+        while True:
+            await self._ready[partition].wait()
+            self._ready[partition].clear()
+            records, self._queued[partition] = self._queued[partition], []
+            batch, count = self.producer.create_batch(), 0
+            for key, value in records:
+                if batch.append(key=key, value=value, timestamp=None) is None:  # full
+                    await self._submit(partition, batch, count)
+                    batch, count = self.producer.create_batch(), 0
+                    batch.append(key=key, value=value, timestamp=None)  # a first record fits
+                count += 1
+            if count:
+                await self._submit(partition, batch, count)
+            if self._closing and not self._queued[partition]:
+                return
+
+    async def _submit(self, partition: int, batch: Any, count: int) -> None:
+        batch.close()
+        # Returns once the partition's batch before it is on its way.
+        future = await self.producer.send_batch(batch, self.topic, partition=partition)
+        self.deliveries.append((future, count))
 
 
 async def _settle(
     deliveries: list[tuple[asyncio.Future[Any], int]], report: SimulationReport
 ) -> None:
     """Wait for the sent batches; count their records as published or rejected."""
-    outcomes = await asyncio.gather(*(future for future, _ in deliveries), return_exceptions=True)
-    for outcome, (_, count) in zip(outcomes, deliveries, strict=True):
+    taken = deliveries[:]  # senders may add more meanwhile
+    del deliveries[: len(taken)]
+    outcomes = await asyncio.gather(*(future for future, _ in taken), return_exceptions=True)
+    for outcome, (_, count) in zip(outcomes, taken, strict=True):
         if isinstance(outcome, BaseException):
             reason = type(outcome).__name__
             report.rejected[reason] = report.rejected.get(reason, 0) + count
         else:
             report.published += count
-    deliveries.clear()

@@ -120,8 +120,9 @@ class _Gateway:
     """An aiokafka producer's batch interface over four partitions; ``take`` sees each record
     and says whether Kafka would acknowledge it (a batch is acknowledged whole or not)."""
 
-    def __init__(self, capacity: int = 1000) -> None:
+    def __init__(self, capacity: int = 1000, round_trip_s: float = 0.0) -> None:
         self.capacity = capacity
+        self.round_trip_s = round_trip_s  # send_batch waits this long, as for a remote broker
         self.batches: list[tuple[int, list[bytes]]] = []  # (partition, keys)
 
     async def partitions_for(self, topic: str) -> set[int]:
@@ -134,6 +135,8 @@ class _Gateway:
         assert topic == "audio.pcm"
         assert batch.closed
         assert batch.records
+        if self.round_trip_s:
+            await asyncio.sleep(self.round_trip_s)
         accepted = [self.take(key, value) for key, value in batch.records]
         self.batches.append((partition, [key for key, _ in batch.records]))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -150,8 +153,8 @@ class _Gateway:
 class _Producer(_Gateway):
     """Records what a gateway sends; refuses every chunk of sequence 1 of sensor s1."""
 
-    def __init__(self, capacity: int = 1000) -> None:
-        super().__init__(capacity)
+    def __init__(self, capacity: int = 1000, round_trip_s: float = 0.0) -> None:
+        super().__init__(capacity, round_trip_s)
         self.sent: dict[bytes, list[AudioChunk]] = defaultdict(list)
         self.early_ns = 0  # the most a chunk was sent before its capture ended
 
@@ -211,6 +214,48 @@ def test_gateway_streams_start_spread_over_a_second_like_sensors_booted_at_rando
     assert 0.85 <= starts[-1] - starts[0] < 1.0
     # Where each stream's windows of a 0.5 s hop end, in 50 ms bins: every bin is used.
     assert {int((t - starts[0]) % 0.5 * 20) for t in starts} == set(range(10))
+
+
+def test_chunks_queued_behind_a_slow_batch_go_together_in_the_next() -> None:
+    recording = _marked_recording()
+    plans = [_plan(recording, 0.0, f"s{i:02d}") for i in range(40)]
+    producer = _Producer(round_trip_s=0.2)  # 40 ticks of 5 ms
+    report = asyncio.run(run_kafka(producer, "audio.pcm", plans, duration_s=0.3, chunk_ms=100))
+    assert report.sent == report.published == 120
+    # Without merging, about one batch per chunk: the 40 streams start spread over a second.
+    assert len(producer.batches) < 120 / 3
+    for plan in plans:
+        assert [c.sequence for c in producer.sent[plan.sensor_id.encode()]] == [0, 1, 2]
+
+
+def test_every_record_of_a_refused_batch_counts_as_rejected() -> None:
+    class Refusing(_Producer):
+        async def send_batch(self, batch: _Batch, topic: str, *, partition: int) -> Any:
+            future = await super().send_batch(batch, topic, partition=partition)
+            if partition != 0:
+                return future
+            refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            refused.set_exception(TimeoutError("not acknowledged"))
+            return refused
+
+    recording = _marked_recording()
+    plans = [_plan(recording, 0.0, f"s{i:02d}") for i in range(40)]
+    producer = Refusing(round_trip_s=0.02)
+    report = asyncio.run(run_kafka(producer, "audio.pcm", plans, duration_s=0.2, chunk_ms=100))
+    on_zero = sum(len(keys) for partition, keys in producer.batches if partition == 0)
+    assert max(len(keys) for partition, keys in producer.batches if partition == 0) > 1
+    assert report.rejected == {"TimeoutError": on_zero}
+    assert report.published == report.sent - on_zero == 80 - on_zero
+
+
+def test_a_chunk_too_large_for_kafka_is_refused_before_anything_is_sent() -> None:
+    recording = _marked_recording()
+    producer = _Producer()
+    with pytest.raises(ConfigurationError, match="use shorter chunks"):
+        asyncio.run(
+            run_kafka(producer, "audio.pcm", [_plan(recording, 0.0)], duration_s=1, chunk_ms=70_000)
+        )
+    assert producer.batches == []
 
 
 class _Sink(_Gateway):
