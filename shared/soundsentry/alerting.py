@@ -430,8 +430,8 @@ class AlertEngine:
 
     def encoded_state(self, sensor_id: str) -> bytes | None:
         """:meth:`state_of` as compact JSON bytes (what the alerter's table stores), or None for
-        a sensor not seen: positional lists, so about a third of its JSON and of the time to
-        make it. :func:`decode_state` reads it back."""
+        a sensor not seen: positional lists, less than half its JSON (benchmarks/alerter.py).
+        :func:`decode_state` reads it back."""
         sensor = self._sensors.get(sensor_id)
         if sensor is None:
             return None

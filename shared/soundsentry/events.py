@@ -594,7 +594,7 @@ class EventTracker:
 
     def packed(self) -> list[Any]:
         """The snapshot's values in :data:`SNAPSHOT_FIELDS` order, as a list: without the field
-        names its JSON is a third of the snapshot's (the alerter stores one per sensor and
+        names its JSON is less than half the snapshot's (the alerter stores one per sensor and
         label, once per batch that touched the sensor). Shares the tracker's lists: encode it
         before the next window. :func:`unpacked` makes it a snapshot again."""
         return [
