@@ -3,14 +3,16 @@
 Scores windows made by the featurizer from real recordings (../shared/data) with every model of
 a model directory (default: models/), through soundsentry.models with one inference thread, at
 several batch sizes. Without a model directory it measures the default architecture of
-`soundsentry train` exported with untrained weights (speed does not depend on the weights; the
-JSON says which was measured). Needs PyTorch only in that case.
+`soundsentry train` (or other block widths: --channels) exported with untrained weights, in
+float (speed does not depend on the weights; the JSON says which was measured). Needs PyTorch
+only in that case.
 
 Also times one ONNX Runtime run of 4, 16, 64 and 256 windows (without the slicing of
 LoadedModel.predict). Last line: one JSON object with windows_per_s_per_core (at --batch), the
 figure per batch size and ms_per_window_by_run_size.
 
     .venv/bin/python benchmarks/classifier.py [--model models] [--batch 64] [--windows 4096]
+        [--model none --channels 8 16 32]
 """
 
 from __future__ import annotations
@@ -47,12 +49,13 @@ LABELS = [
 ]
 
 
-def untrained_default(directory: Path) -> Path:
-    """Export `soundsentry train`'s default network, untrained, with its card, into directory."""
+def untrained_default(directory: Path, channels: tuple[int, ...] = (16, 32, 64)) -> Path:
+    """Export `soundsentry train`'s network (default widths, or ``channels``), untrained, with
+    its card, into directory."""
     from soundsentry.train import TrainConfig, TrainResult, build_network, export_model  # noqa: PLC0415
 
     profile = FeatureProfile("full-16k")
-    network = build_network(profile, len(LABELS)).eval()
+    network = build_network(profile, len(LABELS), channels=channels).eval()
     rng = np.random.default_rng(0)
     inputs = rng.normal(-40.0, 15.0, (8, profile.num_bands, profile.window_frames))
     result = TrainResult(
@@ -60,10 +63,11 @@ def untrained_default(directory: Path) -> Path:
         profile=profile,
         labels=tuple(LABELS),
         thresholds=dict.fromkeys(LABELS, 0.5),
+        event_rules={},  # the threshold rule detect uses
         metrics={},
         training_data=[],
         licence="benchmark only: untrained weights",
-        config=TrainConfig(profile=profile, labels=tuple(LABELS)),
+        config=TrainConfig(profile=profile, labels=tuple(LABELS), channels=channels),
         check_inputs=inputs.astype(np.float32),
     )
     return export_model(result, directory, name="untrained", version="0").parent
@@ -110,20 +114,27 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=Path("models"))
     parser.add_argument("--batch", type=int, default=64, help="the batch size the JSON reports")
     parser.add_argument("--windows", type=int, default=4096)
+    parser.add_argument(
+        "--channels",
+        type=int,
+        nargs="+",
+        default=[16, 32, 64],
+        help="block widths of the untrained network (without a model directory)",
+    )
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
     with tempfile.TemporaryDirectory() as scratch:
         trained = args.model.is_dir() and any(args.model.glob("*.json"))
-        directory = args.model if trained else untrained_default(Path(scratch))
+        directory = (
+            args.model if trained else untrained_default(Path(scratch), tuple(args.channels))
+        )
         models = ModelSet.from_dir(directory, threads=1)
         names = ", ".join(f"{m.name} {m.card.version}" for m in models.models)
         onnx_bytes = sum((directory / m.card.onnx).stat().st_size for m in models.models)
-        print(
-            f"models: {names} ({'trained' if trained else 'untrained default architecture'}), "
-            f"{onnx_bytes} bytes of ONNX"
-        )
+        kind = "trained" if trained else f"untrained, channels {args.channels}"
+        print(f"models: {names} ({kind}), {onnx_bytes} bytes of ONNX")
         windows = real_windows(models.profiles(), args.windows)
         print(f"{len(windows)} real windows")
         figures: dict[int, float] = {}
@@ -145,6 +156,7 @@ def main() -> None:
             {
                 "model": names,
                 "trained": trained,
+                "channels": None if trained else args.channels,
                 "onnx_bytes": onnx_bytes,
                 "batch": args.batch,
                 "windows_per_s_per_core": round(figures[args.batch], 1),
