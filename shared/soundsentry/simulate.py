@@ -127,11 +127,16 @@ def plan_sensors(
     return plans
 
 
+def _chunk_frames(recording: Recording, chunk_ms: int) -> int:
+    """Frames in each chunk of ``chunk_ms`` (the last of a stream may hold fewer)."""
+    return max(1, recording.sample_rate_hz * chunk_ms // 1000)
+
+
 def _blocks(plan: SensorPlan, duration_s: float, chunk_ms: int) -> Iterator[npt.NDArray[np.int16]]:
     frames = plan.recording.frames
     rate = plan.recording.sample_rate_hz
     total = round(duration_s * rate)
-    block = max(1, rate * chunk_ms // 1000)
+    block = _chunk_frames(plan.recording, chunk_ms)
     position = int(plan.start_offset_s * rate) % frames.shape[0]
     sent = 0
     while sent < total:
@@ -292,7 +297,7 @@ async def run_kafka(
     """
     for plan in plans:
         recording = plan.recording
-        pcm_bytes = recording.sample_rate_hz * chunk_ms // 1000 * recording.frames.shape[1] * 2
+        pcm_bytes = _chunk_frames(recording, chunk_ms) * recording.frames.shape[1] * 2
         if pcm_bytes > MAX_MESSAGE_BYTES - 1024:  # room for the chunk's other fields
             raise ConfigurationError(
                 f"a {chunk_ms} ms chunk of {recording.name} holds {pcm_bytes} bytes of audio, "
