@@ -23,7 +23,7 @@ from soundsentry.contracts import AudioChunk, ChunkAck
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.v1 import soundsentry_pb2_grpc
 
-__all__ = ["PushResult", "file_chunks", "open_channel", "push"]
+__all__ = ["PushResult", "file_chunks", "open_channel", "push", "reconnects_for"]
 
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 
@@ -83,6 +83,20 @@ def open_channel(target: str, tls_ca: Path | None = None) -> grpc.aio.Channel:
 _RECONNECT_CODES = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
 )
+
+
+def reconnects_for(error: grpc.aio.AioRpcError) -> bool:
+    """Whether a push reconnects after ``error``: the server went away or is restarting.
+
+    grpc's asyncio client reports a chunk written to a stream the server has already ended
+    (ingest killed mid-stream) as INTERNAL "Failed execute_batch" instead of the stream's own
+    status (grpc/grpc#36066); it is that broken stream, not a server error.
+    """
+    if error.code() in _RECONNECT_CODES:
+        return True
+    return error.code() == grpc.StatusCode.INTERNAL and '"execute_batch"' in (
+        error.debug_error_string() or ""
+    )
 
 
 class _Session:
@@ -179,7 +193,7 @@ async def push(
                         session.result.reconnects += 1
                         break
         except grpc.aio.AioRpcError as exc:
-            if exc.code() not in _RECONNECT_CODES or time.monotonic() - progress > reconnect_s:
+            if not reconnects_for(exc) or time.monotonic() - progress > reconnect_s:
                 raise
             session.result.reconnects += 1
         if session.done:
