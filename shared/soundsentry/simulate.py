@@ -29,6 +29,7 @@ from soundsentry.client import PushResult, open_channel, push
 from soundsentry.contracts import AudioChunk, encode, sensor_key
 from soundsentry.evaluation import EvalEvent, read_event_list
 from soundsentry.exceptions import ConfigurationError
+from soundsentry.record_batches import Delivery, send_batches
 from soundsentry.settings import MAX_MESSAGE_BYTES
 
 __all__ = [
@@ -358,7 +359,7 @@ class _Gateway:
     def __init__(self, producer: Any, topic: str, partitions: Sequence[int]) -> None:
         self.producer = producer
         self.topic = topic
-        self.deliveries: list[tuple[asyncio.Future[Any], int]] = []  # (ack, records)
+        self.deliveries: list[Delivery] = []
         self._queued: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in partitions}
         self._ready = {p: asyncio.Event() for p in partitions}
         self._closing = False
@@ -390,28 +391,12 @@ class _Gateway:
             await self._ready[partition].wait()
             self._ready[partition].clear()
             records, self._queued[partition] = self._queued[partition], []
-            batch, count = self.producer.create_batch(), 0
-            for key, value in records:
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full
-                    await self._submit(partition, batch, count)
-                    batch, count = self.producer.create_batch(), 0
-                    batch.append(key=key, value=value, timestamp=None)  # a first record fits
-                count += 1
-            if count:
-                await self._submit(partition, batch, count)
+            self.deliveries += await send_batches(self.producer, self.topic, partition, records)
             if self._closing and not self._queued[partition]:
                 return
 
-    async def _submit(self, partition: int, batch: Any, count: int) -> None:
-        batch.close()
-        # Returns once the partition's batch before it is on its way.
-        future = await self.producer.send_batch(batch, self.topic, partition=partition)
-        self.deliveries.append((future, count))
 
-
-async def _settle(
-    deliveries: list[tuple[asyncio.Future[Any], int]], report: SimulationReport
-) -> None:
+async def _settle(deliveries: list[Delivery], report: SimulationReport) -> None:
     """Wait for the sent batches; count their records as published or rejected."""
     taken = deliveries[:]  # senders may add more meanwhile
     del deliveries[: len(taken)]

@@ -54,7 +54,8 @@ async def test_scores_become_the_engines_events_and_bad_records_are_parked(
     models = tmp_path / "models"
     models.mkdir()
     card, messages = patterned_scores(models, sensor_id="mic-a")
-    _, other = patterned_scores(tmp_path, sensor_id="mic-b")
+    # Two sensors whose keys Kafka puts in different partitions of the test's two.
+    _, other = patterned_scores(tmp_path, sensor_id="mic-d")
     expected = offline_events(card, messages) + offline_events(card, other)
     revision = WindowScores()
     revision.CopyFrom(messages[3])
@@ -81,14 +82,30 @@ async def test_scores_become_the_engines_events_and_bad_records_are_parked(
             consumer_group + "-dlq",
             lambda got: len(got) >= 2,
         )
+        # Each sensor's state is in the changelog partition of its scores.
+        changelog = await consume_until(
+            kafka_settings,
+            service.table.changelog_topic.get_topic_name(),
+            consumer_group + "-changelog",
+            lambda got: {r.key for r in got} >= {b"mic-a", b"mic-d"},
+        )
+    sources = await consume_until(
+        kafka_settings,
+        topic_layout.name(SCORES),
+        consumer_group + "-scores",
+        lambda got: len(got) >= len(payload),
+    )
+    partition_of = {r.key: r.partition for r in sources if r.key in (b"mic-a", b"mic-d")}
+    assert len(set(partition_of.values())) == 2
+    assert {(r.key, r.partition) for r in changelog} == set(partition_of.items())
     events = [decode(Event, r.value) for r in got]
     assert all(r.key == sensor_key(e.sensor_id) for r, e in zip(got, events, strict=True))
     by_sensor = {
         sensor: [(e.event_id, e.kind) for e in events if e.sensor_id == sensor]
-        for sensor in ("mic-a", "mic-b")
+        for sensor in ("mic-a", "mic-d")
     }
     assert by_sensor["mic-a"] == offline_events(card, messages)
-    assert by_sensor["mic-b"] == offline_events(card, other)
+    assert by_sensor["mic-d"] == offline_events(card, other)
     reasons = sorted(dict(r.headers)["soundsentry.error.reason"].decode() for r in letters)
     assert reasons == ["bad_score", "undecodable"]
     sample = registry.get_sample_value
@@ -107,7 +124,7 @@ async def test_scores_become_the_engines_events_and_bad_records_are_parked(
         sum(
             sample("soundsentry_sensor_events_total", {"sensor": sensor, "label": label}) or 0
             for label in card.labels
-            for sensor in ("mic-a", "mic-b")
+            for sensor in ("mic-a", "mic-d")
         )
         == started
     )
