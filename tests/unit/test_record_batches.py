@@ -13,11 +13,13 @@ from aiokafka.record.default_records import DefaultRecordBatch
 from soundsentry.record_batches import send_batches
 
 
-class _Producer:
-    """aiokafka's batch interface with its real BatchBuilder; keeps what each batch held."""
+class RecordingProducer:
+    """aiokafka's batch interface with its real BatchBuilder; keeps what each batch held and
+    acknowledges it with its index, or with ``refuse`` raised."""
 
-    def __init__(self, batch_bytes: int) -> None:
+    def __init__(self, batch_bytes: int = 1 << 20, refuse: Exception | None = None) -> None:
         self.batch_bytes = batch_bytes
+        self.refuse = refuse
         self.sent: list[tuple[str, int, list[tuple[bytes, bytes]]]] = []
 
     def create_batch(self) -> BatchBuilder:
@@ -28,7 +30,10 @@ class _Producer:
         records = [(r.key, r.value) for r in _read(bytes(buffer))]
         self.sent.append((topic, partition, records))
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        future.set_result(len(self.sent) - 1)
+        if self.refuse is not None:
+            future.set_exception(self.refuse)
+        else:
+            future.set_result(len(self.sent) - 1)
         return future
 
 
@@ -47,7 +52,7 @@ def _fits(batch_bytes: int, records: list[tuple[bytes, bytes]]) -> bool:
 
 @pytest.mark.parametrize("batch_bytes", [1 << 20, 1000])
 def test_records_go_in_order_in_as_few_batches_as_fit(batch_bytes: int) -> None:
-    producer = _Producer(batch_bytes)
+    producer = RecordingProducer(batch_bytes)
     records = _records(300)
     deliveries = asyncio.run(send_batches(producer, "changelog", 2, records))
     batches = len(producer.sent)
@@ -63,7 +68,7 @@ def test_records_go_in_order_in_as_few_batches_as_fit(batch_bytes: int) -> None:
 
 
 def test_a_record_larger_than_a_batch_goes_alone_and_nothing_is_sent_for_none() -> None:
-    producer = _Producer(200)
+    producer = RecordingProducer(200)
     records = [(b"a", b"x" * 10), (b"big", b"y" * 1000), (b"c", b"z" * 10)]
     deliveries = asyncio.run(send_batches(producer, "t", 0, records))
     assert [held for _, _, held in producer.sent] == [[records[0]], [records[1]], [records[2]]]
