@@ -4,15 +4,15 @@ Scores windows made by the featurizer from real recordings (../shared/data) with
 a model directory (default: models/), through soundsentry.models with one inference thread, at
 several batch sizes. Without a model directory it measures the default architecture of
 `soundsentry train` (or other block widths: --channels) exported with untrained weights, in
-float (speed does not depend on the weights; the JSON says which was measured). Needs PyTorch
-only in that case.
+float, or int8 with --int8 (speed does not depend on the weights; the JSON says which was
+measured). Needs PyTorch only in that case.
 
 Also times one ONNX Runtime run of 4, 16, 64 and 256 windows (without the slicing of
 LoadedModel.predict). Last line: one JSON object with windows_per_s_per_core (at --batch), the
 figure per batch size and ms_per_window_by_run_size.
 
     .venv/bin/python benchmarks/classifier.py [--model models] [--batch 64] [--windows 4096]
-        [--model none --channels 8 16 32]
+        [--model none --channels 8 16 32 [--int8]]
 """
 
 from __future__ import annotations
@@ -73,6 +73,21 @@ def untrained_default(directory: Path, channels: tuple[int, ...] = (16, 32, 64))
     return export_model(result, directory, name="untrained", version="0").parent
 
 
+def quantized(directory: Path) -> None:
+    """Make the untrained model of ``directory`` int8 (its card then names the int8 file)."""
+    from soundsentry.quantize import quantize_onnx  # noqa: PLC0415
+
+    card_path = directory / "untrained.json"
+    card = json.loads(card_path.read_text())
+    source = directory / card["onnx"]
+    windows = real_windows([FeatureProfile("full-16k")], 512)
+    calibration = np.stack([w.log_mel_db for w in windows]).astype(np.float32)
+    quantize_onnx(source, directory / "untrained.int8.onnx", calibration)
+    card["onnx"] = "untrained.int8.onnx"
+    card_path.write_text(json.dumps(card))
+    source.unlink()  # the size reported is the int8 file's
+
+
 def real_windows(profiles: list[FeatureProfile], count: int) -> list[Window]:
     featurizer = Featurizer(profiles)
     windows: list[Window] = []
@@ -121,6 +136,12 @@ def main() -> None:
         default=[16, 32, 64],
         help="block widths of the untrained network (without a model directory)",
     )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="quantize the untrained network as `soundsentry quantize` does (ranges measured "
+        "on 512 real windows) and measure that",
+    )
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
@@ -130,10 +151,13 @@ def main() -> None:
         directory = (
             args.model if trained else untrained_default(Path(scratch), tuple(args.channels))
         )
+        if not trained and args.int8:
+            quantized(directory)
         models = ModelSet.from_dir(directory, threads=1)
         names = ", ".join(f"{m.name} {m.card.version}" for m in models.models)
         onnx_bytes = sum((directory / m.card.onnx).stat().st_size for m in models.models)
         kind = "trained" if trained else f"untrained, channels {args.channels}"
+        kind += ", int8" if not trained and args.int8 else ""
         print(f"models: {names} ({kind}), {onnx_bytes} bytes of ONNX")
         windows = real_windows(models.profiles(), args.windows)
         print(f"{len(windows)} real windows")
@@ -157,6 +181,7 @@ def main() -> None:
                 "model": names,
                 "trained": trained,
                 "channels": None if trained else args.channels,
+                "int8": not trained and args.int8,
                 "onnx_bytes": onnx_bytes,
                 "batch": args.batch,
                 "windows_per_s_per_core": round(figures[args.batch], 1),

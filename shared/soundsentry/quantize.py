@@ -49,6 +49,7 @@ __all__ = [
     "QuantizationCheckError",
     "QuantizeReport",
     "quantize_card",
+    "quantize_onnx",
 ]
 
 logger = logging.getLogger(__name__)
@@ -87,8 +88,10 @@ def _missing(error: ImportError) -> ConfigurationError:
     )
 
 
-def _quantize(source: Path, target: Path, calibration: npt.NDArray[np.float32]) -> list[str]:
-    """Write the int8 version of ``source`` to ``target``; returns the nodes left float.
+def quantize_onnx(source: Path, target: Path, calibration: npt.NDArray[np.float32]) -> list[str]:
+    """Write the int8 version of ``source`` to ``target``, its activation ranges measured on
+    ``calibration`` (log-mel windows, shape (n, bands, frames)); returns the nodes left float
+    (the first convolution). :func:`quantize_card` checks and re-tunes what this makes.
 
     Raises
     ------
@@ -220,7 +223,7 @@ def quantize_card(
     # Hidden, so that nothing reading the model folder (or an image build) takes it for a model.
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".quantize-") as scratch:
         candidate = Path(scratch) / target.name
-        float_nodes = _quantize(source, candidate, inputs[chosen])
+        float_nodes = quantize_onnx(source, candidate, inputs[chosen])
         quantized = LoadedModel(card, candidate, card_path=path)
         ours = predict_all(quantized, inputs)
         differences = _differences(ours, predict_all(float_model, inputs))
