@@ -143,6 +143,8 @@ def main() -> None:
         "on 512 real windows) and measure that",
     )
     args = parser.parse_args()
+    if args.int8 and args.model.is_dir() and any(args.model.glob("*.json")):
+        parser.error("--int8 quantizes the untrained network: use it with --model none")
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 

@@ -31,7 +31,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from pathlib import Path
 from typing import Any, cast
 
@@ -68,7 +68,14 @@ from soundsentry.streaming import (
 )
 from soundsentry.topics import DLQ_PARTITIONS, EVENTS, SCORES, TopicLayout
 
-__all__ = ["SERVICE", "AlerterService", "build_notifier", "create_app", "main"]
+__all__ = [
+    "SERVICE",
+    "AlerterService",
+    "build_notifier",
+    "check_copartitioned",
+    "create_app",
+    "main",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +116,7 @@ class AlerterService:
         self.events = topics.faust_topic(app, EVENTS)
         # Keyed by the raw sensor key. The alerter writes its changelog itself (_store), in the
         # partition of the sensor's scores; Faust reads it back when it (re)assigns partitions.
+        # use_partitioner only spares Faust a current event when it writes (it no longer does).
         self.table = app.Table(
             f"{SERVICE}-trackers",
             default=None,
@@ -130,6 +138,7 @@ class AlerterService:
         # Started at the first assignment: Faust starts timers only after the first recovery.
         self._recovery_watch: asyncio.Future[None] | None = None
         self.events_dlq = topics.faust_raw_topic(app, topics.dlq(EVENTS), partitions=DLQ_PARTITIONS)
+        self._storing = asyncio.Lock()
         # Records of events whose notifications are under way, by delivery id.
         self._notifying: dict[str, faust.EventT[Any]] = {}
 
@@ -186,11 +195,14 @@ class AlerterService:
                 logger.exception("alerter: cannot check the state table's recovery")
 
     async def _agent(self, stream: faust.StreamT[bytes]) -> None:
-        # Faust picks a table write's changelog partition from the producer's metadata
-        # without waiting for it: a write right after start, before the producer has seen
-        # the changelog topic, crashed the worker (TypeError in aiokafka's _partition).
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
-        await producer.partitions_for(self.table.changelog_topic.get_topic_name())
+        changelog = self.table.changelog_topic.get_topic_name()
+        check_copartitioned(
+            self.source.get_topic_name(),
+            await producer.partitions_for(self.source.get_topic_name()),
+            changelog,
+            await producer.partitions_for(changelog),
+        )
         await process_in_batches(
             stream,
             self.process_batch,
@@ -248,26 +260,33 @@ class AlerterService:
 
         Each sensor's record goes to the changelog partition of its scores, where the worker
         that owns the partition next reads it back, in one record batch per partition:
-        ``table[key] = state`` costs a send with Faust's buffer and futures per key (about a
-        fifth of the alerter's CPU in ``benchmarks/pipeline.py``), and Faust's flush only logs
-        a send that failed.
+        ``table[key] = state`` costs a send with Faust's buffer and futures per key (with the
+        flush, about a fifth of the alerter's CPU by py-spy in ``benchmarks/pipeline.py``), and
+        Faust's flush only logs a send that failed.
         """
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-        for sensor_id in sensors:
-            state, tp = self.engine.encoded_state(sensor_id), self._sensor_partitions.get(sensor_id)
-            if state is None or tp is None:  # its partition was revoked meanwhile: not ours
-                continue
-            key = sensor_key(sensor_id)
-            self.table.data[key] = state  # the store only: the changelog record is sent below
-            by_partition[tp.partition].append((key, state))
-        if not by_partition:
-            return
-        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
-        topic = self.table.changelog_topic.get_topic_name()
-        deliveries = []
-        for partition, records in by_partition.items():
-            deliveries += await send_batches(producer, topic, partition, records)
-        await asyncio.gather(*(ack for ack, _ in deliveries))
+        # One write at a time (the agent's and a reload's): a write that encoded its states
+        # first must hand them all to the producer first, or an older state could land last.
+        async with self._storing:
+            by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+            for sensor_id in sensors:
+                state = self.engine.encoded_state(sensor_id)
+                tp = self._sensor_partitions.get(sensor_id)
+                if state is None or tp is None:  # its partition was revoked meanwhile
+                    continue
+                key = sensor_key(sensor_id)
+                self.table.data[key] = state  # the store only: the changelog record is below
+                by_partition[tp.partition].append((key, state))
+            if not by_partition:
+                return
+            producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
+            topic = self.table.changelog_topic.get_topic_name()
+            deliveries = []
+            for partition, records in by_partition.items():
+                deliveries += await send_batches(producer, topic, partition, records)
+        acks = await asyncio.gather(*(ack for ack, _ in deliveries), return_exceptions=True)
+        for ack in acks:  # every ack retrieved first, so that asyncio reports none as lost
+            if isinstance(ack, BaseException):
+                raise ack
 
     async def _notify_agent(self, stream: faust.StreamT[bytes]) -> None:
         assert self.notifier is not None
@@ -328,6 +347,27 @@ class AlerterService:
         self.metrics.reloads.labels("applied").inc()
         logger.info("alerter rules reloaded: %d models, %d events ended", len(cards), len(ended))
         return True
+
+
+def check_copartitioned(
+    source: str, source_partitions: Set[int], changelog: str, changelog_partitions: Set[int]
+) -> None:
+    """Refuse to run when the scores topic and the state's changelog have different partitions:
+    a sensor's state is kept in the changelog partition numbered like its scores partition,
+    which Faust assigns with it (after partitions were added to one of them, say).
+
+    Raises
+    ------
+    ConfigurationError
+        naming both topics and their partition counts.
+    """
+    if source_partitions != changelog_partitions:
+        raise ConfigurationError(
+            f"{source} has {len(source_partitions)} partitions and the alerter's state "
+            f"changelog {changelog} {len(changelog_partitions)}: they must be equal (a "
+            "sensor's state lives in the changelog partition of its scores); give both the "
+            "same count, or delete the changelog topic to start the trackers afresh"
+        )
 
 
 def create_app(

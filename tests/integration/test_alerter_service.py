@@ -3,12 +3,14 @@ parked, and a restarted alerter continuing its open events from the changelog.""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from soundsentry.alerting import AlertEngine
@@ -17,7 +19,13 @@ from soundsentry.services.alerter.app import AlerterService, create_app
 from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
 from soundsentry.settings import KafkaSettings
 from soundsentry.topics import EVENTS, SCORES, TopicLayout
-from tests.integration.topic_helpers import consume_until, eventually, produce, running
+from tests.integration.topic_helpers import (
+    assert_nothing_committed,
+    consume_until,
+    eventually,
+    produce,
+    running,
+)
 from tests.model_fixtures import patterned_scores
 
 
@@ -249,3 +257,35 @@ async def test_events_are_notified_and_a_failing_destination_is_dead_lettered(
         assert headers["soundsentry.error.reason"] == b"notification_failed"
         assert headers["soundsentry.error.message"].startswith(b"gone: refused: ")
     assert {decode(Event, r.value).event_id for r in letters} == {e for e, _ in expected}
+
+
+async def test_a_changelog_batch_kafka_refuses_crashes_the_alerter_before_its_batch_is_committed(
+    kafka_settings: KafkaSettings,
+    topic_layout: TopicLayout,
+    consumer_group: str,
+    tmp_path: Path,
+) -> None:
+    """State Kafka did not store must not be committed past: the worker crashes and the
+    restarted one reads the batch again."""
+    models = tmp_path / "models"
+    models.mkdir()
+    _, messages = patterned_scores(models, sensor_id="mic-a")
+    service, _ = alerter(kafka_settings, topic_layout, consumer_group, tmp_path, models)
+    source = topic_layout.name(SCORES)
+    async with running(service):
+        producer = service.app.producer._ensure_producer()
+        send_batch = producer.send_batch
+        changelog = service.table.changelog_topic.get_topic_name()
+
+        async def refuse_state(batch: Any, topic: str, *, partition: int) -> Any:
+            if topic != changelog:
+                return await send_batch(batch, topic, partition=partition)
+            refused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            refused.set_exception(KafkaError("refused by the test"))
+            return refused
+
+        producer.send_batch = refuse_state
+        await produce(kafka_settings, source, records(messages))
+        await eventually(lambda: service.app.crash_reason is not None)
+    assert isinstance(service.app.crash_reason, KafkaError)
+    await assert_nothing_committed(kafka_settings, consumer_group, source)

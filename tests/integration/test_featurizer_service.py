@@ -39,6 +39,7 @@ from soundsentry.topics import AUDIO, WINDOWS, TopicLayout
 from tests.audio_fixtures import chunks, recording
 from tests.integration.topic_helpers import (
     WAIT_S,
+    assert_nothing_committed,
     assert_same_windows,
     consume_until,
     eventually,
@@ -92,17 +93,6 @@ def settings_for(consumer_group: str, tmp_path: Path, **kwargs: Any) -> Featuriz
         metrics_port=0,
         **kwargs,
     )
-
-
-async def assert_nothing_committed(kafka: KafkaSettings, group: str, topic: str) -> None:
-    """No offset of ``topic`` beyond its first record is committed for ``group``."""
-    admin = AIOKafkaAdminClient(**kafka.aiokafka_kwargs())
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    assert all(meta.offset <= 0 for tp, meta in committed.items() if tp.topic == topic), committed
 
 
 def windows_by_profile(windows: Iterable[Window]) -> dict[str, int]:

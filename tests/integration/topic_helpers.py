@@ -10,6 +10,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from soundsentry.contracts import FeatureWindow, decode, sensor_key
 from soundsentry.features import Window, window_from_proto
@@ -135,3 +136,14 @@ def assert_same_windows(records: list[Any], expected: list[Window]) -> None:
 def at_least(count: int) -> Callable[[list[Any]], bool]:
     """A ``done`` for :func:`consume_until`: ``count`` records have arrived."""
     return lambda records: len(records) >= count
+
+
+async def assert_nothing_committed(kafka: KafkaSettings, group: str, topic: str) -> None:
+    """No offset of ``topic`` beyond its first record is committed for ``group``."""
+    admin = AIOKafkaAdminClient(**kafka.aiokafka_kwargs())
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    assert all(meta.offset <= 0 for tp, meta in committed.items() if tp.topic == topic), committed

@@ -12,12 +12,13 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from soundsentry.contracts import sensor_key
-from soundsentry.services.alerter.app import AlerterService, create_app
+from soundsentry.exceptions import ConfigurationError
+from soundsentry.services.alerter.app import AlerterService, check_copartitioned, create_app
 from soundsentry.services.alerter.settings import AlerterSettings
 from soundsentry.settings import KafkaSettings
 from soundsentry.topics import TopicLayout
+from tests.kafka_fixtures import RecordingProducer
 from tests.model_fixtures import patterned_scores
-from tests.unit.test_record_batches import RecordingProducer
 
 # Scores partition of each sensor (as the source records would say).
 PARTITIONS = {"mic-a": 2, "mic-b": 0, "mic-c": 2}
@@ -63,3 +64,9 @@ def test_a_refused_changelog_batch_fails_the_write(tmp_path: Path) -> None:
     service = _service(tmp_path, RecordingProducer(refuse=TimeoutError("not acknowledged")))
     with pytest.raises(TimeoutError):
         asyncio.run(service._store(["mic-a", "mic-b"]))
+
+
+def test_the_alerter_refuses_a_changelog_partitioned_unlike_its_scores() -> None:
+    check_copartitioned("audio.scores", {0, 1, 2, 3}, "a-trackers-changelog", {0, 1, 2, 3})
+    with pytest.raises(ConfigurationError, match=r"audio\.scores has 8 partitions .*-changelog 4:"):
+        check_copartitioned("audio.scores", set(range(8)), "a-trackers-changelog", {0, 1, 2, 3})
