@@ -143,13 +143,13 @@ def main() -> None:
         "on 512 real windows) and measure that",
     )
     args = parser.parse_args()
-    if args.int8 and args.model.is_dir() and any(args.model.glob("*.json")):
+    trained = args.model.is_dir() and any(args.model.glob("*.json"))
+    if args.int8 and trained:
         parser.error("--int8 quantizes the untrained network: use it with --model none")
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
     with tempfile.TemporaryDirectory() as scratch:
-        trained = args.model.is_dir() and any(args.model.glob("*.json"))
         directory = (
             args.model if trained else untrained_default(Path(scratch), tuple(args.channels))
         )
