@@ -196,10 +196,11 @@ class AlerterService:
 
     async def _agent(self, stream: faust.StreamT[bytes]) -> None:
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
+        source = self.source.get_topic_name()
         changelog = self.table.changelog_topic.get_topic_name()
         check_copartitioned(
-            self.source.get_topic_name(),
-            await producer.partitions_for(self.source.get_topic_name()),
+            source,
+            await producer.partitions_for(source),
             changelog,
             await producer.partitions_for(changelog),
         )
