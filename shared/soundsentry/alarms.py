@@ -5,9 +5,14 @@ Real smoke and CO alarms follow standards (ISO 8201 / NFPA 72 temporal patterns)
 - **T3** (smoke, fire): three 0.5 s tones separated by 0.5 s, then 1.5 s of silence; repeat.
 - **T4** (carbon monoxide): four 0.1 s tones separated by 0.1 s, then 5 s of silence; repeat.
 
-Piezo sounders put the fundamental between 2.8 and 3.6 kHz with strong harmonics. Each signal
+Piezo sounders put the fundamental between 2.5 and 3.6 kHz with strong harmonics. Each signal
 here draws its fundamental, harmonic levels, timing jitter, level and room reverberation from a
 seeded generator, and reports where each tone and each pattern cycle lies (sample indices).
+
+Real alarms are less tidy than the standards: recordings of smoke alarms beep 0.2-1 s tones at
+other rates than T3, sound for a short burst of one or two cycles, or fall silent after a test
+press. :func:`varied_pattern` draws such a pattern around the nominal one (smoke: long tones;
+CO: short tones in a group, a long pause), and ``max_cycles`` cuts a signal to a burst.
 """
 
 from __future__ import annotations
@@ -20,7 +25,16 @@ import numpy.typing as npt
 
 from soundsentry.exceptions import ConfigurationError
 
-__all__ = ["PATTERNS", "AlarmPattern", "AlarmSignal", "room_impulse_response", "synthesize_alarm"]
+__all__ = [
+    "PATTERNS",
+    "AlarmPattern",
+    "AlarmSignal",
+    "room_impulse_response",
+    "synthesize_alarm",
+    "varied_pattern",
+]
+
+F0_RANGE_HZ = (2500.0, 3600.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +56,34 @@ PATTERNS: dict[str, AlarmPattern] = {
     "smoke_alarm": AlarmPattern("smoke_alarm", tones=3, tone_s=0.5, gap_s=0.5, pause_s=1.5),
     "co_alarm": AlarmPattern("co_alarm", tones=4, tone_s=0.1, gap_s=0.1, pause_s=5.0),
 }
+
+
+def varied_pattern(label: str, rng: np.random.Generator) -> AlarmPattern:
+    """A pattern of ``label``'s kind with timings drawn around its nominal values.
+
+    smoke_alarm: 1-4 tones of 0.25-0.9 s, 0.15-0.7 s apart, 0.5-2.5 s of pause (T3 in half of
+    the draws' tone counts). co_alarm: 3-5 tones of 0.06-0.14 s, 0.06-0.14 s apart, 2-6 s of
+    pause. The two never share a tone length, the cue that tells them apart in a 1 s window.
+    """
+    nominal = PATTERNS.get(label)
+    if nominal is None:
+        raise ConfigurationError(f"unknown alarm {label!r}; known: {sorted(PATTERNS)}")
+    if label == "smoke_alarm":
+        tones = 3 if rng.random() < 0.5 else int(rng.integers(1, 5))
+        return AlarmPattern(
+            label,
+            tones=tones,
+            tone_s=float(rng.uniform(0.25, 0.9)),
+            gap_s=float(rng.uniform(0.15, 0.7)),
+            pause_s=float(rng.uniform(0.5, 2.5)),
+        )
+    return AlarmPattern(
+        label,
+        tones=int(rng.integers(3, 6)),
+        tone_s=float(rng.uniform(0.06, 0.14)),
+        gap_s=float(rng.uniform(0.06, 0.14)),
+        pause_s=float(rng.uniform(2.0, 6.0)),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,30 +134,40 @@ def synthesize_alarm(
     level_dbfs: float | None = None,
     timing_jitter: float = 0.05,
     rt60_s: float | None = None,
+    pattern: AlarmPattern | None = None,
+    max_cycles: int | None = None,
 ) -> AlarmSignal:
     """Synthesise ``duration_s`` of audio in which the alarm sounds from ``start_s`` on.
 
     Parameters
     ----------
     label : "smoke_alarm" (T3) or "co_alarm" (T4)
-    fundamental_hz : default drawn from 2800..3600 Hz
+    fundamental_hz : default drawn from 2500..3600 Hz
     level_dbfs : peak level of the tones, default drawn from -30..-6 dBFS
     timing_jitter : relative random deviation of each tone and gap length (0.05 = +-5 %)
     rt60_s : room reverberation time; default drawn from 0.1..0.8 s; 0 for a dry signal
+    pattern : timing to use instead of the label's nominal one (e.g. :func:`varied_pattern`)
+    max_cycles : stop after this many pattern cycles (a burst); default: sound to the end
 
     Raises
     ------
     ConfigurationError
         for an unknown label or values outside what alarms do.
     """
-    pattern = PATTERNS.get(label)
-    if pattern is None:
+    nominal = PATTERNS.get(label)
+    if nominal is None:
         raise ConfigurationError(f"unknown alarm {label!r}; known: {sorted(PATTERNS)}")
+    if pattern is None:
+        pattern = nominal
+    elif pattern.label != label or min(pattern.tones, pattern.tone_s, pattern.gap_s) <= 0:
+        raise ConfigurationError(f"pattern {pattern} does not describe a {label}")
+    if max_cycles is not None and max_cycles < 1:
+        raise ConfigurationError(f"max_cycles must be >= 1, got {max_cycles}")
     if duration_s <= 0 or not 0 <= start_s < duration_s:
         raise ConfigurationError(f"need 0 <= start_s ({start_s}) < duration_s ({duration_s})")
     if not 0 <= timing_jitter < 0.5:
         raise ConfigurationError(f"timing_jitter must be in [0, 0.5), got {timing_jitter}")
-    f0 = float(rng.uniform(2800.0, 3600.0)) if fundamental_hz is None else fundamental_hz
+    f0 = float(rng.uniform(*F0_RANGE_HZ)) if fundamental_hz is None else fundamental_hz
     if not 1000.0 <= f0 < sample_rate_hz / 2:
         raise ConfigurationError(f"fundamental {f0} Hz must be in 1 kHz..Nyquist")
     level = float(rng.uniform(-30.0, -6.0)) if level_dbfs is None else level_dbfs
@@ -130,6 +182,10 @@ def synthesize_alarm(
         jitter=timing_jitter,
         rng=rng,
     )
+    if max_cycles is not None and len(cycles) > max_cycles:
+        end = cycles[max_cycles - 1][1]
+        cycles = cycles[:max_cycles]
+        tones = [tone for tone in tones if tone[1] <= end]
     # Harmonics of a square-ish piezo drive: odd ones strong, even ones weaker, random mix.
     harmonics = [
         (k, float(rng.uniform(0.2, 0.6) / k if k % 2 else rng.uniform(0.02, 0.15) / k))

@@ -240,8 +240,16 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from soundsentry import evaluation as ev  # noqa: PLC0415
 
+    if (args.system is None) == (not args.audio):
+        raise ConfigurationError(
+            "give either a file of detected events or --audio FILE... (to detect and sweep)"
+        )
     reference = ev.read_event_list(args.reference)
-    system = ev.read_event_list(args.system)
+    if args.audio:
+        reference = [dataclasses.replace(e, file_id=Path(e.file_id).name) for e in reference]
+        system = _sweep_operating_points(args, reference)
+    else:
+        system = ev.read_event_list(args.system)
     event_based = ev.event_based_metrics(
         reference=reference,
         system=system,
@@ -273,6 +281,57 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     print()
     print(ev.metrics_table(segment_based, title=f"segment-based ({args.segment_s:g} s segments)"))
     return 0
+
+
+def _sweep_operating_points(args: argparse.Namespace, reference: list[Any]) -> list[Any]:
+    """Detect over ``args.audio``, print (and plot) each label's operating points; returns the
+    events detected with the cards' own rules. Files are matched to the reference by name."""
+    import soundfile  # noqa: PLC0415
+
+    from soundsentry.detect import WindowTrace, detect_file, score_tracks  # noqa: PLC0415
+    from soundsentry.evaluation import EvalEvent  # noqa: PLC0415
+    from soundsentry.models import ModelSet  # noqa: PLC0415
+    from soundsentry.operating import (  # noqa: PLC0415
+        DEFAULT_THRESHOLDS,
+        operating_points,
+        plot_operating_points,
+    )
+
+    models = ModelSet.from_dir(args.model)
+    names = [Path(path).name for path in args.audio]
+    unknown = sorted({e.file_id for e in reference} - set(names))
+    if unknown:
+        raise ConfigurationError(
+            f"the reference names files not among --audio: {', '.join(unknown[:5])}"
+        )
+    system, tracks, seconds = [], [], 0.0
+    for path, name in zip(args.audio, names, strict=True):
+        traces: list[WindowTrace] = []
+        found = detect_file(path, models, traces=traces)
+        system += [EvalEvent(name, e.label, e.onset_s, e.offset_s) for e in found]
+        tracks += score_tracks(name, traces, models)
+        seconds += soundfile.info(str(path)).duration
+    in_use = {t.label: t.rule.on_threshold for t in tracks}
+    curves = operating_points(
+        tracks,
+        reference,
+        hours=seconds / 3600.0,
+        thresholds=sorted({*(args.thresholds or DEFAULT_THRESHOLDS), *in_use.values()}),
+    )
+    print(f"operating points over {seconds / 3600.0:.2f} h (onset collar 0.5 s; * in use)")
+    print(f"{'label':<16} {'on':>5} {'recall':>7} {'precision':>9} {'false alarms/h':>15}")
+    for label, points in curves.items():
+        for p in points:
+            mark = "*" if abs(p.on_threshold - in_use.get(label, -1.0)) < 1e-9 else " "
+            print(
+                f"{label:<16} {p.on_threshold:>5.2f} {p.recall:>7.3f} {p.precision:>9.3f} "
+                f"{p.false_alarms_per_hour:>15.2f} {mark}"
+            )
+    print()
+    if args.plot is not None:
+        plot_operating_points(curves, args.plot, chosen=in_use)
+        print(f"wrote {args.plot}")
+    return system
 
 
 def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
@@ -545,7 +604,37 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "reference", type=Path, help="reference events (file, onset, offset, label)"
     )
-    evaluate.add_argument("system", type=Path, help="detected events, same format")
+    evaluate.add_argument(
+        "system", type=Path, nargs="?", default=None, help="detected events, same format"
+    )
+    evaluate.add_argument(
+        "--audio",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="instead of detected events: detect over these recordings (matched to the "
+        "reference by file name) and sweep each label's threshold, printing recall and "
+        "false alarms per hour at each (the curve an operating point is chosen on)",
+    )
+    evaluate.add_argument(
+        "--model", type=Path, default=Path("models"), help="with --audio: model directory"
+    )
+    evaluate.add_argument(
+        "--thresholds",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="T",
+        help="with --audio: on-thresholds to sweep (default 0.05 .. 0.99)",
+    )
+    evaluate.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="with --audio: draw recall against false alarms per hour and precision-recall "
+        "to a PNG",
+    )
     evaluate.add_argument("--collar-s", type=float, default=0.2, help="onset collar (s)")
     evaluate.add_argument(
         "--offset-percentage",

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from soundsentry.audio import file_blocks, s16_chunks
 from soundsentry.events import EventRule, EventTracker, EventUpdate
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features import Featurizer, Window
 from soundsentry.models import ModelCard, ModelSet
+from soundsentry.operating import ScoreTrack
 
 __all__ = [
     "DetectedEvent",
@@ -33,6 +36,7 @@ __all__ = [
     "event_rule_for",
     "new_event_tracker",
     "plot_detections",
+    "score_tracks",
 ]
 
 # Off threshold as a share of the on threshold: hysteresis against flicker at the threshold.
@@ -53,12 +57,35 @@ class DetectedEvent:
 
 @dataclass(slots=True)
 class WindowTrace:
-    """What --plot draws: one point per scored window (time of its centre, score per label)."""
+    """What --plot draws: one point per scored window (time of its centre, score per label),
+    and where each window starts (samples), for :func:`score_tracks`."""
 
     model: str
     label: str
     times_s: list[float]
     scores: list[float]
+    start_samples: list[int] = field(default_factory=list)
+
+
+def score_tracks(file_id: str, traces: Iterable[WindowTrace], models: ModelSet) -> list[ScoreTrack]:
+    """``detect_file``'s traces of one recording as operating-point tracks (one per label)."""
+    cards = {m.name: m.card for m in models.models}
+    tracks = []
+    for trace in traces:
+        card = cards[trace.model]
+        profile = card.feature_profile()
+        tracks.append(
+            ScoreTrack(
+                file_id=file_id,
+                rule=event_rule_for(card, trace.label),
+                start_samples=np.asarray(trace.start_samples, dtype=np.int64),
+                scores=np.asarray(trace.scores, dtype=np.float64),
+                sample_rate_hz=profile.mel.sample_rate_hz,
+                window_samples=profile.window_samples,
+                hop_samples=profile.hop_frames * profile.mel.hop_length,
+            )
+        )
+    return tracks
 
 
 def event_rule_for(card: ModelCard, label: str) -> EventRule:
@@ -197,6 +224,7 @@ def _score_and_track(
                 centre = window.start_sample + window.num_samples / 2
                 trace.times_s.append(centre / window.sample_rate_hz)
                 trace.scores.append(score)
+                trace.start_samples.append(window.start_sample)
 
 
 def plot_detections(

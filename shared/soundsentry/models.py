@@ -123,6 +123,12 @@ class ModelCard(BaseModel):
         default_factory=dict,
         description="per label, EventRule settings (tuned on validation by soundsentry calibrate)",
     )
+    false_alarm_budget_per_hour: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="per label: the false alarms per hour of background its event rule was "
+        "calibrated to stay within (soundsentry train's default 0.1); None: tuned for F1 alone",
+    )
     silence_gate_dbfs: float | None = Field(
         default=None, description="windows quieter than this are not scored"
     )

@@ -102,6 +102,7 @@ import numpy.typing as npt
 from soundsentry.audio import load_audio, s16_chunks, to_s16
 from soundsentry.calibration import (
     event_metrics,
+    false_alarm_metrics,
     json_safe,
     rule_document,
     scored_examples,
@@ -191,7 +192,9 @@ class TrainConfig:
     stopping. ``channels``: output channels of each convolution block. ``mixup_alpha``: 0
     disables mixup. ``frame_output``: add the frame-level output, trained with
     ``frame_loss_weight`` x its loss. ``keep_frequency``: the heads see the feature map's
-    bands (module docstring, "Model"); False averages them away.
+    bands (module docstring, "Model"); False averages them away. ``false_alarms_per_hour``:
+    each label's event rule keeps at most this many false alarms per hour of the validation
+    examples without that label (:mod:`soundsentry.calibration`); None tunes for F1 alone.
     """
 
     profile: FeatureProfile = DEFAULT_PROFILE
@@ -211,6 +214,7 @@ class TrainConfig:
     frame_output: bool = True
     frame_loss_weight: float = 0.5
     keep_frequency: bool = True
+    false_alarms_per_hour: float | None = 0.1
 
     def __post_init__(self) -> None:
         # Sequences are kept as tuples (the settings are frozen and hashable).
@@ -232,6 +236,14 @@ class TrainConfig:
 
     def _rate_problems(self) -> list[str]:
         problems = []
+        budget: object = self.false_alarms_per_hour
+        if budget is not None and (
+            isinstance(budget, bool)
+            or not isinstance(budget, int | float)
+            or not math.isfinite(budget)
+            or budget < 0
+        ):
+            problems.append(f"false_alarms_per_hour={budget!r} must be None or a number >= 0")
         for name, low, high, low_open in (
             ("learning_rate", 0.0, 1.0, True),
             ("weight_decay", 0.0, 1.0, False),
@@ -1164,10 +1176,10 @@ def train_model(
         frame_probs,
         profile=data.profile,
     )
-    rules = {
-        label: tuned.rule
-        for label, tuned in tune_event_rules(scored, data.labels, data.profile).items()
-    }
+    tuned_rules = tune_event_rules(
+        scored, data.labels, data.profile, false_alarms_per_hour=config.false_alarms_per_hour
+    )
+    rules = {label: tuned.rule for label, tuned in tuned_rules.items()}
     metrics: dict[str, Any] = {
         "split": "validate",
         "examples": len(data.examples["validate"]),
@@ -1179,6 +1191,7 @@ def train_model(
         "window": window_metrics(probs, validation.clip, data.labels, thresholds),
         **event_metrics(scored, data.labels, rules, data.profile),
         "event_rules_tuned_on": f"validate, {len(scored)} examples",
+        "false_alarms_per_hour": false_alarm_metrics(tuned_rules),
     }
     return TrainResult(
         model=model,
@@ -1346,6 +1359,7 @@ def export_model(
         "profile": _profile_document(result.profile),
         "thresholds": dict(result.thresholds),
         "event_rules": {label: rule_document(r) for label, r in result.event_rules.items()},
+        "false_alarm_budget_per_hour": result.config.false_alarms_per_hour,
         "silence_gate_dbfs": -70.0,
         "metrics": result.metrics,
         "training_data": result.training_data,
@@ -1485,6 +1499,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         f"{' '.join(str(c) for c in defaults.channels)})",
     )
     parser.add_argument(
+        "--false-alarms-per-hour",
+        dest="false_alarms_per_hour",
+        type=float,
+        default=defaults.false_alarms_per_hour,
+        metavar="N",
+        help="each label's event rule is tuned for event F1 within this many false alarms per "
+        "hour of the validation background (default %(default)s; 0 allows none there)",
+    )
+    parser.add_argument(
         "--average-frequency",
         dest="keep_frequency",
         action="store_false",
@@ -1506,6 +1529,7 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         channels=tuple(args.channels),
         keep_frequency=args.keep_frequency,
+        false_alarms_per_hour=args.false_alarms_per_hour,
     )
     card = train(
         args.dataset_dir,

@@ -3,7 +3,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from soundsentry.alarms import PATTERNS, room_impulse_response, synthesize_alarm
+from soundsentry.alarms import (
+    F0_RANGE_HZ,
+    PATTERNS,
+    room_impulse_response,
+    synthesize_alarm,
+    varied_pattern,
+)
 from soundsentry.dsp import MelFrontEnd, MelSpec
 from soundsentry.exceptions import ConfigurationError
 
@@ -49,7 +55,7 @@ def test_fundamental_is_in_the_piezo_range_and_dominates_the_spectrum() -> None:
         signal = synthesize_alarm(
             "smoke_alarm", duration_s=3.0, rng=np.random.default_rng(seed), rt60_s=0.0
         )
-        assert 2800.0 <= signal.fundamental_hz <= 3600.0
+        assert F0_RANGE_HZ[0] <= signal.fundamental_hz <= F0_RANGE_HZ[1]
         a, b = signal.tones[0]
         spectrum = np.abs(np.fft.rfft(signal.audio[a:b]))
         peak_hz = np.argmax(spectrum) * RATE / (b - a)
@@ -121,3 +127,47 @@ def test_impossible_alarms_are_refused(kwargs: dict[str, object], words: str) ->
     label = str(kwargs.pop("label"))
     with pytest.raises(ConfigurationError, match=words):
         synthesize_alarm(label, duration_s=10.0, rng=np.random.default_rng(0), **kwargs)  # type: ignore[arg-type]
+
+
+def test_real_alarms_piezo_range_is_covered() -> None:
+    # Recorded smoke alarms sound from about 2.5 kHz (T3 standard devices start at 2.8 kHz).
+    assert F0_RANGE_HZ == (2500.0, 3600.0)
+
+
+def test_varied_patterns_keep_the_tone_lengths_that_tell_smoke_from_co() -> None:
+    rng = np.random.default_rng(0)
+    smoke = [varied_pattern("smoke_alarm", rng) for _ in range(200)]
+    co = [varied_pattern("co_alarm", rng) for _ in range(200)]
+    assert min(p.tone_s for p in smoke) >= 0.25 > max(p.tone_s for p in co)
+    assert {p.tones for p in smoke} == {1, 2, 3, 4}
+    assert {p.tones for p in co} == {3, 4, 5}
+    assert all(p.label == "smoke_alarm" for p in smoke)
+    assert len({round(p.pause_s, 3) for p in smoke}) > 100  # drawn, not a few fixed values
+
+
+def test_a_burst_stops_after_max_cycles() -> None:
+    pattern = varied_pattern("smoke_alarm", np.random.default_rng(3))
+    signal = synthesize_alarm(
+        "smoke_alarm",
+        duration_s=20.0,
+        rng=np.random.default_rng(1),
+        rt60_s=0.0,
+        pattern=pattern,
+        max_cycles=1,
+    )
+    assert len(signal.cycles) == 1
+    assert len(signal.tones) == pattern.tones
+    end = signal.cycles[0][1]
+    assert not np.any(signal.audio[end + 1 :])  # silent after the burst
+
+
+def test_a_pattern_of_another_alarm_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="pattern"):
+        synthesize_alarm(
+            "smoke_alarm",
+            duration_s=3.0,
+            rng=np.random.default_rng(0),
+            pattern=PATTERNS["co_alarm"],
+        )
+    with pytest.raises(ConfigurationError, match="max_cycles"):
+        synthesize_alarm("co_alarm", duration_s=3.0, rng=np.random.default_rng(0), max_cycles=0)

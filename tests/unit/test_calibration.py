@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from soundsentry.calibration import ScoredExample, event_metrics, rule_document, tune_event_rule
 from soundsentry.evaluation import EvalEvent
@@ -78,3 +79,31 @@ def test_a_sound_whose_first_window_scores_low_gets_an_onset_look_back() -> None
     assert tuned.rule.onset_lookback_windows == 1
     assert tuned.rule.on_threshold > 0.4
     assert rule_document(tuned.rule)["onset_lookback_windows"] == 1
+
+
+def test_a_false_alarm_budget_raises_the_threshold_above_the_background() -> None:
+    # Four sirens score 0.97, four only 0.9; a background clip spikes to 0.92. For F1 alone a
+    # threshold that finds all eight is best (one false alarm); with a budget of 0 per hour the
+    # rule must sit above the background's peak and give up the quiet sirens.
+    loud = [example(f"l{i}", [0.05, 0.97, 0.97, 0.05], [(0.75, 1.75)]) for i in range(4)]
+    quiet = [example(f"q{i}", [0.05, 0.9, 0.9, 0.05], [(0.75, 1.75)]) for i in range(4)]
+    background = [example("b0", [0.05, 0.92, 0.92, 0.05], [])]
+    examples = [*loud, *quiet, *background]
+    free = tune_event_rule("siren", 0, examples, PROFILE)
+    assert free.rule.on_threshold <= 0.9
+    assert free.f1 > 0.9
+    budgeted = tune_event_rule("siren", 0, examples, PROFILE, false_alarms_per_hour=0.0)
+    assert budgeted.rule.on_threshold > 0.92
+    assert budgeted.false_alarms == 0
+    assert budgeted.f1 == pytest.approx(2 / 3)
+    assert budgeted.background_hours == background[0].duration_s / 3600.0
+
+
+def test_when_no_rule_meets_the_budget_the_fewest_false_alarms_win() -> None:
+    # The background scores as high as the sirens: every rule that finds a siren also fires
+    # there, so the rule with the fewest false alarms (finding nothing) is chosen.
+    sirens = [example(f"s{i}", [0.05, 0.96, 0.96, 0.05], [(0.75, 1.75)]) for i in range(3)]
+    background = [example(f"b{i}", [0.05, 0.96, 0.96, 0.05], []) for i in range(3)]
+    tuned = tune_event_rule("siren", 0, [*sirens, *background], PROFILE, false_alarms_per_hour=0)
+    assert tuned.false_alarms == 0
+    assert tuned.f1 == 0.0

@@ -68,11 +68,11 @@ def loader() -> ClipLoader:
 def test_catalog_maps_labels_with_the_counts_of_the_data_readme(
     catalog: list[SourceClip],
 ) -> None:
-    assert len(catalog) == 2855
+    assert len(catalog) == 3887
     assert Counter(clip.label for clip in catalog if clip.label) == {
-        "glass_break": 212,
+        "glass_break": 212 + 5,  # the booth set's five GlassSmash recordings
         "gun_shot": 70,
-        "siren": 177,
+        "siren": 177 + 196,  # emergency_sirens
         "car_horn": 78,
         "dog_bark": 200,
         "baby_cry": 457,
@@ -81,7 +81,8 @@ def test_catalog_maps_labels_with_the_counts_of_the_data_readme(
         (clip.dataset, clip.source_label, clip.role) for clip in catalog if clip.label is None
     )
     urban = "urbansound8k_subset"
-    assert {k: v for k, v in background.items() if k[0] != "dcase2016_task2_office"} == {
+    others = {"dcase2016_task2_office", "dcase2016_task2_segments", "booth_household_sounds"}
+    assert {k: v for k, v in background.items() if k[0] not in others} == {
         (urban, "air_conditioner", "ambience"): 200,
         (urban, "engine_idling", "ambience"): 196,
         (urban, "street_music", "ambience"): 200,
@@ -89,10 +90,18 @@ def test_catalog_maps_labels_with_the_counts_of_the_data_readme(
         (urban, "drilling", "ambience"): 200,
         (urban, "jackhammer", "ambience"): 240,
         ("glassbreak_edgeimpulse", "background", "ambience"): 205,
+        ("ambience_blanket", "background", "ambience"): 13,
+        ("speech_commands_noise", "background", "ambience"): 6,
     }
     office = [k for k in background if k[0] == "dcase2016_task2_office"]
     assert len(office) == 11
     assert all(background[k] == 20 and k[2] == "event" for k in office)
+    segments = [k for k in background if k[0] == "dcase2016_task2_segments"]
+    assert len(segments) == 11
+    assert all(background[k] == 54 and k[2] == "event" for k in segments)
+    booth = [k for k in background if k[0] == "booth_household_sounds"]
+    assert len(booth) == 44  # every household sound but the glass smashes is a negative
+    assert all(k[2] == "event" for k in booth)
     assert {clip.licence for clip in catalog if clip.dataset == urban} == {"CC BY-NC 3.0"}
 
 
@@ -115,6 +124,10 @@ def test_catalog_groups_by_source_recording(catalog: list[SourceClip]) -> None:
     assert by_name["urbansound8k_subset/audio/fold1/101415-3-0-2.flac"].group == (
         "urbansound8k_subset:101415"
     )
+    # Neighbouring siren files probably come from one video: blocks of ten share a group.
+    sirens = "emergency_sirens/audio/siren/sound_{}.flac"
+    assert by_name[sirens.format(10)].group == by_name[sirens.format(19)].group
+    assert by_name[sirens.format(19)].group != by_name[sirens.format(20)].group
 
 
 def test_looped_clips_are_read_without_their_repeats(
@@ -160,6 +173,26 @@ def test_split_keeps_every_group_in_one_split(catalog: list[SourceClip]) -> None
         assert 0.6 <= counts[0] / sum(counts) <= 0.8, (label, counts)
 
 
+def test_scene_recordings_go_where_scene_splits_says(catalog: list[SourceClip]) -> None:
+    # The held-out scenes are what the detection benchmark's background hours are made of.
+    scenes = {"ambience_blanket", "speech_commands_noise"}
+    for seed in (0, 7):
+        splits = split_by_group(catalog, seed=seed)
+        for name, clips in splits.items():
+            for clip in clips:
+                if clip.dataset in scenes:
+                    assert dataset.SCENE_SPLITS.get(clip.group, "train") == name, clip.ref
+    assert set(dataset.SCENE_SPLITS.values()) == {"validate", "test"}
+
+
+def test_the_office_sets_which_share_sources_never_reach_test(catalog: list[SourceClip]) -> None:
+    splits = split_by_group(catalog, seed=7)
+    office = {"dcase2016_task2_office", "dcase2016_task2_segments"}
+    assert not [clip for clip in splits["test"] if clip.dataset in office]
+    for name in ("train", "validate"):
+        assert any(clip.dataset == "dcase2016_task2_segments" for clip in splits[name])
+
+
 def test_split_is_deterministic_for_a_seed(catalog: list[SourceClip]) -> None:
     def refs(seed: int) -> dict[str, list[str]]:
         return {k: [c.ref for c in v] for k, v in split_by_group(catalog, seed=seed).items()}
@@ -187,6 +220,9 @@ def test_split_rejects_bad_fractions(
         ("target_probability", 1.5),
         ("alarm_labels", ("fire_bell",)),
         ("background_dbfs", (-20.0, 6.0)),
+        ("alarm_variety", -0.1),
+        ("alarm_burst_share", 2.0),
+        ("min_ambience_s", -1.0),
     ],
 )
 def test_mix_spec_names_what_is_wrong(field: str, value: Any) -> None:
@@ -278,7 +314,7 @@ def test_alarm_events_are_the_alarm_cycles(
         return made[-1]
 
     monkeypatch.setattr(dataset, "synthesize_alarm", spy)
-    spec = MixSpec(duration_s=12.0)
+    spec = MixSpec(duration_s=12.0, alarm_burst_share=0.0)
     example = make_example(
         rng=np.random.default_rng(4),
         spec=spec,

@@ -40,3 +40,40 @@ def test_a_malformed_event_list_is_named_with_its_line(tmp_path: Path) -> None:
     path.write_text("a.wav\t1.0\t2.0\tsiren\na.wav\tsoon\t2.0\tsiren\n")
     with pytest.raises(EvaluationInputError, match=r"bad\.tsv:2: not an event"):
         read_event_list(path)
+
+
+def test_evaluate_with_audio_sweeps_each_labels_operating_points(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The shipped example: two smoke-alarm and two CO-alarm cycles, with the default model.
+    root = Path(__file__).resolve().parents[2]
+    audio = root / "examples" / "audio" / "kitchen_alarms.flac"
+    reference = root / "examples" / "audio" / "kitchen_alarms.events.tsv"
+    plot = tmp_path / "curve.png"
+    args = ["evaluate", str(reference), "--audio", str(audio), "--model", str(root / "models")]
+    assert main([*args, "--thresholds", "0.3", "0.99", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("smoke_alarm ")]
+    by_threshold = {float(row[1]): row for row in rows}
+    assert 0.3 in by_threshold
+    assert 0.99 in by_threshold
+    assert len(by_threshold) >= 2
+    assert float(by_threshold[0.3][2]) > float(by_threshold[0.99][2])  # recall falls
+    assert any(row[-1] == "*" for row in rows)  # the card's own threshold is marked
+    assert "event-based" in out  # and the events of the card's rules are scored as usual
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_needs_either_events_or_audio(tmp_path: Path) -> None:
+    reference = tmp_path / "ref.tsv"
+    reference.write_text("a.wav\t1.00\t3.00\tsmoke_alarm\n")
+    assert main(["evaluate", str(reference)]) == 2
+    assert main(["evaluate", str(reference), str(reference), "--audio", "a.wav"]) == 2
+
+
+def test_evaluate_with_audio_names_reference_files_it_was_not_given(tmp_path: Path) -> None:
+    reference = tmp_path / "ref.tsv"
+    reference.write_text("elsewhere.wav\t1.00\t3.00\tsmoke_alarm\n")
+    root = Path(__file__).resolve().parents[2]
+    audio = root / "examples" / "audio" / "kitchen_alarms.flac"
+    assert main(["evaluate", str(reference), "--audio", str(audio)]) == 2

@@ -1,0 +1,319 @@
+"""Detection as a deployment lives it: long mixtures and hours of background, never heard before.
+
+Everything is built from the development data's **test** split (``split_by_group`` with the
+seed the model's training data was mixed with, ``--split-seed``, default 7 as for the default
+model): target recordings held out by source, and background recordings no training example
+used (the test scenes of ``soundsentry.dataset.SCENE_SPLITS``, UrbanSound8K's test folds'
+background classes, the held-out household sounds and glass-break backgrounds).
+
+- **Long mixtures** after the DCASE 2017 task 2 protocol: 30 s each, half hold one event of a
+  label (a real clip, or a synthetic alarm burst of one or two cycles with varied timing) at an
+  event-to-background ratio of -6, 0 or +6 dB, over 1..3 background layers (the first a scene of
+  at least 4 s); the other half hold none. Scored per label by event-based F1 and error rate with
+  an onset-only 500 ms collar (DCASE 2017 task 2) and with a 200 ms onset + offset collar (offset
+  tolerance max(200 ms, half the event)).
+- **False alarms per hour**: every event detected in the target-free mixtures (the DCASE half
+  and ``--background-hours`` of further background-only mixtures), per label and in total.
+- **CPU**: classifier (ONNX Runtime, one thread) milliseconds per window, and the real-time
+  factor of the whole in-process pipeline (``soundsentry detect``'s, file by file).
+- **Operating points**: per label, recall (onset-only 500 ms) and false alarms per hour (of all
+  the audio) as the rule's on-threshold moves (:mod:`soundsentry.operating`), from the same
+  window scores.
+
+Mixtures are made from seeds, so every model is measured on the same audio.
+
+    .venv/bin/python benchmarks/detection.py [--model models] [--per-cell 6]
+        [--background-hours 2] [--split-seed 7] [--keep DIR]
+
+Last line: one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import zlib  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import soundfile  # noqa: E402
+
+from soundsentry.alarms import PATTERNS  # noqa: E402
+from soundsentry.audio import to_s16  # noqa: E402
+from soundsentry.dataset import (  # noqa: E402
+    TARGET_LABELS,
+    ClipLoader,
+    MixSpec,
+    load_catalog,
+    make_example,
+    split_by_group,
+)
+from soundsentry.detect import WindowTrace, detect_file, score_tracks  # noqa: E402
+from soundsentry.evaluation import EvalEvent, event_based_metrics  # noqa: E402
+from soundsentry.features import Window  # noqa: E402
+from soundsentry.models import ModelSet, WindowScore  # noqa: E402
+from soundsentry.operating import ScoreTrack, operating_points  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+EBRS_DB = (-6.0, 0.0, 6.0)
+DURATION_S = 30.0
+
+
+def _rng(seed: int, *words: str | int) -> np.random.Generator:
+    return np.random.default_rng(
+        [seed, *(w if isinstance(w, int) else zlib.crc32(w.encode()) for w in words)]
+    )
+
+
+def build_mixtures(
+    out: Path,
+    *,
+    data_dir: Path,
+    labels: Sequence[str],
+    per_cell: int,
+    background_hours: float,
+    split_seed: int,
+    seed: int,
+) -> tuple[list[Path], list[EvalEvent], set[str]]:
+    """Write the mixtures; returns (files, reference events, names of target-free files)."""
+    test = split_by_group(load_catalog(data_dir), seed=split_seed)["test"]
+    targets = [c for c in test if c.role == "target"]
+    backgrounds = [c for c in test if c.role != "target"]
+    loader = ClipLoader(sample_rate_hz=16_000)
+    base = MixSpec(
+        duration_s=DURATION_S,
+        target_probability=1.0,
+        alarm_variety=1.0,
+        alarm_burst_share=1.0,
+        min_ambience_s=4.0,
+    )
+    files: list[Path] = []
+    reference: list[EvalEvent] = []
+    empty: set[str] = set()
+
+    def write(name: str, rng: np.random.Generator, spec: MixSpec, label: str | None) -> None:
+        example = make_example(
+            rng=rng,
+            spec=spec,
+            targets=targets,
+            backgrounds=backgrounds,
+            target_label=label,
+            loader=loader,
+        )
+        path = out / f"{name}.flac"
+        soundfile.write(str(path), to_s16(example.audio), 16_000, subtype="PCM_16")
+        files.append(path)
+        reference.extend(
+            EvalEvent(path.name, e.label, e.onset_s, e.offset_s) for e in example.events
+        )
+        if not example.events:
+            empty.add(path.name)
+
+    cells = 0
+    for label in labels:
+        for ebr in EBRS_DB:
+            spec = replace(base, snr_db=(ebr, ebr))
+            for k in range(per_cell):
+                write(
+                    f"mix-{label}-{ebr:+.0f}dB-{k:02d}",
+                    _rng(seed, label, int(ebr) + 100, k),
+                    spec,
+                    label,
+                )
+                cells += 1
+    total_empty = max(cells, math.ceil(background_hours * 3600.0 / DURATION_S))
+    for k in range(total_empty):
+        write(f"background-{k:04d}", _rng(seed, "background", k), base, None)
+    return files, reference, empty
+
+
+def _label_scores(
+    reference: Sequence[EvalEvent], system: Sequence[EvalEvent], labels: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    onset = event_based_metrics(
+        reference=reference, system=system, labels=labels, t_collar_s=0.5, evaluate_offset=False
+    )
+    both = event_based_metrics(
+        reference=reference, system=system, labels=labels, t_collar_s=0.2, percentage_of_length=0.5
+    )
+    result: dict[str, dict[str, float]] = {}
+    for label in labels:
+        a, b = onset.class_wise[label], both.class_wise[label]
+        result[label] = {
+            "events": a.n_ref,
+            "detected": a.n_sys,
+            "f1_onset_500ms": a.f1,
+            "er_onset_500ms": a.error_rate,
+            "recall_onset_500ms": a.recall,
+            "f1_onset_offset_200ms": b.f1,
+            "er_onset_offset_200ms": b.error_rate,
+        }
+    result["overall"] = {
+        "events": float(len(reference)),
+        "detected": float(len(system)),
+        "f1_onset_500ms": onset.overall.f1,
+        "er_onset_500ms": onset.overall.error_rate,
+        "recall_onset_500ms": onset.overall.recall,
+        "f1_onset_offset_200ms": both.overall.f1,
+        "er_onset_offset_200ms": both.overall.error_rate,
+    }
+    return result
+
+
+def run_detection(
+    models: ModelSet, files: Sequence[Path]
+) -> tuple[list[EvalEvent], list[ScoreTrack], float, float, int]:
+    """Detect over every file; (events, score tracks, pipeline CPU s, classifier CPU s, windows)."""
+    classify_cpu = 0.0
+    windows = 0
+    score = models.score
+
+    def timed_score(batch: Sequence[Window]) -> list[WindowScore]:
+        nonlocal classify_cpu, windows
+        before = time.thread_time()
+        result = score(batch)
+        classify_cpu += time.thread_time() - before
+        windows += len(batch)
+        return result
+
+    models.score = timed_score  # type: ignore[method-assign]
+    system: list[EvalEvent] = []
+    tracks: list[ScoreTrack] = []
+    cpu_before = time.process_time()
+    for path in files:
+        traces: list[WindowTrace] = []
+        system += [
+            EvalEvent(path.name, e.label, e.onset_s, e.offset_s)
+            for e in detect_file(path, models, traces=traces)
+        ]
+        tracks += score_tracks(path.name, traces, models)
+    detect_cpu = time.process_time() - cpu_before
+    models.score = score  # type: ignore[method-assign]
+    return system, tracks, detect_cpu, classify_cpu, windows
+
+
+def print_table(
+    labels: Sequence[str], scores: dict[str, dict[str, float]], summary: dict[str, Any]
+) -> None:
+    models = ", ".join(f"{name} {version}" for name, version in summary["models"].items())
+    print(f"model directory {summary['model']}: {models}")
+    print(
+        f"{summary['long_mixtures']} long mixtures (DCASE 2017 task 2 protocol, half with an "
+        f"event) and {summary['background_hours']:.2f} h of target-free audio in all"
+    )
+    columns = ("events", "found", "F1@0.5s", "ER@0.5s", "F1@0.2s", "ER@0.2s", "FA/h")
+    print(f"{'label':<14}" + "".join(f"{c:>9}" for c in columns))
+    keys = (
+        "events",
+        "detected",
+        "f1_onset_500ms",
+        "er_onset_500ms",
+        "f1_onset_offset_200ms",
+        "er_onset_offset_200ms",
+        "false_alarms_per_hour",
+    )
+    for label in [*labels, "overall"]:
+        row = scores[label]
+        print(f"{label:<14}" + "".join(f"{row[k]:>9.3f}" for k in keys))
+    print(
+        f"classifier {summary['classifier_ms_per_window']:.3f} ms of CPU per window; whole "
+        f"pipeline {summary['pipeline_real_time_factor']:.0f}x real time on one core"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "models", help="model directory")
+    parser.add_argument("--data-dir", type=Path, default=DATA)
+    parser.add_argument("--per-cell", type=int, default=6, help="mixtures per label and EBR")
+    parser.add_argument("--background-hours", type=float, default=2.0)
+    parser.add_argument("--split-seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=2017, help="seed of the mixtures")
+    parser.add_argument("--keep", type=Path, default=None, help="write the mixtures here")
+    args = parser.parse_args(argv)
+
+    models = ModelSet.from_dir(args.model)
+    reported = sorted(set().union(*models.reported.values()))
+    labels = [label for label in reported if label in set(TARGET_LABELS) | set(PATTERNS)]
+    with tempfile.TemporaryDirectory() as scratch:
+        out = args.keep or Path(scratch)
+        out.mkdir(parents=True, exist_ok=True)
+        files, reference, empty = build_mixtures(
+            out,
+            data_dir=args.data_dir,
+            labels=labels,
+            per_cell=args.per_cell,
+            background_hours=args.background_hours,
+            split_seed=args.split_seed,
+            seed=args.seed,
+        )
+        system, tracks, detect_cpu, classify_cpu, windows = run_detection(models, files)
+    system = [e for e in system if e.label in labels]
+    hours = len(empty) * DURATION_S / 3600.0
+    # The DCASE half: every event mixture and as many of the target-free ones.
+    dcase = {p.name for p in files if p.name.startswith("mix-")}
+    dcase |= set(sorted(empty)[: len(dcase)])
+    scores = _label_scores(
+        [e for e in reference if e.file_id in dcase],
+        [e for e in system if e.file_id in dcase],
+        labels,
+    )
+    for label in labels:
+        false = sum(1 for e in system if e.label == label and e.file_id in empty)
+        scores[label]["false_alarms_per_hour"] = false / hours
+    scores["overall"]["false_alarms_per_hour"] = (
+        sum(1 for e in system if e.file_id in empty) / hours
+    )
+    curves = operating_points(
+        [t for t in tracks if t.label in labels],
+        reference,
+        hours=len(files) * DURATION_S / 3600.0,
+    )
+    summary: dict[str, Any] = {
+        "benchmark": "detection",
+        "model": str(args.model),
+        "models": {m.name: m.card.version for m in models.models},
+        "split_seed": args.split_seed,
+        "seed": args.seed,
+        "long_mixtures": len(dcase),
+        "background_hours": round(hours, 3),
+        "labels": {k: {n: _finite(v) for n, v in row.items()} for k, row in scores.items()},
+        "classifier_ms_per_window": round(1000.0 * classify_cpu / max(windows, 1), 4),
+        "pipeline_real_time_factor": round(len(files) * DURATION_S / max(detect_cpu, 1e-9), 1),
+        "operating_points": {
+            label: [
+                {
+                    "on_threshold": p.on_threshold,
+                    "recall": _finite(p.recall),
+                    "false_alarms_per_hour": _finite(p.false_alarms_per_hour),
+                }
+                for p in points
+            ]
+            for label, points in curves.items()
+        },
+    }
+    print_table(labels, scores, summary)
+    print(json.dumps(summary, separators=(",", ":")))
+    return 0
+
+
+def _finite(value: float) -> float | None:
+    value = float(value)
+    return round(value, 4) if math.isfinite(value) else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
