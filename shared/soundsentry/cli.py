@@ -411,6 +411,29 @@ def _cmd_dataset_synth(args: argparse.Namespace) -> int:
     return run_synth(args)
 
 
+def _cmd_dataset_mine(args: argparse.Namespace) -> int:
+    from collections import Counter  # noqa: PLC0415
+
+    from soundsentry.mining import add_to_dataset, mine_hard_negatives  # noqa: PLC0415
+
+    if args.data_dir is None:
+        raise ConfigurationError("--data-dir is required (or set SOUNDSENTRY_DATA_DIR)")
+    mined = mine_hard_negatives(
+        model_dir=args.model,
+        data_dir=args.data_dir,
+        hours=args.hours,
+        seed=args.seed,
+        split_seed=args.split_seed,
+        min_score=args.min_score,
+    )
+    added = add_to_dataset(args.dataset_dir, mined)
+    counts = Counter(negative.label for negative in mined)
+    print(f"added {added} hard negatives to {args.dataset_dir} (train split)")
+    for label, count in sorted(counts.items()):
+        print(f"  {label:<16} {count} ({count / args.hours:.1f} per hour of background)")
+    return 0
+
+
 def _add_card_and_dataset(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("card", type=Path, help="the model card (<name>.json)")
     parser.add_argument("dataset_dir", type=Path, help="a folder from 'soundsentry dataset synth'")
@@ -525,6 +548,40 @@ def _add_simulate_command(sub: Any) -> None:
         help="logs and data, kept (default: a temporary folder, removed unless something failed)",
     )
     stack.set_defaults(func=_cmd_stack)
+
+
+def _add_dataset_commands(sub: Any) -> None:
+    dataset = sub.add_parser("dataset", help="training data")
+    dataset_sub = dataset.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
+    synth = dataset_sub.add_parser(
+        "synth",
+        help="mix target sounds over real backgrounds into labelled training examples",
+    )
+    _add_synth_arguments(synth)
+    synth.set_defaults(func=_cmd_dataset_synth)
+    mine = dataset_sub.add_parser(
+        "mine",
+        help="add hard negatives to a data set: training-split background a model takes for a "
+        "target sound",
+        description="Mix background-only audio from the training split (no target), run the "
+        "model over it and add every stretch where a label scores at least --min-score to the "
+        "data set's train split as a target-free example. Train again on the data set after.",
+    )
+    mine.add_argument("dataset_dir", type=Path, help="a folder from 'soundsentry dataset synth'")
+    mine.add_argument("--model", type=Path, required=True, help="model directory to mine with")
+    mine.add_argument(
+        "--data-dir",
+        type=Path,
+        default=os.environ.get("SOUNDSENTRY_DATA_DIR"),
+        help="the development data; default $SOUNDSENTRY_DATA_DIR",
+    )
+    mine.add_argument("--hours", type=float, default=2.0, help="background to mine (h)")
+    mine.add_argument("--min-score", type=float, default=0.3, help="score that makes a negative")
+    mine.add_argument(
+        "--split-seed", type=int, required=True, help="the seed the data set was mixed with"
+    )
+    mine.add_argument("--seed", type=int, default=0, help="seed of the background mixtures")
+    mine.set_defaults(func=_cmd_dataset_mine)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -646,14 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--format", choices=["table", "json"], default="table")
     evaluate.set_defaults(func=_cmd_evaluate)
 
-    dataset = sub.add_parser("dataset", help="training data")
-    dataset_sub = dataset.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
-    synth = dataset_sub.add_parser(
-        "synth",
-        help="mix target sounds over real backgrounds into labelled training examples",
-    )
-    _add_synth_arguments(synth)
-    synth.set_defaults(func=_cmd_dataset_synth)
+    _add_dataset_commands(sub)
 
     _add_model_commands(sub)
 

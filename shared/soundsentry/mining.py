@@ -1,0 +1,194 @@
+"""Hard negatives: background the model still takes for a target, added to its training data.
+
+``soundsentry dataset mine`` mixes long background-only recordings from the **training** split
+(the same mixer as ``synth``: 1..N layers of ambience and non-target events, no target), runs
+the model over them as ``soundsentry detect`` does, and keeps every stretch where a label scores
+at or above ``min_score``: an example of ``duration_s`` centred on the window (one per window
+run, the loudest-scoring window of each), written into an existing data set's ``train`` split
+as a target-free example. Training again on the data set then sees exactly the background
+that fooled the model, at the rate it fooled it; the validation and test material is never
+touched, so calibration and the detection benchmark stay honest.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import tempfile
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from soundsentry.audio import to_s16
+from soundsentry.dataset import (
+    ClipLoader,
+    MixSpec,
+    load_catalog,
+    make_example,
+    split_by_group,
+)
+from soundsentry.exceptions import ConfigurationError
+
+__all__ = ["MinedNegative", "add_to_dataset", "mine_hard_negatives"]
+
+logger = logging.getLogger(__name__)
+
+_MIX_S = 30.0
+_FIELDS = (
+    "path",
+    "split",
+    "labels",
+    "events",
+    "sources",
+    "snr_db",
+    "background_layers",
+    "licences",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MinedNegative:
+    """One hard negative: ``audio`` [shape=(n,)] float32, and what fooled the model."""
+
+    audio: npt.NDArray[np.float32]
+    sample_rate_hz: int
+    label: str
+    score: float
+    sources: tuple[str, ...]
+    licences: tuple[str, ...]
+
+
+def _runs(mask: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
+    """(first, last + 1) index pairs of each run of True."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def _excerpt(audio: npt.NDArray[np.float32], centre: int, length: int) -> npt.NDArray[np.float32]:
+    start = min(max(0, centre - length // 2), max(0, audio.size - length))
+    piece = np.zeros(length, dtype=np.float32)
+    taken = audio[start : start + length]
+    piece[: taken.size] = taken
+    return piece
+
+
+def mine_hard_negatives(
+    *,
+    model_dir: Path,
+    data_dir: Path,
+    hours: float,
+    seed: int,
+    split_seed: int,
+    min_score: float = 0.3,
+    duration_s: float = 4.0,
+) -> list[MinedNegative]:
+    """Hard negatives from ``hours`` of training-split background (module docstring).
+
+    ``split_seed`` must be the seed the data set was mixed with, so that only its training
+    material is used.
+
+    Raises
+    ------
+    ConfigurationError
+        for a bad model directory, data directory or setting.
+    """
+    import soundfile  # noqa: PLC0415
+
+    from soundsentry.detect import WindowTrace, detect_file  # noqa: PLC0415
+    from soundsentry.models import ModelSet  # noqa: PLC0415
+
+    if not 0.0 < hours <= 100.0:
+        raise ConfigurationError(f"hours must be in (0, 100], got {hours}")
+    if not 0.0 < min_score < 1.0:
+        raise ConfigurationError(f"min_score must be in (0, 1), got {min_score}")
+    models = ModelSet.from_dir(model_dir)
+    train = split_by_group(load_catalog(data_dir), seed=split_seed)["train"]
+    backgrounds = [clip for clip in train if clip.role != "target"]
+    spec = MixSpec(duration_s=_MIX_S, target_probability=0.0, min_ambience_s=4.0)
+    loader = ClipLoader(sample_rate_hz=spec.sample_rate_hz)
+    length = round(duration_s * spec.sample_rate_hz)
+    mined: list[MinedNegative] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "background.flac"
+        for index in range(max(1, round(hours * 3600.0 / _MIX_S))):
+            rng = np.random.default_rng([seed, zlib.crc32(b"mine"), index])
+            example = make_example(
+                rng=rng,
+                spec=spec,
+                targets=[],
+                backgrounds=backgrounds,
+                target_label=None,
+                loader=loader,
+            )
+            soundfile.write(str(path), to_s16(example.audio), spec.sample_rate_hz, subtype="PCM_16")
+            traces: list[WindowTrace] = []
+            detect_file(path, models, traces=traces)
+            for trace in traces:
+                scores = np.asarray(trace.scores)
+                for first, last in _runs(scores >= min_score):
+                    best = first + int(np.argmax(scores[first:last]))
+                    centre = round(trace.times_s[best] * spec.sample_rate_hz)
+                    mined.append(
+                        MinedNegative(
+                            audio=_excerpt(example.audio, centre, length),
+                            sample_rate_hz=spec.sample_rate_hz,
+                            label=trace.label,
+                            score=float(scores[best]),
+                            sources=tuple(example.sources),
+                            licences=example.licences,
+                        )
+                    )
+    logger.info("mined %d hard negatives from %.2f h of background", len(mined), hours)
+    return mined
+
+
+def add_to_dataset(dataset_dir: Path, negatives: Sequence[MinedNegative]) -> int:
+    """Append ``negatives`` to ``dataset_dir``'s ``train`` split (FLAC files and manifest
+    rows); returns how many. Their sources are the data set's own training material, so its
+    LICENCES.txt already covers them."""
+    import soundfile  # noqa: PLC0415
+
+    manifest = dataset_dir / "manifest.csv"
+    if not manifest.is_file():
+        raise ConfigurationError(f"{manifest} is missing: mine into a 'dataset synth' folder")
+    with manifest.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) != _FIELDS:
+            raise ConfigurationError(f"{manifest} has columns {reader.fieldnames}, not {_FIELDS}")
+        taken = {row["path"] for row in reader}
+    folder = dataset_dir / "train"
+    folder.mkdir(exist_ok=True)
+    rows = []
+    number = 0
+    for negative in negatives:
+        while f"train/mined-{number:06d}.flac" in taken:
+            number += 1
+        relative = f"train/mined-{number:06d}.flac"
+        taken.add(relative)
+        soundfile.write(
+            str(dataset_dir / relative),
+            to_s16(negative.audio),
+            negative.sample_rate_hz,
+            subtype="PCM_16",
+        )
+        rows.append(
+            {
+                "path": relative,
+                "split": "train",
+                "labels": "",
+                "events": "[]",
+                "sources": ";".join(
+                    (f"mined:{negative.label}@{negative.score:.2f}", *negative.sources)
+                ),
+                "snr_db": "",
+                "background_layers": str(len(negative.sources)),
+                "licences": ";".join(negative.licences),
+            }
+        )
+    with manifest.open("a", newline="", encoding="utf-8") as handle:
+        csv.DictWriter(handle, fieldnames=_FIELDS, lineterminator="\n").writerows(rows)
+    return len(rows)
