@@ -334,6 +334,12 @@ def _document(
     described = "; ".join(
         f"{c.name} {c.version} for {', '.join(c.labels)}" for c in composition if c.labels
     )
+    # The composite's rules are tuned again: to the strictest false-alarm budget of its parts.
+    budgets = [
+        p.model.card.false_alarm_budget_per_hour
+        for p in parts
+        if p.model.card.false_alarm_budget_per_hour is not None
+    ]
     return {
         "name": out.stem,
         "version": version,
@@ -341,6 +347,7 @@ def _document(
         "labels": [label for label, _, _ in sources],
         "profile": base.profile,
         "silence_gate_dbfs": base.silence_gate_dbfs,
+        "false_alarm_budget_per_hour": min(budgets) if budgets else None,
         "training_data": training_data,
         "licence": " / ".join(licences),
         "description": f"Composite made by soundsentry compose: {described}.",
