@@ -23,7 +23,9 @@ background classes, the held-out household sounds and glass-break backgrounds).
 Mixtures are made from seeds, so every model is measured on the same audio.
 
     .venv/bin/python benchmarks/detection.py [--model models] [--per-cell 6]
-        [--background-hours 2] [--split-seed 7] [--keep DIR]
+        [--background-hours 2] [--split-seed 7] [--keep DIR] [--record]
+
+``--record`` writes the figures into the model cards (``metrics.detection_benchmark``).
 
 Last line: one JSON object with every figure.
 """
@@ -44,14 +46,13 @@ import time  # noqa: E402
 import zlib  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from dataclasses import replace  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
-import soundfile  # noqa: E402
 
 from soundsentry.alarms import PATTERNS  # noqa: E402
-from soundsentry.audio import to_s16  # noqa: E402
 from soundsentry.dataset import (  # noqa: E402
     TARGET_LABELS,
     ClipLoader,
@@ -59,11 +60,12 @@ from soundsentry.dataset import (  # noqa: E402
     load_catalog,
     make_example,
     split_by_group,
+    write_flac,
 )
 from soundsentry.detect import WindowTrace, detect_file, score_tracks  # noqa: E402
 from soundsentry.evaluation import EvalEvent, event_based_metrics  # noqa: E402
 from soundsentry.features import Window  # noqa: E402
-from soundsentry.models import ModelSet, WindowScore  # noqa: E402
+from soundsentry.models import ModelSet, WindowScore, write_card  # noqa: E402
 from soundsentry.operating import ScoreTrack, operating_points  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,7 +116,7 @@ def build_mixtures(
             loader=loader,
         )
         path = out / f"{name}.flac"
-        soundfile.write(str(path), to_s16(example.audio), 16_000, subtype="PCM_16")
+        write_flac(path, example)
         files.append(path)
         reference.extend(
             EvalEvent(path.name, e.label, e.onset_s, e.offset_s) for e in example.events
@@ -227,7 +229,13 @@ def print_table(
     )
     for label in [*labels, "overall"]:
         row = scores[label]
-        print(f"{label:<14}" + "".join(f"{row[k]:>9.3f}" for k in keys))
+        print(
+            f"{label:<14}"
+            + "".join(
+                f"{row[k]:>9.0f}" if k in ("events", "detected") else f"{row[k]:>9.3f}"
+                for k in keys
+            )
+        )
     print(
         f"classifier {summary['classifier_ms_per_window']:.3f} ms of CPU per window; whole "
         f"pipeline {summary['pipeline_real_time_factor']:.0f}x real time on one core"
@@ -243,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split-seed", type=int, default=7)
     parser.add_argument("--seed", type=int, default=2017, help="seed of the mixtures")
     parser.add_argument("--keep", type=Path, default=None, help="write the mixtures here")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="also write the figures (without the operating points) into each card's "
+        "metrics.detection_benchmark",
+    )
     args = parser.parse_args(argv)
 
     models = ModelSet.from_dir(args.model)
@@ -306,8 +320,21 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     print_table(labels, scores, summary)
+    if args.record:
+        record(args.model, summary, argv if argv is not None else sys.argv[1:])
     print(json.dumps(summary, separators=(",", ":")))
     return 0
+
+
+def record(model_dir: Path, summary: dict[str, Any], argv: Sequence[str]) -> None:
+    """Put the figures into every card of ``model_dir`` (the card states how it detects)."""
+    figures = {k: v for k, v in summary.items() if k not in ("operating_points", "model")}
+    figures["date"] = datetime.now(UTC).date().isoformat()
+    figures["command"] = " ".join(["benchmarks/detection.py", *argv])
+    for card in sorted(model_dir.glob("*.json")):
+        document = json.loads(card.read_text(encoding="utf-8"))
+        document.setdefault("metrics", {})["detection_benchmark"] = figures
+        write_card(card, document)
 
 
 def _finite(value: float) -> float | None:

@@ -78,6 +78,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DATASETS",
+    "MANIFEST_FIELDS",
     "NO_LABEL",
     "SCENE_SPLITS",
     "SPLITS",
@@ -94,10 +95,12 @@ __all__ = [
     "load_catalog",
     "main",
     "make_example",
+    "manifest_row",
     "run_synth",
     "spectrogram_image",
     "split_by_group",
     "synthesize",
+    "write_flac",
 ]
 
 logger = logging.getLogger(__name__)
@@ -1041,7 +1044,7 @@ def spectrogram_image(
 # ---------------------------------------------------------------------------------------------
 # Writing a data set
 
-_MANIFEST_FIELDS = (
+MANIFEST_FIELDS = (
     "path",
     "split",
     "labels",
@@ -1161,8 +1164,8 @@ class _DatasetWriter:
     def add(self, example: Example, *, name: str) -> None:
         relative = f"{example.split}/{name}.flac"
         (self.out_dir / example.split).mkdir(parents=True, exist_ok=True)
-        _write_flac(self.out_dir / relative, example)
-        self.rows.append(_manifest_row(relative, example))
+        write_flac(self.out_dir / relative, example)
+        self.rows.append(manifest_row(relative, example))
         self.datasets_used.update(s.split("/", 1)[0] for s in example.sources if "/" in s)
         self.licences_used.update(example.licences)
         if self.front_end is not None:
@@ -1182,7 +1185,7 @@ class _DatasetWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         manifest = self.out_dir / "manifest.csv"
         with manifest.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=_MANIFEST_FIELDS, lineterminator="\n")
+            writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
             writer.writeheader()
             writer.writerows(self.rows)
         if self.front_end is not None:
@@ -1209,7 +1212,8 @@ def _front_end(spec: MixSpec) -> MelFrontEnd:
     return MelFrontEnd(mel)
 
 
-def _write_flac(path: Path, example: Example) -> None:
+def write_flac(path: Path, example: Example) -> None:
+    """``example``'s audio as 16-bit FLAC at its sample rate."""
     import soundfile  # noqa: PLC0415 - needs libsndfile
 
     soundfile.write(
@@ -1217,7 +1221,8 @@ def _write_flac(path: Path, example: Example) -> None:
     )
 
 
-def _manifest_row(relative: str, example: Example) -> dict[str, str]:
+def manifest_row(relative: str, example: Example) -> dict[str, str]:
+    """The manifest row (:data:`MANIFEST_FIELDS`) of ``example`` stored at ``relative``."""
     events = [[e.label, round(e.onset_s, 6), round(e.offset_s, 6)] for e in example.events]
     return {
         "path": relative,

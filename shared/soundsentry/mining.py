@@ -23,13 +23,16 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from soundsentry.audio import to_s16
 from soundsentry.dataset import (
+    MANIFEST_FIELDS,
     ClipLoader,
+    Example,
     MixSpec,
     load_catalog,
     make_example,
+    manifest_row,
     split_by_group,
+    write_flac,
 )
 from soundsentry.exceptions import ConfigurationError
 
@@ -38,16 +41,6 @@ __all__ = ["MinedNegative", "add_to_dataset", "mine_hard_negatives"]
 logger = logging.getLogger(__name__)
 
 _MIX_S = 30.0
-_FIELDS = (
-    "path",
-    "split",
-    "labels",
-    "events",
-    "sources",
-    "snr_db",
-    "background_layers",
-    "licences",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +89,6 @@ def mine_hard_negatives(
     ConfigurationError
         for a bad model directory, data directory or setting.
     """
-    import soundfile  # noqa: PLC0415
-
     from soundsentry.detect import WindowTrace, detect_file  # noqa: PLC0415
     from soundsentry.models import ModelSet  # noqa: PLC0415
 
@@ -124,7 +115,7 @@ def mine_hard_negatives(
                 target_label=None,
                 loader=loader,
             )
-            soundfile.write(str(path), to_s16(example.audio), spec.sample_rate_hz, subtype="PCM_16")
+            write_flac(path, example)
             traces: list[WindowTrace] = []
             detect_file(path, models, traces=traces)
             for trace in traces:
@@ -150,15 +141,16 @@ def add_to_dataset(dataset_dir: Path, negatives: Sequence[MinedNegative]) -> int
     """Append ``negatives`` to ``dataset_dir``'s ``train`` split (FLAC files and manifest
     rows); returns how many. Their sources are the data set's own training material, so its
     LICENCES.txt already covers them."""
-    import soundfile  # noqa: PLC0415
 
     manifest = dataset_dir / "manifest.csv"
     if not manifest.is_file():
         raise ConfigurationError(f"{manifest} is missing: mine into a 'dataset synth' folder")
     with manifest.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != _FIELDS:
-            raise ConfigurationError(f"{manifest} has columns {reader.fieldnames}, not {_FIELDS}")
+        if tuple(reader.fieldnames or ()) != MANIFEST_FIELDS:
+            raise ConfigurationError(
+                f"{manifest} has columns {reader.fieldnames}, not {MANIFEST_FIELDS}"
+            )
         taken = {row["path"] for row in reader}
     folder = dataset_dir / "train"
     folder.mkdir(exist_ok=True)
@@ -169,26 +161,18 @@ def add_to_dataset(dataset_dir: Path, negatives: Sequence[MinedNegative]) -> int
             number += 1
         relative = f"train/mined-{number:06d}.flac"
         taken.add(relative)
-        soundfile.write(
-            str(dataset_dir / relative),
-            to_s16(negative.audio),
-            negative.sample_rate_hz,
-            subtype="PCM_16",
+        example = Example(
+            audio=negative.audio,
+            sample_rate_hz=negative.sample_rate_hz,
+            labels=frozenset(),
+            events=[],
+            sources=[f"mined:{negative.label}@{negative.score:.2f}", *negative.sources],
+            split="train",
+            background_layers=len(negative.sources),
+            licences=negative.licences,
         )
-        rows.append(
-            {
-                "path": relative,
-                "split": "train",
-                "labels": "",
-                "events": "[]",
-                "sources": ";".join(
-                    (f"mined:{negative.label}@{negative.score:.2f}", *negative.sources)
-                ),
-                "snr_db": "",
-                "background_layers": str(len(negative.sources)),
-                "licences": ";".join(negative.licences),
-            }
-        )
+        write_flac(dataset_dir / relative, example)
+        rows.append(manifest_row(relative, example))
     with manifest.open("a", newline="", encoding="utf-8") as handle:
-        csv.DictWriter(handle, fieldnames=_FIELDS, lineterminator="\n").writerows(rows)
+        csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS, lineterminator="\n").writerows(rows)
     return len(rows)
