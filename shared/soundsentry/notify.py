@@ -410,7 +410,8 @@ class NotificationMetrics:
         return cls(
             deliveries=Counter(
                 "soundsentry_notifications_total",
-                "Notifications by destination and result (delivered, duplicate, dead_lettered).",
+                "Notifications by destination and result (delivered, duplicate, dead_lettered, "
+                "lost: not even parked).",
                 ["destination", "result"],
                 registry=registry,
             ),
@@ -496,6 +497,10 @@ class _Lane:
             job = await self.queue.get()
             try:
                 await self._deliver(job)
+            except Exception:
+                # Parking itself failed: say so and go on, or the lane would stop for good.
+                logger.exception("notification of %s to %s lost", job.event.event_id, self.name)
+                self.notifier._count(self.name, "lost")
             finally:
                 if not job.done.done():
                     job.done.set_result(None)
@@ -527,6 +532,13 @@ class _Lane:
                     await self._dead_letter(job, "retries_exhausted", str(exc))
                     return
                 await notifier.sleep(delays[attempt])
+            except Exception as exc:
+                # A bug or an event the destination cannot render (a time beyond year 9999):
+                # not retryable, and it must not take the lane's worker down with it.
+                notifier._attempt(name, "error")
+                logger.exception("notification %s to %s failed", key, name)
+                await self._dead_letter(job, "failed", f"{type(exc).__name__}: {exc}")
+                return
             else:
                 notifier._attempt(name, "ok")
                 self.delivered[key] = None
@@ -546,6 +558,10 @@ class _Lane:
     async def _dead_letter(self, job: _Job, reason: str, problem: str) -> None:
         self.notifier._count(self.destination.name, "dead_lettered")
         await self.notifier.dead_letter(job.event, self.destination.name, f"{reason}: {problem}")
+
+    @property
+    def name(self) -> str:
+        return self.destination.name
 
     def _observe(self) -> None:
         if self.notifier.metrics:

@@ -330,3 +330,62 @@ async def test_an_unreachable_mqtt_broker_is_retried_then_dead_lettered() -> Non
     await runner.submit(event())
     await runner.close()
     assert [(d, p.split(":")[0]) for _, d, p in letters.parked] == [("home", "retries_exhausted")]
+
+
+class Broken:
+    """A destination with a bug: anything but a DeliveryError out of send()."""
+
+    name = "broken"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def send(self, message: Event) -> None:
+        self.calls += 1
+        raise KeyError("a bug")
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_an_unexpected_failure_parks_the_event_and_the_lane_goes_on(
+    aiohttp_receiver: Any,
+) -> None:
+    receiver = await aiohttp_receiver()
+    registry, letters = CollectorRegistry(), Letters()
+    broken = Broken()
+    runner = notifier(
+        broken, WebhookDestination("ops", receiver.url), letters=letters, registry=registry
+    )
+    # An ended event whose offset lies past year 9999 cannot be rendered as an ISO time.
+    far = event(EventKind.EVENT_KIND_ENDED, event_id="far")
+    far.offset_time.seconds = 10**12
+    await runner.submit(far)
+    await runner.submit(event(event_id="next"))
+    await runner.close()  # completes: no worker died holding the queue
+    assert broken.calls == 2  # not retried, and the second event still reached the lane
+    assert sorted((e, d, p.split(":")[0]) for e, d, p in letters.parked) == [
+        ("far", "broken", "failed"),
+        ("far", "ops", "failed"),
+        ("next", "broken", "failed"),
+    ]
+    assert [h["X-SoundSentry-Delivery-Id"] for h, _ in receiver.requests] == ["next:started"]
+    assert count(registry, "ops", "delivered") == 1
+    assert count(registry, "ops", "dead_lettered") == 1
+
+
+async def test_a_failing_dead_letter_is_counted_and_the_lane_goes_on() -> None:
+    registry = CollectorRegistry()
+
+    async def unparkable(message: Event, destination: str, problem: str) -> None:
+        raise OSError("the broker is gone")
+
+    runner = Notifier(
+        [Broken()],
+        dead_letter=unparkable,
+        metrics=NotificationMetrics.create(registry),
+    )
+    await runner.submit(event(event_id="a"))
+    await runner.submit(event(event_id="b"))
+    await runner.close()
+    assert count(registry, "broken", "lost") == 2
