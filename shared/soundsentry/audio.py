@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from soundsentry.contracts import AudioChunk, SampleFormat
+from soundsentry.contracts import AudioChunk, SampleFormat, time_problem
 from soundsentry.exceptions import BadMessageError, ConfigurationError
 
 __all__ = [
@@ -72,12 +72,15 @@ def validate_chunk(chunk: AudioChunk, limits: ChunkLimits | None = None) -> None
     ------
     ChunkError
         with ``reason`` one of ``missing_sensor_id``, ``bad_sensor_id``, ``missing_stream_id``,
-        ``bad_stream_id``, ``bad_sample_rate``, ``bad_channels``, ``bad_sample_format``,
-        ``empty_pcm``, ``oversized_chunk``, ``odd_byte_count``.
+        ``bad_stream_id``, ``bad_captured_at``, ``bad_sample_rate``, ``bad_channels``,
+        ``bad_sample_format``, ``empty_pcm``, ``oversized_chunk``, ``odd_byte_count``.
     """
     limits = limits or DEFAULT_LIMITS
     _check_id("sensor_id", chunk.sensor_id, limits.max_id_bytes)
     _check_id("stream_id", chunk.stream_id, limits.max_id_bytes)
+    problem = time_problem("captured_at", chunk.captured_at)
+    if problem:  # a sensor's broken clock: refused at ingest, never a stage's crash later
+        raise ChunkError("bad_captured_at", problem)
     rate = chunk.sample_rate_hz
     if not limits.min_sample_rate_hz <= rate <= limits.max_sample_rate_hz:
         raise ChunkError(

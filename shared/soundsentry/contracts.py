@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from soundsentry.exceptions import ContractError
 from soundsentry.v1.soundsentry_pb2 import (
@@ -30,15 +31,20 @@ __all__ = [
     "LabelScore",
     "SampleFormat",
     "WindowScores",
+    "check_record",
     "decode",
     "encode",
     "sensor_key",
+    "time_problem",
 ]
 
 M = TypeVar("M", bound=Message)
 
 # Every record is keyed by the sensor, so one sensor's data stays in one partition, in order.
 _MAX_SENSOR_ID_BYTES = 256
+# Capture times must fit every stage's arithmetic: nanoseconds in an int64 end in 2262, ISO text
+# in year 9999. Anything from 1970 to 2200 is accepted (replays of old recordings included).
+MAX_TIME_S = 7_258_118_400  # 2200-01-01T00:00:00Z
 
 
 def encode(message: Message) -> bytes:
@@ -65,7 +71,46 @@ def decode(message_type: type[M], data: bytes | None) -> M:
         raise ContractError(
             "undecodable", f"{len(data)} bytes are not a valid {name}: {exc}"
         ) from exc
+    check_record(message)
     return message
+
+
+def time_problem(name: str, timestamp: Timestamp) -> str | None:
+    """Why ``timestamp`` is not a usable capture time, or None if it is."""
+    if not 0 <= timestamp.seconds < MAX_TIME_S or not 0 <= timestamp.nanos < 1_000_000_000:
+        return (
+            f"{name} ({timestamp.seconds} s, {timestamp.nanos} ns) is outside "
+            f"1970-01-01..2200-01-01"
+        )
+    return None
+
+
+# The fields each record type's readers rely on, checked as it is decoded: a record that would
+# crash a stage later is parked here instead, with its reason.
+_TIMES: dict[str, tuple[str, ...]] = {
+    "soundsentry.v1.FeatureWindow": ("start_time",),
+    "soundsentry.v1.WindowScores": ("start_time",),
+    "soundsentry.v1.Event": ("onset_time", "offset_time"),
+}
+
+
+def check_record(message: Message) -> None:
+    """Check the sensor id and times of a decoded FeatureWindow, WindowScores or Event
+    (audio chunks have their own rules: :func:`soundsentry.audio.validate_chunk`).
+
+    Raises
+    ------
+    ContractError
+        ``reason="bad_sensor_id"`` or ``reason="bad_time"``.
+    """
+    times = _TIMES.get(message.DESCRIPTOR.full_name)
+    if times is None:
+        return
+    sensor_key(message.sensor_id)  # type: ignore[attr-defined]
+    for field in times:
+        problem = time_problem(field, getattr(message, field))
+        if problem:
+            raise ContractError("bad_time", problem)
 
 
 def sensor_key(sensor_id: str) -> bytes:

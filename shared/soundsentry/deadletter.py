@@ -8,14 +8,19 @@ the topic's dead-letter twin with headers that say why; the stream carries on. A
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from soundsentry.exceptions import BadMessageError
 
-__all__ = ["DeadLetter", "dead_letter"]
+__all__ = ["MAX_PARKED_VALUE_BYTES", "DeadLetter", "dead_letter"]
 
 # Kafka headers are bytes; keep the error text bounded so a huge message cannot bloat the DLQ.
 _MAX_MESSAGE_BYTES = 2048
+# A record can arrive as large as the broker allows; its dead letter (value plus headers) must
+# still fit the producer's request limit (1 MiB by default), or parking it fails and the stage
+# stops on it. Larger values are parked truncated, with their size and SHA-256.
+MAX_PARKED_VALUE_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +45,7 @@ def dead_letter(
 ) -> DeadLetter:
     """Build the dead-letter record for a message that failed with ``error``."""
     message = str(error).encode("utf-8", "replace")[:_MAX_MESSAGE_BYTES]
-    headers = (
+    headers: tuple[tuple[str, bytes], ...] = (
         ("soundsentry.error.reason", error.reason.encode()),
         ("soundsentry.error.message", message),
         ("soundsentry.service", service.encode()),
@@ -48,4 +53,13 @@ def dead_letter(
         ("soundsentry.source.partition", str(partition).encode()),
         ("soundsentry.source.offset", str(offset).encode()),
     )
+    if value is not None and len(value) > MAX_PARKED_VALUE_BYTES:
+        headers += (
+            ("soundsentry.value.size", str(len(value)).encode()),
+            ("soundsentry.value.sha256", hashlib.sha256(value).hexdigest().encode()),
+        )
+        value = value[:MAX_PARKED_VALUE_BYTES]
+    if key is not None and len(key) > _MAX_MESSAGE_BYTES:
+        headers += (("soundsentry.key.size", str(len(key)).encode()),)
+        key = key[:_MAX_MESSAGE_BYTES]
     return DeadLetter(key=key, value=value, headers=headers, reason=error.reason)

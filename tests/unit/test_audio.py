@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import soundfile
 import soxr
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from soundsentry.audio import (
     ChunkError,
@@ -72,6 +73,12 @@ def test_bytes_that_are_not_whole_frames_are_rejected() -> None:
         ({"sensor_id": "x" * 300}, "bad_sensor_id", "at most 256 bytes"),
         ({"sensor_id": "mic\n1"}, "bad_sensor_id", "printable"),
         ({"stream_id": ""}, "missing_stream_id", "stream_id is empty"),
+        (
+            {"captured_at": Timestamp(seconds=10**12)},
+            "bad_captured_at",
+            "captured_at .* is outside 1970-01-01..2200-01-01",
+        ),
+        ({"captured_at": Timestamp(seconds=-1)}, "bad_captured_at", "outside"),
         ({"sample_rate_hz": 0}, "bad_sample_rate", "sample_rate_hz=0 is outside"),
         ({"sample_rate_hz": 10_000_000}, "bad_sample_rate", "outside the accepted"),
         ({"channels": 64}, "bad_channels", "channels=64 exceeds"),

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from soundsentry.deadletter import dead_letter
+from soundsentry.deadletter import MAX_PARKED_VALUE_BYTES, dead_letter
 from soundsentry.exceptions import ConfigurationError, ContractError
 from soundsentry.settings import KafkaSettings, TopicSettings
 from soundsentry.topics import ALL_TOPICS, AUDIO, DLQ_PARTITIONS, EVENTS, TopicLayout
@@ -117,6 +118,29 @@ def test_dead_letter_bounds_a_huge_error_message() -> None:
         offset=0,
     )
     assert len(dict(letter.headers)["soundsentry.error.message"]) == 2048
+
+
+def test_dead_letter_of_a_huge_record_fits_a_request_and_says_what_was_cut() -> None:
+    # A record as large as the broker takes (about 1 MiB) plus headers would not fit the
+    # producer's 1 MiB request: parking it would fail and stop the stage.
+    value = bytes(range(256)) * 4095
+    letter = dead_letter(
+        ContractError("undecodable", "garbage"),
+        key=b"k" * 5000,
+        value=value,
+        service="featurizer",
+        source_topic="audio.pcm",
+        partition=0,
+        offset=7,
+    )
+    headers = dict(letter.headers)
+    assert letter.value == value[:MAX_PARKED_VALUE_BYTES]
+    assert headers["soundsentry.value.size"] == str(len(value)).encode()
+    assert headers["soundsentry.value.sha256"] == hashlib.sha256(value).hexdigest().encode()
+    assert letter.key == b"k" * 2048
+    assert headers["soundsentry.key.size"] == b"5000"
+    size = len(letter.value) + len(letter.key) + sum(len(k) + len(v) for k, v in letter.headers)
+    assert size < 1024 * 1024 - 4096
 
 
 def test_local_broker_formats_with_cluster_ids_that_look_like_options(
