@@ -434,6 +434,23 @@ def _cmd_dataset_mine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dataset_background(args: argparse.Namespace) -> int:
+    from soundsentry.mining import add_background  # noqa: PLC0415
+
+    if args.data_dir is None:
+        raise ConfigurationError("--data-dir is required (or set SOUNDSENTRY_DATA_DIR)")
+    added = add_background(
+        args.dataset_dir,
+        data_dir=args.data_dir,
+        split=args.split,
+        split_seed=args.split_seed,
+        hours=args.hours,
+        seed=args.seed,
+    )
+    print(f"added {added} background mixtures of 30 s to {args.dataset_dir} ({args.split} split)")
+    return 0
+
+
 def _add_card_and_dataset(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("card", type=Path, help="the model card (<name>.json)")
     parser.add_argument("dataset_dir", type=Path, help="a folder from 'soundsentry dataset synth'")
@@ -582,6 +599,29 @@ def _add_dataset_commands(sub: Any) -> None:
     )
     mine.add_argument("--seed", type=int, default=0, help="seed of the background mixtures")
     mine.set_defaults(func=_cmd_dataset_mine)
+    background = dataset_sub.add_parser(
+        "background",
+        help="add hours of background-only mixtures to a data set's validation split, so "
+        "calibration counts false alarms on long recordings",
+        description="Mix 30 s background-only recordings (no target) from a split's own "
+        "material, as 'dataset mine' does for training, and add them to that split. On the "
+        "validation split, calibration ('train', 'calibrate') then holds each label to its "
+        "false-alarm budget over these hours too.",
+    )
+    background.add_argument("dataset_dir", type=Path, help="a folder from 'dataset synth'")
+    background.add_argument(
+        "--data-dir",
+        type=Path,
+        default=os.environ.get("SOUNDSENTRY_DATA_DIR"),
+        help="the development data; default $SOUNDSENTRY_DATA_DIR",
+    )
+    background.add_argument("--split", default="validate", choices=["validate", "train"])
+    background.add_argument("--hours", type=float, default=3.0, help="background to add (h)")
+    background.add_argument(
+        "--split-seed", type=int, required=True, help="the seed the data set was mixed with"
+    )
+    background.add_argument("--seed", type=int, default=0, help="seed of the mixtures")
+    background.set_defaults(func=_cmd_dataset_background)
 
 
 def build_parser() -> argparse.ArgumentParser:

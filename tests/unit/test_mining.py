@@ -9,9 +9,17 @@ import numpy as np
 import pytest
 import soundfile
 
-from soundsentry.dataset import synthesize
+from soundsentry.dataset import load_catalog, split_by_group, synthesize
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.mining import MinedNegative, _excerpt, _runs, add_to_dataset, mine_hard_negatives
+from soundsentry.mining import (
+    MinedNegative,
+    _excerpt,
+    _runs,
+    add_background,
+    add_to_dataset,
+    background_mixtures,
+    mine_hard_negatives,
+)
 from soundsentry.train import load_dataset
 from tests.audio_fixtures import SHARED_DATA
 
@@ -95,3 +103,40 @@ def test_mining_refuses_bad_settings(small_dataset: Path) -> None:
         )
     with pytest.raises(ConfigurationError, match="manifest"):
         add_to_dataset(small_dataset / "train", [])
+
+
+def test_validation_background_comes_from_the_validation_material_only(
+    small_dataset: Path,
+) -> None:
+    splits = split_by_group(load_catalog(SHARED_DATA), seed=7)
+    own = {clip.ref for clip in splits["validate"]}
+    first = background_mixtures(
+        data_dir=SHARED_DATA, split="validate", split_seed=7, hours=0.05, seed=3
+    )
+    again = background_mixtures(
+        data_dir=SHARED_DATA, split="validate", split_seed=7, hours=0.05, seed=3
+    )
+    examples = list(first)
+    assert len(examples) == 6  # 3 minutes in 30 s mixtures
+    for example, twin in zip(examples, again, strict=True):
+        np.testing.assert_array_equal(example.audio, twin.audio)  # the same seed, the same audio
+        assert example.split == "validate"
+        assert not example.labels and not example.events
+        assert {source.split("#")[0] for source in example.sources} <= own
+    added = add_background(
+        small_dataset, data_dir=SHARED_DATA, split="validate", split_seed=7, hours=0.02, seed=3
+    )
+    assert added == 2
+    data = load_dataset(small_dataset, splits=("validate",))
+    long = [e for e in data.examples["validate"] if e.path.startswith("validate/background-")]
+    assert [e.duration_s for e in long] == [30.0, 30.0]
+    assert all(not e.window_targets.any() for e in long)
+
+
+def test_background_hours_must_be_sensible() -> None:
+    with pytest.raises(ConfigurationError, match="hours"):
+        next(
+            background_mixtures(
+                data_dir=SHARED_DATA, split="validate", split_seed=7, hours=0.0, seed=0
+            )
+        )
