@@ -121,7 +121,8 @@ def test_validation_background_comes_from_the_validation_material_only(
     for example, twin in zip(examples, again, strict=True):
         np.testing.assert_array_equal(example.audio, twin.audio)  # the same seed, the same audio
         assert example.split == "validate"
-        assert not example.labels and not example.events
+        assert not example.labels
+        assert not example.events
         assert {source.split("#")[0] for source in example.sources} <= own
     added = add_background(
         small_dataset, data_dir=SHARED_DATA, split="validate", split_seed=7, hours=0.02, seed=3
