@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from soundsentry.audio import ChunkLimits
 from soundsentry.contracts import AudioChunk, ChunkAck, encode, sensor_key
+from soundsentry.exceptions import ConfigurationError
 from soundsentry.ingest import Code, SequenceTracker, TokenTable, Verdict, admit
 from soundsentry.services.ingest.metrics import IngestMetrics
 from soundsentry.services.ingest.settings import IngestSettings
@@ -201,7 +202,12 @@ class IngestServer:
         )
         self.health = health_aio.HealthServicer()
         self.server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", 2 * MAX_MESSAGE_BYTES)],
+            options=[
+                ("grpc.max_receive_message_length", 2 * MAX_MESSAGE_BYTES),
+                # Without it a second ingest on a taken port binds too (SO_REUSEPORT) and the
+                # kernel splits the sensors between them: fail at start instead.
+                ("grpc.so_reuseport", 0),
+            ],
             # Server-wide (HTTP/2's max_concurrent_streams would only bound each connection);
             # a stream beyond it is refused with RESOURCE_EXHAUSTED and the sensor retries.
             maximum_concurrent_rpcs=settings.max_streams,
@@ -210,11 +216,16 @@ class IngestServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         address = f"{settings.host}:{settings.port}"
         credentials = self._credentials()
-        self.port = (
-            self.server.add_secure_port(address, credentials)
-            if credentials
-            else self.server.add_insecure_port(address)
-        )
+        try:
+            self.port = (
+                self.server.add_secure_port(address, credentials)
+                if credentials
+                else self.server.add_insecure_port(address)
+            )
+        except RuntimeError as exc:  # grpc's "Failed to bind to address"
+            raise ConfigurationError(
+                f"ingest cannot listen on {address} (is the port taken?): {exc}"
+            ) from exc
 
     def _credentials(self) -> grpc.ServerCredentials | None:
         s = self.settings

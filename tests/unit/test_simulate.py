@@ -303,3 +303,26 @@ def test_grpc_sensors_share_one_channel_and_all_chunks_arrive_in_order() -> None
     for chunk in sink.chunks:
         by_sensor[chunk.sensor_id].append(chunk.sequence)
     assert by_sensor == {plan.sensor_id: [0, 1, 2, 3, 4] for plan in plans}
+
+
+def test_a_second_ingest_on_a_taken_port_refuses_to_start() -> None:
+    # gRPC's default SO_REUSEPORT would let both bind and split the sensors between them.
+    def server(port: int) -> IngestServer:
+        return IngestServer(
+            IngestSettings(port=port, allow_anonymous=True, metrics_port=0, host="127.0.0.1"),
+            KafkaSettings(),
+            TopicLayout(),
+            registry=CollectorRegistry(),
+            sink=_Sink(),
+        )
+
+    async def scenario() -> None:
+        first = server(0)
+        await first.start()
+        try:
+            with pytest.raises(ConfigurationError, match=f"127.0.0.1:{first.port}"):
+                server(first.port)
+        finally:
+            await first.stop(grace_s=0.1)
+
+    asyncio.run(scenario())
