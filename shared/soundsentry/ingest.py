@@ -48,6 +48,7 @@ class Verdict:
 
 
 PUBLISH = Verdict(Code.OK)
+_NO_DIGEST = bytes(32)  # compared against for an unknown sensor, so both cost the same
 
 
 class TokenTable:
@@ -98,21 +99,21 @@ class TokenTable:
             expected = next(
                 (d for p, d in self._patterns if fnmatch.fnmatchcase(sensor_id, p)), None
             )
-        if expected is None:
-            return Verdict(
-                Code.PERMISSION_DENIED,
-                "unknown_sensor",
-                f"sensor {sensor_id!r} is not registered with this ingest service",
-            )
         if not token:
             return Verdict(
                 Code.UNAUTHENTICATED,
                 "missing_token",
                 "no bearer token: send metadata 'authorization: Bearer <token>'",
             )
-        if not hmac.compare_digest(hashlib.sha256(token.encode()).digest(), expected):
+        # An unknown sensor gets the same answer as a wrong token (and the same work, a
+        # digest compared), so a caller cannot find out which sensor ids exist.
+        given = hashlib.sha256(token.encode()).digest()
+        valid = hmac.compare_digest(given, _NO_DIGEST if expected is None else expected)
+        if expected is None or not valid:
             return Verdict(
-                Code.UNAUTHENTICATED, "bad_token", f"the token is not valid for {sensor_id!r}"
+                Code.UNAUTHENTICATED,
+                "bad_token",
+                "the token is not valid for this sensor (or the sensor is not registered)",
             )
         return PUBLISH
 
@@ -164,15 +165,18 @@ def admit(
     tracker: SequenceTracker,
     limits: ChunkLimits,
 ) -> Verdict:
-    """Decide whether a chunk is published. ``tokens=None`` means anonymous access is allowed."""
+    """Decide whether a chunk is published. ``tokens=None`` means anonymous access is allowed.
+
+    Authentication comes first: a caller without a valid token learns nothing about the
+    rules its audio would have to meet."""
+    if tokens is not None:
+        verdict = tokens.check(chunk.sensor_id, token)
+        if not verdict.ok:
+            return verdict
     try:
         validate_chunk(chunk, limits)
         if chunk.sample_format == SampleFormat.SAMPLE_FORMAT_F32LE:
             decode_pcm(chunk.pcm, sample_format=chunk.sample_format, channels=chunk.channels)
     except ChunkError as error:
         return Verdict(Code.INVALID_ARGUMENT, error.reason, str(error))
-    if tokens is not None:
-        verdict = tokens.check(chunk.sensor_id, token)
-        if not verdict.ok:
-            return verdict
     return tracker.check(chunk)

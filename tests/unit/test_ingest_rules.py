@@ -43,10 +43,13 @@ def test_a_gateway_token_covers_its_pattern_and_an_exact_entry_wins() -> None:
     assert (wrong.code, wrong.reason) == (Code.UNAUTHENTICATED, "bad_token")
 
 
-def test_unknown_sensors_and_missing_tokens_are_named() -> None:
+def test_an_unknown_sensor_looks_like_a_bad_token_and_a_missing_token_is_named() -> None:
+    # Different answers would let a caller enumerate the registered sensor ids.
     unknown = TOKENS.check("site-2/mic-1", "gateway-secret")
-    assert (unknown.code, unknown.reason) == (Code.PERMISSION_DENIED, "unknown_sensor")
-    assert "site-2/mic-1" in unknown.message
+    wrong = TOKENS.check("site-1/mic-9", "gateway-secret")
+    assert unknown == wrong
+    assert (unknown.code, unknown.reason) == (Code.UNAUTHENTICATED, "bad_token")
+    assert "site-2/mic-1" not in unknown.message
     missing = TOKENS.check("site-1/mic-1", None)
     assert (missing.code, missing.reason) == (Code.UNAUTHENTICATED, "missing_token")
     assert "Bearer" in missing.message
@@ -110,13 +113,23 @@ def test_admit_rejects_bad_audio_before_anything_else(
 ) -> None:
     verdict = admit(
         _chunk(**overrides),
-        token=None,  # would also fail authentication: the audio problem is reported first
+        token="gateway-secret",
         tokens=TOKENS,
         tracker=SequenceTracker(),
         limits=ChunkLimits(),
     )
     assert (verdict.code, verdict.reason) == (Code.INVALID_ARGUMENT, reason)
     assert verdict.message
+
+
+def test_admit_authenticates_before_it_looks_at_the_audio() -> None:
+    bad_audio = _chunk(pcm=b"\x00" * 3)
+    kwargs = {"tracker": SequenceTracker(), "limits": ChunkLimits()}
+    assert admit(bad_audio, token=None, tokens=TOKENS, **kwargs).reason == "missing_token"  # type: ignore[arg-type]
+    assert admit(bad_audio, token="nope", tokens=TOKENS, **kwargs).reason == "bad_token"  # type: ignore[arg-type]
+    assert admit(bad_audio, token="gateway-secret", tokens=TOKENS, **kwargs).reason == (  # type: ignore[arg-type]
+        "odd_byte_count"
+    )
 
 
 def test_admit_checks_the_token_then_the_sequence() -> None:
