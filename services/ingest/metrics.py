@@ -20,6 +20,7 @@ class IngestMetrics:
     gaps: Counter
     publish_seconds: Histogram
     streams: Gauge
+    streams_closed: Counter
     in_flight: Gauge
 
     @classmethod
@@ -54,6 +55,12 @@ class IngestMetrics:
                 registry=registry,
             ),
             streams=Gauge("soundsentry_ingest_streams", "Open sensor streams.", registry=registry),
+            streams_closed=Counter(
+                "soundsentry_ingest_streams_closed_total",
+                "Streams the server closed, by reason (missing_token, auth_timeout, idle_timeout).",
+                ["reason"],
+                registry=registry,
+            ),
             in_flight=Gauge(
                 "soundsentry_ingest_in_flight_chunks",
                 "Chunks published and waiting for Kafka's acknowledgement.",

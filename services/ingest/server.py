@@ -15,7 +15,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import grpc
 from aiokafka import AIOKafkaProducer
@@ -47,7 +47,16 @@ class _Pending:
     started: float
 
 
-_Entry = ChunkAck | _Pending | None
+@dataclass(frozen=True, slots=True)
+class _Close:
+    """The server ends the stream: an unauthenticated or idle stream must not hold a slot."""
+
+    code: grpc.StatusCode
+    reason: str
+    details: str
+
+
+_Entry = ChunkAck | _Pending | _Close | None
 
 
 def _bearer(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
@@ -89,6 +98,8 @@ class IngestServicer(soundsentry_pb2_grpc.IngestServicer):
         metrics: IngestMetrics,
         limits: ChunkLimits,
         max_in_flight: int,
+        auth_timeout_s: float = 10.0,
+        idle_timeout_s: float = 120.0,
     ) -> None:
         self.producer = producer
         self.topic = topic
@@ -96,6 +107,8 @@ class IngestServicer(soundsentry_pb2_grpc.IngestServicer):
         self.metrics = metrics
         self.limits = limits
         self.max_in_flight = max_in_flight
+        self.auth_timeout_s = auth_timeout_s
+        self.idle_timeout_s = idle_timeout_s
         self.tracker = SequenceTracker()
 
     async def StreamAudio(  # noqa: N802 - the gRPC method name
@@ -104,25 +117,62 @@ class IngestServicer(soundsentry_pb2_grpc.IngestServicer):
         context: grpc.aio.ServicerContext[AudioChunk, ChunkAck],
     ) -> AsyncIterator[ChunkAck]:
         token = _bearer(context.invocation_metadata())
+        if self.tokens is not None and not token:
+            # Nothing this stream sends could be accepted: free its slot at once.
+            await self._close(
+                context,
+                _Close(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "missing_token",
+                    "no bearer token: send metadata 'authorization: Bearer <token>'",
+                ),
+            )
         queue: asyncio.Queue[_Entry] = asyncio.Queue(maxsize=self.max_in_flight)
         reader = asyncio.create_task(self._read(request_iterator, token, queue))
         self.metrics.streams.inc()
         try:
             while (entry := await queue.get()) is not None:
+                if isinstance(entry, _Close):
+                    await self._close(context, entry)
                 yield entry if isinstance(entry, ChunkAck) else await self._settle(entry)
             await reader  # re-raises what ended the reader, if anything did
         finally:
             reader.cancel()
             self.metrics.streams.dec()
 
+    async def _close(
+        self, context: grpc.aio.ServicerContext[AudioChunk, ChunkAck], close: _Close
+    ) -> NoReturn:
+        self.metrics.streams_closed.labels(close.reason).inc()
+        logger.info("closing a stream from %s: %s", context.peer(), close.reason)
+        await context.abort(close.code, f"{close.reason}: {close.details}")
+        raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
     async def _read(
         self, chunks: AsyncIterator[AudioChunk], token: str | None, queue: asyncio.Queue[_Entry]
     ) -> None:
+        loop = asyncio.get_running_loop()
+        # Until a chunk authenticates, the stream must do so by this time.
+        auth_deadline = None if self.tokens is None else loop.time() + self.auth_timeout_s
+        iterator = aiter(chunks)
         try:
-            async for chunk in chunks:
+            while True:
+                wait = self.idle_timeout_s
+                if auth_deadline is not None:
+                    wait = min(wait, auth_deadline - loop.time())
+                try:
+                    async with asyncio.timeout(max(wait, 0.0)):
+                        chunk = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    await queue.put(self._timed_out(authenticated=auth_deadline is None))
+                    return
                 verdict = admit(
                     chunk, token=token, tokens=self.tokens, tracker=self.tracker, limits=self.limits
                 )
+                if auth_deadline is not None and verdict.code != Code.UNAUTHENTICATED:
+                    auth_deadline = None  # its token is good for a sensor
                 if not verdict.ok:
                     self.metrics.chunks.labels("rejected").inc()
                     self.metrics.rejects.labels(verdict.reason).inc()
@@ -147,6 +197,19 @@ class IngestServicer(soundsentry_pb2_grpc.IngestServicer):
                 await queue.put(_Pending(chunk, delivery, started))
         finally:
             await queue.put(None)
+
+    def _timed_out(self, *, authenticated: bool) -> _Close:
+        if authenticated:
+            return _Close(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "idle_timeout",
+                f"no chunk for {self.idle_timeout_s:g} s; reconnect to send more",
+            )
+        return _Close(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "auth_timeout",
+            f"no chunk authenticated within {self.auth_timeout_s:g} s",
+        )
 
     async def _settle(self, pending: _Pending) -> ChunkAck:
         chunk = pending.chunk
@@ -199,6 +262,8 @@ class IngestServer:
             metrics=self.metrics,
             limits=limits or ChunkLimits(),
             max_in_flight=settings.max_in_flight,
+            auth_timeout_s=settings.auth_timeout_s,
+            idle_timeout_s=settings.idle_timeout_s,
         )
         self.health = health_aio.HealthServicer()
         self.server = grpc.aio.server(

@@ -41,6 +41,20 @@ class IngestSettings(BaseSettings):
         ge=1,
         description="Concurrent streams (all connections); more are refused (RESOURCE_EXHAUSTED).",
     )
+    auth_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A stream with no authenticated chunk after this long is closed "
+        "(UNAUTHENTICATED), so it cannot hold a stream slot.",
+    )
+    idle_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=86_400,
+        description="A stream that sends no chunk for this long is closed (DEADLINE_EXCEEDED); "
+        "sensors reconnect.",
+    )
     linger_ms: int = Field(
         default=5, ge=0, le=1000, description="Producer linger: batches chunks from many sensors."
     )

@@ -1,0 +1,123 @@
+"""Ingest's gRPC streams without Kafka (a sink stands in): streams that cannot or do not send
+audio are closed, so they cannot hold the server's stream slots."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from prometheus_client import CollectorRegistry
+
+from soundsentry.contracts import AudioChunk, ChunkAck, SampleFormat
+from soundsentry.services.ingest.server import IngestServer
+from soundsentry.services.ingest.settings import IngestSettings
+from soundsentry.settings import KafkaSettings
+from soundsentry.topics import TopicLayout
+from soundsentry.v1 import soundsentry_pb2_grpc
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    async def send(self, topic: str, value: bytes, *, key: bytes) -> asyncio.Future[None]:
+        self.values.append(value)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+def _chunk(sequence: int) -> AudioChunk:
+    return AudioChunk(
+        sensor_id="site-1/mic-1",
+        stream_id="boot-1",
+        sequence=sequence,
+        start_sample=sequence * 1600,
+        sample_rate_hz=16_000,
+        channels=1,
+        sample_format=SampleFormat.SAMPLE_FORMAT_S16LE,
+        pcm=b"\x01\x00" * 1600,
+    )
+
+
+async def _stream(
+    port: int, chunks: list[AudioChunk], *, token: str | None, hold: asyncio.Event
+) -> tuple[list[ChunkAck], grpc.StatusCode]:
+    """Send ``chunks``, then keep the stream open (sending nothing) until ``hold`` is set."""
+
+    async def requests() -> AsyncIterator[AudioChunk]:
+        for chunk in chunks:
+            yield chunk
+        await hold.wait()
+
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
+    acks: list[ChunkAck] = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = soundsentry_pb2_grpc.IngestStub(channel).StreamAudio(requests(), metadata=metadata)
+        try:
+            async for ack in call:
+                acks.append(ack)
+        except grpc.aio.AioRpcError as error:
+            return acks, error.code()
+        return acks, grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize(
+    ("token", "chunks", "code", "reason", "acked"),
+    [
+        (None, 1, grpc.StatusCode.UNAUTHENTICATED, "missing_token", 0),
+        ("wrong", 1, grpc.StatusCode.UNAUTHENTICATED, "auth_timeout", 1),  # one bad_token ack
+        ("wrong", 0, grpc.StatusCode.UNAUTHENTICATED, "auth_timeout", 0),
+        ("gateway-secret", 2, grpc.StatusCode.DEADLINE_EXCEEDED, "idle_timeout", 2),
+    ],
+)
+def test_streams_that_send_no_usable_audio_are_closed(
+    tmp_path: Path,
+    token: str | None,
+    chunks: int,
+    code: grpc.StatusCode,
+    reason: str,
+    acked: int,
+) -> None:
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"site-1/*": "gateway-secret"}))
+    registry, sink = CollectorRegistry(), _Sink()
+
+    async def scenario() -> tuple[list[ChunkAck], grpc.StatusCode]:
+        server = IngestServer(
+            IngestSettings(
+                port=0,
+                host="127.0.0.1",
+                metrics_port=0,
+                tokens_file=tokens,
+                auth_timeout_s=0.3,
+                idle_timeout_s=0.3,
+            ),
+            KafkaSettings(),
+            TopicLayout(),
+            registry=registry,
+            sink=sink,
+        )
+        await server.start()
+        hold = asyncio.Event()
+        try:
+            return await _stream(
+                server.port, [_chunk(n) for n in range(chunks)], token=token, hold=hold
+            )
+        finally:
+            hold.set()
+            await server.stop(grace_s=0.5)
+
+    acks, status = asyncio.run(scenario())
+    assert status == code
+    assert len(acks) == acked
+    assert len(sink.values) == (acked if token == "gateway-secret" else 0)
+    closed = registry.get_sample_value(
+        "soundsentry_ingest_streams_closed_total", {"reason": reason}
+    )
+    assert closed == 1
+    assert registry.get_sample_value("soundsentry_ingest_streams") == 0
