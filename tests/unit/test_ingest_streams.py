@@ -60,14 +60,14 @@ async def _stream(
         call = soundsentry_pb2_grpc.IngestStub(channel).StreamAudio(requests(), metadata=metadata)
         try:
             async for ack in call:
-                acks.append(ack)
+                acks.append(ack)  # noqa: PERF401 - kept when the call then fails
         except grpc.aio.AioRpcError as error:
             return acks, error.code()
         return acks, grpc.StatusCode.OK
 
 
 @pytest.mark.parametrize(
-    ("token", "chunks", "code", "reason", "acked"),
+    "case",
     [
         (None, 1, grpc.StatusCode.UNAUTHENTICATED, "missing_token", 0),
         ("wrong", 1, grpc.StatusCode.UNAUTHENTICATED, "auth_timeout", 1),  # one bad_token ack
@@ -76,13 +76,9 @@ async def _stream(
     ],
 )
 def test_streams_that_send_no_usable_audio_are_closed(
-    tmp_path: Path,
-    token: str | None,
-    chunks: int,
-    code: grpc.StatusCode,
-    reason: str,
-    acked: int,
+    tmp_path: Path, case: tuple[str | None, int, grpc.StatusCode, str, int]
 ) -> None:
+    token, chunks, code, reason, acked = case
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({"site-1/*": "gateway-secret"}))
     registry, sink = CollectorRegistry(), _Sink()
