@@ -55,7 +55,7 @@ class FeaturizerMetrics:
             ),
             sequence_events=Counter(
                 "soundsentry_featurizer_sequence_events_total",
-                "Sequence events by reason: gap, stale_sequence, stream_restart, "
+                "Sequence events by reason: gap, stale_sequence, stream_restart, sequence_restart, "
                 "sample_discontinuity, format_change.",
                 ["reason"],
                 registry=registry,

@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from soundsentry.contracts import Event, EventKind, WindowScores
+from soundsentry.contracts import WINDOW_REWIND_LIMIT_S, Event, EventKind, WindowScores
 from soundsentry.detect import event_rule_for, new_event_tracker
 from soundsentry.events import (
     MAX_LOOKBACK_WINDOWS,
@@ -288,6 +288,18 @@ class _Sensor:
     trackers: dict[tuple[str, str], EventTracker] = field(default_factory=dict)
 
 
+def _rewound(sensor: _Sensor, message: WindowScores) -> bool:
+    """Whether ``message`` lies so far before the sensor's last window (more than
+    ``WINDOW_REWIND_LIMIT_S`` of audio) that it cannot be a replay: the sensor started over."""
+    if not message.sample_rate_hz or not sensor.trackers:
+        return False
+    limit = WINDOW_REWIND_LIMIT_S * message.sample_rate_hz
+    return any(
+        tracker.last_start is not None and tracker.last_start - message.start_sample > limit
+        for tracker in sensor.trackers.values()
+    )
+
+
 @dataclass(slots=True)
 class AlertOutcome:
     """What one score message did: the events it caused, or why it was skipped."""
@@ -385,8 +397,9 @@ class AlertEngine:
         outcome = AlertOutcome()
         sensor, ended = self._sensor(message.sensor_id, stored)
         outcome.events += ended
-        if sensor.stream_id != message.stream_id:
-            # A restarted sensor: its old stream is over.
+        if sensor.stream_id != message.stream_id or _rewound(sensor, message):
+            # A restarted sensor (a new stream id, or the old one from the start again): its
+            # old stream is over.
             for (model, _), old in sensor.trackers.items():
                 outcome.events += [
                     self._proto(u, message.sensor_id, sensor, model) for u in old.flush()

@@ -23,6 +23,8 @@ from soundsentry.v1.soundsentry_pb2 import (
 )
 
 __all__ = [
+    "SEQUENCE_REWIND_LIMIT",
+    "WINDOW_REWIND_LIMIT_S",
     "AudioChunk",
     "ChunkAck",
     "Event",
@@ -45,6 +47,11 @@ _MAX_SENSOR_ID_BYTES = 256
 # Capture times must fit every stage's arithmetic: nanoseconds in an int64 end in 2262, ISO text
 # in year 9999. Anything from 1970 to 2200 is accepted (replays of old recordings included).
 MAX_TIME_S = 7_258_118_400  # 2200-01-01T00:00:00Z
+# A record this far behind its stream's position is not a late duplicate (retries and replays
+# reach back a few in-flight chunks or seconds) but a sensor that started over with the same
+# ids: the stream restarts instead of refusing everything until it catches up.
+SEQUENCE_REWIND_LIMIT = 10_000  # chunks
+WINDOW_REWIND_LIMIT_S = 600.0  # seconds of audio
 
 
 def encode(message: Message) -> bytes:

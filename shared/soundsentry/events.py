@@ -527,6 +527,11 @@ class EventTracker:
             frames = _frames(frame_scores)
         return self.push_checked(start, value, frames)
 
+    @property
+    def last_start(self) -> int | None:
+        """The start sample of the last window taken, None before the first."""
+        return self._last_start
+
     def push_checked(
         self, start: int, score: float, frames: npt.NDArray[np.float64] | None
     ) -> list[EventUpdate]:

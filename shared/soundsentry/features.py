@@ -15,7 +15,9 @@ with the same ids.
 Sequence rules per sensor (``AudioChunk.sequence`` and ``start_sample``):
 
 - the next chunk is expected at ``sequence + 1`` and ``start_sample + frames``;
-- an earlier sequence is a duplicate or late chunk: dropped and counted (``stale_sequence``);
+- an earlier sequence is a duplicate or late chunk: dropped and counted (``stale_sequence``),
+  unless it is more than ``SEQUENCE_REWIND_LIMIT`` (10,000) behind: a sensor that started over
+  with the same ``stream_id``, which resets it (``sequence_restart``);
 - a later sequence (lost chunks), a different ``start_sample`` than expected, a new
   ``stream_id`` or a new sample rate resets that sensor: no window spans the discontinuity.
 
@@ -52,7 +54,7 @@ from soundsentry.audio import (
     decode_pcm,
     validate_chunk,
 )
-from soundsentry.contracts import AudioChunk, FeatureWindow, SampleFormat
+from soundsentry.contracts import SEQUENCE_REWIND_LIMIT, AudioChunk, FeatureWindow, SampleFormat
 from soundsentry.dsp import MelFrontEnd, MelSpec
 from soundsentry.exceptions import ConfigurationError, ContractError
 from soundsentry.slots import SlotTable
@@ -569,6 +571,8 @@ class Featurizer:
             pass
         elif chunk.stream_id != state.stream_id:
             reason = "stream_restart"
+        elif chunk.sequence < state.next_sequence - SEQUENCE_REWIND_LIMIT:
+            reason = "sequence_restart"  # the sensor started over with the same stream id
         elif chunk.sequence < state.next_sequence:
             events["stale_sequence"] += 1
             return None

@@ -18,7 +18,7 @@ from enum import IntEnum
 from pathlib import Path
 
 from soundsentry.audio import ChunkError, ChunkLimits, decode_pcm, validate_chunk
-from soundsentry.contracts import AudioChunk, SampleFormat
+from soundsentry.contracts import SEQUENCE_REWIND_LIMIT, AudioChunk, SampleFormat
 from soundsentry.exceptions import ConfigurationError
 
 __all__ = ["Code", "SequenceTracker", "TokenTable", "Verdict", "admit"]
@@ -133,7 +133,7 @@ class SequenceTracker:
     def check(self, chunk: AudioChunk) -> Verdict:
         key = (chunk.sensor_id, chunk.stream_id)
         expected = self._next.get(key)
-        if expected is not None and chunk.sequence < expected:
+        if expected is not None and expected - SEQUENCE_REWIND_LIMIT <= chunk.sequence < expected:
             return Verdict(
                 Code.ALREADY_EXISTS,
                 "stale_sequence",

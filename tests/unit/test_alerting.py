@@ -17,7 +17,7 @@ from soundsentry.alerting import (
     SensorGroup,
     decode_state,
 )
-from soundsentry.contracts import Event, EventKind, WindowScores
+from soundsentry.contracts import WINDOW_REWIND_LIMIT_S, Event, EventKind, WindowScores
 from soundsentry.detect import event_rule_for, new_event_tracker
 from soundsentry.events import EventRule
 from soundsentry.exceptions import BadMessageError, ConfigurationError
@@ -430,3 +430,27 @@ def test_group_settings_override_the_label_settings() -> None:
     assert rules.notification_settings("siren", "street-1") == (600.0, None)
     with pytest.raises(ConfigurationError, match="time zone"):
         AlertRules(timezone="Mars/Olympus").check()
+
+
+def test_a_sensor_that_starts_over_with_the_same_stream_id_is_heard_again(
+    scored: tuple[ModelCard, list[WindowScores]],
+) -> None:
+    # Windows far behind the last one (more than WINDOW_REWIND_LIMIT_S of audio) are not a
+    # replay: the stream restarts instead of every later window being stale.
+    card, messages = scored
+    engine = AlertEngine({"general": card})
+    store: dict[str, Any] = {}
+    late = []
+    shift = int((WINDOW_REWIND_LIMIT_S + 60) * messages[0].sample_rate_hz)
+    for message in messages:
+        moved = WindowScores()
+        moved.CopyFrom(message)
+        moved.start_sample += shift
+        late.append(moved)
+    run(engine, late, store)
+    again = [engine.process(m, store.get) for m in messages]
+    assert not any(o.skipped == "stale_window" for o in again)
+    fresh = AlertEngine({"general": card})
+    expected = as_tuples(run(fresh, messages, {}))
+    got = as_tuples([e for o in again for e in o.events])
+    assert [e for e in got if e in expected] == expected  # and the old stream's events ended

@@ -477,3 +477,21 @@ def test_a_featurizer_restarted_where_needed_from_says_rebuilds_the_rest_exactly
     for mine, theirs in zip(rebuilt, after, strict=True):
         np.testing.assert_array_equal(mine.log_mel_db, theirs.log_mel_db)
         assert mine.rms_dbfs == theirs.rms_dbfs
+
+
+def test_a_sequence_jump_cannot_silence_a_sensor() -> None:
+    # A broken counter jumps to 10**18; the sensor's next chunks (their own sequence again)
+    # restart the stream instead of being refused as stale until the counter catches up.
+    samples, rate = recording("siren")
+    stream = list(chunks(samples, rate, [1600]))
+    featurizer = Featurizer(PROFILES)
+    run(featurizer, stream[:10])
+    jump = AudioChunk()
+    jump.CopyFrom(stream[10])
+    jump.sequence = 10**18
+    assert featurizer.process([jump]).events["gap"] == 1
+    after = featurizer.process([stream[11]])
+    assert after.events["sequence_restart"] == 1
+    assert not after.events["stale_sequence"]
+    windows = run(featurizer, stream[12:40])
+    assert windows  # the sensor is heard again
