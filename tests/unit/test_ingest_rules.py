@@ -148,7 +148,8 @@ def test_admit_checks_the_token_then_the_sequence() -> None:
 def test_a_stream_far_behind_its_position_starts_over_instead_of_being_stale() -> None:
     tracker = SequenceTracker()
     tracker.accepted(_chunk(sequence=10**18, start_sample=0))  # a broken counter
-    assert tracker.check(_chunk(sequence=10**18 - 5, start_sample=0)).reason == "stale_sequence"  # a repeat
+    repeat = _chunk(sequence=10**18 - 5, start_sample=0)
+    assert tracker.check(repeat).reason == "stale_sequence"
     assert tracker.check(_chunk(sequence=7)).ok  # the sensor's own count again
     tracker.accepted(_chunk(sequence=7))
     assert tracker.check(_chunk(sequence=8)).ok
