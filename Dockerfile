@@ -41,12 +41,19 @@ LABEL org.opencontainers.image.title="SoundSentry" \
       org.opencontainers.image.source="https://github.com/soundsentry/soundsentry" \
       org.opencontainers.image.documentation="https://github.com/soundsentry/soundsentry#readme"
 # Bytecode was compiled at install time and the root filesystem may be read-only; numba (librosa's
-# JIT cache) and Faust's data directory then need a writable place, which /tmp is.
+# JIT cache) and Faust's data directory then need a writable place, which /tmp is. The services
+# bind loopback by default; in a container they must listen on its interface (the network
+# policies guard the ports).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONFAULTHANDLER=1 \
-    NUMBA_CACHE_DIR=/tmp/numba-cache
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
+    SOUNDSENTRY_INGEST_HOST=0.0.0.0 \
+    SOUNDSENTRY_INGEST_METRICS_HOST=0.0.0.0 \
+    SOUNDSENTRY_FEATURIZER_METRICS_HOST=0.0.0.0 \
+    SOUNDSENTRY_CLASSIFIER_METRICS_HOST=0.0.0.0 \
+    SOUNDSENTRY_ALERTER_METRICS_HOST=0.0.0.0
 RUN groupadd --system --gid 10001 soundsentry \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin soundsentry

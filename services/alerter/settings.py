@@ -83,7 +83,11 @@ class AlerterSettings(BaseSettings):
     metrics_port: int = Field(
         default=9104, ge=0, le=65535, description="Prometheus /metrics port (0: disabled)."
     )
-    metrics_host: str = Field(default="0.0.0.0", description="Address /metrics binds to.")
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address /metrics binds to (it lists sensor ids: loopback unless a "
+        "network policy guards the port; the container image sets 0.0.0.0).",
+    )
 
 
 class NotifySettings(BaseSettings):

@@ -67,7 +67,11 @@ class FeaturizerSettings(BaseSettings):
     metrics_port: int = Field(
         default=9102, ge=0, le=65535, description="Prometheus /metrics port (0: disabled)."
     )
-    metrics_host: str = Field(default="0.0.0.0", description="Address /metrics binds to.")
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address /metrics binds to (it lists sensor ids: loopback unless a "
+        "network policy guards the port; the container image sets 0.0.0.0).",
+    )
 
     def feature_profiles(self) -> tuple[FeatureProfile, ...]:
         """The profiles to emit: those of ``profiles_file``, else the built-in defaults.

@@ -15,7 +15,11 @@ class IngestSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SOUNDSENTRY_INGEST_", frozen=True, extra="forbid")
 
-    host: str = Field(default="0.0.0.0", description="Address the gRPC server binds to.")
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address the gRPC server binds to (loopback unless told; the container "
+        "image sets 0.0.0.0).",
+    )
     port: int = Field(default=50051, ge=0, le=65535, description="gRPC port (0: any free port).")
     tokens_file: Path | None = Field(
         default=None,
@@ -61,7 +65,11 @@ class IngestSettings(BaseSettings):
     metrics_port: int = Field(
         default=9101, ge=0, le=65535, description="Prometheus /metrics port (0: disabled)."
     )
-    metrics_host: str = Field(default="0.0.0.0", description="Address /metrics binds to.")
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address /metrics binds to (it lists sensor ids: loopback unless a "
+        "network policy guards the port; the container image sets 0.0.0.0).",
+    )
 
     @model_validator(mode="after")
     def _auth_is_configured(self) -> IngestSettings:

@@ -150,7 +150,7 @@ def test_settings_come_from_the_environment(
     assert settings.max_batch_ms == 20
     assert settings.profiles_file == path
     assert settings.metrics_port == 0
-    assert settings.metrics_host == "0.0.0.0"
+    assert settings.metrics_host == "127.0.0.1"  # loopback unless told (the image sets 0.0.0.0)
     assert settings.feature_profiles() == (FeatureProfile("full-16k"),)
 
 
