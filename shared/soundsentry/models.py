@@ -42,12 +42,12 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from soundsentry.contracts import WindowScores
 from soundsentry.events import EventRule
@@ -81,13 +81,26 @@ INPUT_NAME = "log_mel"
 INFERENCE_SLICE = 16
 
 
+def _beside_the_card(value: str) -> str:
+    """A file named by a card must be in the card's folder or below it: a card (perhaps
+    mounted from elsewhere) must not make a service read any file it can reach."""
+    path = PurePosixPath(value)
+    if not value or path.is_absolute() or ".." in path.parts or "\\" in value:
+        raise ValueError(f"{value!r} must be a relative path inside the card's folder")
+    return value
+
+
+# A path relative to the card that stays inside its folder.
+CardRelativePath = Annotated[str, AfterValidator(_beside_the_card)]
+
+
 class Quantization(BaseModel):
     """How an int8 model was made from a float one (``soundsentry quantize``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     scheme: str = Field(description="e.g. int8 static QDQ: uint8 activations, int8 weights")
-    source_onnx: str = Field(
+    source_onnx: CardRelativePath = Field(
         description="the float ONNX file it was made from, relative to the card"
     )
     calibration: str = Field(description="the windows the activation ranges were measured on")
@@ -102,7 +115,7 @@ class CompositionPart(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    card: str = Field(description="the part's card, relative to the composite's")
+    card: CardRelativePath = Field(description="the part's card, relative to the composite's")
     name: str
     version: str
     labels: list[str]
@@ -115,7 +128,7 @@ class ModelCard(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     version: str
-    onnx: str = Field(description="ONNX file, relative to the card")
+    onnx: CardRelativePath = Field(description="ONNX file, relative to the card")
     labels: list[str] = Field(min_length=1)
     profile: dict[str, Any] = Field(description="a feature profile, as in a profiles file")
     thresholds: dict[str, float] = Field(default_factory=dict)

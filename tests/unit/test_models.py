@@ -172,6 +172,9 @@ def _card(tmp_path: Path, **changes: object) -> Path:
     [
         ({"labels": ["siren"]}, "first output shape .* does not fit 1 labels"),
         ({"onnx": "elsewhere.onnx"}, "'elsewhere.onnx' does not exist"),
+        # A card may only name files in its own folder (or below it).
+        ({"onnx": "../m.onnx"}, "'../m.onnx' must be a relative path inside the card's folder"),
+        ({"onnx": "/etc/passwd"}, "must be a relative path inside the card's folder"),
         ({"thresholds": {"gunshot": 0.5}}, "labels the model does not have: \\['gunshot'\\]"),
         ({"thresholds": {"siren": 1.5}}, "must be in \\[0, 1\\]"),
         ({"colour": "red"}, "colour: Extra inputs are not permitted"),
