@@ -57,7 +57,8 @@ class IngestMetrics:
             streams=Gauge("soundsentry_ingest_streams", "Open sensor streams.", registry=registry),
             streams_closed=Counter(
                 "soundsentry_ingest_streams_closed_total",
-                "Streams the server closed, by reason (missing_token, auth_timeout, idle_timeout).",
+                "Streams the server closed, by reason (missing_token, auth_timeout, "
+                "idle_timeout, malformed_message).",
                 ["reason"],
                 registry=registry,
             ),

@@ -19,6 +19,7 @@ from typing import Any, NoReturn, Protocol
 
 import grpc
 from aiokafka import AIOKafkaProducer
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from prometheus_client import CollectorRegistry, start_http_server
@@ -165,6 +166,11 @@ class IngestServicer(soundsentry_pb2_grpc.IngestServicer):
                         chunk = await anext(iterator)
                 except StopAsyncIteration:
                     break
+                except DecodeError as exc:  # bytes that are no AudioChunk: the stream is unusable
+                    await queue.put(
+                        _Close(grpc.StatusCode.INVALID_ARGUMENT, "malformed_message", str(exc))
+                    )
+                    return
                 except TimeoutError:
                     await queue.put(self._timed_out(authenticated=auth_deadline is None))
                     return

@@ -117,3 +117,42 @@ def test_streams_that_send_no_usable_audio_are_closed(
     )
     assert closed == 1
     assert registry.get_sample_value("soundsentry_ingest_streams") == 0
+
+
+def test_a_malformed_message_ends_its_stream_with_invalid_argument() -> None:
+    registry = CollectorRegistry()
+
+    async def scenario() -> grpc.aio.AioRpcError:
+        server = IngestServer(
+            IngestSettings(port=0, host="127.0.0.1", metrics_port=0, allow_anonymous=True),
+            KafkaSettings(),
+            TopicLayout(),
+            registry=registry,
+            sink=_Sink(),
+        )
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                call = channel.stream_stream(
+                    "/soundsentry.v1.Ingest/StreamAudio",
+                    request_serializer=lambda data: data,
+                    response_deserializer=lambda data: data,
+                )
+
+                async def garbage() -> AsyncIterator[bytes]:
+                    yield b"\xff\xff\xff\xff"
+
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    async for _ in call(garbage()):
+                        pass
+                return caught.value
+        finally:
+            await server.stop(grace_s=0.5)
+
+    error = asyncio.run(scenario())
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (error.details() or "").startswith("malformed_message: ")
+    closed = registry.get_sample_value(
+        "soundsentry_ingest_streams_closed_total", {"reason": "malformed_message"}
+    )
+    assert closed == 1
