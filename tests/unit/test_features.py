@@ -444,6 +444,13 @@ def test_windows_round_trip_through_their_wire_form() -> None:
     with pytest.raises(ContractError, match="expected") as caught:
         window_from_proto(broken)
     assert caught.value.reason == "bad_window_shape"
+    poisoned = window_to_proto(windows[0])
+    values = np.frombuffer(poisoned.log_mel_db, dtype="<f4").copy()
+    values[7] = np.nan
+    poisoned.log_mel_db = values.tobytes()
+    with pytest.raises(ContractError, match="NaN") as caught:
+        window_from_proto(poisoned)
+    assert caught.value.reason == "non_finite_window"
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
