@@ -115,7 +115,7 @@ class CompositionPart(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    card: CardRelativePath = Field(description="the part's card, relative to the composite's")
+    card: str = Field(description="the part's card, relative to the composite's (provenance)")
     name: str
     version: str
     labels: list[str]
