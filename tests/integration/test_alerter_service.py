@@ -71,10 +71,21 @@ async def test_scores_become_the_engines_events_and_bad_records_are_parked(
     bad = WindowScores()
     bad.CopyFrom(messages[4])
     bad.scores[0].score = 7.0
-    # Two sensors interleaved, with a revision, a bad score and an undecodable record inside.
+    # Records that once crash-looped the alerter: no sensor id, a time no clock can hold.
+    nameless = WindowScores()
+    nameless.CopyFrom(messages[5])
+    nameless.sensor_id = ""
+    far = WindowScores()
+    far.CopyFrom(messages[6])
+    far.start_time.seconds = 10**12
+    # Two sensors interleaved, with a revision, a bad score, poison and an undecodable record.
     mixed = [m for pair in zip(messages, other, strict=True) for m in pair]
     payload = records(mixed)
-    payload[10:10] = [*records([revision, bad]), (b"mic-x", b"\xffnot protobuf")]
+    payload[10:10] = [
+        *records([revision, bad, far]),
+        (b"mic-a", encode(nameless)),
+        (b"mic-x", b"\xffnot protobuf"),
+    ]
     service, registry = alerter(kafka_settings, topic_layout, consumer_group, tmp_path, models)
     await produce(kafka_settings, topic_layout.name(SCORES), payload)
     async with running(service):
@@ -88,7 +99,7 @@ async def test_scores_become_the_engines_events_and_bad_records_are_parked(
             kafka_settings,
             topic_layout.dlq(SCORES),
             consumer_group + "-dlq",
-            lambda got: len(got) >= 2,
+            lambda got: len(got) >= 4,
         )
         # Each sensor's state is in the changelog partition of its scores.
         changelog = await consume_until(
@@ -115,7 +126,7 @@ async def test_scores_become_the_engines_events_and_bad_records_are_parked(
     assert by_sensor["mic-a"] == offline_events(card, messages)
     assert by_sensor["mic-d"] == offline_events(card, other)
     reasons = sorted(dict(r.headers)["soundsentry.error.reason"].decode() for r in letters)
-    assert reasons == ["bad_score", "undecodable"]
+    assert reasons == ["bad_score", "bad_sensor_id", "bad_time", "undecodable"]
     sample = registry.get_sample_value
     assert sample("soundsentry_alerter_scores_skipped_total", {"reason": "revision"}) == 1
     started = sum(1 for _, kind in expected if kind == EventKind.EVENT_KIND_STARTED)

@@ -77,10 +77,19 @@ async def test_windows_of_many_sensors_get_the_offline_scores_and_bad_ones_are_p
     unknown.profile = "not-loaded"
     wrong_shape = window_to_proto(windows[0])
     wrong_shape.num_bands, wrong_shape.num_frames = 1, len(wrong_shape.log_mel_db) // 4
+    # Records that once crash-looped the classifier or were parked a stage late.
+    nameless = window_to_proto(windows[1])
+    nameless.sensor_id = ""
+    poisoned = window_to_proto(windows[2])
+    values = np.frombuffer(poisoned.log_mel_db, dtype="<f4").copy()
+    values[3] = np.nan
+    poisoned.log_mel_db = values.tobytes()
     bad = [
         (b"mic-x", b"\xffnot a protobuf"),
         (b"mic-x", encode(wrong_shape)),
         (b"mic-x", encode(unknown)),
+        (b"mic-a", encode(nameless)),
+        (b"mic-a", encode(poisoned)),
     ]
     records[5:5] = bad  # in the middle of the good ones
 
@@ -106,7 +115,7 @@ async def test_windows_of_many_sensors_get_the_offline_scores_and_bad_ones_are_p
             kafka_settings,
             topic_layout.dlq(WINDOWS),
             consumer_group + "-dlq",
-            lambda got: len(got) >= 2,
+            lambda got: len(got) >= 4,
         )
         await eventually(
             lambda: (
@@ -137,7 +146,12 @@ async def test_windows_of_many_sensors_get_the_offline_scores_and_bad_ones_are_p
     reasons = sorted(
         dict(letter.headers)["soundsentry.error.reason"].decode() for letter in letters
     )
-    assert reasons == ["undecodable", "window_shape_mismatch"]
+    assert reasons == [
+        "bad_sensor_id",
+        "non_finite_window",
+        "undecodable",
+        "window_shape_mismatch",
+    ]
     sample = registry.get_sample_value
     assert sample("soundsentry_classifier_windows_gated_total", {"model": "alarms"}) == gated
     for model in ("general", "alarms"):

@@ -201,14 +201,21 @@ async def test_bad_records_are_parked_and_the_good_sensor_loses_nothing(
         sample_format=SampleFormat.SAMPLE_FORMAT_F32LE,
         pcm=nan_samples.tobytes(),
     )
+    # A sensor with a broken clock (once a crash loop: no window time fits an int64).
+    clock = AudioChunk()
+    clock.CopyFrom(good[0])
+    clock.sensor_id = "mic-clock"
+    clock.captured_at.seconds = 10**12
     records: list[Record] = [(sensor_key(c.sensor_id), encode(c)) for c in good]
     records.insert(9, (sensor_key("mic-nan"), encode(nan)))
+    records.insert(7, (sensor_key("mic-clock"), encode(clock)))
     records.insert(5, (sensor_key("mic-good"), encode(odd)))
     records.insert(2, (b"mic-bad", undecodable))
     parked_values = {
         "undecodable": undecodable,
         "odd_byte_count": encode(odd),
         "non_finite_samples": encode(nan),
+        "bad_captured_at": encode(clock),
     }
 
     settings = settings_for(consumer_group, tmp_path, max_batch_chunks=8, max_batch_ms=20)
@@ -249,7 +256,7 @@ async def test_bad_records_are_parked_and_the_good_sensor_loses_nothing(
         assert headers["soundsentry.source.topic"] == audio.encode()
         assert headers["soundsentry.error.message"]
     assert not parked_values  # each reason exactly once
-    for reason in ("undecodable", "odd_byte_count", "non_finite_samples"):
+    for reason in ("undecodable", "odd_byte_count", "non_finite_samples", "bad_captured_at"):
         assert (
             registry.get_sample_value(
                 "soundsentry_messages_dead_lettered_total",
