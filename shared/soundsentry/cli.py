@@ -246,10 +246,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         )
     reference = ev.read_event_list(args.reference)
     if args.audio:
-        reference = [dataclasses.replace(e, file_id=Path(e.file_id).name) for e in reference]
+        reference, _ = ev.match_files(reference, [], by="name")
         system = _sweep_operating_points(args, reference)
     else:
-        system = ev.read_event_list(args.system)
+        reference, system = ev.match_files(
+            reference, ev.read_event_list(args.system), by=args.match
+        )
     event_based = ev.event_based_metrics(
         reference=reference,
         system=system,
@@ -731,6 +733,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="with --audio: draw recall against false alarms per hour and precision-recall "
         "to a PNG",
+    )
+    evaluate.add_argument(
+        "--match",
+        choices=["name", "path"],
+        default="name",
+        help="how detected events' files are matched to the reference's: by base name "
+        "(default: 'recordings/a.wav' is 'a.wav') or by the exact path",
     )
     evaluate.add_argument("--collar-s", type=float, default=0.2, help="onset collar (s)")
     evaluate.add_argument(

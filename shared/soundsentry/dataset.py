@@ -1084,6 +1084,7 @@ def synthesize(
     Layout under ``out_dir`` (which must be empty or absent)::
 
         <split>/<split>-000000.flac       16-bit mono FLAC at spec.sample_rate_hz
+        <split>/reference.tsv             the split's events for ``soundsentry evaluate``
         manifest.csv                      path, split, labels (';'), events (JSON), sources (';'),
                                           snr_db, background_layers, licences (';')
         LICENCES.txt                      licences of the source datasets used
@@ -1188,6 +1189,7 @@ class _DatasetWriter:
             writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
             writer.writeheader()
             writer.writerows(self.rows)
+        _write_references(self.out_dir, self.rows)
         if self.front_end is not None:
             for split, lines in self.rekognition_lines.items():
                 path = self.out_dir / "rekognition" / f"{split}.manifest"
@@ -1202,6 +1204,23 @@ class _DatasetWriter:
             spec=self.spec,
         )
         return manifest
+
+
+def _write_references(out_dir: Path, rows: Sequence[Mapping[str, str]]) -> None:
+    """``<split>/reference.tsv`` for each split: the examples' events as ``soundsentry
+    evaluate`` reads them (a file without events on a line of its own)."""
+    lines: dict[str, list[str]] = {}
+    for row in rows:
+        events = json.loads(row["events"])
+        lines.setdefault(row["split"], []).extend(
+            [
+                f"{row['path']}\t{onset:.3f}\t{offset:.3f}\t{label}"
+                for label, onset, offset in events
+            ]
+            or [row["path"]]
+        )
+    for split, text in lines.items():
+        (out_dir / split / "reference.tsv").write_text("\n".join(text) + "\n", encoding="utf-8")
 
 
 def _front_end(spec: MixSpec) -> MelFrontEnd:

@@ -40,8 +40,8 @@ import csv
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass, fields, replace
+from pathlib import Path, PurePath
 from types import MappingProxyType
 from typing import Final, Generic, Literal, TypeVar
 
@@ -68,6 +68,7 @@ __all__ = [
     "ThresholdPoint",
     "evaluation_settings_from_mapping",
     "event_based_metrics",
+    "match_files",
     "plot_precision_recall_curve",
     "segment_based_metrics",
     "sweep_thresholds",
@@ -979,6 +980,51 @@ def _segment_based(
         for label, index in label_index.items()
     }
     return _build(overall, class_wise)
+
+
+FileMatch = Literal["name", "path"]
+
+
+def match_files(
+    reference: Sequence[EvalEvent], system: Sequence[EvalEvent], *, by: FileMatch = "name"
+) -> tuple[list[EvalEvent], list[EvalEvent]]:
+    """Reference and system events with file ids that match across the two lists.
+
+    ``by="name"`` (the default) keys files by their base name, so ``recordings/a.wav`` and
+    ``a.wav`` are one file (what ``soundsentry detect`` prints next to a truth file that names
+    files only); ``by="path"`` keeps the ids as they are.
+
+    Raises
+    ------
+    EvaluationInputError
+        for a reference without events, two different paths with one base name, or detected
+        events none of whose files the reference names (a scoring of 0 that would look real).
+    """
+    if not reference:
+        raise EvaluationInputError("the reference holds no events: nothing to score against")
+
+    def keyed(events: Sequence[EvalEvent], which: str) -> list[EvalEvent]:
+        if by == "path":
+            return list(events)
+        names: dict[str, str] = {}
+        for event in events:
+            name = PurePath(event.file_id.replace("\\", "/")).name
+            if names.setdefault(name, event.file_id) != event.file_id:
+                raise EvaluationInputError(
+                    f"{which}: {names[name]!r} and {event.file_id!r} share the name {name!r}; "
+                    "match by path (--match path) or rename them"
+                )
+        return [replace(e, file_id=PurePath(e.file_id.replace("\\", "/")).name) for e in events]
+
+    ours, theirs = keyed(reference, "reference"), keyed(system, "detected events")
+    reference_files = {e.file_id for e in ours}
+    system_files = {e.file_id for e in theirs}
+    if system_files and not system_files & reference_files:
+        raise EvaluationInputError(
+            f"no detected event is in a file the reference names (matched by {by}): detected "
+            f"{sorted(system_files)[:3]}, reference {sorted(reference_files)[:3]}"
+        )
+    return ours, theirs
 
 
 def read_event_list(path: str | Path) -> list[EvalEvent]:

@@ -34,6 +34,7 @@ from soundsentry.dataset import (
     synthesize,
 )
 from soundsentry.dsp import num_frames
+from soundsentry.evaluation import read_event_list
 from soundsentry.exceptions import ConfigurationError
 from tests.audio_fixtures import SHARED_DATA
 
@@ -434,6 +435,24 @@ def test_synthesize_writes_flacs_that_match_the_manifest(synthesized: Path) -> N
         assert 1 <= int(row["background_layers"]) <= 3
         assert row["sources"]
         assert row["licences"]
+
+
+def test_each_split_has_a_reference_that_evaluate_reads(synthesized: Path) -> None:
+    rows = _rows(synthesized)
+    for split in COUNTS:
+        reference = read_event_list(synthesized / split / "reference.tsv")
+        expected = sorted(
+            (row["path"], label, round(onset, 3), round(offset, 3))
+            for row in rows
+            if row["split"] == split
+            for label, onset, offset in json.loads(row["events"])
+        )
+        got = sorted((e.file_id, e.label, e.onset_s, e.offset_s) for e in reference)
+        assert got == expected
+        listed = (synthesized / split / "reference.tsv").read_text().splitlines()
+        assert {line.split("\t")[0] for line in listed} == {
+            row["path"] for row in rows if row["split"] == split
+        }  # files without events are listed too
 
 
 def test_synthesize_lists_the_licences(synthesized: Path) -> None:

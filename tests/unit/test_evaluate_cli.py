@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from soundsentry.cli import main
-from soundsentry.evaluation import EvaluationInputError, read_event_list
+from soundsentry.evaluation import EvalEvent, EvaluationInputError, match_files, read_event_list
 
 
 def test_evaluate_prints_dcase_metrics_for_two_event_lists(
@@ -77,3 +77,33 @@ def test_evaluate_with_audio_names_reference_files_it_was_not_given(tmp_path: Pa
     root = Path(__file__).resolve().parents[2]
     audio = root / "examples" / "audio" / "kitchen_alarms.flac"
     assert main(["evaluate", str(reference), "--audio", str(audio)]) == 2
+
+
+def test_files_are_matched_by_name_unless_told_to_match_paths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What `detect recordings/kitchen.flac` prints next to a truth file that names files only.
+    reference = tmp_path / "ref.tsv"
+    reference.write_text("kitchen.flac\t2.00\t4.00\tsmoke_alarm\n")
+    system = tmp_path / "sys.csv"
+    system.write_text("file,label,onset_s,offset_s\nrecordings/kitchen.flac,smoke_alarm,2.05,4.1\n")
+    assert main(["evaluate", str(reference), str(system), "--format", "json"]) == 0
+    overall = json.loads(capsys.readouterr().out)["event_based"]["overall"]
+    assert overall["f1"] == pytest.approx(1.0)
+    # Strict paths share no file: refused with the names, not scored 0.
+    assert main(["evaluate", str(reference), str(system), "--match", "path"]) == 2
+    error = capsys.readouterr().err
+    assert "no detected event is in a file the reference names (matched by path)" in error
+    assert "recordings/kitchen.flac" in error
+
+
+def test_a_reference_without_events_or_with_clashing_names_is_refused(tmp_path: Path) -> None:
+    empty = [EvalEvent("a.wav", "siren", 0.0, 1.0)]
+    with pytest.raises(EvaluationInputError, match="reference holds no events"):
+        match_files([], empty)
+    clash = [EvalEvent("x/a.wav", "siren", 0.0, 1.0), EvalEvent("y/a.wav", "siren", 0.0, 1.0)]
+    with pytest.raises(EvaluationInputError, match=r"share the name 'a\.wav'"):
+        match_files(clash, empty)
+    ours, theirs = match_files(clash, [EvalEvent("x/a.wav", "siren", 0.1, 1.0)], by="path")
+    assert [e.file_id for e in ours] == ["x/a.wav", "y/a.wav"]
+    assert [e.file_id for e in theirs] == ["x/a.wav"]
