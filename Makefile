@@ -5,10 +5,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
+# Two installs: running SoundSentry (`make install`: the package and plots, under 1 GB) and
+# developing it (`make test` and the other targets: test tools and PyTorch, which the tests use
+# to train a tiny model; PyTorch from PyPI is about 5 GB with its CUDA packages).
+RUN_STAMP := $(VENV)/.installed-run
 STAMP  := $(VENV)/.installed
 KAFKA_CACHE ?= $(CURDIR)/.cache/kafka
-# The tests train a tiny model (PyTorch from PyPI is large: about 5 GB with its CUDA packages)
-# and draw plots; services need neither.
+RUN_EXTRAS ?= plot
 EXTRAS ?= dev,train,plot
 export SOUNDSENTRY_KAFKA_CACHE := $(KAFKA_CACHE)
 
@@ -16,7 +19,7 @@ export SOUNDSENTRY_KAFKA_CACHE := $(KAFKA_CACHE)
 
 help:
 	@echo "make test      create .venv, install, fetch Kafka, install Mosquitto and Prometheus, build kustomize and composecheck, lint, type-check, run every test"
-	@echo "make install   create .venv and install soundsentry with its dev extras"
+	@echo "make install   create .venv and install soundsentry to run it (no test tools, no PyTorch)"
 	@echo "make kafka     fetch Apache Kafka's jars from Maven Central (once, into .cache/kafka)"
 	@echo "make lint      ruff check, ruff format --check, mypy"
 	@echo "make format    apply ruff's fixes and formatting"
@@ -25,14 +28,25 @@ help:
 	@echo "make dashboards regenerate deploy/grafana/dashboards and the k8s PrometheusRule (from deploy/prometheus/rules)"
 	@echo "make test-unit the tests that need no broker"
 
-$(STAMP): pyproject.toml
+define make_venv
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed, found " + sys.version)'
-	$(PYTHON) -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
+endef
+
+$(RUN_STAMP): pyproject.toml
+	$(make_venv)
+	@echo "installing soundsentry[$(RUN_EXTRAS)] (about 0.8 GB)"
+	$(BIN)/pip install --progress-bar on -e '.[$(RUN_EXTRAS)]'
 	@touch $@
 
-install: $(STAMP)
+$(STAMP): pyproject.toml
+	$(make_venv)
+	@echo "installing soundsentry[$(EXTRAS)] for development and tests (about 6 GB with PyTorch)"
+	$(BIN)/pip install --progress-bar on -e '.[$(EXTRAS)]'
+	@touch $@ $(RUN_STAMP)
+
+install: $(RUN_STAMP)
 
 kafka: $(STAMP)
 	$(PY) -m soundsentry.testing.kafka_broker fetch --cache $(KAFKA_CACHE)
