@@ -6,6 +6,9 @@ deployment tests that check each variable a manifest sets is one the services kn
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
+
 from pydantic_settings import BaseSettings
 
 from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
@@ -14,7 +17,7 @@ from soundsentry.services.featurizer.settings import FeaturizerSettings
 from soundsentry.services.ingest.settings import IngestSettings
 from soundsentry.settings import KafkaSettings, TopicSettings
 
-__all__ = ["SETTINGS", "environment_variables"]
+__all__ = ["OTHER_VARIABLES", "SETTINGS", "environment_variables", "unknown_variables"]
 
 SETTINGS: tuple[type[BaseSettings], ...] = (
     KafkaSettings,
@@ -35,3 +38,23 @@ def environment_variables() -> dict[str, type[BaseSettings]]:
         for cls in SETTINGS
         for name in cls.model_fields
     }
+
+
+# Read by the command line and the test harness, under a settings prefix but not by a class.
+OTHER_VARIABLES = frozenset({"SOUNDSENTRY_KAFKA_CACHE"})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A line for each variable under a settings prefix (``SOUNDSENTRY_KAFKA_`` ...) that no
+    setting reads, with the nearest known name: a misspelling would otherwise leave the default
+    in force without a word. Other ``SOUNDSENTRY_*`` names (a secret a destinations file names)
+    are the user's."""
+    known = set(environment_variables()) | OTHER_VARIABLES
+    prefixes = tuple({str(cls.model_config.get("env_prefix", "")) for cls in SETTINGS})
+    problems = []
+    for name in sorted(environ):
+        if name.startswith(prefixes) and name not in known:
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            problems.append(f"{name} is not a setting{hint}")
+    return problems

@@ -767,12 +767,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_environment() -> None:
+    """Refuse misspelled settings (``SOUNDSENTRY_TOPICS_PARTITION``), naming the nearest."""
+    if not any(name.startswith("SOUNDSENTRY_") for name in os.environ):
+        return
+    from soundsentry.services.catalog import unknown_variables  # noqa: PLC0415
+
+    problems = unknown_variables(os.environ)
+    if problems:
+        raise ConfigurationError("; ".join(problems))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
+        _check_environment()
         code: int = args.func(args)
     except SoundSentryError as exc:
         # A clear message, not a traceback: these are problems with input or configuration.
