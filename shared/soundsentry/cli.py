@@ -635,6 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any failure")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     topics = sub.add_parser(
@@ -790,7 +791,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A clear message, not a traceback: these are problems with input or configuration.
         print(f"soundsentry: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        message = _expected_failure(exc)
+        if message is None or args.debug:
+            raise
+        print(f"soundsentry: error: {message} (--debug shows the traceback)", file=sys.stderr)
+        return 2
     return code
+
+
+def _expected_failure(exc: Exception) -> str | None:
+    """One line for the failures a user meets first (settings, no broker, no ingest), None
+    for anything else (a bug: its traceback is what helps)."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        return f"invalid {exc.title}: {problems}"
+    module = type(exc).__module__
+    if module.startswith("aiokafka") and "Connection" in type(exc).__name__:
+        return (
+            f"cannot reach Kafka ({exc}): start a broker (soundsentry kafka-local run) or set "
+            "SOUNDSENTRY_KAFKA_BOOTSTRAP_SERVERS"
+        )
+    if module.startswith("grpc"):
+        import grpc  # noqa: PLC0415
+
+        if isinstance(exc, grpc.aio.AioRpcError):
+            hint = (
+                ": is soundsentry ingest (or serve) running there?"
+                if exc.code() == grpc.StatusCode.UNAVAILABLE
+                else ""
+            )
+            return f"ingest answered {exc.code().name}: {exc.details()}{hint}"
+    return None
 
 
 if __name__ == "__main__":

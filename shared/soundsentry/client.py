@@ -44,6 +44,10 @@ class PushResult:
         return self.sent == self.published
 
 
+# How long a push retries a server that has never answered (a wrong address, nothing running).
+_FIRST_CONNECT_S = 5.0
+
+
 def file_chunks(
     path: str | Path,
     *,
@@ -178,11 +182,23 @@ async def push(
     metadata = (("authorization", f"Bearer {token}"),) if token else None
     progress = time.monotonic()
     delay = 0.1
+    first = True
     while True:
         try:
             async with (
                 open_channel(target, tls_ca) if channel is None else nullcontext(channel)
             ) as connection:
+                if first and channel is None:
+                    # A server never reached is a mistake to report soon (a wrong address,
+                    # nothing running), not an outage to wait out.
+                    try:
+                        await asyncio.wait_for(connection.channel_ready(), _FIRST_CONNECT_S)
+                    except TimeoutError:
+                        raise ConfigurationError(
+                            f"cannot connect to ingest at {target} within {_FIRST_CONNECT_S:g} "
+                            "s: is soundsentry ingest (or serve) running there?"
+                        ) from None
+                first = False
                 stub = soundsentry_pb2_grpc.IngestStub(connection)
                 call = stub.StreamAudio(session.requests(), metadata=metadata, timeout=timeout_s)
                 ack: ChunkAck

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from soundsentry import __version__
 from soundsentry.cli import main
+from soundsentry.testing.kafka_broker import free_port
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -49,3 +52,24 @@ def test_names_outside_the_settings_prefixes_are_the_users(
     monkeypatch.setenv("SOUNDSENTRY_KAFKA_CACHE", "/tmp/kafka")
     assert main(["topics", "list"]) == 0
     assert "audio.pcm" in capsys.readouterr().out
+
+
+def test_the_first_mistakes_get_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()  # nothing listens there
+    monkeypatch.setenv("SOUNDSENTRY_KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+    assert main(["topics", "create"]) == 2
+    assert "cannot reach Kafka" in capsys.readouterr().err
+    example = str(
+        Path(__file__).resolve().parents[2] / "examples" / "audio" / "kitchen_alarms.flac"
+    )
+    assert main(["push", example, "--sensor", "a", "--target", f"127.0.0.1:{port}"]) == 2
+    assert "is soundsentry ingest (or serve) running there?" in capsys.readouterr().err
+    monkeypatch.delenv("SOUNDSENTRY_INGEST_TOKENS_FILE", raising=False)
+    monkeypatch.delenv("SOUNDSENTRY_INGEST_ALLOW_ANONYMOUS", raising=False)
+    assert main(["ingest"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("soundsentry: error: invalid IngestSettings: ")
+    assert "SOUNDSENTRY_INGEST_ALLOW_ANONYMOUS=true" in error
+    assert "Traceback" not in error
