@@ -569,6 +569,15 @@ def _add_simulate_command(sub: Any) -> None:
     stack.set_defaults(func=_cmd_stack)
 
 
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=os.environ.get("SOUNDSENTRY_DATA_DIR"),
+        help="the development data; default $SOUNDSENTRY_DATA_DIR",
+    )
+
+
 def _add_dataset_commands(sub: Any) -> None:
     dataset = sub.add_parser("dataset", help="training data")
     dataset_sub = dataset.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
@@ -588,12 +597,7 @@ def _add_dataset_commands(sub: Any) -> None:
     )
     mine.add_argument("dataset_dir", type=Path, help="a folder from 'soundsentry dataset synth'")
     mine.add_argument("--model", type=Path, required=True, help="model directory to mine with")
-    mine.add_argument(
-        "--data-dir",
-        type=Path,
-        default=os.environ.get("SOUNDSENTRY_DATA_DIR"),
-        help="the development data; default $SOUNDSENTRY_DATA_DIR",
-    )
+    _add_data_dir(mine)
     mine.add_argument("--hours", type=float, default=2.0, help="background to mine (h)")
     mine.add_argument("--min-score", type=float, default=0.3, help="score that makes a negative")
     mine.add_argument(
@@ -611,12 +615,7 @@ def _add_dataset_commands(sub: Any) -> None:
         "false-alarm budget over these hours too.",
     )
     background.add_argument("dataset_dir", type=Path, help="a folder from 'dataset synth'")
-    background.add_argument(
-        "--data-dir",
-        type=Path,
-        default=os.environ.get("SOUNDSENTRY_DATA_DIR"),
-        help="the development data; default $SOUNDSENTRY_DATA_DIR",
-    )
+    _add_data_dir(background)
     background.add_argument("--split", default="validate", choices=["validate", "train"])
     background.add_argument("--hours", type=float, default=3.0, help="background to add (h)")
     background.add_argument(
