@@ -988,6 +988,20 @@ def _loss(model: torch.nn.Module, batch: _Batch, frame_weight: float) -> torch.T
     return result
 
 
+def _validation_loss(model: torch.nn.Module, batch: _Batch, frame_weight: float) -> float:
+    """:func:`_loss` over all of ``batch``, computed in slices: the validation split's windows
+    at once would need gigabytes of activations (hours of validation background)."""
+    total, count = 0.0, int(batch.inputs.shape[0])
+    for lo in range(0, count, _EVAL_BATCH):
+        part = _Batch(
+            batch.inputs[lo : lo + _EVAL_BATCH],
+            batch.clip[lo : lo + _EVAL_BATCH],
+            batch.frames[lo : lo + _EVAL_BATCH],
+        )
+        total += float(_loss(model, part, frame_weight).item()) * int(part.inputs.shape[0])
+    return total / max(count, 1)
+
+
 def _predict(
     model: torch.nn.Module, inputs: npt.NDArray[np.float32]
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
@@ -1147,7 +1161,7 @@ def train_model(
         )
         model.eval()
         with torch.no_grad():
-            val_loss = float(_loss(model, validation, frame_weight).item())
+            val_loss = _validation_loss(model, validation, frame_weight)
         history.append({"train_loss": round(train_loss, 6), "validation_loss": round(val_loss, 6)})
         improved = stopping.update(epoch, val_loss)
         logger.info(
