@@ -214,7 +214,7 @@ DATASETS: Mapping[str, _DatasetInfo] = {
         targets={"siren": "siren"},
         background=frozenset(),
         background_role="ambience",
-        licence_summary="emergency_sirens: redistribution granted; audio taken from the web",
+        licence_summary="emergency_sirens: redistribution granted, audio taken from the web",
         licence_text=(
             "Ambulance sirens (github.com/vishnu-u/Siren-Sound-Dataset, commit 62ebb17).\n"
             "Licence: the author grants free download, modification and redistribution, and says "
