@@ -196,7 +196,8 @@ async def push(
                     except TimeoutError:
                         raise ConfigurationError(
                             f"cannot connect to ingest at {target} within {_FIRST_CONNECT_S:g} "
-                            "s: is soundsentry ingest (or serve) running there?"
+                            "s: is soundsentry ingest (or serve) running there, with TLS "
+                            "exactly when --tls-ca is given?"
                         ) from None
                 first = False
                 stub = soundsentry_pb2_grpc.IngestStub(connection)
