@@ -170,16 +170,22 @@ async def _simulate_kafka(
 def _cmd_stack(args: argparse.Namespace) -> int:
     import tempfile  # noqa: PLC0415
 
-    from soundsentry.stack import LocalStack, run_stack  # noqa: PLC0415
+    from soundsentry.stack import SERVICES, LocalStack, StackPorts, run_stack  # noqa: PLC0415
+    from soundsentry.testing.kafka_broker import free_port  # noqa: PLC0415
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="soundsentry-stack-"))
+    ports = StackPorts.free(
+        ingest=args.ingest_port,
+        metrics=dict(zip(SERVICES, args.metrics_ports, strict=True)),
+        prometheus=args.prometheus_port,
+    )
     return asyncio.run(
         run_stack(
-            LocalStack(workdir, model_dir=args.model),
+            LocalStack(workdir, model_dir=args.model, ports=ports),
             sensors=args.sensors,
             duration_s=args.duration,
             prometheus=not args.no_prometheus,
-            kafka_port=args.kafka_port,
+            kafka_port=args.kafka_port or free_port(),
             # Kafka's data would pile up in /tmp run after run; a --workdir is the user's.
             remove_workdir=args.workdir is None,
         )
@@ -558,7 +564,25 @@ def _add_simulate_command(sub: Any) -> None:
     stack.add_argument("--sensors", type=int, default=20, help="simulated sensors (0: none)")
     stack.add_argument("--duration", type=float, default=3600.0, help="seconds they stream")
     stack.add_argument("--model", type=Path, default=Path("models"), help="model directory")
-    stack.add_argument("--kafka-port", type=int, default=9092, help="broker port on 127.0.0.1")
+    # Every port defaults to a free one (0), so the stack starts beside anything else; the
+    # ports are printed once it is up.
+    stack.add_argument(
+        "--kafka-port", type=int, default=0, help="broker port on 127.0.0.1 (0: a free one)"
+    )
+    stack.add_argument(
+        "--ingest-port", type=int, default=0, help="ingest gRPC port (0: a free one)"
+    )
+    stack.add_argument(
+        "--metrics-ports",
+        type=int,
+        nargs=4,
+        default=[0, 0, 0, 0],
+        metavar=("INGEST", "FEATURIZER", "CLASSIFIER", "ALERTER"),
+        help="the services' /metrics ports (0: free ones)",
+    )
+    stack.add_argument(
+        "--prometheus-port", type=int, default=0, help="Prometheus port (0: a free one)"
+    )
     stack.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
     stack.add_argument(
         "--workdir",

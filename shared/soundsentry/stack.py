@@ -58,6 +58,25 @@ class StackPorts:
     )
     prometheus: int = 9090
 
+    @classmethod
+    def free(
+        cls,
+        *,
+        ingest: int = 0,
+        metrics: Mapping[str, int] | None = None,
+        prometheus: int = 0,
+    ) -> StackPorts:
+        """These ports, with each 0 replaced by a free loopback port (``soundsentry stack``'s
+        default: it starts beside whatever else the machine runs)."""
+        from soundsentry.testing.kafka_broker import free_port  # noqa: PLC0415
+
+        given = dict(metrics or {})
+        return cls(
+            ingest=ingest or free_port(),
+            metrics={name: given.get(name) or free_port() for name in SERVICES},
+            prometheus=prometheus or free_port(),
+        )
+
 
 def soundsentry_command() -> list[str]:
     """How to run ``soundsentry`` from this interpreter (its console script when installed)."""
@@ -335,6 +354,7 @@ async def _serve(
     urls = [f"ingest gRPC 127.0.0.1:{stack.ports.ingest}"]
     urls += [f"{s} http://127.0.0.1:{p}/metrics" for s, p in stack.ports.metrics.items()]
     if prometheus:
+        # Optional: the stack runs without it, whatever keeps it from starting.
         if find_prometheus() is None:
             print("Prometheus is not installed: running without it", flush=True)
         else:
@@ -345,9 +365,18 @@ async def _serve(
     print(f"up in {time.monotonic() - started:.1f} s:", *urls, sep="\n  ", flush=True)
     print("events follow as JSON lines; Ctrl-C stops everything", flush=True)
     events = asyncio.create_task(stack.print_events(sys.stdout))
+    warned = False
     try:
         while not stopping.is_set():
-            crashed = {n: c for n, c in stack.exited().items() if n != "simulate"}
+            exited = stack.exited()
+            if "prometheus" in exited and not warned:
+                warned = True
+                print(
+                    f"warning: Prometheus exited with {exited['prometheus']} (running without "
+                    f"it):\n{stack.log_tail('prometheus', 600)}",
+                    flush=True,
+                )
+            crashed = {n: c for n, c in exited.items() if n not in {"simulate", "prometheus"}}
             if crashed:
                 for name, code in crashed.items():
                     print(f"{name} exited with {code}:\n{stack.log_tail(name)}", flush=True)

@@ -14,7 +14,7 @@ from typing import TextIO
 
 import pytest
 
-from soundsentry.stack import SERVICES, LocalStack, run_stack
+from soundsentry.stack import SERVICES, LocalStack, StackPorts, run_stack
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -103,3 +103,39 @@ async def test_a_service_that_exits_stops_the_stack_and_keeps_its_logs(
     out = capsys.readouterr().out
     assert "featurizer exited with 3" in out
     assert f"logs kept in {stack.workdir}" in out
+
+
+def test_ports_default_to_free_ones_and_given_ones_are_kept() -> None:
+    ports = StackPorts.free(ingest=50999, metrics={"classifier": 9999})
+    assert ports.ingest == 50999
+    assert ports.metrics["classifier"] == 9999
+    chosen = [ports.prometheus, *(p for n, p in ports.metrics.items() if n != "classifier")]
+    assert all(port > 0 for port in chosen)
+    assert len({ports.ingest, *chosen, 9999}) == 6  # all distinct
+
+
+class PrometheusDies(FakeStack):
+    """Prometheus (a fake) exits at once, as it does on a taken port."""
+
+    async def start_services(self, names: Sequence[str] = SERVICES) -> None:
+        await self._spawn("ingest", "sleep", "600", env=os.environ)
+
+    async def print_events(self, out: TextIO) -> None:
+        await self._spawn("prometheus", "sh", "-c", "echo 'address already in use'; exit 1")
+        await asyncio.Event().wait()
+
+    def exited(self) -> dict[str, int]:
+        return LocalStack.exited(self)
+
+
+@pytest.mark.timeout(60)  # a guard against a hang, not a speed limit
+async def test_prometheus_dying_is_a_warning_not_the_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = PrometheusDies(tmp_path / "work", interrupt_at=None)
+    task = asyncio.create_task(_run(stack))
+    while "warning: Prometheus exited with 1" not in capsys.readouterr().out:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    assert not task.done()  # the stack runs on without it
+    signal.raise_signal(signal.SIGINT)
+    assert await task == 0
