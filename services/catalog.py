@@ -17,7 +17,14 @@ from soundsentry.services.featurizer.settings import FeaturizerSettings
 from soundsentry.services.ingest.settings import IngestSettings
 from soundsentry.settings import KafkaSettings, TopicSettings
 
-__all__ = ["OTHER_VARIABLES", "SETTINGS", "environment_variables", "unknown_variables"]
+__all__ = [
+    "OTHER_VARIABLES",
+    "SETTINGS",
+    "default_text",
+    "environment_variables",
+    "settings_help",
+    "unknown_variables",
+]
 
 SETTINGS: tuple[type[BaseSettings], ...] = (
     KafkaSettings,
@@ -58,3 +65,31 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
             hint = f"; did you mean {near[0]}?" if near else ""
             problems.append(f"{name} is not a setting{hint}")
     return problems
+
+
+def settings_help(prefixes: tuple[str, ...]) -> str:
+    """Lines ``NAME (default): description`` for the settings under ``prefixes``, for --help."""
+    lines = []
+    for cls in SETTINGS:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        if prefix not in prefixes:
+            continue
+        for name, field in cls.model_fields.items():
+            default = (
+                "required"
+                if field.is_required()
+                else default_text(field.get_default(call_default_factory=True))
+            )
+            lines.append(f"  {prefix}{name.upper()} ({default})")
+            if field.description:
+                lines.append(f"      {field.description}")
+    return "\n".join(lines)
+
+
+def default_text(value: object) -> str:
+    """A setting's default as people write it: ``none``, ``empty``, ``true``, ``models``."""
+    if value is None:
+        return "none"
+    if value in ("", {}):
+        return "empty"
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -11,18 +11,15 @@ from pathlib import Path
 
 from generated import write_or_check
 
-from soundsentry.services.catalog import SETTINGS
+from soundsentry.services.catalog import SETTINGS, default_text
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- config:start -->", "<!-- config:end -->"
 
 
 def _default(value: object) -> str:
-    if value is None:
-        return "none"
-    if value in ("", {}):
-        return "empty"
-    return f"`{str(value).lower() if isinstance(value, bool) else value}`"
+    text = default_text(value)
+    return text if value is None or value in ("", {}) else f"`{text}`"
 
 
 def render() -> str:

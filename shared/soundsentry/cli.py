@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -649,6 +650,23 @@ def _add_dataset_commands(sub: Any) -> None:
     background.set_defaults(func=_cmd_dataset_background)
 
 
+class _SettingsHelp(argparse.HelpFormatter):
+    """Help that ends with the settings a service reads, with their defaults (the settings
+    classes are imported only when help is shown)."""
+
+    def __init__(self, prog: str, *, prefixes: tuple[str, ...]) -> None:
+        super().__init__(prog)
+        self._prefixes = prefixes
+
+    def format_help(self) -> str:
+        from soundsentry.services.catalog import settings_help  # noqa: PLC0415
+
+        return (
+            f"{super().format_help()}\nsettings (environment variables, with their defaults):\n"
+            f"{settings_help(self._prefixes)}\n"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="soundsentry",
@@ -688,8 +706,28 @@ def build_parser() -> argparse.ArgumentParser:
             _cmd_serve,
         ),
     )
+    common = ("SOUNDSENTRY_KAFKA_", "SOUNDSENTRY_TOPICS_")
+    settings = {
+        "ingest": ("SOUNDSENTRY_INGEST_", *common),
+        "featurizer": ("SOUNDSENTRY_FEATURIZER_", *common),
+        "classifier": ("SOUNDSENTRY_CLASSIFIER_", "SOUNDSENTRY_ESCALATION_", *common),
+        "alerter": ("SOUNDSENTRY_ALERTER_", "SOUNDSENTRY_NOTIFY_", *common),
+        "serve": (
+            "SOUNDSENTRY_INGEST_",
+            "SOUNDSENTRY_CLASSIFIER_",
+            "SOUNDSENTRY_ALERTER_",
+            "SOUNDSENTRY_NOTIFY_",
+        ),
+    }
     for name, text, func in services:
-        sub.add_parser(name, help=text).set_defaults(func=func)
+        sub.add_parser(
+            name,
+            help=text,
+            description=f"{text[0].upper()}{text[1:]}, until SIGTERM or Ctrl-C. It takes no "
+            "options: it is configured by the environment variables below (unknown ones under "
+            "these prefixes are refused).",
+            formatter_class=functools.partial(_SettingsHelp, prefixes=settings[name]),
+        ).set_defaults(func=func)
 
     push = sub.add_parser("push", help="stream an audio file to the ingest service over gRPC")
     push.add_argument("file", type=Path, help="WAV, FLAC, OGG or MP3 file")

@@ -73,3 +73,16 @@ def test_the_first_mistakes_get_one_line_not_a_traceback(
     assert error.startswith("soundsentry: error: invalid IngestSettings: ")
     assert "SOUNDSENTRY_INGEST_ALLOW_ANONYMOUS=true" in error
     assert "Traceback" not in error
+
+
+def test_a_service_commands_help_lists_the_settings_it_reads(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["classifier", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # help text wraps at any width
+    assert "configured by the environment variables below" in out
+    assert "SOUNDSENTRY_CLASSIFIER_MODEL_DIR (models)" in out
+    assert "SOUNDSENTRY_ESCALATION_" in out
+    assert "SOUNDSENTRY_KAFKA_BOOTSTRAP_SERVERS" in out
+    assert "SOUNDSENTRY_INGEST_" not in out
