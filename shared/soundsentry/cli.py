@@ -233,11 +233,13 @@ def _cmd_detect(args: argparse.Namespace) -> int:
                 ]
             )
     else:
-        print(f"{'file':<32} {'label':<16} {'onset_s':>8} {'offset_s':>8} {'peak':>5}")
+        # As wide as the longest file name, so long names do not push the columns apart.
+        width = max([32, *(len(Path(e.file).name) for e in rows)])
+        print(f"{'file':<{width}} {'label':<16} {'onset_s':>8} {'offset_s':>8} {'peak':>5}")
         for e in rows:
             print(
-                f"{Path(e.file).name:<32} {e.label:<16} {e.onset_s:>8.2f} {e.offset_s:>8.2f} "
-                f"{e.peak_score:>5.2f}"
+                f"{Path(e.file).name:<{width}} {e.label:<16} {e.onset_s:>8.2f} "
+                f"{e.offset_s:>8.2f} {e.peak_score:>5.2f}"
             )
         if not rows:
             print("(no events)")

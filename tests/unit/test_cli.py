@@ -86,3 +86,18 @@ def test_a_service_commands_help_lists_the_settings_it_reads(
     assert "SOUNDSENTRY_ESCALATION_" in out
     assert "SOUNDSENTRY_KAFKA_BOOTSTRAP_SERVERS" in out
     assert "SOUNDSENTRY_INGEST_" not in out
+
+
+def test_detect_keeps_its_columns_for_long_file_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "audio" / "kitchen_alarms.flac"
+    long = tmp_path / ("a-very-long-recording-name-from-a-sensor-gateway-" + example.name)
+    long.write_bytes(example.read_bytes())
+    models = Path(__file__).resolve().parents[2] / "models"
+    assert main(["detect", str(long), "--model", str(models)]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert rows
+    column = header.index("label")
+    assert all(row[column - 1] == " " and row[column] != " " for row in rows)
+    assert all(row.index(long.name) == 0 for row in rows)
