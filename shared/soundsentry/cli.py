@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,11 +88,27 @@ def _rejected(counts: Mapping[str, int]) -> str:
     return "; rejected: " + ", ".join(f"{reason}={n}" for reason, n in sorted(counts.items()))
 
 
+def _recorded_start_ns(path: Path) -> int:
+    """The capture time of a recording pushed faster than real time: one that happened, so it
+    ends now (rather than stamping capture times up to its length into the future)."""
+    import soundfile  # noqa: PLC0415
+
+    try:
+        seconds = float(soundfile.info(str(path)).duration)
+    except (OSError, RuntimeError) as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc}") from exc
+    return time.time_ns() - round(seconds * 1e9)
+
+
 def _cmd_push(args: argparse.Namespace) -> int:
     from soundsentry.client import file_chunks, push  # noqa: PLC0415
 
     chunks = file_chunks(
-        args.file, sensor_id=args.sensor, stream_id=args.stream_id, chunk_ms=args.chunk_ms
+        args.file,
+        sensor_id=args.sensor,
+        stream_id=args.stream_id,
+        chunk_ms=args.chunk_ms,
+        start_time_ns=None if args.realtime else _recorded_start_ns(args.file),
     )
     result = asyncio.run(
         push(args.target, chunks, token=args.token, realtime=args.realtime, tls_ca=args.tls_ca)

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
+import soundfile
 
 from soundsentry import __version__
-from soundsentry.cli import main
+from soundsentry.cli import _recorded_start_ns, main
 from soundsentry.testing.kafka_broker import free_port
 
 
@@ -101,3 +103,12 @@ def test_detect_keeps_its_columns_for_long_file_names(
     column = header.index("label")
     assert all(row[column - 1] == " " and row[column] != " " for row in rows)
     assert all(row.index(long.name) == 0 for row in rows)
+
+
+def test_a_recording_pushed_faster_than_real_time_ends_now_not_in_the_future() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "audio" / "kitchen_alarms.flac"
+    before = time.time_ns()
+    start = _recorded_start_ns(example)
+    after = time.time_ns()
+    length_ns = round(soundfile.info(str(example)).duration * 1e9)
+    assert before <= start + length_ns <= after
