@@ -57,6 +57,7 @@ from soundsentry.features import FeatureProfile, Window, parse_profile
 __all__ = [
     "INFERENCE_SLICE",
     "INPUT_NAME",
+    "PACKAGED_MODELS",
     "CompositionPart",
     "LoadedModel",
     "ModelCard",
@@ -71,12 +72,16 @@ __all__ = [
     "read_card",
     "read_cards",
     "reported_labels",
+    "resolve_model_dir",
     "score_id",
     "score_to_proto",
     "write_card",
 ]
 
 INPUT_NAME = "log_mel"
+# The default model, installed with the package (a link to the checkout's models/).
+PACKAGED_MODELS = Path(__file__).resolve().parent / "models"
+_DEFAULT_MODEL_DIR = Path("models")
 # Windows per ONNX Runtime run (LoadedModel.predict cuts larger batches into runs of this size).
 INFERENCE_SLICE = 16
 
@@ -446,6 +451,15 @@ def reported_labels(cards: Iterable[ModelCard]) -> dict[str, frozenset[str]]:
     }
 
 
+def resolve_model_dir(directory: str | Path) -> Path:
+    """``directory``, except that the default ``models`` falls back to the model installed
+    with the package when the current directory has none (``soundsentry detect`` anywhere)."""
+    folder = Path(directory)
+    if folder == _DEFAULT_MODEL_DIR and not folder.is_dir() and PACKAGED_MODELS.is_dir():
+        return PACKAGED_MODELS
+    return folder
+
+
 def read_cards(directory: str | Path) -> dict[str, ModelCard]:
     """Every ``*.json`` card of a model directory by model name, without the ONNX files
     (for services that need a model's labels, profile and rules but never run it).
@@ -456,7 +470,7 @@ def read_cards(directory: str | Path) -> dict[str, ModelCard]:
         if the directory has no card, a card fails to read (all problems are listed), two
         cards name the same model, or two take over the same label.
     """
-    folder = Path(directory)
+    folder = resolve_model_dir(directory)
     paths = sorted(folder.glob("*.json"))
     if not paths:
         raise ConfigurationError(f"no model cards (*.json) in {folder}")
@@ -559,7 +573,7 @@ class ModelSet:
         ConfigurationError
             if the directory has no card, or any card fails to load (all problems are listed).
         """
-        folder = Path(directory)
+        folder = resolve_model_dir(directory)
         cards = sorted(folder.glob("*.json"))
         if not cards:
             raise ConfigurationError(f"no model cards (*.json) in {folder}")
@@ -673,7 +687,7 @@ class ModelDirectory:
 
     def __init__(self, directory: str | Path, *, threads: int = 1) -> None:
         """Load every card; at start-up any problem is an error (ConfigurationError)."""
-        self.directory = Path(directory)
+        self.directory = resolve_model_dir(directory)
         self._threads = threads
         self.models = ModelSet.from_dir(self.directory, threads=threads)
         self._loaded: dict[Path, tuple[_Fingerprint, LoadedModel]] = {}

@@ -134,7 +134,9 @@ class LocalStack:
         bootstrap: str | None = None,
     ) -> None:
         self.workdir = workdir
-        self.model_dir = model_dir.resolve()
+        from soundsentry.models import resolve_model_dir  # noqa: PLC0415 - loads onnxruntime
+
+        self.model_dir = resolve_model_dir(model_dir).resolve()
         self.topics = topics or TopicLayout()
         self.ports = ports or StackPorts()
         self.group = group

@@ -17,11 +17,13 @@ from soundsentry.features import FeatureProfile, Featurizer
 from soundsentry.models import (
     INFERENCE_SLICE,
     INPUT_NAME,
+    PACKAGED_MODELS,
     ModelDirectory,
     ModelSet,
     ReloadReport,
     load_model,
     read_cards,
+    resolve_model_dir,
     score_id,
     score_to_proto,
 )
@@ -349,3 +351,16 @@ def test_a_model_directory_reloads_new_changed_broken_and_removed_cards(tmp_path
     assert [name for name, _ in report.failed] == ["*"]
     assert directory.refresh() == ReloadReport()
     assert [m.name for m in directory.models.models] == ["general"]
+
+
+def test_the_default_model_is_found_outside_the_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The package carries the default model: `--model models` (the default) works anywhere.
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model_dir("models") == PACKAGED_MODELS
+    assert (PACKAGED_MODELS / "default.json").is_file()
+    assert ModelSet.from_dir("models").models
+    (tmp_path / "models").mkdir()  # a folder of the user's own wins
+    assert resolve_model_dir("models") == Path("models")
+    assert resolve_model_dir(tmp_path / "elsewhere") == tmp_path / "elsewhere"
