@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,6 +207,20 @@ def _fuse(parts: list[_Part], sources: list[tuple[str, int, int]]) -> Any:
     return model
 
 
+def _copy_licence_files(parts: list[_Part], out: Path) -> None:
+    """The parts' ``<name>.LICENCES.txt`` and ``<name>.FREESOUNDCREDITS.txt`` beside the
+    composite's card (the first part that has one: the parts share their data's licences), as
+    the card's licence statement refers to them."""
+    name = out.stem
+    for extra in ("LICENCES.txt", "FREESOUNDCREDITS.txt"):
+        for part in parts:
+            source = part.card_path.parent / f"{part.card_path.stem}.{extra}"
+            if source.is_file():
+                if source.resolve() != (out.parent / f"{name}.{extra}").resolve():
+                    shutil.copyfile(source, out.parent / f"{name}.{extra}")
+                break
+
+
 def compose_cards(
     base_card: str | Path,
     specialist_cards: list[str | Path],
@@ -268,6 +283,7 @@ def compose_cards(
             )
         tuned = retune_document(document, data, ours, targets, dataset_name=dataset_name)
         candidate.replace(target)
+        _copy_licence_files(parts, out)
         write_card(out, document)
     return ComposeReport(
         card=out,

@@ -585,3 +585,9 @@ def test_compose_command(
     printed = capsys.readouterr().out
     assert "default.json" in printed
     assert "specialist" in printed
+    # The files the card's licence statement refers to come along.
+    for extra in ("LICENCES.txt", "FREESOUNDCREDITS.txt"):
+        source = card_path.with_name(f"{card_path.stem}.{extra}")
+        if source.is_file():
+            assert out.with_name(f"default.{extra}").read_bytes() == source.read_bytes()
+    assert card_path.with_name(f"{card_path.stem}.LICENCES.txt").is_file()
