@@ -76,9 +76,10 @@ class AlerterSettings(BaseSettings):
         "directory.",
     )
     sensor_metrics: str = Field(
-        default="*",
+        default="",
         description="Comma-separated shell patterns of the sensor ids whose events get "
-        "Prometheus series of their own (the per-sensor dashboard); empty: none.",
+        "Prometheus series of their own (the per-sensor dashboard); empty (the default): "
+        "none, so a city's sensor count does not multiply the series; '*' for a small site.",
     )
     metrics_port: int = Field(
         default=9104, ge=0, le=65535, description="Prometheus /metrics port (0: disabled)."

@@ -55,10 +55,11 @@ class ClassifierSettings(BaseSettings):
         default=1, ge=1, le=64, description="ONNX Runtime intra-op threads per model."
     )
     sensor_metrics: str = Field(
-        default="*",
+        default="",
         description="Comma-separated shell patterns of the sensor ids whose level and scores "
         "get Prometheus series of their own (the per-sensor dashboard); empty: none. Each "
-        "sensor costs 1 + models x labels series.",
+        "sensor costs 1 + models x labels series, so none by default (a city's Prometheus); "
+        "'*' for a small site.",
     )
     metrics_port: int = Field(
         default=9103, ge=0, le=65535, description="Prometheus /metrics port (0: disabled)."

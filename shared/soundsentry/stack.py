@@ -181,6 +181,9 @@ class LocalStack:
             "SOUNDSENTRY_INGEST_PORT": str(self.ports.ingest),
             # Loopback only, no tokens: a development stack.
             "SOUNDSENTRY_INGEST_ALLOW_ANONYMOUS": "true",
+            # A few sensors: each gets its series on the per-sensor dashboard.
+            "SOUNDSENTRY_CLASSIFIER_SENSOR_METRICS": "*",
+            "SOUNDSENTRY_ALERTER_SENSOR_METRICS": "*",
         }
         for service in SERVICES:
             prefix = f"SOUNDSENTRY_{service.upper()}_"

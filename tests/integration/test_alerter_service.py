@@ -48,7 +48,12 @@ def alerter(
 ) -> tuple[AlerterService, CollectorRegistry]:
     registry = CollectorRegistry()
     settings = AlerterSettings(
-        app_id=group, model_dir=models, data_dir=tmp_path, metrics_port=0, reload_interval_s=0
+        app_id=group,
+        model_dir=models,
+        data_dir=tmp_path,
+        metrics_port=0,
+        reload_interval_s=0,
+        sensor_metrics="*",
     )
     return create_app(kafka, topics, settings, registry=registry), registry
 
