@@ -76,6 +76,8 @@ class FeaturizerService:
         self._held: dict[str, deque[tuple[str, int, int]]] = {}
         # When each sensor with held records last sent audio (monotonic seconds).
         self._last_heard: dict[str, float] = {}
+        # When each sensor with state last sent audio, oldest first (monotonic seconds).
+        self._last_seen: dict[str, float] = {}
         self.app = BatchApp(
             SERVICE,
             kafka,
@@ -140,6 +142,8 @@ class FeaturizerService:
             self._release(sensor_id)
             if sensor_id in self._held:
                 self._last_heard[sensor_id] = now
+            self._last_seen.pop(sensor_id, None)  # re-inserted last: the dict stays in order
+            self._last_seen[sensor_id] = now
         metrics.held_records.set(sum(len(held) for held in self._held.values()))
 
     def first_needed(self) -> Mapping[TopicPartition, int]:
@@ -153,8 +157,29 @@ class FeaturizerService:
         return first
 
     async def _idle_timer(self) -> None:
-        self._release_idle(time.monotonic())
+        now = time.monotonic()
+        self._release_idle(now)
+        self._forget_idle(now)
         self.metrics.held_records.set(sum(len(held) for held in self._held.values()))
+
+    def _forget_idle(self, now: float) -> None:
+        """Release the state of sensors silent for ``state_idle_s``, so memory is bounded by
+        the sensors streaming, not by every sensor id ever seen."""
+        limit = self.settings.state_idle_s
+        gone = []
+        for sensor_id, seen in self._last_seen.items():
+            if now - seen < limit:
+                break  # in order of last audio: the rest are more recent
+            gone.append(sensor_id)
+        for sensor_id in gone:
+            del self._last_seen[sensor_id]
+            self.featurizer.forget(sensor_id)
+            self._sensor_partitions.pop(sensor_id, None)
+            self._held.pop(sensor_id, None)
+            self._last_heard.pop(sensor_id, None)
+        if gone:
+            self.metrics.sensors.set(self.featurizer.sensors)
+            logger.info("released the state of %d sensors silent for %g s", len(gone), limit)
 
     def _release_idle(self, now: float) -> None:
         """Let go of the held records of sensors silent for ``hold_idle_s``: a sensor that has
@@ -199,6 +224,7 @@ class FeaturizerService:
             # Not committed: the partition's next owner reads them again.
             self._held.pop(sensor_id, None)
             self._last_heard.pop(sensor_id, None)
+            self._last_seen.pop(sensor_id, None)
         for tp in revoked:
             if tp.topic == self.source:
                 with contextlib.suppress(KeyError):  # no batch from it yet

@@ -60,6 +60,14 @@ class FeaturizerSettings(BaseSettings):
         description="A sensor silent this long lets go of the records its unfinished windows "
         "would need after a crash, so that it does not hold back the commits of its partition.",
     )
+    state_idle_s: float = Field(
+        default=600.0,
+        gt=0.0,
+        le=86_400.0,
+        description="A sensor silent this long has its state released (about 18 KB a sensor): "
+        "memory follows the sensors that stream, not every id ever seen. It starts afresh "
+        "when it sends again, as after a gap.",
+    )
     profiles_file: Path | None = Field(
         default=None,
         description="JSON list of feature profiles to emit (default: the built-in full-16k).",

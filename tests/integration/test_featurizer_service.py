@@ -422,7 +422,9 @@ async def test_held_records_are_committed_once_windows_no_longer_need_them(
     service = create_app(
         kafka_settings,
         topic_layout,
-        FeaturizerSettings(app_id=consumer_group, metrics_port=0, hold_idle_s=2.0),
+        FeaturizerSettings(
+            app_id=consumer_group, metrics_port=0, hold_idle_s=2.0, state_idle_s=4.0
+        ),
         registry=registry,
     )
     await produce(kafka_settings, source, [(sensor_key(c.sensor_id), encode(c)) for c in stream])
@@ -445,6 +447,12 @@ async def test_held_records_are_committed_once_windows_no_longer_need_them(
             async with asyncio.timeout(WAIT_S):
                 while await committed() != len(stream):  # noqa: ASYNC110 - polls the broker
                     await asyncio.sleep(0.2)
+            # Silent for state_idle_s, the sensor's state is released too: memory follows the
+            # sensors that stream.
+            await eventually(
+                lambda: registry.get_sample_value("soundsentry_featurizer_sensors") == 0
+            )
+            assert service.featurizer.sensors == 0
     finally:
         await admin.close()
     assert registry.get_sample_value("soundsentry_featurizer_held_records") == 0
