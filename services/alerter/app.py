@@ -133,6 +133,9 @@ class AlerterService:
         app.on_partitions_assigned.connect(self._assigned)
         # The partition of each sensor's scores, to forget sensors whose partition went away.
         self._sensor_partitions: dict[str, TP] = {}
+        # When each sensor in memory last sent scores, oldest first (monotonic seconds).
+        self._last_seen: dict[str, float] = {}
+        app.timer(min(60.0, settings.state_idle_s / 4), name=f"{SERVICE}.idle")(self._forget_idle)
         if settings.reload_interval_s:
             app.timer(settings.reload_interval_s, name=f"{SERVICE}.reload")(self.reload)
         # Started at the first assignment: Faust starts timers only after the first recovery.
@@ -168,9 +171,28 @@ class AlerterService:
         self.engine.forget(gone)
         for sensor_id in gone:
             del self._sensor_partitions[sensor_id]
+            self._last_seen.pop(sensor_id, None)
         self.metrics.sensors.set(self.engine.sensors)
         if self._recovery_watch is None and self.settings.recovery_stall_s:
             self._recovery_watch = asyncio.ensure_future(self._watch_recovery())
+
+    async def _forget_idle(self) -> None:
+        """Drop from memory the trackers of sensors silent for ``state_idle_s`` (their state
+        is in the table, read back if they send again)."""
+        now, limit = time.monotonic(), self.settings.state_idle_s
+        gone = []
+        for sensor_id, seen in self._last_seen.items():
+            if now - seen < limit:
+                break  # in order of last scores: the rest are more recent
+            gone.append(sensor_id)
+        if not gone:
+            return
+        for sensor_id in gone:
+            del self._last_seen[sensor_id]
+            self._sensor_partitions.pop(sensor_id, None)
+        self.engine.forget(gone)
+        self.metrics.sensors.set(self.engine.sensors)
+        logger.info("dropped the trackers of %d sensors silent for %g s", len(gone), limit)
 
     def check_recovery(self) -> None:
         """Raise RecoveryStalledError when the state table's recovery has stalled."""
@@ -237,6 +259,9 @@ class AlerterService:
             if outcome.skipped not in ("revision", "unknown_model"):
                 touched.add(scores.sensor_id)
                 self._sensor_partitions[scores.sensor_id] = message.tp
+                # Before any await: a sensor in the batch being stored is never idle.
+                self._last_seen.pop(scores.sensor_id, None)
+                self._last_seen[scores.sensor_id] = time.monotonic()
             out += outcome.events
         await self._publish(out, touched)
         update_consumer_lag(self.app, last_offsets, metrics.consumer_lag)

@@ -52,6 +52,14 @@ class AlerterSettings(BaseSettings):
         description="How often model cards and the rules file are re-read (0: never); a file "
         "that fails to load is reported and the previous rules keep applying.",
     )
+    state_idle_s: float = Field(
+        default=600.0,
+        gt=0.0,
+        le=86_400.0,
+        description="A sensor silent this long has its trackers dropped from memory (its state "
+        "stays in the table and comes back when it sends again): memory follows the sensors "
+        "that stream.",
+    )
     recovery_stall_s: float = Field(
         default=60.0,
         ge=0.0,

@@ -44,7 +44,12 @@ def records(messages: list[WindowScores]) -> list[tuple[bytes, bytes]]:
 
 
 def alerter(
-    kafka: KafkaSettings, topics: TopicLayout, group: str, tmp_path: Path, models: Path
+    kafka: KafkaSettings,
+    topics: TopicLayout,
+    group: str,
+    tmp_path: Path,
+    models: Path,
+    **settings_: Any,
 ) -> tuple[AlerterService, CollectorRegistry]:
     registry = CollectorRegistry()
     settings = AlerterSettings(
@@ -54,6 +59,7 @@ def alerter(
         metrics_port=0,
         reload_interval_s=0,
         sensor_metrics="*",
+        **settings_,
     )
     return create_app(kafka, topics, settings, registry=registry), registry
 
@@ -163,6 +169,35 @@ async def test_scores_become_the_engines_events_and_bad_records_are_parked(
 
 def _event(record: Any) -> Event:
     return decode(Event, record.value)
+
+
+async def test_a_silent_sensor_leaves_memory_and_comes_back_from_the_table(
+    kafka_settings: KafkaSettings,
+    topic_layout: TopicLayout,
+    consumer_group: str,
+    tmp_path: Path,
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    card, messages = patterned_scores(models, sensor_id="mic-a")
+    expected = offline_events(card, messages)
+    cut = len(messages) // 2
+    source, sink = topic_layout.name(SCORES), topic_layout.name(EVENTS)
+    service, registry = alerter(
+        kafka_settings, topic_layout, consumer_group, tmp_path, models, state_idle_s=1.0
+    )
+    await produce(kafka_settings, source, records(messages[:cut]))
+    async with running(service):
+        await eventually(lambda: service.engine.sensors == 1)
+        # Silent for state_idle_s: its trackers leave memory (memory follows the streaming).
+        await eventually(lambda: service.engine.sensors == 0)
+        assert registry.get_sample_value("soundsentry_alerter_sensors") == 0
+        await produce(kafka_settings, source, records(messages[cut:]))
+        got = await consume_until(
+            kafka_settings, sink, consumer_group + "-events", lambda got: len(got) >= len(expected)
+        )
+    # Its state came back from the table: the events are those of one uninterrupted stream.
+    assert list(dict.fromkeys((e.event_id, e.kind) for e in map(_event, got))) == expected
 
 
 async def test_a_restarted_alerter_continues_open_events_from_its_changelog(
