@@ -255,6 +255,14 @@ class IngestServer:
         self.settings = settings
         self.metrics = IngestMetrics.create(registry)
         tokens = TokenTable.from_file(settings.tokens_file) if settings.tokens_file else None
+        if tokens is None:
+            logger.warning(
+                "ANONYMOUS INGEST: any client that reaches %s:%d may stream audio as any sensor "
+                "(SOUNDSENTRY_INGEST_ALLOW_ANONYMOUS=true); set SOUNDSENTRY_INGEST_TOKENS_FILE "
+                "for anything but development on loopback",
+                settings.host,
+                settings.port,
+            )
         self._kafka: AIOKafkaProducer | None = None
         if sink is None:
             sink = self._kafka = AIOKafkaProducer(

@@ -156,3 +156,18 @@ def test_a_malformed_message_ends_its_stream_with_invalid_argument() -> None:
         "soundsentry_ingest_streams_closed_total", {"reason": "malformed_message"}
     )
     assert closed == 1
+
+
+def test_anonymous_ingest_is_announced_loudly(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        IngestServer(
+            IngestSettings(port=0, host="127.0.0.1", metrics_port=0, allow_anonymous=True),
+            KafkaSettings(),
+            TopicLayout(),
+            registry=CollectorRegistry(),
+            sink=_Sink(),
+        )
+
+    with caplog.at_level("WARNING"):
+        asyncio.run(scenario())
+    assert any("ANONYMOUS INGEST" in r.getMessage() for r in caplog.records)
