@@ -21,6 +21,7 @@ class IngestMetrics:
     publish_seconds: Histogram
     streams: Gauge
     streams_closed: Counter
+    throttled_seconds: Counter
     in_flight: Gauge
 
     @classmethod
@@ -60,6 +61,11 @@ class IngestMetrics:
                 "Streams the server closed, by reason (missing_token, auth_timeout, "
                 "idle_timeout, malformed_message).",
                 ["reason"],
+                registry=registry,
+            ),
+            throttled_seconds=Counter(
+                "soundsentry_ingest_throttled_seconds_total",
+                "Seconds streams were held back for sending audio faster than MAX_AUDIO_RATE.",
                 registry=registry,
             ),
             in_flight=Gauge(

@@ -25,9 +25,16 @@ from grpc_health.v1.health import aio as health_aio
 from prometheus_client import CollectorRegistry, start_http_server
 
 from soundsentry.audio import ChunkLimits
-from soundsentry.contracts import AudioChunk, ChunkAck, encode, sensor_key
+from soundsentry.contracts import AudioChunk, ChunkAck, SampleFormat, encode, sensor_key
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.ingest import Code, SequenceTracker, TokenTable, Verdict, admit
+from soundsentry.ingest import (
+    AudioRateLimiter,
+    Code,
+    SequenceTracker,
+    TokenTable,
+    Verdict,
+    admit,
+)
 from soundsentry.services.ingest.metrics import IngestMetrics
 from soundsentry.services.ingest.settings import IngestSettings
 from soundsentry.settings import MAX_MESSAGE_BYTES, KafkaSettings, TopicSettings
@@ -39,6 +46,7 @@ __all__ = ["IngestServer", "IngestServicer", "main"]
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "soundsentry.v1.Ingest"
+_F32 = SampleFormat.SAMPLE_FORMAT_F32LE
 
 
 @dataclass(slots=True)
@@ -101,6 +109,7 @@ class IngestServicer(soundsentry_pb2_grpc.IngestServicer):
         max_in_flight: int,
         auth_timeout_s: float = 10.0,
         idle_timeout_s: float = 120.0,
+        rate: AudioRateLimiter | None = None,
     ) -> None:
         self.producer = producer
         self.topic = topic
@@ -110,6 +119,7 @@ class IngestServicer(soundsentry_pb2_grpc.IngestServicer):
         self.max_in_flight = max_in_flight
         self.auth_timeout_s = auth_timeout_s
         self.idle_timeout_s = idle_timeout_s
+        self.rate = rate
         self.tracker = SequenceTracker()
 
     async def StreamAudio(  # noqa: N802 - the gRPC method name
@@ -192,6 +202,13 @@ class IngestServicer(soundsentry_pb2_grpc.IngestServicer):
                     )
                     await queue.put(_ack(chunk, verdict))
                     continue
+                if self.rate is not None:
+                    frames = len(chunk.pcm) // (4 if chunk.sample_format == _F32 else 2)
+                    audio_s = frames / max(chunk.channels, 1) / chunk.sample_rate_hz
+                    wait = self.rate.delay(chunk.sensor_id, audio_s)
+                    if wait:  # too fast: hold the stream back (flow control), lose nothing
+                        self.metrics.throttled_seconds.inc(wait)
+                        await asyncio.sleep(wait)
                 started = time.perf_counter()
                 # send() waits while the producer's buffer is full, then returns the delivery.
                 delivery = await self.producer.send(
@@ -278,6 +295,13 @@ class IngestServer:
             max_in_flight=settings.max_in_flight,
             auth_timeout_s=settings.auth_timeout_s,
             idle_timeout_s=settings.idle_timeout_s,
+            rate=(
+                AudioRateLimiter(
+                    settings.max_audio_rate, settings.audio_burst_s, clock=time.monotonic
+                )
+                if settings.max_audio_rate
+                else None
+            ),
         )
         self.health = health_aio.HealthServicer()
         self.server = grpc.aio.server(

@@ -59,6 +59,19 @@ class IngestSettings(BaseSettings):
         description="A stream that sends no chunk for this long is closed (DEADLINE_EXCEEDED); "
         "sensors reconnect.",
     )
+    max_audio_rate: float = Field(
+        default=10.0,
+        ge=0.0,
+        le=10_000.0,
+        description="Audio one sensor may send, in times real time (0: no limit); beyond it "
+        "(after bursts of AUDIO_BURST_S) its stream is slowed down, not refused.",
+    )
+    audio_burst_s: float = Field(
+        default=300.0,
+        gt=0.0,
+        le=86_400.0,
+        description="Seconds of audio a sensor may send at once beyond the rate (a backlog).",
+    )
     linger_ms: int = Field(
         default=5, ge=0, le=1000, description="Producer linger: batches chunks from many sensors."
     )

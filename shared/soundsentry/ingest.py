@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -21,7 +21,7 @@ from soundsentry.audio import ChunkError, ChunkLimits, decode_pcm, validate_chun
 from soundsentry.contracts import SEQUENCE_REWIND_LIMIT, AudioChunk, SampleFormat
 from soundsentry.exceptions import ConfigurationError
 
-__all__ = ["Code", "SequenceTracker", "TokenTable", "Verdict", "admit"]
+__all__ = ["AudioRateLimiter", "Code", "SequenceTracker", "TokenTable", "Verdict", "admit"]
 
 
 class Code(IntEnum):
@@ -155,6 +155,43 @@ class SequenceTracker:
         if len(self._next) > self.capacity:
             self._next.popitem(last=False)
         return expected is not None and chunk.sequence > expected
+
+
+class AudioRateLimiter:
+    """How much audio each sensor may send: ``factor`` times real time, with bursts of
+    ``burst_s`` seconds of audio (a backlog after an outage). Beyond it a sensor is slowed
+    down, never refused: :meth:`delay` says how long to wait before publishing a chunk, and the
+    stream's reader waits, so gRPC flow control holds the sender back and no audio is lost.
+
+    Bounded: the least recently heard sensors are forgotten beyond ``capacity``.
+    """
+
+    def __init__(
+        self,
+        factor: float,
+        burst_s: float,
+        clock: Callable[[], float],
+        capacity: int = 100_000,
+    ) -> None:
+        if factor <= 0 or burst_s <= 0:
+            raise ConfigurationError("audio rate: factor and burst_s must be positive")
+        self.factor = factor
+        self.burst_s = burst_s
+        self.clock = clock
+        self.capacity = capacity
+        # sensor -> (seconds of audio it may still send at once, when that was computed)
+        self._budget: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def delay(self, sensor_id: str, audio_s: float) -> float:
+        """Charge ``audio_s`` seconds of audio to the sensor; the seconds to wait before
+        publishing it (0.0 within the rate)."""
+        now = self.clock()
+        tokens, stamp = self._budget.pop(sensor_id, (self.burst_s, now))
+        tokens = min(self.burst_s, tokens + (now - stamp) * self.factor) - audio_s
+        self._budget[sensor_id] = (tokens, now)
+        if len(self._budget) > self.capacity:
+            self._budget.popitem(last=False)
+        return 0.0 if tokens >= 0.0 else -tokens / self.factor
 
 
 def admit(

@@ -10,7 +10,7 @@ import pytest
 from soundsentry.audio import ChunkLimits
 from soundsentry.contracts import AudioChunk, SampleFormat
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.ingest import Code, SequenceTracker, TokenTable, admit
+from soundsentry.ingest import AudioRateLimiter, Code, SequenceTracker, TokenTable, admit
 
 
 def _chunk(sensor: str = "site-1/mic-1", sequence: int = 0, **overrides: object) -> AudioChunk:
@@ -154,3 +154,15 @@ def test_a_stream_far_behind_its_position_starts_over_instead_of_being_stale() -
     tracker.accepted(_chunk(sequence=7))
     assert tracker.check(_chunk(sequence=8)).ok
     assert tracker.check(_chunk(sequence=6)).reason == "stale_sequence"
+
+
+def test_audio_beyond_the_rate_is_delayed_per_sensor_after_a_burst() -> None:
+    now = [0.0]
+    rate = AudioRateLimiter(factor=2.0, burst_s=10.0, clock=lambda: now[0])
+    assert rate.delay("a", 10.0) == 0.0  # the burst
+    assert rate.delay("a", 4.0) == pytest.approx(2.0)  # 4 s of audio at 2x real time
+    assert rate.delay("b", 5.0) == 0.0  # every sensor has its own budget
+    now[0] = 10.0  # 20 s of audio earned back, capped at the burst
+    assert rate.delay("a", 10.0) == 0.0
+    with pytest.raises(ConfigurationError):
+        AudioRateLimiter(factor=0.0, burst_s=1.0, clock=lambda: 0.0)

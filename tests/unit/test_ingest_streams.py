@@ -171,3 +171,46 @@ def test_anonymous_ingest_is_announced_loudly(caplog: pytest.LogCaptureFixture) 
     with caplog.at_level("WARNING"):
         asyncio.run(scenario())
     assert any("ANONYMOUS INGEST" in r.getMessage() for r in caplog.records)
+
+
+def test_a_sensor_sending_faster_than_the_rate_is_held_back_not_refused(
+    tmp_path: Path,
+) -> None:
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"site-1/*": "gateway-secret"}))
+    registry, sink = CollectorRegistry(), _Sink()
+
+    async def scenario() -> tuple[list[ChunkAck], grpc.StatusCode]:
+        server = IngestServer(
+            # 0.1 s chunks, a burst of 0.3 s and 50x real time: the rest waits 2 ms a chunk.
+            IngestSettings(
+                port=0,
+                host="127.0.0.1",
+                metrics_port=0,
+                tokens_file=tokens,
+                max_audio_rate=50.0,
+                audio_burst_s=0.3,
+            ),
+            KafkaSettings(),
+            TopicLayout(),
+            registry=registry,
+            sink=sink,
+        )
+        await server.start()
+        done = asyncio.Event()
+        done.set()
+        try:
+            return await _stream(
+                server.port, [_chunk(n) for n in range(10)], token="gateway-secret", hold=done
+            )
+        finally:
+            await server.stop(grace_s=0.5)
+
+    acks, status = asyncio.run(scenario())
+    assert status == grpc.StatusCode.OK
+    assert [ack.code for ack in acks] == [0] * 10  # every chunk published
+    assert len(sink.values) == 10
+    throttled = registry.get_sample_value("soundsentry_ingest_throttled_seconds_total")
+    # At most 7 chunks beyond the burst, 2 ms each (less as the real clock refills the budget).
+    assert throttled is not None
+    assert 0.0 < throttled <= 7 * 0.1 / 50.0 + 1e-9
