@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from soundsentry.cli import build_parser
 from soundsentry.services.catalog import SETTINGS
 
 
@@ -29,3 +32,41 @@ def test_every_setting_is_documented_with_a_meaning() -> None:
     for cls in SETTINGS:
         for name, field in cls.model_fields.items():
             assert field.description, f"{cls.__name__}.{name} has no description"
+
+
+def _readme_commands(readme: str) -> list[list[str]]:
+    """The ``soundsentry`` commands in README.md's shell blocks, as argument lists (shell
+    variables of the block substituted, continuation lines joined, pipes and redirections cut)."""
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", readme, flags=re.DOTALL):
+        variables: dict[str, str] = {}
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line.startswith("#"):
+                continue
+            assignments = re.findall(r"(?:^|\s)([A-Z]+)=(\S+)", line)
+            variables.update(assignments)
+            if assignments and all("=" in word for word in line.split()):
+                continue  # only assignments, no command
+            for name, value in variables.items():
+                line = line.replace(f"${name}", value)
+            for part in re.split(r"&&|\|", line):
+                words = shlex.split(part.split(">", 1)[0].rstrip("& "))
+                starts = [i for i, w in enumerate(words) if w.endswith("bin/soundsentry")]
+                if starts:
+                    commands.append(words[starts[0] + 1 :])
+    return commands
+
+
+def test_every_command_in_the_readme_exists_and_parses(repo_root: Path) -> None:
+    # The README cannot drift from the command line: each of its commands parses.
+    commands = _readme_commands((repo_root / "README.md").read_text(encoding="utf-8"))
+    assert len(commands) > 20
+    parser = build_parser()
+    for args in commands:
+        try:
+            parser.parse_args(args)
+        except SystemExit as exc:
+            pytest.fail(
+                f"README command does not parse ({exc.code}): soundsentry {shlex.join(args)}"
+            )
