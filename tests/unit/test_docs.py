@@ -40,8 +40,8 @@ def _readme_commands(readme: str) -> list[list[str]]:
     commands = []
     for block in re.findall(r"```sh\n(.*?)```", readme, flags=re.DOTALL):
         variables: dict[str, str] = {}
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.split(" #", 1)[0].strip()
+        for raw in block.replace("\\\n", " ").splitlines():
+            line = raw.split(" #", 1)[0].strip()
             if line.startswith("#"):
                 continue
             assignments = re.findall(r"(?:^|\s)([A-Z]+)=(\S+)", line)
