@@ -845,7 +845,38 @@ def build_parser() -> argparse.ArgumentParser:
     kafka.add_argument("action", choices=["fetch", "run"])
     kafka.add_argument("--port", type=int, default=9092)
     kafka.set_defaults(func=_cmd_kafka_local)
+    _add_examples(sub)
     return parser
+
+
+# One example a command, shown at the end of its --help.
+_EXAMPLES = {
+    "topics": "SOUNDSENTRY_KAFKA_BOOTSTRAP_SERVERS=kafka:9092 soundsentry topics create",
+    "ingest": "SOUNDSENTRY_INGEST_TOKENS_FILE=tokens.json soundsentry ingest",
+    "featurizer": "SOUNDSENTRY_KAFKA_BOOTSTRAP_SERVERS=kafka:9092 soundsentry featurizer",
+    "classifier": "SOUNDSENTRY_CLASSIFIER_MODEL_DIR=models soundsentry classifier",
+    "alerter": "SOUNDSENTRY_NOTIFY_DESTINATIONS_FILE=destinations.json soundsentry alerter",
+    "serve": "SOUNDSENTRY_INGEST_TOKENS_FILE=tokens.json soundsentry serve",
+    "push": "soundsentry push kitchen.flac --sensor kitchen/mic-1 --token TOKEN --realtime",
+    "detect": "soundsentry detect recording.flac --plot events.png",
+    "evaluate": "soundsentry evaluate truth.tsv --audio recordings/*.flac --plot curve.png",
+    "dataset": "soundsentry dataset synth --data-dir ../shared/data --out data/mix --train 2000",
+    "train": "soundsentry train data/mix --out models/mine --epochs 30",
+    "calibrate": "soundsentry calibrate models/mine/default.json data/mix",
+    "quantize": "soundsentry quantize models/mine/default.json data/mix",
+    "compose": "soundsentry compose base.json alarms.json --dataset data/mix --out c.json "
+    "--model-version 1.0.0",
+    "simulate": "soundsentry simulate --sensors 200 --duration 60 --truth truth.tsv",
+    "stack": "soundsentry stack --sensors 20",
+    "kafka-local": "soundsentry kafka-local run --port 9092",
+}
+
+
+def _add_examples(sub: Any) -> None:
+    for name, command in sub.choices.items():
+        example = _EXAMPLES.get(name)
+        if example:
+            command.epilog = f"example: {example}"
 
 
 def _check_environment() -> None:

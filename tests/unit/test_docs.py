@@ -70,3 +70,18 @@ def test_every_command_in_the_readme_exists_and_parses(repo_root: Path) -> None:
             pytest.fail(
                 f"README command does not parse ({exc.code}): soundsentry {shlex.join(args)}"
             )
+
+
+def test_every_command_shows_an_example_that_parses() -> None:
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    assert commands
+    for name, command in commands.items():
+        assert command.epilog, f"soundsentry {name} --help shows no example"
+        words = shlex.split(command.epilog.removeprefix("example: "))
+        args = words[words.index("soundsentry") + 1 :]
+        assert args[0] == name
+        try:
+            parser.parse_args(args)
+        except SystemExit as exc:
+            pytest.fail(f"the example of {name} does not parse ({exc.code}): {command.epilog}")
