@@ -275,7 +275,15 @@ def plot_detections(
         vmin=float(log_mel.max()) - 80.0,
         cmap="magma",
     )
-    top.set_ylabel("mel band")
+    # Ticks at mel bands, labelled with their centre frequencies: what a reader can relate to.
+    import librosa  # noqa: PLC0415
+
+    mel = profile.mel
+    centres = librosa.mel_frequencies(n_mels=mel.n_mels + 2, fmin=mel.fmin_hz, fmax=mel.fmax_hz)
+    ticks = list(range(0, log_mel.shape[0], max(1, log_mel.shape[0] // 6)))
+    top.set_yticks([t + 0.5 for t in ticks])
+    top.set_yticklabels([f"{centres[t + 1] / 1000:.1f}" for t in ticks])
+    top.set_ylabel("frequency (kHz)")
     top.set_title(Path(path).name)
     for trace in traces:
         if trace.scores and max(trace.scores) > 0.05:
