@@ -106,6 +106,7 @@ class TunedRule:
     error_rate: float
     false_alarms: int = 0
     background_hours: float = 0.0
+    events: int = 0  # reference events of the label: F1 means nothing without any
 
     @property
     def false_alarms_per_hour(self) -> float:
@@ -174,6 +175,7 @@ def _score(
         np.inf if np.isnan(error_rate) else error_rate,
         false_alarms,
         0.0 if budget is None else budget.hours,
+        len(reference),
     )
 
 

@@ -385,9 +385,10 @@ def _print_tuned(tuned: Mapping[str, Any]) -> None:
     from soundsentry.calibration import rule_document  # noqa: PLC0415
 
     for label, result in tuned.items():
+        # As evaluate prints it: a label without reference events has no F1 (nan), not 0.
+        f1 = f"{result.f1:.3f}" if result.events else "  nan"
         print(
-            f"  {label:<16} event F1 {result.f1:.3f}  ER {result.error_rate:.3f}  "
-            f"{rule_document(result.rule)}"
+            f"  {label:<16} event F1 {f1}  ER {result.error_rate:.3f}  {rule_document(result.rule)}"
         )
 
 
