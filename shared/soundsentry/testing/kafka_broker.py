@@ -415,17 +415,29 @@ def main(argv: list[str] | None = None) -> int:
         print(libs)
         return 0
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="soundsentry-kafka-"))
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops as Ctrl-C does, cleaning up
+
+    signal.signal(signal.SIGTERM, stop)
     broker = LocalKafka(libs=libs, workdir=workdir, port=args.port)
     broker.start()
     print(f"Kafka {args.version} serving on {broker.bootstrap_servers} (log: {broker.log_path})")
+    failed = False
     try:
         while broker.running:
             time.sleep(1)
+        failed = True  # the broker stopped on its own: keep its log
     except KeyboardInterrupt:
         pass
     finally:
         broker.stop()
-    return 0
+        # A temporary folder of data would pile up run after run; a --workdir is the user's.
+        if args.workdir is None and not failed:
+            shutil.rmtree(workdir, ignore_errors=True)
+        elif args.workdir is None:
+            print(f"the broker stopped; its log is in {broker.log_path}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
