@@ -10,7 +10,8 @@ BIN    := $(VENV)/bin
 # to train a tiny model; PyTorch from PyPI is about 5 GB with its CUDA packages).
 RUN_STAMP := $(VENV)/.installed-run
 STAMP  := $(VENV)/.installed
-KAFKA_CACHE ?= $(CURDIR)/.cache/kafka
+# The same folder `soundsentry kafka-local` and the test harness use by default: fetched once.
+KAFKA_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/soundsentry/kafka
 RUN_EXTRAS ?= plot
 EXTRAS ?= dev,train,plot
 export SOUNDSENTRY_KAFKA_CACHE := $(KAFKA_CACHE)
@@ -20,7 +21,7 @@ export SOUNDSENTRY_KAFKA_CACHE := $(KAFKA_CACHE)
 help:
 	@echo "make test      create .venv, install, fetch Kafka, install Mosquitto and Prometheus, build kustomize and composecheck, lint, type-check, run every test"
 	@echo "make install   create .venv and install soundsentry to run it (no test tools, no PyTorch)"
-	@echo "make kafka     fetch Apache Kafka's jars from Maven Central (once, into .cache/kafka)"
+	@echo "make kafka     fetch Apache Kafka's jars from Maven Central (once, into ~/.cache/soundsentry/kafka)"
 	@echo "make lint      ruff check, ruff format --check, mypy"
 	@echo "make format    apply ruff's fixes and formatting"
 	@echo "make proto     regenerate shared/soundsentry/v1 from proto/"

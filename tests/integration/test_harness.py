@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from soundsentry.testing.kafka_broker import default_cache_dir
+
 
 def _accepts(port: int) -> bool:
     with socket.socket() as sock:
@@ -24,7 +26,7 @@ def test_failing_test_shows_broker_log_and_the_broker_stops_afterwards(
     monkeypatch.setenv("SOUNDSENTRY_TEST_KAFKA", "local")
     monkeypatch.setenv(
         "SOUNDSENTRY_KAFKA_CACHE",
-        os.environ.get("SOUNDSENTRY_KAFKA_CACHE", str(repo_root / ".cache" / "kafka")),
+        os.environ.get("SOUNDSENTRY_KAFKA_CACHE", str(default_cache_dir())),
     )
     pytester.makeconftest('pytest_plugins = ["soundsentry.testing.pytest_kafka"]')
     pytester.makepyfile(
