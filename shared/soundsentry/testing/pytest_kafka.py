@@ -7,7 +7,8 @@ One broker serves the whole test session, found in this order:
 1. ``KAFKA_BOOTSTRAP_SERVERS`` when set (an existing cluster; nothing is started or stopped);
 2. a testcontainers ``apache/kafka`` container when a Docker engine answers;
 3. else a local KRaft broker from the Maven jars (:mod:`soundsentry.testing.kafka_broker`),
-   fetched once into ``<rootdir>/.cache/kafka`` (or ``$SOUNDSENTRY_KAFKA_CACHE``).
+   fetched once into ``~/.cache/soundsentry/kafka`` (or ``$SOUNDSENTRY_KAFKA_CACHE``), the
+   folder ``soundsentry kafka-local`` uses too.
 
 ``SOUNDSENTRY_TEST_KAFKA=docker|local`` forces one of the last two. The broker is started only
 when a test asks for it, stopped when the session ends (also after failures and Ctrl-C), and its
@@ -28,7 +29,13 @@ from typing import Any, Protocol
 import pytest
 
 from soundsentry.settings import KafkaSettings
-from soundsentry.testing.kafka_broker import KAFKA_VERSION, LocalKafka, fetch_kafka, free_port
+from soundsentry.testing.kafka_broker import (
+    KAFKA_VERSION,
+    LocalKafka,
+    default_cache_dir,
+    fetch_kafka,
+    free_port,
+)
 from soundsentry.topics import TopicLayout, ensure_topics
 
 logger = logging.getLogger(__name__)
@@ -138,8 +145,7 @@ def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
     if mode != "local":
         raise pytest.UsageError(f"SOUNDSENTRY_TEST_KAFKA must be docker or local, got {mode!r}")
     root = Path(str(request.config.rootpath))
-    cache = Path(os.environ.get("SOUNDSENTRY_KAFKA_CACHE") or root / ".cache" / "kafka")
-    libs = fetch_kafka(KAFKA_VERSION, cache)
+    libs = fetch_kafka(KAFKA_VERSION, default_cache_dir())  # $SOUNDSENTRY_KAFKA_CACHE or ~/.cache
     workdir = root / ".kafka" / uuid.uuid4().hex[:8]
     broker = LocalKafka(libs=libs, workdir=workdir)
     _broker = broker
