@@ -66,6 +66,34 @@ async def _stream(
         return acks, grpc.StatusCode.OK
 
 
+async def _tokened_stream(
+    tmp_path: Path,
+    registry: CollectorRegistry,
+    sink: _Sink,
+    chunks: list[AudioChunk],
+    *,
+    token: str | None,
+    hold: asyncio.Event,
+    **settings: float,
+) -> tuple[list[ChunkAck], grpc.StatusCode]:
+    """One stream to a server whose tokens cover ``site-1/*`` (token ``gateway-secret``)."""
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"site-1/*": "gateway-secret"}))
+    server = IngestServer(
+        IngestSettings(port=0, host="127.0.0.1", metrics_port=0, tokens_file=tokens, **settings),
+        KafkaSettings(),
+        TopicLayout(),
+        registry=registry,
+        sink=sink,
+    )
+    await server.start()
+    try:
+        return await _stream(server.port, chunks, token=token, hold=hold)
+    finally:
+        hold.set()
+        await server.stop(grace_s=0.5)
+
+
 @pytest.mark.parametrize(
     "case",
     [
@@ -79,36 +107,18 @@ def test_streams_that_send_no_usable_audio_are_closed(
     tmp_path: Path, case: tuple[str | None, int, grpc.StatusCode, str, int]
 ) -> None:
     token, chunks, code, reason, acked = case
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps({"site-1/*": "gateway-secret"}))
     registry, sink = CollectorRegistry(), _Sink()
-
-    async def scenario() -> tuple[list[ChunkAck], grpc.StatusCode]:
-        server = IngestServer(
-            IngestSettings(
-                port=0,
-                host="127.0.0.1",
-                metrics_port=0,
-                tokens_file=tokens,
-                auth_timeout_s=0.3,
-                idle_timeout_s=0.3,
-            ),
-            KafkaSettings(),
-            TopicLayout(),
-            registry=registry,
-            sink=sink,
-        )
-        await server.start()
-        hold = asyncio.Event()
-        try:
-            return await _stream(
-                server.port, [_chunk(n) for n in range(chunks)], token=token, hold=hold
-            )
-        finally:
-            hold.set()
-            await server.stop(grace_s=0.5)
-
-    acks, status = asyncio.run(scenario())
+    run = _tokened_stream(
+        tmp_path,
+        registry,
+        sink,
+        [_chunk(n) for n in range(chunks)],
+        token=token,
+        hold=asyncio.Event(),
+        auth_timeout_s=0.3,
+        idle_timeout_s=0.3,
+    )
+    acks, status = asyncio.run(run)
     assert status == code
     assert len(acks) == acked
     assert len(sink.values) == (acked if token == "gateway-secret" else 0)
@@ -176,37 +186,21 @@ def test_anonymous_ingest_is_announced_loudly(caplog: pytest.LogCaptureFixture) 
 def test_a_sensor_sending_faster_than_the_rate_is_held_back_not_refused(
     tmp_path: Path,
 ) -> None:
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps({"site-1/*": "gateway-secret"}))
     registry, sink = CollectorRegistry(), _Sink()
-
-    async def scenario() -> tuple[list[ChunkAck], grpc.StatusCode]:
-        server = IngestServer(
-            # 0.1 s chunks, a burst of 0.3 s and 50x real time: the rest waits 2 ms a chunk.
-            IngestSettings(
-                port=0,
-                host="127.0.0.1",
-                metrics_port=0,
-                tokens_file=tokens,
-                max_audio_rate=50.0,
-                audio_burst_s=0.3,
-            ),
-            KafkaSettings(),
-            TopicLayout(),
-            registry=registry,
-            sink=sink,
-        )
-        await server.start()
-        done = asyncio.Event()
-        done.set()
-        try:
-            return await _stream(
-                server.port, [_chunk(n) for n in range(10)], token="gateway-secret", hold=done
-            )
-        finally:
-            await server.stop(grace_s=0.5)
-
-    acks, status = asyncio.run(scenario())
+    done = asyncio.Event()
+    done.set()  # the stream ends after its chunks
+    # 0.1 s chunks, a burst of 0.3 s and 50x real time: the rest waits 2 ms a chunk.
+    run = _tokened_stream(
+        tmp_path,
+        registry,
+        sink,
+        [_chunk(n) for n in range(10)],
+        token="gateway-secret",
+        hold=done,
+        max_audio_rate=50.0,
+        audio_burst_s=0.3,
+    )
+    acks, status = asyncio.run(run)
     assert status == grpc.StatusCode.OK
     assert [ack.code for ack in acks] == [0] * 10  # every chunk published
     assert len(sink.values) == 10
