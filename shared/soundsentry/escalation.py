@@ -36,6 +36,7 @@ from types import MappingProxyType
 from typing import Literal, get_args
 
 from soundsentry.exceptions import BadMessageError, ConfigurationError
+from soundsentry.ratelimit import TokenBucket
 
 __all__ = [
     "BreakerState",
@@ -158,24 +159,6 @@ class EscalationPolicy:
 # -- cost: a budget of calls ----------------------------------------------------------------------
 
 
-class _Bucket:
-    """A token bucket: holds up to ``capacity`` tokens, refilled at ``rate`` tokens a second."""
-
-    __slots__ = ("capacity", "rate", "stamp", "tokens")
-
-    def __init__(self, capacity: float, rate: float, now: float) -> None:
-        self.capacity = capacity
-        self.rate = rate
-        self.tokens = capacity  # a new bucket starts full
-        self.stamp = now
-
-    def refill(self, now: float) -> None:
-        # A clock that steps back (it should not) must neither mint nor burn tokens.
-        if now > self.stamp:
-            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-
-
 class RateBudget:
     """How many escalated calls per minute may go out, overall and per sensor.
 
@@ -256,9 +239,9 @@ class RateBudget:
         self.per_sensor_per_minute = float(per_sensor_per_minute)
         self.max_sensors = max_sensors
         self._now = now
-        self._overall = _Bucket(self.overall_per_minute, self.overall_per_minute / 60.0, now())
+        self._overall = TokenBucket(self.overall_per_minute, self.overall_per_minute / 60.0, now())
         # Least recently used first; move_to_end on every use.
-        self._sensors: OrderedDict[str, _Bucket] = OrderedDict()
+        self._sensors: OrderedDict[str, TokenBucket] = OrderedDict()
         self.granted = 0
         self.dropped_overall = 0
         self.dropped_sensor = 0
@@ -289,13 +272,13 @@ class RateBudget:
         self.granted += 1
         return True
 
-    def _sensor_bucket(self, sensor_id: str, now: float) -> _Bucket:
+    def _sensor_bucket(self, sensor_id: str, now: float) -> TokenBucket:
         bucket = self._sensors.get(sensor_id)
         if bucket is not None:
             self._sensors.move_to_end(sensor_id)
             return bucket
         rate = self.per_sensor_per_minute
-        bucket = self._sensors[sensor_id] = _Bucket(rate, rate / 60.0, now)
+        bucket = self._sensors[sensor_id] = TokenBucket(rate, rate / 60.0, now)
         if len(self._sensors) > self.max_sensors:
             self._sensors.popitem(last=False)
         return bucket

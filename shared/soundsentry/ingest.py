@@ -20,6 +20,7 @@ from pathlib import Path
 from soundsentry.audio import ChunkError, ChunkLimits, decode_pcm, validate_chunk
 from soundsentry.contracts import SEQUENCE_REWIND_LIMIT, AudioChunk, SampleFormat
 from soundsentry.exceptions import ConfigurationError
+from soundsentry.ratelimit import TokenBucket
 
 __all__ = ["AudioRateLimiter", "Code", "SequenceTracker", "TokenTable", "Verdict", "admit"]
 
@@ -179,19 +180,18 @@ class AudioRateLimiter:
         self.burst_s = burst_s
         self.clock = clock
         self.capacity = capacity
-        # sensor -> (seconds of audio it may still send at once, when that was computed)
-        self._budget: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # Per sensor, seconds of audio as tokens; least recently heard first.
+        self._budget: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def delay(self, sensor_id: str, audio_s: float) -> float:
         """Charge ``audio_s`` seconds of audio to the sensor; the seconds to wait before
         publishing it (0.0 within the rate)."""
         now = self.clock()
-        tokens, stamp = self._budget.pop(sensor_id, (self.burst_s, now))
-        tokens = min(self.burst_s, tokens + (now - stamp) * self.factor) - audio_s
-        self._budget[sensor_id] = (tokens, now)
+        bucket = self._budget.pop(sensor_id, None) or TokenBucket(self.burst_s, self.factor, now)
+        self._budget[sensor_id] = bucket
         if len(self._budget) > self.capacity:
             self._budget.popitem(last=False)
-        return 0.0 if tokens >= 0.0 else -tokens / self.factor
+        return bucket.reserve(audio_s, now)
 
 
 def admit(

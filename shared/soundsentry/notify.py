@@ -42,6 +42,7 @@ from soundsentry.aws import aws_client
 from soundsentry.contracts import Event, EventKind
 from soundsentry.escalation import backoff_delays
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
+from soundsentry.ratelimit import TokenBucket
 
 __all__ = [
     "DeliveryError",
@@ -441,25 +442,6 @@ class NotificationMetrics:
 DeadLetter = Callable[[Event, str, str], Awaitable[None]]
 
 
-class _TokenBucket:
-    """``rate_per_minute`` requests a minute with bursts of that many. :meth:`reserve` takes a
-    token (possibly one not there yet) and says how long to wait before using it."""
-
-    def __init__(self, rate_per_minute: float, clock: Callable[[], float]) -> None:
-        self.capacity = rate_per_minute
-        self.rate = rate_per_minute / 60.0
-        self.tokens = rate_per_minute
-        self.clock = clock
-        self.stamp = clock()
-
-    def reserve(self) -> float:
-        now = self.clock()
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        self.tokens -= 1.0
-        return 0.0 if self.tokens >= 0.0 else -self.tokens / self.rate
-
-
 @dataclass(slots=True)
 class _Job:
     event: Event
@@ -474,7 +456,10 @@ class _Lane:
         self.destination = destination
         self.notifier = notifier
         self.queue: asyncio.Queue[_Job] = asyncio.Queue(notifier.max_queued)
-        self.bucket = _TokenBucket(notifier.rate_per_minute, notifier.clock)
+        # rate_per_minute requests a minute, with bursts of that many.
+        self.bucket = TokenBucket(
+            notifier.rate_per_minute, notifier.rate_per_minute / 60.0, notifier.clock()
+        )
         self.delivered: OrderedDict[str, None] = OrderedDict()
         self.worker: asyncio.Task[None] | None = None
 
@@ -517,7 +502,7 @@ class _Lane:
             notifier.retries, notifier.backoff_base_s, notifier.backoff_cap_s, notifier.rng
         )
         for attempt in range(notifier.retries + 1):
-            wait = self.bucket.reserve()
+            wait = self.bucket.reserve(1.0, notifier.clock())
             if wait:
                 await notifier.sleep(wait)
             try:
