@@ -29,8 +29,9 @@ from collections.abc import Mapping, Sequence, Set
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
+from soundsentry.audio import chunk_frames
 from soundsentry.batchapp import BatchApp, Record, decode_or_park, park, run_batch_service
-from soundsentry.contracts import AudioChunk, SampleFormat, sensor_key
+from soundsentry.contracts import AudioChunk, sensor_key
 from soundsentry.features import Featurizer, window_to_proto
 from soundsentry.services.featurizer.metrics import FeaturizerMetrics
 from soundsentry.services.featurizer.settings import FeaturizerSettings
@@ -42,7 +43,6 @@ __all__ = ["SERVICE", "FeaturizerService", "create_app", "main"]
 logger = logging.getLogger(__name__)
 
 SERVICE = "featurizer"
-_F32 = SampleFormat.SAMPLE_FORMAT_F32LE
 
 
 class FeaturizerService:
@@ -192,8 +192,7 @@ class FeaturizerService:
 
     def _hold(self, chunk: AudioChunk, offset: int) -> None:
         """Keep the chunk's record uncommitted until no window to come needs its audio."""
-        frames = len(chunk.pcm) // (4 if chunk.sample_format == _F32 else 2)
-        end = chunk.start_sample + frames // max(chunk.channels, 1)
+        end = chunk.start_sample + chunk_frames(chunk)
         self._held.setdefault(chunk.sensor_id, deque()).append((chunk.stream_id, end, offset))
 
     def _release(self, sensor_id: str) -> None:

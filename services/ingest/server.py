@@ -24,8 +24,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from prometheus_client import CollectorRegistry, start_http_server
 
-from soundsentry.audio import ChunkLimits
-from soundsentry.contracts import AudioChunk, ChunkAck, SampleFormat, encode, sensor_key
+from soundsentry.audio import ChunkLimits, chunk_frames
+from soundsentry.contracts import AudioChunk, ChunkAck, encode, sensor_key
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.ingest import (
     AudioRateLimiter,
@@ -46,7 +46,6 @@ __all__ = ["IngestServer", "IngestServicer", "main"]
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "soundsentry.v1.Ingest"
-_F32 = SampleFormat.SAMPLE_FORMAT_F32LE
 
 
 @dataclass(slots=True)
@@ -203,8 +202,7 @@ class IngestServicer(soundsentry_pb2_grpc.IngestServicer):
                     await queue.put(_ack(chunk, verdict))
                     continue
                 if self.rate is not None:
-                    frames = len(chunk.pcm) // (4 if chunk.sample_format == _F32 else 2)
-                    audio_s = frames / max(chunk.channels, 1) / chunk.sample_rate_hz
+                    audio_s = chunk_frames(chunk) / chunk.sample_rate_hz
                     wait = self.rate.delay(chunk.sensor_id, audio_s)
                     if wait:  # too fast: hold the stream back (flow control), lose nothing
                         self.metrics.throttled_seconds.inc(wait)

@@ -22,6 +22,7 @@ __all__ = [
     "ChunkError",
     "ChunkLimits",
     "StreamResampler",
+    "chunk_frames",
     "decode_pcm",
     "file_blocks",
     "load_audio",
@@ -122,6 +123,11 @@ def validate_chunk(chunk: AudioChunk, limits: ChunkLimits | None = None) -> None
             f"chunk holds {seconds:.2f} s of audio, more than the maximum of "
             f"{limits.max_chunk_seconds} s",
         )
+
+
+def chunk_frames(chunk: AudioChunk) -> int:
+    """Sample frames (per channel) in a chunk that passed :func:`validate_chunk`."""
+    return len(chunk.pcm) // (_BYTES_PER_SAMPLE[chunk.sample_format] * (chunk.channels or 1))
 
 
 def _check_id(name: str, value: str, max_bytes: int) -> None:

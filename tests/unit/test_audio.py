@@ -13,6 +13,7 @@ from soundsentry.audio import (
     ChunkError,
     ChunkLimits,
     StreamResampler,
+    chunk_frames,
     decode_pcm,
     file_blocks,
     load_audio,
@@ -179,3 +180,17 @@ def test_file_blocks_stream_a_file_lazily(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.concatenate(parts)[:, 0], samples)
     with pytest.raises(ConfigurationError, match="cannot read audio file"):
         file_blocks(tmp_path / "missing.wav", block_s=0.1)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "frames"),
+    [
+        ({}, 1600),  # the fixture's s16le mono chunk
+        ({"channels": 2}, 800),
+        ({"sample_format": SampleFormat.SAMPLE_FORMAT_F32LE, "channels": 2}, 400),
+    ],
+)
+def test_a_chunks_frames_count_per_channel(overrides: dict[str, object], frames: int) -> None:
+    chunk = _chunk(**overrides)
+    validate_chunk(chunk)
+    assert chunk_frames(chunk) == frames
