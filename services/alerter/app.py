@@ -54,6 +54,7 @@ from soundsentry.notify import (
     destinations_from_config,
     kind_name,
 )
+from soundsentry.recency import LastHeard
 from soundsentry.record_batches import send_batches
 from soundsentry.services.alerter.metrics import AlerterMetrics
 from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
@@ -133,8 +134,8 @@ class AlerterService:
         app.on_partitions_assigned.connect(self._assigned)
         # The partition of each sensor's scores, to forget sensors whose partition went away.
         self._sensor_partitions: dict[str, TP] = {}
-        # When each sensor in memory last sent scores, oldest first (monotonic seconds).
-        self._last_seen: dict[str, float] = {}
+        # When each sensor in memory last sent scores (monotonic seconds).
+        self._last_seen = LastHeard()
         app.timer(min(60.0, settings.state_idle_s / 4), name=f"{SERVICE}.idle")(self._forget_idle)
         if settings.reload_interval_s:
             app.timer(settings.reload_interval_s, name=f"{SERVICE}.reload")(self.reload)
@@ -171,7 +172,7 @@ class AlerterService:
         self.engine.forget(gone)
         for sensor_id in gone:
             del self._sensor_partitions[sensor_id]
-            self._last_seen.pop(sensor_id, None)
+            self._last_seen.forget(sensor_id)
         self.metrics.sensors.set(self.engine.sensors)
         if self._recovery_watch is None and self.settings.recovery_stall_s:
             self._recovery_watch = asyncio.ensure_future(self._watch_recovery())
@@ -179,16 +180,11 @@ class AlerterService:
     async def _forget_idle(self) -> None:
         """Drop from memory the trackers of sensors silent for ``state_idle_s`` (their state
         is in the table, read back if they send again)."""
-        now, limit = time.monotonic(), self.settings.state_idle_s
-        gone = []
-        for sensor_id, seen in self._last_seen.items():
-            if now - seen < limit:
-                break  # in order of last scores: the rest are more recent
-            gone.append(sensor_id)
+        limit = self.settings.state_idle_s
+        gone = self._last_seen.pop_silent(time.monotonic(), limit)
         if not gone:
             return
         for sensor_id in gone:
-            del self._last_seen[sensor_id]
             self._sensor_partitions.pop(sensor_id, None)
         self.engine.forget(gone)
         self.metrics.sensors.set(self.engine.sensors)
@@ -260,8 +256,7 @@ class AlerterService:
                 touched.add(scores.sensor_id)
                 self._sensor_partitions[scores.sensor_id] = message.tp
                 # Before any await: a sensor in the batch being stored is never idle.
-                self._last_seen.pop(scores.sensor_id, None)
-                self._last_seen[scores.sensor_id] = time.monotonic()
+                self._last_seen.heard(scores.sensor_id, time.monotonic())
             out += outcome.events
         await self._publish(out, touched)
         update_consumer_lag(self.app, last_offsets, metrics.consumer_lag)

@@ -33,6 +33,7 @@ from soundsentry.audio import chunk_frames
 from soundsentry.batchapp import BatchApp, Record, decode_or_park, park, run_batch_service
 from soundsentry.contracts import AudioChunk, sensor_key
 from soundsentry.features import Featurizer, window_to_proto
+from soundsentry.recency import LastHeard
 from soundsentry.services.featurizer.metrics import FeaturizerMetrics
 from soundsentry.services.featurizer.settings import FeaturizerSettings
 from soundsentry.settings import KafkaSettings, TopicSettings
@@ -75,9 +76,9 @@ class FeaturizerService:
         # Per sensor, the records whose audio windows still need: (stream, end sample, offset).
         self._held: dict[str, deque[tuple[str, int, int]]] = {}
         # When each sensor with held records last sent audio (monotonic seconds).
-        self._last_heard: dict[str, float] = {}
-        # When each sensor with state last sent audio, oldest first (monotonic seconds).
-        self._last_seen: dict[str, float] = {}
+        self._last_heard = LastHeard()
+        # When each sensor with state last sent audio (monotonic seconds).
+        self._last_seen = LastHeard()
         self.app = BatchApp(
             SERVICE,
             kafka,
@@ -141,9 +142,8 @@ class FeaturizerService:
         for sensor_id in touched:
             self._release(sensor_id)
             if sensor_id in self._held:
-                self._last_heard[sensor_id] = now
-            self._last_seen.pop(sensor_id, None)  # re-inserted last: the dict stays in order
-            self._last_seen[sensor_id] = now
+                self._last_heard.heard(sensor_id, now)
+            self._last_seen.heard(sensor_id, now)
         metrics.held_records.set(sum(len(held) for held in self._held.values()))
 
     def first_needed(self) -> Mapping[TopicPartition, int]:
@@ -166,17 +166,12 @@ class FeaturizerService:
         """Release the state of sensors silent for ``state_idle_s``, so memory is bounded by
         the sensors streaming, not by every sensor id ever seen."""
         limit = self.settings.state_idle_s
-        gone = []
-        for sensor_id, seen in self._last_seen.items():
-            if now - seen < limit:
-                break  # in order of last audio: the rest are more recent
-            gone.append(sensor_id)
+        gone = self._last_seen.pop_silent(now, limit)
         for sensor_id in gone:
-            del self._last_seen[sensor_id]
             self.featurizer.forget(sensor_id)
             self._sensor_partitions.pop(sensor_id, None)
             self._held.pop(sensor_id, None)
-            self._last_heard.pop(sensor_id, None)
+            self._last_heard.forget(sensor_id)
         if gone:
             self.metrics.sensors.set(self.featurizer.sensors)
             logger.info("released the state of %d sensors silent for %g s", len(gone), limit)
@@ -186,8 +181,7 @@ class FeaturizerService:
         stopped must not hold back its partition's commits (after a crash its last, unfinished
         window is then not rebuilt; it would only finish if the sensor came back)."""
         limit = self.settings.hold_idle_s
-        for sensor_id in [s for s, t in self._last_heard.items() if now - t >= limit]:
-            del self._last_heard[sensor_id]
+        for sensor_id in self._last_heard.pop_silent(now, limit):
             self._held.pop(sensor_id, None)
 
     def _hold(self, chunk: AudioChunk, offset: int) -> None:
@@ -207,7 +201,7 @@ class FeaturizerService:
             held.popleft()
         if not held:
             del self._held[sensor_id]
-            self._last_heard.pop(sensor_id, None)
+            self._last_heard.forget(sensor_id)
 
     def on_partitions_revoked(self, revoked: Set[TopicPartition]) -> None:
         """Drop the state of the sensors of partitions this worker lost, and their lag gauges.
@@ -222,8 +216,8 @@ class FeaturizerService:
             del self._sensor_partitions[sensor_id]
             # Not committed: the partition's next owner reads them again.
             self._held.pop(sensor_id, None)
-            self._last_heard.pop(sensor_id, None)
-            self._last_seen.pop(sensor_id, None)
+            self._last_heard.forget(sensor_id)
+            self._last_seen.forget(sensor_id)
         for tp in revoked:
             if tp.topic == self.source:
                 with contextlib.suppress(KeyError):  # no batch from it yet
