@@ -107,3 +107,32 @@ def test_when_no_rule_meets_the_budget_the_fewest_false_alarms_win() -> None:
     tuned = tune_event_rule("siren", 0, [*sirens, *background], PROFILE, false_alarms_per_hour=0)
     assert tuned.false_alarms == 0
     assert tuned.f1 == 0.0
+
+
+def test_the_budget_allows_the_nearest_whole_number_of_false_alarms() -> None:
+    # A background clip as loud as the quiet sirens: a budget of 0.6 false alarms on its
+    # length rounds to one (all eight sirens are found), 0.4 rounds to none.
+    loud = [example(f"l{i}", [0.05, 0.97, 0.97, 0.05], [(0.75, 1.75)]) for i in range(4)]
+    quiet = [example(f"q{i}", [0.05, 0.9, 0.9, 0.05], [(0.75, 1.75)]) for i in range(4)]
+    background = example("b0", [0.05, 0.92, 0.92, 0.05], [])
+    hours = background.duration_s / 3600.0
+    examples = [*loud, *quiet, background]
+    one = tune_event_rule("siren", 0, examples, PROFILE, false_alarms_per_hour=0.6 / hours)
+    assert one.rule.on_threshold <= 0.9
+    assert one.f1 > 0.9
+    assert one.false_alarms == 1
+    none = tune_event_rule("siren", 0, examples, PROFILE, false_alarms_per_hour=0.4 / hours)
+    assert none.rule.on_threshold > 0.92
+    assert none.false_alarms == 0
+
+
+def test_rules_are_tuned_for_onsets_within_half_a_second() -> None:
+    # Sirens of 2.75 s whose scores drop out after their first second: with the offsets far
+    # off, the events still count as found (DCASE 2017 task 2 scoring), so the simplest rule
+    # that finds each onset wins and no merging is needed to stretch the offsets.
+    examples = [
+        example(f"s{i}", [0.0, 0.0, 0.9, 0.9, 0.0, 0.0, 0.0, 0.0], [(1.25, 4.0)]) for i in range(3)
+    ]
+    tuned = tune_event_rule("siren", 0, examples, PROFILE)
+    assert tuned.f1 == 1.0
+    assert tuned.rule.merge_gap_s == 0.0
