@@ -79,8 +79,8 @@ __all__ = [
 ]
 
 INPUT_NAME = "log_mel"
-# The default model, installed with the package (a link to the checkout's models/).
-PACKAGED_MODELS = Path(__file__).resolve().parent / "models"
+# The default model, installed with the package (default_model/ links to the checkout's models/).
+PACKAGED_MODELS = Path(__file__).resolve().parent / "default_model"
 _DEFAULT_MODEL_DIR = Path("models")
 # Windows per ONNX Runtime run (LoadedModel.predict cuts larger batches into runs of this size).
 INFERENCE_SLICE = 16
