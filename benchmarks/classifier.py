@@ -32,7 +32,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile  # noqa: E402
 
-from soundsentry.audio import s16_chunks  # noqa: E402
+from soundsentry.audio.pcm import s16_chunks  # noqa: E402
 from soundsentry.features import FeatureProfile, Featurizer, Window  # noqa: E402
 from soundsentry.models import INFERENCE_SLICE, INPUT_NAME, ModelSet  # noqa: E402
 

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence, Set
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from soundsentry.audio import chunk_frames
+from soundsentry.audio.pcm import chunk_frames
 from soundsentry.batchapp import BatchApp, Record, decode_or_park, park, run_batch_service
 from soundsentry.contracts import AudioChunk, sensor_key
 from soundsentry.features import Featurizer, window_to_proto

@@ -2,7 +2,7 @@
 
 A profiles file is a JSON list of objects with the fields of
 :class:`~soundsentry.features.FeatureProfile`, where ``mel`` is an object with the fields of
-:class:`~soundsentry.dsp.MelSpec`; omitted fields take their defaults::
+:class:`~soundsentry.audio.mel.MelSpec`; omitted fields take their defaults::
 
     [
       {"name": "full-16k"},

@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from prometheus_client import CollectorRegistry, start_http_server
 
-from soundsentry.audio import ChunkLimits, chunk_frames
+from soundsentry.audio.pcm import ChunkLimits, chunk_frames
 from soundsentry.contracts import AudioChunk, ChunkAck, encode, sensor_key
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.ingest import (

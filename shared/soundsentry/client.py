@@ -18,7 +18,7 @@ from pathlib import Path
 
 import grpc
 
-from soundsentry.audio import file_blocks, s16_chunks
+from soundsentry.audio.pcm import file_blocks, s16_chunks
 from soundsentry.contracts import AudioChunk, ChunkAck
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.v1 import soundsentry_pb2_grpc

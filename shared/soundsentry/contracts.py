@@ -103,7 +103,7 @@ _TIMES: dict[str, tuple[str, ...]] = {
 
 def check_record(message: Message) -> None:
     """Check the sensor id and times of a decoded FeatureWindow, WindowScores or Event
-    (audio chunks have their own rules: :func:`soundsentry.audio.validate_chunk`).
+    (audio chunks have their own rules: :func:`soundsentry.audio.pcm.validate_chunk`).
 
     Raises
     ------

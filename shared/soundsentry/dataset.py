@@ -70,11 +70,11 @@ import numpy as np
 import numpy.typing as npt
 
 from soundsentry.alarms import PATTERNS, room_impulse_response, synthesize_alarm, varied_pattern
-from soundsentry.audio import load_audio, to_s16
+from soundsentry.audio.pcm import load_audio, to_s16
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
 
 if TYPE_CHECKING:
-    from soundsentry.dsp import MelFrontEnd
+    from soundsentry.audio.mel import MelFrontEnd
 
 __all__ = [
     "DATASETS",
@@ -1224,7 +1224,7 @@ def _write_references(out_dir: Path, rows: Sequence[Mapping[str, str]]) -> None:
 
 
 def _front_end(spec: MixSpec) -> MelFrontEnd:
-    from soundsentry.dsp import MelFrontEnd, MelSpec  # noqa: PLC0415 - imports librosa
+    from soundsentry.audio.mel import MelFrontEnd, MelSpec  # noqa: PLC0415 - imports librosa
 
     rate = spec.sample_rate_hz
     mel = MelSpec(sample_rate_hz=rate, fmax_hz=min(MelSpec().fmax_hz, rate / 2))

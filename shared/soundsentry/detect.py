@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from soundsentry.audio import file_blocks, s16_chunks
+from soundsentry.audio.pcm import file_blocks, s16_chunks
 from soundsentry.events import EventRule, EventTracker, EventUpdate
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features import Featurizer, Window
@@ -253,8 +253,8 @@ def plot_detections(
         raise ConfigurationError(
             "--plot needs matplotlib: pip install 'soundsentry[plot]'"
         ) from exc
-    from soundsentry.audio import load_audio  # noqa: PLC0415
-    from soundsentry.dsp import MelFrontEnd  # noqa: PLC0415
+    from soundsentry.audio.mel import MelFrontEnd  # noqa: PLC0415
+    from soundsentry.audio.pcm import load_audio  # noqa: PLC0415
 
     profile = models.profiles()[0]
     samples, rate = load_audio(path)

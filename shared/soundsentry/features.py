@@ -1,10 +1,10 @@
 """Streaming feature windows for many sensors at once.
 
 A :class:`FeatureProfile` says which log-mel windows a model needs: the STFT/mel parameters
-(:class:`~soundsentry.dsp.MelSpec`), the window length and hop, the frequency band (a crop of mel
-bands) and whether each window is standardised. :class:`Featurizer` turns audio chunks from any
-number of sensors into those windows; the frames of every sensor with new audio are computed in
-one batched call per mel spec.
+(:class:`~soundsentry.audio.mel.MelSpec`), the window length and hop, the frequency band (a crop
+of mel bands) and whether each window is standardised. :class:`Featurizer` turns audio chunks from
+any number of sensors into those windows; the frames of every sensor with new audio are computed
+in one batched call per mel spec.
 
 Everything is aligned to a grid anchored at the start of each sensor's stream: frame ``i``
 starts at sample ``i * hop_length`` and window ``k`` at frame ``k * hop_frames`` (sample indices at
@@ -44,8 +44,9 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import TypeAdapter, ValidationError
 
-from soundsentry._kernels import kernels
-from soundsentry.audio import (
+from soundsentry.audio._kernels import kernels
+from soundsentry.audio.mel import MelFrontEnd, MelSpec
+from soundsentry.audio.pcm import (
     DEFAULT_LIMITS,
     FULL_SCALE_S16,
     ChunkError,
@@ -55,7 +56,6 @@ from soundsentry.audio import (
     validate_chunk,
 )
 from soundsentry.contracts import SEQUENCE_REWIND_LIMIT, AudioChunk, FeatureWindow, SampleFormat
-from soundsentry.dsp import MelFrontEnd, MelSpec
 from soundsentry.exceptions import ConfigurationError, ContractError
 from soundsentry.slots import SlotTable
 

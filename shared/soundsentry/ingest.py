@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
-from soundsentry.audio import ChunkError, ChunkLimits, decode_pcm, validate_chunk
+from soundsentry.audio.pcm import ChunkError, ChunkLimits, decode_pcm, validate_chunk
 from soundsentry.contracts import SEQUENCE_REWIND_LIMIT, AudioChunk, SampleFormat
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.ratelimit import TokenBucket

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from aiokafka.partitioner import DefaultPartitioner
 
-from soundsentry.audio import file_blocks, s16_chunks
+from soundsentry.audio.pcm import file_blocks, s16_chunks
 from soundsentry.client import PushResult, open_channel, push
 from soundsentry.contracts import AudioChunk, encode, sensor_key
 from soundsentry.evaluation import EvalEvent, read_event_list

@@ -99,7 +99,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
 import numpy as np
 import numpy.typing as npt
 
-from soundsentry.audio import load_audio, s16_chunks, to_s16
+from soundsentry.audio.pcm import load_audio, s16_chunks, to_s16
 from soundsentry.calibration import (
     event_metrics,
     false_alarm_metrics,

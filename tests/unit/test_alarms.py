@@ -10,7 +10,7 @@ from soundsentry.alarms import (
     synthesize_alarm,
     varied_pattern,
 )
-from soundsentry.dsp import MelFrontEnd, MelSpec
+from soundsentry.audio.mel import MelFrontEnd, MelSpec
 from soundsentry.exceptions import ConfigurationError
 
 RATE = 16_000

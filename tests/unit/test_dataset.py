@@ -17,6 +17,7 @@ import soundfile
 
 from soundsentry import dataset
 from soundsentry.alarms import AlarmSignal
+from soundsentry.audio.mel import num_frames
 from soundsentry.dataset import (
     NO_LABEL,
     SPLITS,
@@ -33,7 +34,6 @@ from soundsentry.dataset import (
     split_by_group,
     synthesize,
 )
-from soundsentry.dsp import num_frames
 from soundsentry.evaluation import read_event_list
 from soundsentry.exceptions import ConfigurationError
 from tests.audio_fixtures import SHARED_DATA

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from soundsentry.audio import ChunkLimits
+from soundsentry.audio.pcm import ChunkLimits
 from soundsentry.contracts import AudioChunk, SampleFormat
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.ingest import AudioRateLimiter, Code, SequenceTracker, TokenTable, admit

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from soundsentry.alerting import AlertEngine
-from soundsentry.audio import validate_chunk
+from soundsentry.audio.pcm import validate_chunk
 from soundsentry.contracts import (
     AudioChunk,
     Event,

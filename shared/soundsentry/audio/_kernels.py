@@ -7,7 +7,7 @@ about 6 s, so the machine code is cached on disk (numba's cache, beside this fil
 ``NUMBA_CACHE_DIR``) where a directory is writable; on a read-only root filesystem each process
 compiles once.
 
-Neither function checks bounds: :class:`soundsentry.dsp.MelFrontEnd` checks its inputs first.
+Neither function checks bounds: :class:`soundsentry.audio.mel.MelFrontEnd` checks its inputs first.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ weighted by a periodic Hann window, and its power spectrum is projected on libro
 filterbank. The filterbank is built once per :class:`MelSpec`, and each band sums only the bins
 under its triangle; FFTs run in float64 (float32 FFT rounding alone moves quiet bands by more
 than 1e-3 dB). Framing, windowing and the mel projection are compiled loops
-(:mod:`soundsentry._kernels`).
+(:mod:`soundsentry.audio._kernels`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.fft
 
-from soundsentry._kernels import kernels
+from soundsentry.audio._kernels import kernels
 from soundsentry.exceptions import ConfigurationError
 
 __all__ = ["AMIN", "MelFrontEnd", "MelSpec", "num_frames"]
