@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import soundfile  # noqa: E402
 
 from soundsentry.audio.pcm import s16_chunks  # noqa: E402
-from soundsentry.features import FeatureProfile, Featurizer, Window  # noqa: E402
+from soundsentry.features.featurizer import FeatureProfile, Featurizer, Window  # noqa: E402
 from soundsentry.models import INFERENCE_SLICE, INPUT_NAME, ModelSet  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "urbansound8k_subset"

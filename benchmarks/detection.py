@@ -64,7 +64,7 @@ from soundsentry.dataset import (  # noqa: E402
 )
 from soundsentry.detect import WindowTrace, detect_file, score_tracks  # noqa: E402
 from soundsentry.evaluation import EvalEvent, event_based_metrics  # noqa: E402
-from soundsentry.features import Window  # noqa: E402
+from soundsentry.features.featurizer import Window  # noqa: E402
 from soundsentry.models import ModelSet, WindowScore, write_card  # noqa: E402
 from soundsentry.operating import ScoreTrack, operating_points  # noqa: E402
 

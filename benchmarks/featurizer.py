@@ -35,7 +35,7 @@ import soundfile  # noqa: E402
 
 from soundsentry.audio.mel import MelSpec  # noqa: E402
 from soundsentry.contracts import AudioChunk, SampleFormat  # noqa: E402
-from soundsentry.features import DEFAULT_PROFILES, Featurizer  # noqa: E402
+from soundsentry.features.featurizer import DEFAULT_PROFILES, Featurizer  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "urbansound8k_subset"
 

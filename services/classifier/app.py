@@ -49,7 +49,7 @@ from soundsentry.escalator import (
     SecondStage,
 )
 from soundsentry.exceptions import BadMessageError, ConfigurationError
-from soundsentry.features import FeatureProfile, Window, window_from_proto
+from soundsentry.features.featurizer import FeatureProfile, Window, window_from_proto
 from soundsentry.metrics import SensorFilter
 from soundsentry.models import (
     ModelDirectory,

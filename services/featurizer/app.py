@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry
 from soundsentry.audio.pcm import chunk_frames
 from soundsentry.batchapp import BatchApp, Record, decode_or_park, park, run_batch_service
 from soundsentry.contracts import AudioChunk, sensor_key
-from soundsentry.features import Featurizer, window_to_proto
+from soundsentry.features.featurizer import Featurizer, window_to_proto
 from soundsentry.recency import LastHeard
 from soundsentry.services.featurizer.metrics import FeaturizerMetrics
 from soundsentry.services.featurizer.settings import FeaturizerSettings

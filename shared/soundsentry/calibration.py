@@ -51,7 +51,7 @@ from soundsentry.evaluation import EvalEvent, event_based_metrics, segment_based
 from soundsentry.events import EventRule, detect_events
 
 if TYPE_CHECKING:
-    from soundsentry.features import FeatureProfile
+    from soundsentry.features.featurizer import FeatureProfile
     from soundsentry.models import LoadedModel
     from soundsentry.train import ExampleFeatures, TrainingData
 

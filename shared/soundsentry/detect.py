@@ -1,7 +1,7 @@
 """Detection over audio files in one process: the embedded pipeline, no Kafka.
 
 The same classes as the services: the file is cut into AudioChunks as a microphone would send
-them, the :class:`~soundsentry.features.Featurizer` makes the windows, the
+them, the :class:`~soundsentry.features.featurizer.Featurizer` makes the windows, the
 :class:`~soundsentry.models.ModelSet` scores them, and one
 :class:`~soundsentry.events.EventTracker` per (model, label) turns scores into events. Files are
 read block by block, so memory stays constant however long the file is.
@@ -25,7 +25,7 @@ import numpy as np
 from soundsentry.audio.pcm import file_blocks, s16_chunks
 from soundsentry.events import EventRule, EventTracker, EventUpdate
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.features import Featurizer, Window
+from soundsentry.features.featurizer import Featurizer, Window
 from soundsentry.models import ModelCard, ModelSet
 from soundsentry.operating import ScoreTrack
 

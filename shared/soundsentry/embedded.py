@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from soundsentry.alerting import AlertEngine, NotificationPolicy
 from soundsentry.contracts import AudioChunk, Event, decode
 from soundsentry.exceptions import BadMessageError
-from soundsentry.features import Featurizer
+from soundsentry.features.featurizer import Featurizer
 from soundsentry.models import ModelSet, score_to_proto
 from soundsentry.notify import Notifier
 

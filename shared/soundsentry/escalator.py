@@ -39,7 +39,7 @@ from soundsentry.escalation import (
     merge_scores,
 )
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
-from soundsentry.features import Window
+from soundsentry.features.featurizer import Window
 from soundsentry.models import LoadedModel, WindowScore
 
 __all__ = [

@@ -52,7 +52,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from soundsentry.contracts import WindowScores
 from soundsentry.events import EventRule
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.features import FeatureProfile, Window, parse_profile
+from soundsentry.features.featurizer import FeatureProfile, Window, parse_profile
 
 __all__ = [
     "INFERENCE_SLICE",

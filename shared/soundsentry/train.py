@@ -8,12 +8,12 @@ the FLAC files. The ``train`` split trains, ``validate`` stops training early, c
 thresholds and gives the card's metrics; ``test`` is left alone (``soundsentry evaluate``).
 
 Each example is read (resampled to the profile's rate with soxr when its rate differs) and cut
-into AudioChunks, and a :class:`~soundsentry.features.Featurizer` computes its frames once: the
-example is one window of a profile that covers the whole example (the model profile's mel spec
-and band, not standardised). The model's windows are slices of those frames, so the grid
-windows (frame ``k * hop_frames`` on) equal what the featurizer service emits for the example,
-and training can also cut windows off the grid (time shift). Everything is kept in memory:
-``bands x frames`` float32 per example (51 KB for 4 s at the default profile).
+into AudioChunks, and a :class:`~soundsentry.features.featurizer.Featurizer` computes its frames
+once: the example is one window of a profile that covers the whole example (the model profile's mel
+spec and band, not standardised). The model's windows are slices of those frames, so the grid
+windows (frame ``k * hop_frames`` on) equal what the featurizer service emits for the example, and
+training can also cut windows off the grid (time shift). Everything is kept in memory: ``bands x
+frames`` float32 per example (51 KB for 4 s at the default profile).
 
 Labels of a window
 ------------------
@@ -111,7 +111,7 @@ from soundsentry.calibration import (
 from soundsentry.dataset import SPLITS, EventSpan
 from soundsentry.events import EventRule, segment_bounds
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
-from soundsentry.features import FeatureProfile, Featurizer, parse_profile
+from soundsentry.features.featurizer import FeatureProfile, Featurizer, parse_profile
 
 if TYPE_CHECKING:
     import torch
@@ -642,7 +642,7 @@ def load_dataset(
 
 
 def _standardize(batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Per-window standardisation as :class:`~soundsentry.features.Featurizer` does it."""
+    """Per-window standardisation, as :class:`~soundsentry.features.featurizer.Featurizer` does."""
     mean = batch.mean(axis=(1, 2), keepdims=True)
     std = np.maximum(batch.std(axis=(1, 2), keepdims=True), 1e-6)
     result: npt.NDArray[np.float32] = ((batch - mean) / std).astype(np.float32)
@@ -1297,7 +1297,7 @@ def window_metrics(
 
 
 def _profile_document(profile: FeatureProfile) -> dict[str, Any]:
-    """The profile in the form :func:`soundsentry.features.parse_profile` reads."""
+    """The profile in the form :func:`soundsentry.features.featurizer.parse_profile` reads."""
     return {
         "name": profile.name,
         "mel": dataclasses.asdict(profile.mel),

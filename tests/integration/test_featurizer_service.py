@@ -30,7 +30,7 @@ from soundsentry.contracts import (
     encode,
     sensor_key,
 )
-from soundsentry.features import FeatureProfile, Featurizer, Window
+from soundsentry.features.featurizer import FeatureProfile, Featurizer, Window
 from soundsentry.services.featurizer.app import create_app
 from soundsentry.services.featurizer.settings import FeaturizerSettings
 from soundsentry.settings import KafkaSettings

@@ -8,7 +8,7 @@ import pytest
 from soundsentry.calibration import ScoredExample, event_metrics, rule_document, tune_event_rule
 from soundsentry.evaluation import EvalEvent
 from soundsentry.events import EventRule
-from soundsentry.features import FeatureProfile
+from soundsentry.features.featurizer import FeatureProfile
 
 PROFILE = FeatureProfile("full-16k")  # 1 s windows every 0.5 s
 HOP = 8000

@@ -14,7 +14,7 @@ import soundfile
 from soundsentry.alarms import synthesize_alarm
 from soundsentry.cli import main
 from soundsentry.detect import detect_file
-from soundsentry.features import FeatureProfile
+from soundsentry.features.featurizer import FeatureProfile
 from soundsentry.models import ModelSet
 from tests.audio_fixtures import recording
 from tests.model_fixtures import linear_model

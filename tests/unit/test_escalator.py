@@ -23,7 +23,7 @@ from soundsentry.escalator import (
     SecondStageError,
 )
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.features import Window
+from soundsentry.features.featurizer import Window
 from soundsentry.models import WindowScore
 
 LABELS = ("smoke_alarm", "siren")

@@ -13,7 +13,7 @@ from soundsentry.audio._kernels import kernels
 from soundsentry.audio.mel import MelSpec
 from soundsentry.contracts import AudioChunk, FeatureWindow, SampleFormat, decode, encode
 from soundsentry.exceptions import ConfigurationError, ContractError
-from soundsentry.features import (
+from soundsentry.features.featurizer import (
     FeatureProfile,
     Featurizer,
     Window,

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from soundsentry.audio.mel import MelSpec
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.features import DEFAULT_PROFILES, FeatureProfile, Featurizer
+from soundsentry.features.featurizer import DEFAULT_PROFILES, FeatureProfile, Featurizer
 from soundsentry.services.featurizer.settings import FeaturizerSettings, load_profiles
 
 

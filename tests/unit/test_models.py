@@ -13,7 +13,7 @@ from soundsentry.contracts import WindowScores
 from soundsentry.detect import WindowTrace, detect_file, event_rule_for
 from soundsentry.events import EventRule
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.features import FeatureProfile, Featurizer
+from soundsentry.features.featurizer import FeatureProfile, Featurizer
 from soundsentry.models import (
     INFERENCE_SLICE,
     INPUT_NAME,

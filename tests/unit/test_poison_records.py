@@ -23,7 +23,7 @@ from soundsentry.contracts import (
     encode,
 )
 from soundsentry.exceptions import BadMessageError
-from soundsentry.features import FeatureProfile, Featurizer, window_from_proto
+from soundsentry.features.featurizer import FeatureProfile, Featurizer, window_from_proto
 from soundsentry.models import ModelCard
 from tests.model_fixtures import patterned_scores
 
@@ -75,7 +75,7 @@ def test_the_featurizer_uses_or_rejects_any_chunk(batch: list[AudioChunk]) -> No
 
 
 def _proto(window: object) -> FeatureWindow:
-    from soundsentry.features import window_to_proto  # noqa: PLC0415
+    from soundsentry.features.featurizer import window_to_proto  # noqa: PLC0415
 
     return window_to_proto(window)  # type: ignore[arg-type]
 

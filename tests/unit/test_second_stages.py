@@ -25,7 +25,7 @@ from soundsentry.escalator import (
     SecondStageError,
 )
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.features import FeatureProfile, Featurizer, Window
+from soundsentry.features.featurizer import FeatureProfile, Featurizer, Window
 from soundsentry.models import WindowScore, load_model
 from tests.audio_fixtures import chunks, recording
 from tests.aws_fixtures import PROJECT_VERSION_ARN, REGION, FailingEndpoint

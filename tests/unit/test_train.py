@@ -20,7 +20,7 @@ from soundsentry.cli import main as cli_main
 from soundsentry.compose import compose_cards
 from soundsentry.dataset import EventSpan, MixSpec, synthesize
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.features import FeatureProfile, Featurizer
+from soundsentry.features.featurizer import FeatureProfile, Featurizer
 from soundsentry.models import ModelSet, load_model, read_card
 from soundsentry.quantize import MAX_MEAN_DIFFERENCE, QuantizationCheckError, quantize_card
 from soundsentry.train import (

@@ -57,7 +57,7 @@ from soundsentry.audio.pcm import (
 )
 from soundsentry.contracts import SEQUENCE_REWIND_LIMIT, AudioChunk, FeatureWindow, SampleFormat
 from soundsentry.exceptions import ConfigurationError, ContractError
-from soundsentry.slots import SlotTable
+from soundsentry.features.slots import SlotTable
 
 __all__ = [
     "DEFAULT_PROFILES",
@@ -278,7 +278,7 @@ class BatchResult:
 
 class _Slab:
     """One mel spec's streaming state of every sensor: row ``r`` of each array is the sensor in
-    row ``r`` (rows are handed out by a :class:`~soundsentry.slots.SlotTable`).
+    row ``r`` (rows are handed out by a :class:`~soundsentry.features.slots.SlotTable`).
 
     Per row: the samples of the unfinished frame (``tails[r, :tail_length[r]]``; float32 holds
     them exactly, as all audio arrives as int16 or float32), the samples still to skip before the
