@@ -27,7 +27,7 @@ import numpy as np
 
 from soundsentry.alerting import AlertEngine
 from soundsentry.contracts import WindowScores
-from soundsentry.models import ModelCard, read_cards
+from soundsentry.models.model_set import ModelCard, read_cards
 
 REPO = Path(__file__).resolve().parents[1]
 

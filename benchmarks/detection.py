@@ -65,7 +65,7 @@ from soundsentry.dataset import (  # noqa: E402
 from soundsentry.detect import WindowTrace, detect_file, score_tracks  # noqa: E402
 from soundsentry.evaluation import EvalEvent, event_based_metrics  # noqa: E402
 from soundsentry.features.featurizer import Window  # noqa: E402
-from soundsentry.models import ModelSet, WindowScore, write_card  # noqa: E402
+from soundsentry.models.model_set import ModelSet, WindowScore, write_card  # noqa: E402
 from soundsentry.operating import ScoreTrack, operating_points  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

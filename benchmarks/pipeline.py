@@ -47,7 +47,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from soundsentry.contracts import Event, EventKind, decode
 from soundsentry.evaluation import read_event_list
-from soundsentry.models import ModelCard, read_cards
+from soundsentry.models.model_set import ModelCard, read_cards
 from soundsentry.settings import KafkaSettings
 from soundsentry.stack import SERVICES, LocalStack, StackPorts, soundsentry_command
 from soundsentry.testing.kafka_broker import free_port

@@ -52,7 +52,7 @@ from soundsentry.contracts import (
     encode,
 )
 from soundsentry.detect import detect_file
-from soundsentry.models import ModelSet
+from soundsentry.models.model_set import ModelSet
 from soundsentry.settings import KafkaSettings
 from soundsentry.stack import LocalStack, StackPorts
 from soundsentry.testing.kafka_broker import free_port

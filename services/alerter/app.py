@@ -45,7 +45,7 @@ from soundsentry.contracts import Event, WindowScores, sensor_key
 from soundsentry.exceptions import BadMessageError, ConfigurationError
 from soundsentry.faust_transport import RecoveryStalledError, recovery_stalled_for
 from soundsentry.metrics import SensorFilter
-from soundsentry.models import ModelCard, read_cards
+from soundsentry.models.model_set import ModelCard, read_cards
 from soundsentry.notify import (
     DeadLetter,
     NotificationMetrics,

@@ -9,8 +9,8 @@ silence gate skipped. Each model's scores of each window go to the scores topic 
 sensor, with a deterministic id.
 
 Hot reload: every ``reload_interval_s`` the model directory is re-read
-(:class:`~soundsentry.models.ModelDirectory`); new and changed cards serve from the next batch,
-a card that fails to load is logged and counted while its previous version keeps serving.
+(:class:`~soundsentry.models.model_set.ModelDirectory`); new and changed cards serve from the next
+batch, a card that fails to load is logged and counted while its previous version keeps serving.
 
 Escalation (optional, :class:`~soundsentry.services.classifier.settings.EscalationSettings`):
 after a window's first-stage scores are sent, an uncertain one is offered to the
@@ -51,7 +51,7 @@ from soundsentry.escalator import (
 from soundsentry.exceptions import BadMessageError, ConfigurationError
 from soundsentry.features.featurizer import FeatureProfile, Window, window_from_proto
 from soundsentry.metrics import SensorFilter
-from soundsentry.models import (
+from soundsentry.models.model_set import (
     ModelDirectory,
     ModelSet,
     ReloadReport,

@@ -1,19 +1,19 @@
 """Window scores to timed events for many sensors: the alerter's logic, without Kafka.
 
 For each score message (one model's scores of one window), :class:`AlertEngine` feeds every
-label's score to that (sensor, model, label)'s :class:`~soundsentry.events.EventTracker` and
+label's score to that (sensor, model, label)'s :class:`~soundsentry.events.tracker.EventTracker` and
 turns the updates into ``Event`` messages (``started`` / ``ended``, deterministic ids). Each
 sensor's trackers are kept as one JSON-able snapshot (:meth:`AlertEngine.state_of`), which the
 alerter service stores in a changelog-backed table, so a restarted alerter continues every
 event where it was.
 
-Rules: a label's :class:`~soundsentry.events.EventRule` is its model card's (tuned
+Rules: a label's :class:`~soundsentry.events.tracker.EventRule` is its model card's (tuned
 ``event_rules``, else the threshold rule that ``soundsentry detect`` uses), with
 :class:`AlertRules` overrides on top: for every sensor, then for the first sensor group whose
 patterns match the sensor id. A label can be disabled there; rules can change while running
 (:meth:`AlertEngine.use_rules`): trackers keep their state under the new rule, and a label
 that is disabled ends its open event. A label that another card ``takes_over``
-(:func:`~soundsentry.models.reported_labels`) makes no events from this model's scores.
+(:func:`~soundsentry.models.model_set.reported_labels`) makes no events from this model's scores.
 
 Revisions (scores with ``escalated_to``) are not applied: a tracker has moved past their window
 by the time they arrive, and events never change after the fact. They are counted.
@@ -38,8 +38,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from soundsentry.contracts import WINDOW_REWIND_LIMIT_S, Event, EventKind, WindowScores
-from soundsentry.detect import event_rule_for, new_event_tracker
-from soundsentry.events import (
+from soundsentry.events.tracker import (
     MAX_LOOKBACK_WINDOWS,
     EventRule,
     EventTracker,
@@ -47,7 +46,8 @@ from soundsentry.events import (
     unpacked,
 )
 from soundsentry.exceptions import BadMessageError, ConfigurationError
-from soundsentry.models import ModelCard, reported_labels
+from soundsentry.models.model_set import ModelCard, reported_labels
+from soundsentry.models.trackers import event_rule_for, new_event_tracker
 
 __all__ = [
     "AlertEngine",

@@ -2,10 +2,11 @@
 
 A threshold that maximises window-level F1 does not maximise event-level F1: a siren scored
 just around its threshold breaks into many short events, a gun shot seen by one window is one
-event however high its score. So each label gets its own :class:`~soundsentry.events.EventRule`,
-chosen by the event-based F1 (DCASE: onset collar 0.2 s, offset collar max(0.2 s, 50 % of the
-length)) of the events :func:`~soundsentry.events.detect_events` finds on the validation
-examples, the same function the detector and the alerter use.
+event however high its score. So each label gets its own
+:class:`~soundsentry.events.tracker.EventRule`, chosen by the event-based F1 (DCASE: onset collar
+0.2 s, offset collar max(0.2 s, 50 % of the length)) of the events
+:func:`~soundsentry.events.tracker.detect_events` finds on the validation examples, the same
+function the detector and the alerter use.
 
 Search (per label, deterministic; ties keep the earlier candidate, so the simpler rule wins):
 
@@ -46,13 +47,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from soundsentry.detect import OFF_RATIO
 from soundsentry.evaluation import EvalEvent, event_based_metrics, segment_based_metrics
-from soundsentry.events import EventRule, detect_events
+from soundsentry.events.tracker import EventRule, detect_events
+from soundsentry.models.trackers import OFF_RATIO
 
 if TYPE_CHECKING:
     from soundsentry.features.featurizer import FeatureProfile
-    from soundsentry.models import LoadedModel
+    from soundsentry.models.model_set import LoadedModel
     from soundsentry.train import ExampleFeatures, TrainingData
 
 __all__ = [
@@ -437,7 +438,7 @@ def calibrate_card(card_path: str | Path, dataset_dir: str | Path) -> dict[str, 
     ConfigurationError
         for a card that does not load or a data set without the card's labels.
     """
-    from soundsentry.models import load_model, write_card  # noqa: PLC0415
+    from soundsentry.models.model_set import load_model, write_card  # noqa: PLC0415
     from soundsentry.train import load_dataset, validation_windows  # noqa: PLC0415
 
     path = Path(card_path)

@@ -214,7 +214,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     import csv  # noqa: PLC0415
 
     from soundsentry.detect import WindowTrace, detect_file, plot_detections  # noqa: PLC0415
-    from soundsentry.models import ModelSet  # noqa: PLC0415
+    from soundsentry.models.model_set import ModelSet  # noqa: PLC0415
 
     models = ModelSet.from_dir(args.model)
     if args.plot and len(args.paths) != 1:
@@ -318,7 +318,7 @@ def _sweep_operating_points(args: argparse.Namespace, reference: list[Any]) -> l
 
     from soundsentry.detect import WindowTrace, detect_file, score_tracks  # noqa: PLC0415
     from soundsentry.evaluation import EvalEvent  # noqa: PLC0415
-    from soundsentry.models import ModelSet  # noqa: PLC0415
+    from soundsentry.models.model_set import ModelSet  # noqa: PLC0415
     from soundsentry.operating import (  # noqa: PLC0415
         DEFAULT_THRESHOLDS,
         operating_points,

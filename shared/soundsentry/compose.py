@@ -30,7 +30,7 @@ import numpy as np
 
 from soundsentry.calibration import TunedRule, predict_all, retune_document
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
-from soundsentry.models import (
+from soundsentry.models.model_set import (
     INPUT_NAME,
     CompositionPart,
     LoadedModel,

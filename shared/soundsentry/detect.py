@@ -2,15 +2,13 @@
 
 The same classes as the services: the file is cut into AudioChunks as a microphone would send
 them, the :class:`~soundsentry.features.featurizer.Featurizer` makes the windows, the
-:class:`~soundsentry.models.ModelSet` scores them, and one
-:class:`~soundsentry.events.EventTracker` per (model, label) turns scores into events. Files are
-read block by block, so memory stays constant however long the file is.
+:class:`~soundsentry.models.model_set.ModelSet` scores them, and one
+:class:`~soundsentry.events.tracker.EventTracker` per (model, label) turns scores into events. Files
+are read block by block, so memory stays constant however long the file is.
 
-Event rules come from each model card: its ``event_rules`` for a label when it has them
-(``soundsentry calibrate`` tunes them on validation data); otherwise a label enters an event at
-its threshold and leaves it below 0.75 x the threshold (hysteresis) and short drops of up to one
-window hop are merged. Windows quieter than the card's ``silence_gate_dbfs`` are not scored
-(they count as 0).
+Event rules come from each model card (:func:`~soundsentry.models.trackers.event_rule_for`: its
+``event_rules`` for a label when it has them, else the threshold with hysteresis). Windows quieter
+than the card's ``silence_gate_dbfs`` are not scored (they count as 0).
 """
 
 from __future__ import annotations
@@ -23,24 +21,21 @@ from pathlib import Path
 import numpy as np
 
 from soundsentry.audio.pcm import file_blocks, s16_chunks
-from soundsentry.events import EventRule, EventTracker, EventUpdate
+from soundsentry.events.tracker import EventTracker, EventUpdate
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features.featurizer import Featurizer, Window
-from soundsentry.models import ModelCard, ModelSet
+from soundsentry.models.model_set import ModelSet
+from soundsentry.models.trackers import event_rule_for, new_event_tracker
 from soundsentry.operating import ScoreTrack
 
 __all__ = [
     "DetectedEvent",
     "WindowTrace",
     "detect_file",
-    "event_rule_for",
-    "new_event_tracker",
     "plot_detections",
     "score_tracks",
 ]
 
-# Off threshold as a share of the on threshold: hysteresis against flicker at the threshold.
-OFF_RATIO = 0.75
 _BLOCK_S = 5.0
 _SENSOR = "file"
 
@@ -86,42 +81,6 @@ def score_tracks(file_id: str, traces: Iterable[WindowTrace], models: ModelSet) 
             )
         )
     return tracks
-
-
-def event_rule_for(card: ModelCard, label: str) -> EventRule:
-    """The rule detection uses for one label of one model (see the module docstring)."""
-    tuned = card.event_rule(label)
-    if tuned is not None:
-        return tuned
-    on = card.threshold(label)
-    profile = card.feature_profile()
-    hop_s = profile.hop_frames * profile.mel.hop_length / profile.mel.sample_rate_hz
-    return EventRule(
-        label=label,
-        on_threshold=on,
-        off_threshold=on * OFF_RATIO,
-        smoothing_windows=1,
-        min_duration_s=0.0,
-        merge_gap_s=hop_s,
-    )
-
-
-def new_event_tracker(
-    card: ModelCard, rule: EventRule, *, sensor_id: str = "", stream_id: str = ""
-) -> EventTracker:
-    """An event tracker for one label of ``card``'s model, with the geometry of its windows
-    (frame scores, when the model gives them, are one per STFT frame)."""
-    profile = card.feature_profile()
-    return EventTracker(
-        rule,
-        sample_rate_hz=profile.mel.sample_rate_hz,
-        window_samples=profile.window_samples,
-        hop_samples=profile.hop_frames * profile.mel.hop_length,
-        frame_hop_samples=profile.mel.hop_length,
-        frame_samples=profile.mel.n_fft,
-        sensor_id=sensor_id,
-        stream_id=stream_id,
-    )
 
 
 def detect_file(

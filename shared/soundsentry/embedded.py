@@ -3,7 +3,7 @@
 :class:`EmbeddedPipeline` takes the place of the Kafka producer behind the ingest servicer: each
 accepted chunk is queued, and a worker takes whatever has queued up (chunks of all sensors, up
 to ``max_batch``), featurizes it in one :meth:`Featurizer.process` call, scores the windows with
-the :class:`~soundsentry.models.ModelSet` and feeds the scores to the
+the :class:`~soundsentry.models.model_set.ModelSet` and feeds the scores to the
 :class:`~soundsentry.alerting.AlertEngine`, exactly as the featurizer, classifier and alerter
 services do with their batches. A chunk is acknowledged to the sensor once its batch has gone
 through every stage. The events go to the notifier and to ``on_event``.
@@ -23,7 +23,7 @@ from soundsentry.alerting import AlertEngine, NotificationPolicy
 from soundsentry.contracts import AudioChunk, Event, decode
 from soundsentry.exceptions import BadMessageError
 from soundsentry.features.featurizer import Featurizer
-from soundsentry.models import ModelSet, score_to_proto
+from soundsentry.models.model_set import ModelSet, score_to_proto
 from soundsentry.notify import Notifier
 
 __all__ = ["EmbeddedPipeline", "PipelineCounts"]

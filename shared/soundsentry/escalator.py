@@ -40,7 +40,7 @@ from soundsentry.escalation import (
 )
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
 from soundsentry.features.featurizer import Window
-from soundsentry.models import LoadedModel, WindowScore
+from soundsentry.models.model_set import LoadedModel, WindowScore
 
 __all__ = [
     "EscalationMetrics",

@@ -4,9 +4,9 @@ A detector is chosen by the curve of recall against **false alarms per hour**: h
 events it finds for how many alarms an operator must dismiss. For each label, the window scores
 of every recording (:class:`ScoreTrack`, as ``soundsentry detect`` traced them) are turned into
 events by the label's event rule with its on-threshold moved over ``thresholds`` (the
-off-threshold keeps the rule's ratio to it), through :func:`~soundsentry.events.detect_events`,
-the function the alerter's trackers run; :func:`~soundsentry.evaluation.sweep_thresholds`
-scores each threshold against the reference.
+off-threshold keeps the rule's ratio to it), through
+:func:`~soundsentry.events.tracker.detect_events`, the function the alerter's trackers run;
+:func:`~soundsentry.evaluation.sweep_thresholds` scores each threshold against the reference.
 
 A **false alarm** is a detected event that matches no reference event of its label (an
 insertion, event-based, onset collar ``t_collar_s``, offsets not evaluated); false alarms per
@@ -31,7 +31,7 @@ from soundsentry.evaluation import (
     PlottingUnavailableError,
     sweep_thresholds,
 )
-from soundsentry.events import EventRule, detect_events
+from soundsentry.events.tracker import EventRule, detect_events
 
 __all__ = [
     "DEFAULT_THRESHOLDS",

@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from soundsentry.calibration import TunedRule, predict_all, retune_document
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
-from soundsentry.models import (
+from soundsentry.models.model_set import (
     INPUT_NAME,
     LoadedModel,
     ModelCard,

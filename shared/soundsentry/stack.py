@@ -134,7 +134,7 @@ class LocalStack:
         bootstrap: str | None = None,
     ) -> None:
         self.workdir = workdir
-        from soundsentry.models import resolve_model_dir  # noqa: PLC0415 - loads onnxruntime
+        from soundsentry.models.model_set import resolve_model_dir  # noqa: PLC0415 - loads onnxruntime
 
         self.model_dir = resolve_model_dir(model_dir).resolve()
         self.topics = topics or TopicLayout()

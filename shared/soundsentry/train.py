@@ -17,7 +17,7 @@ frames`` float32 per example (51 KB for 4 s at the default profile).
 
 Labels of a window
 ------------------
-A window speaks for its central hop segment (:func:`soundsentry.events.segment_bounds`): a
+A window speaks for its central hop segment (:func:`soundsentry.events.tracker.segment_bounds`): a
 label is positive for a window when that label's events cover at least 50 % of the segment
 (the overlaps of all its events with the segment are added up). Labels of the data set that are
 not trained are ignored (their windows are negatives). Frame ``f`` of a window (samples
@@ -65,15 +65,15 @@ validation windows (the lowest of equal ones; 0.5 when no threshold finds a posi
 Metrics at those thresholds: window-level precision, recall, F1. Each label's event rule is
 tuned on the validation events (:mod:`soundsentry.calibration`) and stored in the card; the
 event-based (collar 0.2 s) and segment-based (1 s) F1 and error rate are those of the events
-:func:`soundsentry.events.detect_events` finds with those rules, as ``soundsentry detect``
+:func:`soundsentry.events.tracker.detect_events` finds with those rules, as ``soundsentry detect``
 does.
 
 Export
 ------
 ``<name>.onnx`` (opset 17, dynamic batch) and ``<name>.json`` (a card
-:func:`soundsentry.models.load_model` accepts, with the training data's sources and licences;
-``<name>.LICENCES.txt`` and ``<name>.FREESOUNDCREDITS.txt`` are copied from the data set). The
-export is checked: the card is loaded and the ONNX scores must equal PyTorch's within 1e-4.
+:func:`soundsentry.models.model_set.load_model` accepts, with the training data's sources and
+licences; ``<name>.LICENCES.txt`` and ``<name>.FREESOUNDCREDITS.txt`` are copied from the data set).
+The export is checked: the card is loaded and the ONNX scores must equal PyTorch's within 1e-4.
 """
 
 from __future__ import annotations
@@ -109,14 +109,14 @@ from soundsentry.calibration import (
     tune_event_rules,
 )
 from soundsentry.dataset import SPLITS, EventSpan
-from soundsentry.events import EventRule, segment_bounds
+from soundsentry.events.tracker import EventRule, segment_bounds
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
 from soundsentry.features.featurizer import FeatureProfile, Featurizer, parse_profile
 
 if TYPE_CHECKING:
     import torch
 
-    from soundsentry.models import LoadedModel
+    from soundsentry.models.model_set import LoadedModel
 
 __all__ = [
     "DEFAULT_PROFILE",
@@ -1333,14 +1333,14 @@ def export_model(
     Raises
     ------
     ConfigurationError
-        for an invalid name, or a card :func:`~soundsentry.models.load_model` rejects.
+        for an invalid name, or a card :func:`~soundsentry.models.model_set.load_model` rejects.
     ExportCheckError
         when the ONNX scores differ from PyTorch's by more than 1e-4 (the card is removed).
     """
     _require_torch()
     import torch  # noqa: PLC0415
 
-    from soundsentry.models import load_model  # noqa: PLC0415
+    from soundsentry.models.model_set import load_model  # noqa: PLC0415
 
     _check_name(name)
     folder = Path(out_dir)

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from soundsentry.contracts import WindowScores, decode, encode, sensor_key
 from soundsentry.features.featurizer import FeatureProfile, Featurizer, Window, window_to_proto
-from soundsentry.models import ModelSet, score_to_proto
+from soundsentry.models.model_set import ModelSet, score_to_proto
 from soundsentry.services.classifier.app import create_app
 from soundsentry.services.classifier.settings import ClassifierSettings, EscalationSettings
 from soundsentry.settings import KafkaSettings

@@ -13,8 +13,8 @@ from typing import Any
 
 from soundsentry.contracts import Event, EventKind, decode
 from soundsentry.detect import detect_file
-from soundsentry.events import event_id
-from soundsentry.models import ModelSet
+from soundsentry.events.tracker import event_id
+from soundsentry.models.model_set import ModelSet
 from soundsentry.settings import KafkaSettings
 from soundsentry.testing.kafka_broker import LocalKafka
 from soundsentry.topics import EVENTS, TopicLayout

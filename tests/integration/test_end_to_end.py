@@ -13,7 +13,7 @@ from typing import Any
 
 from soundsentry.contracts import Event, EventKind, decode
 from soundsentry.detect import detect_file
-from soundsentry.models import ModelSet
+from soundsentry.models.model_set import ModelSet
 from soundsentry.settings import KafkaSettings
 from soundsentry.topics import EVENTS, TopicLayout
 from tests.integration.processes import (

@@ -7,7 +7,7 @@ import pytest
 
 from soundsentry.calibration import ScoredExample, event_metrics, rule_document, tune_event_rule
 from soundsentry.evaluation import EvalEvent
-from soundsentry.events import EventRule
+from soundsentry.events.tracker import EventRule
 from soundsentry.features.featurizer import FeatureProfile
 
 PROFILE = FeatureProfile("full-16k")  # 1 s windows every 0.5 s

@@ -8,7 +8,7 @@ import pytest
 
 from soundsentry.detect import detect_file
 from soundsentry.evaluation import read_event_list
-from soundsentry.models import ModelSet
+from soundsentry.models.model_set import ModelSet
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"

@@ -24,7 +24,7 @@ from soundsentry.escalator import (
 )
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features.featurizer import Window
-from soundsentry.models import WindowScore
+from soundsentry.models.model_set import WindowScore
 
 LABELS = ("smoke_alarm", "siren")
 POLICY = EscalationPolicy({"smoke_alarm": UncertaintyBand(0.3, 0.7)})

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from soundsentry.evaluation import EvalEvent, EvaluationInputError
-from soundsentry.events import EventRule
+from soundsentry.events.tracker import EventRule
 from soundsentry.operating import ScoreTrack, operating_points, plot_operating_points
 
 RATE, WINDOW, HOP = 16_000, 16_000, 8_000

@@ -24,7 +24,7 @@ from soundsentry.contracts import (
 )
 from soundsentry.exceptions import BadMessageError
 from soundsentry.features.featurizer import FeatureProfile, Featurizer, window_from_proto
-from soundsentry.models import ModelCard
+from soundsentry.models.model_set import ModelCard
 from tests.model_fixtures import patterned_scores
 
 RELAXED = settings(

@@ -26,7 +26,7 @@ from soundsentry.escalator import (
 )
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features.featurizer import FeatureProfile, Featurizer, Window
-from soundsentry.models import WindowScore, load_model
+from soundsentry.models.model_set import WindowScore, load_model
 from tests.audio_fixtures import chunks, recording
 from tests.aws_fixtures import PROJECT_VERSION_ARN, REGION, FailingEndpoint
 from tests.model_fixtures import expected_scores, write_model

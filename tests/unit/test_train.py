@@ -21,7 +21,7 @@ from soundsentry.compose import compose_cards
 from soundsentry.dataset import EventSpan, MixSpec, synthesize
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features.featurizer import FeatureProfile, Featurizer
-from soundsentry.models import ModelSet, load_model, read_card
+from soundsentry.models.model_set import ModelSet, load_model, read_card
 from soundsentry.quantize import MAX_MEAN_DIFFERENCE, QuantizationCheckError, quantize_card
 from soundsentry.train import (
     EarlyStopping,

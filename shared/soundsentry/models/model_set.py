@@ -50,7 +50,7 @@ import numpy.typing as npt
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from soundsentry.contracts import WindowScores
-from soundsentry.events import EventRule
+from soundsentry.events.tracker import EventRule
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features.featurizer import FeatureProfile, Window, parse_profile
 
@@ -80,7 +80,7 @@ __all__ = [
 
 INPUT_NAME = "log_mel"
 # The default model, installed with the package (default_model/ links to the checkout's models/).
-PACKAGED_MODELS = Path(__file__).resolve().parent / "default_model"
+PACKAGED_MODELS = Path(__file__).resolve().parents[1] / "default_model"
 _DEFAULT_MODEL_DIR = Path("models")
 # Windows per ONNX Runtime run (LoadedModel.predict cuts larger batches into runs of this size).
 INFERENCE_SLICE = 16
