@@ -39,7 +39,6 @@ import grpc
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from soundsentry.client import file_chunks, push
 from soundsentry.contracts import (
     AudioChunk,
     Event,
@@ -52,6 +51,7 @@ from soundsentry.contracts import (
     encode,
 )
 from soundsentry.detect import detect_file
+from soundsentry.ingest.client import file_chunks, push
 from soundsentry.models.model_set import ModelSet
 from soundsentry.settings import KafkaSettings
 from soundsentry.stack import LocalStack, StackPorts

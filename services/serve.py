@@ -21,12 +21,12 @@ from typing import TextIO
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
-from soundsentry.alerting import AlertEngine, AlertRules, NotificationPolicy
+from soundsentry.alerting.engine import AlertEngine, AlertRules, NotificationPolicy
 from soundsentry.contracts import Event
 from soundsentry.embedded import EmbeddedPipeline
 from soundsentry.models.model_set import ModelSet
-from soundsentry.notify import event_payload as payload_of
-from soundsentry.notify import kind_name
+from soundsentry.notify.notifier import event_payload as payload_of
+from soundsentry.notify.notifier import kind_name
 from soundsentry.services.alerter.app import build_notifier
 from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
 from soundsentry.services.classifier.settings import ClassifierSettings

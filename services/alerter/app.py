@@ -2,7 +2,7 @@
 
 One agent reads the scores topic in batches (up to ``max_batch_scores`` records, waiting at
 most ``max_batch_ms``), decodes each record (undecodable ones, and scores outside [0, 1], are
-parked in the scores DLQ) and feeds it to the :class:`~soundsentry.alerting.AlertEngine`. The
+parked in the scores DLQ) and feeds it to the :class:`~soundsentry.alerting.engine.AlertEngine`. The
 events it causes go to the events topic keyed by sensor; then each touched sensor's trackers are
 written to a Faust table and its changelog (``<app id>-trackers-changelog``, keyed by sensor, in
 the partition of the sensor's scores), one record batch per partition.
@@ -17,9 +17,9 @@ Model cards and the rules file are re-read every ``reload_interval_s``; a label 
 disabled ends its open events at once.
 
 Notifications (with a destinations file, :class:`NotifySettings`): a second agent reads the
-events topic and hands each event to the :class:`~soundsentry.notify.Notifier` without waiting;
-the event's record stays uncommitted until every destination has delivered it or given up on it,
-in which case the record is parked in the events DLQ naming the destination and the problem.
+events topic and hands each event to the :class:`~soundsentry.notify.notifier.Notifier` without
+waiting; the event's record stays uncommitted until every destination has delivered it or given up
+on it, in which case the record is parked in the events DLQ naming the destination and the problem.
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ from faust.types import TP
 from mode import CrashingSupervisor
 from prometheus_client import CollectorRegistry
 
-from soundsentry.alerting import AlertEngine, AlertRules, NotificationPolicy, decode_state
+from soundsentry.alerting.engine import AlertEngine, AlertRules, NotificationPolicy, decode_state
 from soundsentry.contracts import Event, WindowScores, sensor_key
 from soundsentry.exceptions import BadMessageError, ConfigurationError
 from soundsentry.faust_transport import RecoveryStalledError, recovery_stalled_for
 from soundsentry.metrics import SensorFilter
 from soundsentry.models.model_set import ModelCard, read_cards
-from soundsentry.notify import (
+from soundsentry.notify.notifier import (
     DeadLetter,
     NotificationMetrics,
     Notifier,

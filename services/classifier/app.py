@@ -14,8 +14,8 @@ batch, a card that fails to load is logged and counted while its previous versio
 
 Escalation (optional, :class:`~soundsentry.services.classifier.settings.EscalationSettings`):
 after a window's first-stage scores are sent, an uncertain one is offered to the
-:class:`~soundsentry.escalator.Escalator`, which calls the second stage in a task of its own;
-scoring goes on meanwhile. When the answer comes, a revision (the merged scores, with
+:class:`~soundsentry.escalation.escalator.Escalator`, which calls the second stage in a task of its
+own; scoring goes on meanwhile. When the answer comes, a revision (the merged scores, with
 ``escalated_to`` set and a score id of its own) goes to the scores topic too.
 
 Delivery is at least once, as in the featurizer: a batch's offsets are committed only after
@@ -39,14 +39,19 @@ from prometheus_client import CollectorRegistry
 
 from soundsentry.batchapp import BatchApp, Record, decode_or_park, park, run_batch_service
 from soundsentry.contracts import sensor_key
-from soundsentry.escalation import CircuitBreaker, EscalationPolicy, RateBudget, UncertaintyBand
-from soundsentry.escalator import (
+from soundsentry.escalation.escalator import (
     EscalationMetrics,
     Escalator,
     OnnxSecondStage,
     RekognitionSecondStage,
     Revision,
     SecondStage,
+)
+from soundsentry.escalation.policy import (
+    CircuitBreaker,
+    EscalationPolicy,
+    RateBudget,
+    UncertaintyBand,
 )
 from soundsentry.exceptions import BadMessageError, ConfigurationError
 from soundsentry.features.featurizer import FeatureProfile, Window, window_from_proto

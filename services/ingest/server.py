@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from soundsentry.audio.pcm import ChunkLimits, chunk_frames
 from soundsentry.contracts import AudioChunk, ChunkAck, encode, sensor_key
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.ingest import (
+from soundsentry.ingest.rules import (
     AudioRateLimiter,
     Code,
     SequenceTracker,

@@ -101,7 +101,7 @@ def _recorded_start_ns(path: Path) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    from soundsentry.client import file_chunks, push  # noqa: PLC0415
+    from soundsentry.ingest.client import file_chunks, push  # noqa: PLC0415
 
     chunks = file_chunks(
         args.file,

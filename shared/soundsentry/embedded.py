@@ -4,7 +4,7 @@
 accepted chunk is queued, and a worker takes whatever has queued up (chunks of all sensors, up
 to ``max_batch``), featurizes it in one :meth:`Featurizer.process` call, scores the windows with
 the :class:`~soundsentry.models.model_set.ModelSet` and feeds the scores to the
-:class:`~soundsentry.alerting.AlertEngine`, exactly as the featurizer, classifier and alerter
+:class:`~soundsentry.alerting.engine.AlertEngine`, exactly as the featurizer, classifier and alerter
 services do with their batches. A chunk is acknowledged to the sensor once its batch has gone
 through every stage. The events go to the notifier and to ``on_event``.
 
@@ -19,12 +19,12 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from soundsentry.alerting import AlertEngine, NotificationPolicy
+from soundsentry.alerting.engine import AlertEngine, NotificationPolicy
 from soundsentry.contracts import AudioChunk, Event, decode
 from soundsentry.exceptions import BadMessageError
 from soundsentry.features.featurizer import Featurizer
 from soundsentry.models.model_set import ModelSet, score_to_proto
-from soundsentry.notify import Notifier
+from soundsentry.notify.notifier import Notifier
 
 __all__ = ["EmbeddedPipeline", "PipelineCounts"]
 

@@ -25,10 +25,10 @@ import numpy.typing as npt
 from aiokafka.partitioner import DefaultPartitioner
 
 from soundsentry.audio.pcm import file_blocks, s16_chunks
-from soundsentry.client import PushResult, open_channel, push
 from soundsentry.contracts import AudioChunk, encode, sensor_key
 from soundsentry.evaluation import EvalEvent, read_event_list
 from soundsentry.exceptions import ConfigurationError
+from soundsentry.ingest.client import PushResult, open_channel, push
 from soundsentry.record_batches import Delivery, send_batches
 from soundsentry.settings import MAX_MESSAGE_BYTES
 

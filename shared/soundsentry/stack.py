@@ -261,7 +261,7 @@ class LocalStack:
         from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
 
         from soundsentry.contracts import Event, decode  # noqa: PLC0415
-        from soundsentry.notify import event_payload  # noqa: PLC0415
+        from soundsentry.notify.notifier import event_payload  # noqa: PLC0415
         from soundsentry.topics import EVENTS  # noqa: PLC0415
 
         consumer = AIOKafkaConsumer(

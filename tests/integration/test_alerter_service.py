@@ -13,7 +13,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from soundsentry.alerting import AlertEngine
+from soundsentry.alerting.engine import AlertEngine
 from soundsentry.contracts import Event, EventKind, WindowScores, decode, encode, sensor_key
 from soundsentry.services.alerter.app import AlerterService, create_app
 from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings

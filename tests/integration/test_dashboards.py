@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from soundsentry.client import push
+from soundsentry.ingest.client import push
 from soundsentry.settings import KafkaSettings
 from soundsentry.simulate import Recording, load_recording, plan_sensors, run_grpc, sensor_chunks
 from soundsentry.stack import LocalStack, StackPorts, find_prometheus

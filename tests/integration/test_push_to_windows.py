@@ -11,9 +11,9 @@ from pathlib import Path
 import soundfile
 from prometheus_client import CollectorRegistry
 
-from soundsentry.client import file_chunks
 from soundsentry.contracts import FeatureWindow, decode
 from soundsentry.features.featurizer import DEFAULT_PROFILES, Featurizer, Window, window_from_proto
+from soundsentry.ingest.client import file_chunks
 from soundsentry.services.featurizer.app import create_app
 from soundsentry.services.featurizer.settings import FeaturizerSettings
 from soundsentry.services.ingest.server import IngestServer

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from soundsentry.alerting import (
+from soundsentry.alerting.engine import (
     AlertEngine,
     AlertRules,
     LabelOverrides,

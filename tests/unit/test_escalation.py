@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soundsentry.escalation import (
+from soundsentry.escalation.policy import (
     CircuitBreaker,
     EscalationPolicy,
     MergePolicy,

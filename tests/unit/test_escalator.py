@@ -15,12 +15,17 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from soundsentry.escalation import CircuitBreaker, EscalationPolicy, RateBudget, UncertaintyBand
-from soundsentry.escalator import (
+from soundsentry.escalation.escalator import (
     EscalationMetrics,
     Escalator,
     Revision,
     SecondStageError,
+)
+from soundsentry.escalation.policy import (
+    CircuitBreaker,
+    EscalationPolicy,
+    RateBudget,
+    UncertaintyBand,
 )
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features.featurizer import Window

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from soundsentry.alerting import AlertEngine
+from soundsentry.alerting.engine import AlertEngine
 from soundsentry.audio.pcm import validate_chunk
 from soundsentry.contracts import (
     AudioChunk,

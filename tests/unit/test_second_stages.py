@@ -16,13 +16,18 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from soundsentry.dataset import encode_png_gray, spectrogram_image
-from soundsentry.escalation import CircuitBreaker, EscalationPolicy, RateBudget, UncertaintyBand
-from soundsentry.escalator import (
+from soundsentry.escalation.escalator import (
     EscalationMetrics,
     Escalator,
     OnnxSecondStage,
     RekognitionSecondStage,
     SecondStageError,
+)
+from soundsentry.escalation.policy import (
+    CircuitBreaker,
+    EscalationPolicy,
+    RateBudget,
+    UncertaintyBand,
 )
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features.featurizer import FeatureProfile, Featurizer, Window

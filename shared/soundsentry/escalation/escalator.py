@@ -1,6 +1,6 @@
 """Second opinions for uncertain windows: the backends, and the escalator that runs them.
 
-:mod:`soundsentry.escalation` decides *whether* a window may be escalated (uncertainty band,
+:mod:`soundsentry.escalation.policy` decides *whether* a window may be escalated (uncertainty band,
 budget, circuit breaker); this module does the escalating:
 
 * a :class:`SecondStage` backend scores one window: :class:`RekognitionSecondStage` renders it
@@ -30,7 +30,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from soundsentry.aws import aws_client
-from soundsentry.escalation import (
+from soundsentry.escalation.policy import (
     CircuitBreaker,
     EscalationPolicy,
     MergePolicy,
@@ -331,8 +331,8 @@ class Escalator:
     ----------
     backend : SecondStage
     policy, budget, breaker
-        See :mod:`soundsentry.escalation`. The breaker counts one failure per window that still
-        failed after its retries.
+        See :mod:`soundsentry.escalation.policy`. The breaker counts one failure per window that
+        still failed after its retries.
     merge : {"replace", "max", "mean"}
         How an answer combines with the first-stage score of an uncertain label.
     timeout_s : float

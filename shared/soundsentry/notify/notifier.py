@@ -40,7 +40,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from soundsentry.aws import aws_client
 from soundsentry.contracts import Event, EventKind
-from soundsentry.escalation import backoff_delays
+from soundsentry.escalation.policy import backoff_delays
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
 from soundsentry.ratelimit import TokenBucket
 
