@@ -18,6 +18,7 @@ import soundfile
 from soundsentry import dataset
 from soundsentry.alarms import AlarmSignal
 from soundsentry.audio.mel import num_frames
+from soundsentry.audio.spectrogram_png import encode_png_gray, spectrogram_image
 from soundsentry.dataset import (
     NO_LABEL,
     SPLITS,
@@ -27,10 +28,8 @@ from soundsentry.dataset import (
     MixSpec,
     SourceClip,
     active_region,
-    encode_png_gray,
     load_catalog,
     make_example,
-    spectrogram_image,
     split_by_group,
     synthesize,
 )

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from soundsentry.dataset import encode_png_gray, spectrogram_image
+from soundsentry.audio.spectrogram_png import encode_png_gray, spectrogram_image
 from soundsentry.escalation.escalator import (
     EscalationMetrics,
     Escalator,

@@ -29,13 +29,14 @@ from typing import Any, Protocol
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from soundsentry.audio.spectrogram_png import encode_png_gray, spectrogram_image
 from soundsentry.aws import aws_client
+from soundsentry.backoff import backoff_delays
 from soundsentry.escalation.policy import (
     CircuitBreaker,
     EscalationPolicy,
     MergePolicy,
     RateBudget,
-    backoff_delays,
     merge_scores,
 )
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
@@ -115,7 +116,7 @@ class RekognitionSecondStage:
     """DetectCustomLabels on a Rekognition Custom Labels project version.
 
     The window is rendered exactly as ``soundsentry dataset synth --rekognition`` renders
-    training images (:func:`soundsentry.dataset.spectrogram_image`), so a model trained on that
+    training images (:mod:`soundsentry.audio.spectrogram_png`), so a model trained on that
     export sees the same pictures. An answer's labels are mapped to ours through ``label_map``
     (Rekognition name -> label; default: the same name) and confidences (0..100) become scores
     (0..1). Rekognition only returns labels above ``min_confidence``: a label the model knows
@@ -180,8 +181,6 @@ class RekognitionSecondStage:
 
     def render(self, window: Window) -> bytes:
         """The PNG sent for ``window`` (the training export's rendering)."""
-        from soundsentry.dataset import encode_png_gray, spectrogram_image  # noqa: PLC0415
-
         return encode_png_gray(spectrogram_image(window.log_mel_db, top_db=self.top_db))
 
     async def classify(self, window: Window, labels: Sequence[str]) -> dict[str, float]:

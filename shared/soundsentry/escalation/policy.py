@@ -15,8 +15,8 @@ I/O and the tests drive it with a fake clock:
   for each call to time out would hold back every escalated window. After a run of failures
   the breaker stops calling for a while, then lets a single trial call find out whether the
   backend is back.
-* :func:`backoff_delays` spreads the retries of a failed call ("full jitter"), so many
-  classifiers retrying at once do not hit the backend in lockstep.
+* :func:`~soundsentry.backoff.backoff_delays` spreads the retries of a failed call ("full
+  jitter"), so many classifiers retrying at once do not hit the backend in lockstep.
 * :func:`merge_scores` combines the second-stage answer with the first-stage score.
 
 Escalation never blocks scoring: every check here answers at once (no waiting, no I/O), and a
@@ -27,7 +27,6 @@ objects are not thread-safe; use each from one thread or one event loop.
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -45,7 +44,6 @@ __all__ = [
     "MergePolicy",
     "RateBudget",
     "UncertaintyBand",
-    "backoff_delays",
     "merge_scores",
 ]
 
@@ -402,49 +400,7 @@ class CircuitBreaker:
         self._failures = 0
 
 
-# -- retries and merging ------------------------------------------------------------------------
-
-
-def backoff_delays(retries: int, base_s: float, cap_s: float, rng: random.Random) -> list[float]:
-    """Delays before each retry: exponential backoff with "full jitter".
-
-    Delay ``i`` is uniform in ``[0, min(cap_s, base_s * 2**i)]``. Drawing the whole interval
-    (rather than adding a little jitter to a fixed delay) keeps many clients that failed at
-    the same moment from retrying in step.
-
-    Parameters
-    ----------
-    retries : int
-        Number of delays; ``>= 0``.
-    base_s : float
-        Upper bound of the first delay; finite, ``> 0``.
-    cap_s : float
-        No delay exceeds this; finite, ``>= base_s``.
-    rng : random.Random
-        Source of the jitter (seed it for reproducible delays).
-
-    Raises
-    ------
-    ConfigurationError
-        For parameters outside those ranges.
-    """
-    if not _is_count(retries) or retries < 0:
-        raise ConfigurationError(f"backoff: retries={retries!r} must be a whole number >= 0")
-    base = _number(base_s)
-    if base is None or base <= 0.0:
-        raise ConfigurationError(f"backoff: base_s={base_s!r} must be a finite number > 0")
-    cap = _number(cap_s)
-    if cap is None or cap < base:
-        raise ConfigurationError(
-            f"backoff: cap_s={cap_s!r} must be a finite number >= base_s={base_s!r}"
-        )
-    delays: list[float] = []
-    ceiling = base
-    for _ in range(retries):
-        delays.append(rng.uniform(0.0, ceiling))
-        # Doubling a float is exact, and capping each step keeps 2**i from overflowing.
-        ceiling = min(cap, ceiling * 2.0)
-    return delays
+# -- merging ------------------------------------------------------------------------------------
 
 
 def merge_scores(policy: MergePolicy, first: float, second: float | None) -> float:

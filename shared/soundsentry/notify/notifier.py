@@ -39,8 +39,8 @@ from typing import Any, Literal, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from soundsentry.aws import aws_client
+from soundsentry.backoff import backoff_delays
 from soundsentry.contracts import Event, EventKind
-from soundsentry.escalation.policy import backoff_delays
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
 from soundsentry.ratelimit import TokenBucket
 
