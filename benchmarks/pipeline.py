@@ -48,10 +48,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from soundsentry.contracts import Event, EventKind, decode
 from soundsentry.evaluation import read_event_list
 from soundsentry.models.model_set import ModelCard, read_cards
-from soundsentry.settings import KafkaSettings
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import EVENTS, TopicLayout
 from soundsentry.stack import SERVICES, LocalStack, StackPorts, soundsentry_command
 from soundsentry.testing.kafka_broker import free_port
-from soundsentry.topics import EVENTS, TopicLayout
 
 REPO = Path(__file__).resolve().parents[1]
 KITCHEN = REPO / "examples" / "audio" / "kitchen_alarms.flac"

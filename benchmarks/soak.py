@@ -53,10 +53,10 @@ from soundsentry.contracts import (
 from soundsentry.detect import detect_file
 from soundsentry.ingest.client import file_chunks, push
 from soundsentry.models.model_set import ModelSet
-from soundsentry.settings import KafkaSettings
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import AUDIO, EVENTS, SCORES, WINDOWS, TopicLayout
 from soundsentry.stack import LocalStack, StackPorts
 from soundsentry.testing.kafka_broker import free_port
-from soundsentry.topics import AUDIO, EVENTS, SCORES, WINDOWS, TopicLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDING = ROOT / "examples" / "audio" / "kitchen_alarms.flac"

@@ -27,13 +27,13 @@ from soundsentry.embedded import EmbeddedPipeline
 from soundsentry.models.model_set import ModelSet
 from soundsentry.notify.notifier import event_payload as payload_of
 from soundsentry.notify.notifier import kind_name
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import TopicLayout
 from soundsentry.services.alerter.app import build_notifier
 from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
 from soundsentry.services.classifier.settings import ClassifierSettings
 from soundsentry.services.ingest.server import IngestServer
 from soundsentry.services.ingest.settings import IngestSettings
-from soundsentry.settings import KafkaSettings
-from soundsentry.topics import TopicLayout
 
 __all__ = ["build", "main"]
 

@@ -43,8 +43,6 @@ from prometheus_client import CollectorRegistry
 from soundsentry.alerting.engine import AlertEngine, AlertRules, NotificationPolicy, decode_state
 from soundsentry.contracts import Event, WindowScores, sensor_key
 from soundsentry.exceptions import BadMessageError, ConfigurationError
-from soundsentry.faust_transport import RecoveryStalledError, recovery_stalled_for
-from soundsentry.metrics import SensorFilter
 from soundsentry.models.model_set import ModelCard, read_cards
 from soundsentry.notify.notifier import (
     DeadLetter,
@@ -55,11 +53,12 @@ from soundsentry.notify.notifier import (
     kind_name,
 )
 from soundsentry.recency import LastHeard
-from soundsentry.record_batches import send_batches
-from soundsentry.services.alerter.metrics import AlerterMetrics
-from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
-from soundsentry.settings import KafkaSettings, TopicSettings
-from soundsentry.streaming import (
+from soundsentry.runtime.faust_topics import faust_raw_topic, faust_topic
+from soundsentry.runtime.faust_transport import RecoveryStalledError, recovery_stalled_for
+from soundsentry.runtime.metrics import SensorFilter
+from soundsentry.runtime.record_batches import send_batches
+from soundsentry.runtime.settings import KafkaSettings, TopicSettings
+from soundsentry.runtime.streaming import (
     decode_or_park,
     new_app,
     park,
@@ -67,7 +66,9 @@ from soundsentry.streaming import (
     run_worker,
     update_consumer_lag,
 )
-from soundsentry.topics import DLQ_PARTITIONS, EVENTS, SCORES, TopicLayout
+from soundsentry.runtime.topics import DLQ_PARTITIONS, EVENTS, SCORES, TopicLayout
+from soundsentry.services.alerter.metrics import AlerterMetrics
+from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
 
 __all__ = [
     "SERVICE",
@@ -112,9 +113,9 @@ class AlerterService:
         self._cards = dict(cards)
         self._rules = rules
         self.policy = NotificationPolicy(rules)
-        self.source = topics.faust_raw_topic(app, topics.name(SCORES))
-        self.dlq = topics.faust_raw_topic(app, topics.dlq(SCORES), partitions=DLQ_PARTITIONS)
-        self.events = topics.faust_topic(app, EVENTS)
+        self.source = faust_raw_topic(app, topics, topics.name(SCORES))
+        self.dlq = faust_raw_topic(app, topics, topics.dlq(SCORES), partitions=DLQ_PARTITIONS)
+        self.events = faust_topic(app, topics, EVENTS)
         # Keyed by the raw sensor key. The alerter writes its changelog itself (_store), in the
         # partition of the sensor's scores; Faust reads it back when it (re)assigns partitions.
         # use_partitioner only spares Faust a current event when it writes (it no longer does).
@@ -141,7 +142,9 @@ class AlerterService:
             app.timer(settings.reload_interval_s, name=f"{SERVICE}.reload")(self.reload)
         # Started at the first assignment: Faust starts timers only after the first recovery.
         self._recovery_watch: asyncio.Future[None] | None = None
-        self.events_dlq = topics.faust_raw_topic(app, topics.dlq(EVENTS), partitions=DLQ_PARTITIONS)
+        self.events_dlq = faust_raw_topic(
+            app, topics, topics.dlq(EVENTS), partitions=DLQ_PARTITIONS
+        )
         self._storing = asyncio.Lock()
         # Records of events whose notifications are under way, by delivery id.
         self._notifying: dict[str, faust.EventT[Any]] = {}
@@ -151,7 +154,7 @@ class AlerterService:
         its dead-letter callback should be :meth:`park_notification`)."""
         self.notifier = notifier
         self.app.agent(
-            self.topics.faust_raw_topic(self.app, self.topics.name(EVENTS)),
+            faust_raw_topic(self.app, self.topics, self.topics.name(EVENTS)),
             name=f"{SERVICE}.notify",
             supervisor_strategy=CrashingSupervisor,
         )(self._notify_agent)

@@ -1,6 +1,6 @@
 """The classifier: feature windows in, per-label scores out, bad records parked.
 
-A :class:`~soundsentry.batchapp.BatchApp` reads the windows topic in batches (up to
+A :class:`~soundsentry.runtime.batchapp.BatchApp` reads the windows topic in batches (up to
 ``max_batch_windows`` records, waiting at most ``max_batch_ms``), decodes each record
 (undecodable ones, and windows whose shape does not fit their profile, are parked in the
 windows DLQ), and scores the whole batch with :meth:`ModelSet.score`: every model whose profile
@@ -37,7 +37,6 @@ from collections.abc import Mapping, Sequence, Set
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from soundsentry.batchapp import BatchApp, Record, decode_or_park, park, run_batch_service
 from soundsentry.contracts import sensor_key
 from soundsentry.escalation.escalator import (
     EscalationMetrics,
@@ -55,7 +54,6 @@ from soundsentry.escalation.policy import (
 )
 from soundsentry.exceptions import BadMessageError, ConfigurationError
 from soundsentry.features.featurizer import FeatureProfile, Window, window_from_proto
-from soundsentry.metrics import SensorFilter
 from soundsentry.models.model_set import (
     ModelDirectory,
     ModelSet,
@@ -63,10 +61,12 @@ from soundsentry.models.model_set import (
     load_model,
     score_to_proto,
 )
+from soundsentry.runtime.batchapp import BatchApp, Record, decode_or_park, park, run_batch_service
+from soundsentry.runtime.metrics import SensorFilter
+from soundsentry.runtime.settings import KafkaSettings, TopicSettings
+from soundsentry.runtime.topics import SCORES, WINDOWS, TopicLayout
 from soundsentry.services.classifier.metrics import ClassifierMetrics
 from soundsentry.services.classifier.settings import ClassifierSettings, EscalationSettings
-from soundsentry.settings import KafkaSettings, TopicSettings
-from soundsentry.topics import SCORES, WINDOWS, TopicLayout
 
 __all__ = ["SERVICE", "ClassifierService", "build_escalator", "create_app", "main"]
 

@@ -35,10 +35,10 @@ from soundsentry.ingest.rules import (
     Verdict,
     admit,
 )
+from soundsentry.runtime.settings import MAX_MESSAGE_BYTES, KafkaSettings, TopicSettings
+from soundsentry.runtime.topics import AUDIO, TopicLayout
 from soundsentry.services.ingest.metrics import IngestMetrics
 from soundsentry.services.ingest.settings import IngestSettings
-from soundsentry.settings import MAX_MESSAGE_BYTES, KafkaSettings, TopicSettings
-from soundsentry.topics import AUDIO, TopicLayout
 from soundsentry.v1 import soundsentry_pb2_grpc
 
 __all__ = ["IngestServer", "IngestServicer", "main"]

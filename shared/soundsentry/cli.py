@@ -28,8 +28,8 @@ logger = logging.getLogger("soundsentry")
 
 
 def _cmd_topics(args: argparse.Namespace) -> int:
-    from soundsentry.settings import KafkaSettings, TopicSettings  # noqa: PLC0415
-    from soundsentry.topics import TopicLayout, ensure_topics  # noqa: PLC0415
+    from soundsentry.runtime.settings import KafkaSettings, TopicSettings  # noqa: PLC0415
+    from soundsentry.runtime.topics import TopicLayout, ensure_topics  # noqa: PLC0415
 
     layout = TopicLayout.from_settings(TopicSettings())
     if args.action == "list":
@@ -171,9 +171,9 @@ async def _simulate_kafka(
 ) -> simulate.SimulationReport:
     from aiokafka import AIOKafkaProducer  # noqa: PLC0415
 
-    from soundsentry.settings import KafkaSettings, TopicSettings  # noqa: PLC0415
+    from soundsentry.runtime.settings import KafkaSettings, TopicSettings  # noqa: PLC0415
+    from soundsentry.runtime.topics import AUDIO, TopicLayout  # noqa: PLC0415
     from soundsentry.simulate import run_kafka  # noqa: PLC0415
-    from soundsentry.topics import AUDIO, TopicLayout  # noqa: PLC0415
 
     # As the ingest service publishes: idempotent, acknowledged by every in-sync replica.
     producer = AIOKafkaProducer(**KafkaSettings().producer_kwargs())

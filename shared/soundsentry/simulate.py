@@ -29,8 +29,8 @@ from soundsentry.contracts import AudioChunk, encode, sensor_key
 from soundsentry.evaluation import EvalEvent, read_event_list
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.ingest.client import PushResult, open_channel, push
-from soundsentry.record_batches import Delivery, send_batches
-from soundsentry.settings import MAX_MESSAGE_BYTES
+from soundsentry.runtime.record_batches import Delivery, send_batches
+from soundsentry.runtime.settings import MAX_MESSAGE_BYTES
 
 __all__ = [
     "ExpectedEvent",

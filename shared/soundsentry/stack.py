@@ -23,8 +23,8 @@ from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.settings import KafkaSettings
-from soundsentry.topics import TopicLayout, ensure_topics
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import TopicLayout, ensure_topics
 
 if TYPE_CHECKING:
     from soundsentry.testing.kafka_broker import LocalKafka
@@ -262,7 +262,7 @@ class LocalStack:
 
         from soundsentry.contracts import Event, decode  # noqa: PLC0415
         from soundsentry.notify.notifier import event_payload  # noqa: PLC0415
-        from soundsentry.topics import EVENTS  # noqa: PLC0415
+        from soundsentry.runtime.topics import EVENTS  # noqa: PLC0415
 
         consumer = AIOKafkaConsumer(
             self.topics.name(EVENTS),

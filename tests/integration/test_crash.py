@@ -15,9 +15,9 @@ from soundsentry.contracts import Event, EventKind, decode
 from soundsentry.detect import detect_file
 from soundsentry.events.tracker import event_id
 from soundsentry.models.model_set import ModelSet
-from soundsentry.settings import KafkaSettings
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import EVENTS, TopicLayout
 from soundsentry.testing.kafka_broker import LocalKafka
-from soundsentry.topics import EVENTS, TopicLayout
 from tests.integration.processes import (
     KITCHEN,
     REPO,

@@ -14,8 +14,8 @@ from typing import Any
 from soundsentry.contracts import Event, EventKind, decode
 from soundsentry.detect import detect_file
 from soundsentry.models.model_set import ModelSet
-from soundsentry.settings import KafkaSettings
-from soundsentry.topics import EVENTS, TopicLayout
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import EVENTS, TopicLayout
 from tests.integration.processes import (
     KITCHEN,
     REPO,

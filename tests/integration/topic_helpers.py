@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from soundsentry.contracts import FeatureWindow, decode, sensor_key
 from soundsentry.features.featurizer import Window, window_from_proto
-from soundsentry.settings import KafkaSettings
+from soundsentry.runtime.settings import KafkaSettings
 
 # Bounds every wait on the broker (a guard against hangs, not an assertion about speed).
 WAIT_S = 90

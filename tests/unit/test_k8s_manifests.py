@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped, unused-ignore]  # types-PyYAML is optional
 
+from soundsentry.runtime.topics import AUDIO, SCORES, WINDOWS, TopicLayout, TopicSpec
 from soundsentry.services.alerter.settings import AlerterSettings
 from soundsentry.services.catalog import environment_variables
 from soundsentry.services.classifier.settings import ClassifierSettings
 from soundsentry.services.featurizer.settings import FeaturizerSettings
-from soundsentry.topics import AUDIO, SCORES, WINDOWS, TopicLayout, TopicSpec
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"

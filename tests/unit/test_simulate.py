@@ -16,9 +16,10 @@ from prometheus_client import CollectorRegistry
 from soundsentry.contracts import AudioChunk, decode
 from soundsentry.evaluation import EvalEvent
 from soundsentry.exceptions import ConfigurationError
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import TopicLayout
 from soundsentry.services.ingest.server import IngestServer
 from soundsentry.services.ingest.settings import IngestSettings
-from soundsentry.settings import KafkaSettings
 from soundsentry.simulate import (
     Recording,
     SensorPlan,
@@ -29,7 +30,6 @@ from soundsentry.simulate import (
     run_kafka,
     sensor_chunks,
 )
-from soundsentry.topics import TopicLayout
 
 RATE = 8000
 

@@ -1,7 +1,9 @@
-"""Topics, their partition counts, and the Faust codec for their messages: the one place for them.
+"""Topics, their partition counts and retention, and their creation: the one place for them.
 
 Every main topic carries one message type of the wire contract, is keyed by sensor id, and has a
-dead-letter twin (``<name>.dlq``) where messages that can never be processed are parked.
+dead-letter twin (``<name>.dlq``) where messages that can never be processed are parked. Nothing
+here imports Faust (its topics and codec are :mod:`soundsentry.runtime.faust_topics`), so the
+services without a Faust app read the table without loading it.
 """
 
 from __future__ import annotations
@@ -10,13 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-import faust
-from faust.serializers import codecs
 from google.protobuf.message import Message
 
-from soundsentry.contracts import AudioChunk, Event, FeatureWindow, WindowScores, decode, encode
+from soundsentry.contracts import AudioChunk, Event, FeatureWindow, WindowScores
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.settings import KafkaSettings, TopicSettings
+from soundsentry.runtime.settings import KafkaSettings, TopicSettings
 
 __all__ = [
     "ALL_TOPICS",
@@ -24,7 +24,6 @@ __all__ = [
     "EVENTS",
     "SCORES",
     "WINDOWS",
-    "ProtobufCodec",
     "TopicLayout",
     "TopicSpec",
     "ensure_topics",
@@ -129,57 +128,6 @@ class TopicLayout:
                 self.replication_factor,
                 {"retention.ms": str(DLQ_RETENTION_MS)},
             )
-
-    def faust_topic(self, app: faust.App, spec: TopicSpec[Any]) -> faust.TopicT:
-        """A Faust topic whose values are encoded with this spec's protobuf codec.
-
-        Source topics of agents use :meth:`faust_raw_topic` instead and decode each value
-        themselves, so that a bad message is parked rather than dropped inside Faust.
-        """
-        return app.topic(
-            self.name(spec),
-            key_type=bytes,
-            key_serializer="raw",
-            value_serializer=ProtobufCodec(message_type=spec.message_type),
-            partitions=self.partitions,
-            replicas=self.replication_factor,
-            internal=False,
-        )
-
-    def faust_raw_topic(self, app: faust.App, name: str, *, partitions: int | None = None) -> Any:
-        """A Faust topic of raw bytes (keys and values), e.g. a source or a dead-letter topic."""
-        return app.topic(
-            name,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=partitions or self.partitions,
-            replicas=self.replication_factor,
-        )
-
-
-class ProtobufCodec(codecs.Codec):
-    """Faust codec for one protobuf message type: ``ProtobufCodec(message_type=AudioChunk)``.
-
-    Decoding errors raise :class:`~soundsentry.exceptions.ContractError` naming the problem.
-    """
-
-    def __init__(self, children: tuple[Any, ...] | None = None, **kwargs: Any) -> None:
-        if not isinstance(kwargs.get("message_type"), type):
-            raise TypeError("ProtobufCodec needs message_type=<a protobuf message class>")
-        super().__init__(children, **kwargs)
-        self.message_type: type[Message] = kwargs["message_type"]
-
-    def _dumps(self, obj: Any) -> bytes:
-        if not isinstance(obj, self.message_type):
-            raise TypeError(
-                f"expected {self.message_type.DESCRIPTOR.full_name}, got {type(obj).__name__}"
-            )
-        return encode(obj)
-
-    def _loads(self, s: bytes) -> Any:
-        return decode(self.message_type, s)
 
 
 _TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code

@@ -13,14 +13,18 @@ from faust.types import TP
 from google.protobuf.message import Message
 from prometheus_client import CollectorRegistry, Gauge
 
-from soundsentry.batchapp import send_dead_letter
 from soundsentry.contracts import decode
-from soundsentry.deadletter import DeadLetter
 from soundsentry.exceptions import BadMessageError
-from soundsentry.faust_transport import App
-from soundsentry.metrics import MetricsSettings, StreamMetrics, prepare_worker, set_consumer_lag
-from soundsentry.settings import MAX_MESSAGE_BYTES, PRODUCER_BATCH_BYTES, KafkaSettings
-from soundsentry.topics import TopicLayout, TopicSpec
+from soundsentry.runtime.deadletter import DeadLetter, send_dead_letter
+from soundsentry.runtime.faust_transport import App
+from soundsentry.runtime.metrics import (
+    MetricsSettings,
+    StreamMetrics,
+    prepare_worker,
+    set_consumer_lag,
+)
+from soundsentry.runtime.settings import MAX_MESSAGE_BYTES, PRODUCER_BATCH_BYTES, KafkaSettings
+from soundsentry.runtime.topics import TopicLayout, TopicSpec
 
 __all__ = [
     "StreamService",

@@ -9,11 +9,23 @@ the topic's dead-letter twin with headers that say why; the stream carries on. A
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from soundsentry.exceptions import BadMessageError
+from soundsentry.runtime.metrics import StreamMetrics
 
-__all__ = ["MAX_PARKED_VALUE_BYTES", "DeadLetter", "dead_letter"]
+__all__ = [
+    "MAX_PARKED_VALUE_BYTES",
+    "DeadLetter",
+    "SourceRecord",
+    "dead_letter",
+    "send_dead_letter",
+]
+
+logger = logging.getLogger(__name__)
 
 # Kafka headers are bytes; keep the error text bounded so a huge message cannot bloat the DLQ.
 _MAX_MESSAGE_BYTES = 2048
@@ -63,3 +75,53 @@ def dead_letter(
         headers += (("soundsentry.key.size", str(len(key)).encode()),)
         key = key[:_MAX_MESSAGE_BYTES]
     return DeadLetter(key=key, value=value, headers=headers, reason=error.reason)
+
+
+class SourceRecord(Protocol):
+    """A consumed record as aiokafka and Faust both give it."""
+
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+async def send_dead_letter(
+    record: SourceRecord,
+    error: BadMessageError,
+    *,
+    send: Callable[[DeadLetter], Awaitable[Awaitable[Any]]],
+    dlq: str,
+    metrics: StreamMetrics,
+    service: str,
+) -> None:
+    """Send ``record`` as a dead letter (headers saying why) through ``send``, wait for Kafka's
+    acknowledgement, count and log it. A failed send propagates, crashing the worker before the
+    bad record counts as handled (Faust would only log it and commit past the record)."""
+    letter = dead_letter(
+        error,
+        key=record.key,
+        value=record.value,
+        service=service,
+        source_topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+    )
+    delivery = await send(letter)
+    await delivery
+    metrics.messages_dead_lettered.labels(service, record.topic, letter.reason).inc()
+    logger.warning(
+        "parked record %s[%d]@%d in %s: %s: %s",
+        record.topic,
+        record.partition,
+        record.offset,
+        dlq,
+        error.reason,
+        error,
+    )

@@ -37,11 +37,16 @@ from google.protobuf.message import Message
 from prometheus_client import CollectorRegistry, Gauge
 
 from soundsentry.contracts import decode
-from soundsentry.deadletter import DeadLetter, dead_letter
 from soundsentry.exceptions import BadMessageError
-from soundsentry.metrics import MetricsSettings, StreamMetrics, prepare_worker, set_consumer_lag
-from soundsentry.settings import KafkaSettings
-from soundsentry.topics import TopicLayout, TopicSpec, ensure_topics
+from soundsentry.runtime.deadletter import DeadLetter, send_dead_letter
+from soundsentry.runtime.metrics import (
+    MetricsSettings,
+    StreamMetrics,
+    prepare_worker,
+    set_consumer_lag,
+)
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import TopicLayout, TopicSpec, ensure_topics
 
 __all__ = [
     "BatchApp",
@@ -51,7 +56,6 @@ __all__ = [
     "decode_or_park",
     "park",
     "run_batch_service",
-    "send_dead_letter",
 ]
 
 logger = logging.getLogger(__name__)
@@ -312,56 +316,6 @@ class BatchApp:
         self._committed.clear()
         if lost and self._on_lost is not None:
             self._on_lost(lost)
-
-
-class SourceRecord(Protocol):
-    """A consumed record as aiokafka and Faust both give it."""
-
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-
-
-async def send_dead_letter(
-    record: SourceRecord,
-    error: BadMessageError,
-    *,
-    send: Callable[[DeadLetter], Awaitable[Awaitable[Any]]],
-    dlq: str,
-    metrics: StreamMetrics,
-    service: str,
-) -> None:
-    """Send ``record`` as a dead letter (headers saying why) through ``send``, wait for Kafka's
-    acknowledgement, count and log it. A failed send propagates, crashing the worker before the
-    bad record counts as handled (Faust would only log it and commit past the record)."""
-    letter = dead_letter(
-        error,
-        key=record.key,
-        value=record.value,
-        service=service,
-        source_topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-    )
-    delivery = await send(letter)
-    await delivery
-    metrics.messages_dead_lettered.labels(service, record.topic, letter.reason).inc()
-    logger.warning(
-        "parked record %s[%d]@%d in %s: %s: %s",
-        record.topic,
-        record.partition,
-        record.offset,
-        dlq,
-        error.reason,
-        error,
-    )
 
 
 async def park(

@@ -113,7 +113,7 @@ class KafkaSettings(BaseSettings):
 
     def faust_broker_url(self) -> str:
         """The broker URL for Faust, ``soundsentry://host:port;host:port``: Faust's aiokafka
-        transport with the commit fix of :mod:`soundsentry.faust_transport`."""
+        transport with the commit fix of :mod:`soundsentry.runtime.faust_transport`."""
         return "soundsentry://" + ";".join(self.bootstrap_servers.split(","))
 
 
