@@ -17,8 +17,8 @@ background classes, the held-out household sounds and glass-break backgrounds).
 - **CPU**: classifier (ONNX Runtime, one thread) milliseconds per window, and the real-time
   factor of the whole in-process pipeline (``soundsentry detect``'s, file by file).
 - **Operating points**: per label, recall (onset-only 500 ms) and false alarms per hour (of all
-  the audio) as the rule's on-threshold moves (:mod:`soundsentry.operating`), from the same
-  window scores.
+  the audio) as the rule's on-threshold moves (:mod:`soundsentry.evaluation.operating`), from the
+  same window scores.
 
 Mixtures are made from seeds, so every model is measured on the same audio.
 
@@ -62,11 +62,11 @@ from soundsentry.dataset import (  # noqa: E402
     split_by_group,
     write_flac,
 )
-from soundsentry.detect import WindowTrace, detect_file, score_tracks  # noqa: E402
-from soundsentry.evaluation import EvalEvent, event_based_metrics  # noqa: E402
+from soundsentry.evaluation.operating import ScoreTrack, operating_points  # noqa: E402
+from soundsentry.evaluation.sed_metrics import EvalEvent, event_based_metrics  # noqa: E402
 from soundsentry.features.featurizer import Window  # noqa: E402
 from soundsentry.models.model_set import ModelSet, WindowScore, write_card  # noqa: E402
-from soundsentry.operating import ScoreTrack, operating_points  # noqa: E402
+from soundsentry.pipeline.detect import WindowTrace, detect_file, score_tracks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -46,7 +46,7 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from soundsentry.contracts import Event, EventKind, decode
-from soundsentry.evaluation import read_event_list
+from soundsentry.evaluation.sed_metrics import read_event_list
 from soundsentry.models.model_set import ModelCard, read_cards
 from soundsentry.runtime.settings import KafkaSettings
 from soundsentry.runtime.topics import EVENTS, TopicLayout

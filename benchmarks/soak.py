@@ -50,9 +50,9 @@ from soundsentry.contracts import (
     decode,
     encode,
 )
-from soundsentry.detect import detect_file
 from soundsentry.ingest.client import file_chunks, push
 from soundsentry.models.model_set import ModelSet
+from soundsentry.pipeline.detect import detect_file
 from soundsentry.runtime.settings import KafkaSettings
 from soundsentry.runtime.topics import AUDIO, EVENTS, SCORES, WINDOWS, TopicLayout
 from soundsentry.stack import LocalStack, StackPorts

@@ -1,7 +1,7 @@
 """``soundsentry serve``: every stage in one process, no Kafka (the embedded mode).
 
 gRPC ingest (``SOUNDSENTRY_INGEST_*``: port, tokens, TLS) hands accepted chunks to the
-:class:`~soundsentry.embedded.EmbeddedPipeline`: the featurizer, the classifier's models
+:class:`~soundsentry.pipeline.embedded.EmbeddedPipeline`: the featurizer, the classifier's models
 (``SOUNDSENTRY_CLASSIFIER_MODEL_DIR``), the alerter's event logic and rules
 (``SOUNDSENTRY_ALERTER_RULES_FILE``) and the notifications (``SOUNDSENTRY_NOTIFY_*``). Every
 event is also printed to standard output as one JSON line; /metrics is served on the ingest's
@@ -23,10 +23,10 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from soundsentry.alerting.engine import AlertEngine, AlertRules, NotificationPolicy
 from soundsentry.contracts import Event
-from soundsentry.embedded import EmbeddedPipeline
 from soundsentry.models.model_set import ModelSet
 from soundsentry.notify.notifier import event_payload as payload_of
 from soundsentry.notify.notifier import kind_name
+from soundsentry.pipeline.embedded import EmbeddedPipeline
 from soundsentry.runtime.settings import KafkaSettings
 from soundsentry.runtime.topics import TopicLayout
 from soundsentry.services.alerter.app import build_notifier

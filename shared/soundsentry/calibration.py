@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from soundsentry.evaluation import EvalEvent, event_based_metrics, segment_based_metrics
+from soundsentry.evaluation.sed_metrics import EvalEvent, event_based_metrics, segment_based_metrics
 from soundsentry.events.tracker import EventRule, detect_events
 from soundsentry.models.trackers import OFF_RATIO
 

@@ -213,8 +213,8 @@ def _cmd_stack(args: argparse.Namespace) -> int:
 def _cmd_detect(args: argparse.Namespace) -> int:
     import csv  # noqa: PLC0415
 
-    from soundsentry.detect import WindowTrace, detect_file, plot_detections  # noqa: PLC0415
     from soundsentry.models.model_set import ModelSet  # noqa: PLC0415
+    from soundsentry.pipeline.detect import WindowTrace, detect_file, plot_detections  # noqa: PLC0415
 
     models = ModelSet.from_dir(args.model)
     if args.plot and len(args.paths) != 1:
@@ -264,7 +264,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from soundsentry import evaluation as ev  # noqa: PLC0415
+    from soundsentry.evaluation import sed_metrics as ev  # noqa: PLC0415
 
     if (args.system is None) == (not args.audio):
         raise ConfigurationError(
@@ -316,14 +316,14 @@ def _sweep_operating_points(args: argparse.Namespace, reference: list[Any]) -> l
     events detected with the cards' own rules. Files are matched to the reference by name."""
     import soundfile  # noqa: PLC0415
 
-    from soundsentry.detect import WindowTrace, detect_file, score_tracks  # noqa: PLC0415
-    from soundsentry.evaluation import EvalEvent  # noqa: PLC0415
-    from soundsentry.models.model_set import ModelSet  # noqa: PLC0415
-    from soundsentry.operating import (  # noqa: PLC0415
+    from soundsentry.evaluation.operating import (  # noqa: PLC0415
         DEFAULT_THRESHOLDS,
         operating_points,
         plot_operating_points,
     )
+    from soundsentry.evaluation.sed_metrics import EvalEvent  # noqa: PLC0415
+    from soundsentry.models.model_set import ModelSet  # noqa: PLC0415
+    from soundsentry.pipeline.detect import WindowTrace, detect_file, score_tracks  # noqa: PLC0415
 
     models = ModelSet.from_dir(args.model)
     names = [Path(path).name for path in args.audio]

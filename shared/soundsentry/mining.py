@@ -101,8 +101,8 @@ def mine_hard_negatives(
     ConfigurationError
         for a bad model directory, data directory or setting.
     """
-    from soundsentry.detect import WindowTrace, detect_file  # noqa: PLC0415
     from soundsentry.models.model_set import ModelSet  # noqa: PLC0415
+    from soundsentry.pipeline.detect import WindowTrace, detect_file  # noqa: PLC0415
 
     if not 0.0 < min_score < 1.0:
         raise ConfigurationError(f"min_score must be in (0, 1), got {min_score}")

@@ -26,7 +26,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from soundsentry.audio.pcm import file_blocks, s16_chunks
 from soundsentry.contracts import AudioChunk, encode, sensor_key
-from soundsentry.evaluation import EvalEvent, read_event_list
+from soundsentry.evaluation.sed_metrics import EvalEvent, read_event_list
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.ingest.client import PushResult, open_channel, push
 from soundsentry.runtime.record_batches import Delivery, send_batches

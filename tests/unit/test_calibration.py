@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from soundsentry.calibration import ScoredExample, event_metrics, rule_document, tune_event_rule
-from soundsentry.evaluation import EvalEvent
+from soundsentry.evaluation.sed_metrics import EvalEvent
 from soundsentry.events.tracker import EventRule
 from soundsentry.features.featurizer import FeatureProfile
 

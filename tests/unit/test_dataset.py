@@ -33,7 +33,7 @@ from soundsentry.dataset import (
     split_by_group,
     synthesize,
 )
-from soundsentry.evaluation import read_event_list
+from soundsentry.evaluation.sed_metrics import read_event_list
 from soundsentry.exceptions import ConfigurationError
 from tests.audio_fixtures import SHARED_DATA
 

@@ -10,7 +10,6 @@ import pytest
 import soundfile
 
 from soundsentry.contracts import WindowScores
-from soundsentry.detect import WindowTrace, detect_file
 from soundsentry.events.tracker import EventRule
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features.featurizer import FeatureProfile, Featurizer
@@ -28,6 +27,7 @@ from soundsentry.models.model_set import (
     score_to_proto,
 )
 from soundsentry.models.trackers import event_rule_for
+from soundsentry.pipeline.detect import WindowTrace, detect_file
 from tests.audio_fixtures import chunks, recording
 from tests.model_fixtures import expected_scores, write_model
 

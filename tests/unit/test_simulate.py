@@ -14,7 +14,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import CollectorRegistry
 
 from soundsentry.contracts import AudioChunk, decode
-from soundsentry.evaluation import EvalEvent
+from soundsentry.evaluation.sed_metrics import EvalEvent
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.runtime.settings import KafkaSettings
 from soundsentry.runtime.topics import TopicLayout

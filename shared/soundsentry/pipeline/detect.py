@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from soundsentry.audio.pcm import file_blocks, s16_chunks
+from soundsentry.evaluation.operating import ScoreTrack
 from soundsentry.events.tracker import EventTracker, EventUpdate
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features.featurizer import Featurizer, Window
 from soundsentry.models.model_set import ModelSet
 from soundsentry.models.trackers import event_rule_for, new_event_tracker
-from soundsentry.operating import ScoreTrack
 
 __all__ = [
     "DetectedEvent",

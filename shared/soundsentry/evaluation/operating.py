@@ -6,7 +6,8 @@ of every recording (:class:`ScoreTrack`, as ``soundsentry detect`` traced them) 
 events by the label's event rule with its on-threshold moved over ``thresholds`` (the
 off-threshold keeps the rule's ratio to it), through
 :func:`~soundsentry.events.tracker.detect_events`, the function the alerter's trackers run;
-:func:`~soundsentry.evaluation.sweep_thresholds` scores each threshold against the reference.
+:func:`~soundsentry.evaluation.sed_metrics.sweep_thresholds` scores each threshold against the
+reference.
 
 A **false alarm** is a detected event that matches no reference event of its label (an
 insertion, event-based, onset collar ``t_collar_s``, offsets not evaluated); false alarms per
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from soundsentry.evaluation import (
+from soundsentry.evaluation.sed_metrics import (
     EvalEvent,
     EvaluationInputError,
     EventBasedSettings,
