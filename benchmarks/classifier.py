@@ -52,7 +52,7 @@ LABELS = [
 def untrained_default(directory: Path, channels: tuple[int, ...] = (16, 32, 64)) -> Path:
     """Export `soundsentry train`'s network (default widths, or ``channels``), untrained, with
     its card, into directory."""
-    from soundsentry.train import TrainConfig, TrainResult, build_network, export_model  # noqa: PLC0415
+    from soundsentry.training.train import TrainConfig, TrainResult, build_network, export_model  # noqa: PLC0415
 
     profile = FeatureProfile("full-16k")
     network = build_network(profile, len(LABELS), channels=channels).eval()
@@ -75,7 +75,7 @@ def untrained_default(directory: Path, channels: tuple[int, ...] = (16, 32, 64))
 
 def quantized(directory: Path) -> None:
     """Make the untrained model of ``directory`` int8 (its card then names the int8 file)."""
-    from soundsentry.quantize import quantize_onnx  # noqa: PLC0415
+    from soundsentry.training.quantize import quantize_onnx  # noqa: PLC0415
 
     card_path = directory / "untrained.json"
     card = json.loads(card_path.read_text())

@@ -50,12 +50,12 @@ from soundsentry.contracts import (
     decode,
     encode,
 )
+from soundsentry.dev.stack import LocalStack, StackPorts
 from soundsentry.ingest.client import file_chunks, push
 from soundsentry.models.model_set import ModelSet
 from soundsentry.pipeline.detect import detect_file
 from soundsentry.runtime.settings import KafkaSettings
 from soundsentry.runtime.topics import AUDIO, EVENTS, SCORES, WINDOWS, TopicLayout
-from soundsentry.stack import LocalStack, StackPorts
 from soundsentry.testing.kafka_broker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -33,9 +33,9 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer
 
 from soundsentry.contracts import AudioChunk, Event, EventKind, FeatureWindow, WindowScores, decode
+from soundsentry.dev.stack import SERVICES, LocalStack, StackPorts, soundsentry_command
 from soundsentry.runtime.settings import KafkaSettings
 from soundsentry.runtime.topics import AUDIO, EVENTS, SCORES, WINDOWS, TopicLayout
-from soundsentry.stack import SERVICES, LocalStack, StackPorts, soundsentry_command
 from soundsentry.testing.kafka_broker import free_port
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from soundsentry import __version__
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
 
 if TYPE_CHECKING:
-    from soundsentry import simulate
+    from soundsentry.dev import simulate
 
 # The recording `soundsentry simulate` plays by default (from a checkout or the image's /app).
 _EXAMPLE = Path("examples/audio/kitchen_alarms.flac")
@@ -125,7 +125,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from soundsentry import simulate  # noqa: PLC0415
+    from soundsentry.dev import simulate  # noqa: PLC0415
 
     recordings = [simulate.load_recording(path) for path in args.files or [_EXAMPLE]]
     plans = simulate.plan_sensors(args.sensors, recordings, prefix=args.prefix, seed=args.seed)
@@ -171,9 +171,9 @@ async def _simulate_kafka(
 ) -> simulate.SimulationReport:
     from aiokafka import AIOKafkaProducer  # noqa: PLC0415
 
+    from soundsentry.dev.simulate import run_kafka  # noqa: PLC0415
     from soundsentry.runtime.settings import KafkaSettings, TopicSettings  # noqa: PLC0415
     from soundsentry.runtime.topics import AUDIO, TopicLayout  # noqa: PLC0415
-    from soundsentry.simulate import run_kafka  # noqa: PLC0415
 
     # As the ingest service publishes: idempotent, acknowledged by every in-sync replica.
     producer = AIOKafkaProducer(**KafkaSettings().producer_kwargs())
@@ -188,7 +188,7 @@ async def _simulate_kafka(
 def _cmd_stack(args: argparse.Namespace) -> int:
     import tempfile  # noqa: PLC0415
 
-    from soundsentry.stack import SERVICES, LocalStack, StackPorts, run_stack  # noqa: PLC0415
+    from soundsentry.dev.stack import SERVICES, LocalStack, StackPorts, run_stack  # noqa: PLC0415
     from soundsentry.testing.kafka_broker import free_port  # noqa: PLC0415
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="soundsentry-stack-"))
@@ -363,26 +363,26 @@ def _sweep_operating_points(args: argparse.Namespace, reference: list[Any]) -> l
 
 
 def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
-    from soundsentry.dataset import add_synth_arguments  # noqa: PLC0415
+    from soundsentry.training.dataset import add_synth_arguments  # noqa: PLC0415
 
     add_synth_arguments(parser)
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    from soundsentry.train import add_train_arguments  # noqa: PLC0415
+    from soundsentry.training.train import add_train_arguments  # noqa: PLC0415
 
     add_train_arguments(parser)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from soundsentry.train import run_train  # noqa: PLC0415
+    from soundsentry.training.train import run_train  # noqa: PLC0415
 
     return run_train(args)
 
 
 def _print_tuned(tuned: Mapping[str, Any]) -> None:
     """Each label's tuned event rule (calibration.TunedRule) with its validation figures."""
-    from soundsentry.calibration import rule_document  # noqa: PLC0415
+    from soundsentry.training.calibration import rule_document  # noqa: PLC0415
 
     for label, result in tuned.items():
         # As evaluate prints it: a label without reference events has no F1 (nan), not 0.
@@ -393,7 +393,7 @@ def _print_tuned(tuned: Mapping[str, Any]) -> None:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from soundsentry.calibration import calibrate_card  # noqa: PLC0415
+    from soundsentry.training.calibration import calibrate_card  # noqa: PLC0415
 
     tuned = calibrate_card(args.card, args.dataset_dir)
     print(f"wrote the event rules into {args.card}")
@@ -402,7 +402,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
-    from soundsentry.quantize import quantize_card  # noqa: PLC0415
+    from soundsentry.training.quantize import quantize_card  # noqa: PLC0415
 
     report = quantize_card(
         args.card,
@@ -421,7 +421,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _cmd_compose(args: argparse.Namespace) -> int:
-    from soundsentry.compose import compose_cards  # noqa: PLC0415
+    from soundsentry.training.compose import compose_cards  # noqa: PLC0415
 
     report = compose_cards(
         args.base, args.specialists, args.dataset, args.out, version=args.model_version
@@ -435,7 +435,7 @@ def _cmd_compose(args: argparse.Namespace) -> int:
 
 
 def _cmd_dataset_synth(args: argparse.Namespace) -> int:
-    from soundsentry.dataset import run_synth  # noqa: PLC0415
+    from soundsentry.training.dataset import run_synth  # noqa: PLC0415
 
     return run_synth(args)
 
@@ -443,7 +443,7 @@ def _cmd_dataset_synth(args: argparse.Namespace) -> int:
 def _cmd_dataset_mine(args: argparse.Namespace) -> int:
     from collections import Counter  # noqa: PLC0415
 
-    from soundsentry.mining import add_to_dataset, mine_hard_negatives  # noqa: PLC0415
+    from soundsentry.training.mining import add_to_dataset, mine_hard_negatives  # noqa: PLC0415
 
     if args.data_dir is None:
         raise ConfigurationError("--data-dir is required (or set SOUNDSENTRY_DATA_DIR)")
@@ -464,7 +464,7 @@ def _cmd_dataset_mine(args: argparse.Namespace) -> int:
 
 
 def _cmd_dataset_background(args: argparse.Namespace) -> int:
-    from soundsentry.mining import add_background  # noqa: PLC0415
+    from soundsentry.training.mining import add_background  # noqa: PLC0415
 
     if args.data_dir is None:
         raise ConfigurationError("--data-dir is required (or set SOUNDSENTRY_DATA_DIR)")

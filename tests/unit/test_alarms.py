@@ -3,15 +3,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from soundsentry.alarms import (
+from soundsentry.audio.mel import MelFrontEnd, MelSpec
+from soundsentry.exceptions import ConfigurationError
+from soundsentry.training.alarms import (
     F0_RANGE_HZ,
     PATTERNS,
     room_impulse_response,
     synthesize_alarm,
     varied_pattern,
 )
-from soundsentry.audio.mel import MelFrontEnd, MelSpec
-from soundsentry.exceptions import ConfigurationError
 
 RATE = 16_000
 

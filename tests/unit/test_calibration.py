@@ -1,14 +1,19 @@
-"""soundsentry.calibration: per-label event rules chosen for event F1 on scored examples."""
+"""soundsentry.training.calibration: per-label event rules chosen for event F1 on scored data."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from soundsentry.calibration import ScoredExample, event_metrics, rule_document, tune_event_rule
 from soundsentry.evaluation.sed_metrics import EvalEvent
 from soundsentry.events.tracker import EventRule
 from soundsentry.features.featurizer import FeatureProfile
+from soundsentry.training.calibration import (
+    ScoredExample,
+    event_metrics,
+    rule_document,
+    tune_event_rule,
+)
 
 PROFILE = FeatureProfile("full-16k")  # 1 s windows every 0.5 s
 HOP = 8000

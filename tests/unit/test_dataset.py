@@ -15,11 +15,13 @@ import numpy.typing as npt
 import pytest
 import soundfile
 
-from soundsentry import dataset
-from soundsentry.alarms import AlarmSignal
 from soundsentry.audio.mel import num_frames
 from soundsentry.audio.spectrogram_png import encode_png_gray, spectrogram_image
-from soundsentry.dataset import (
+from soundsentry.evaluation.sed_metrics import read_event_list
+from soundsentry.exceptions import ConfigurationError
+from soundsentry.training import dataset
+from soundsentry.training.alarms import AlarmSignal
+from soundsentry.training.dataset import (
     NO_LABEL,
     SPLITS,
     TARGET_LABELS,
@@ -33,8 +35,6 @@ from soundsentry.dataset import (
     split_by_group,
     synthesize,
 )
-from soundsentry.evaluation.sed_metrics import read_event_list
-from soundsentry.exceptions import ConfigurationError
 from tests.audio_fixtures import SHARED_DATA
 
 RATE = 16_000

@@ -1,4 +1,4 @@
-"""soundsentry.mining: hard negatives from training-split background, added to a data set."""
+"""soundsentry.training.mining: hard negatives from training-split background, into a data set."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from soundsentry.dataset import load_catalog, split_by_group, synthesize
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.mining import (
+from soundsentry.training.dataset import load_catalog, split_by_group, synthesize
+from soundsentry.training.mining import (
     MinedNegative,
     _excerpt,
     _runs,
@@ -20,7 +20,7 @@ from soundsentry.mining import (
     background_mixtures,
     mine_hard_negatives,
 )
-from soundsentry.train import load_dataset
+from soundsentry.training.train import load_dataset
 from tests.audio_fixtures import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[2]

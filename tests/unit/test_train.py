@@ -1,4 +1,4 @@
-"""soundsentry.train: window labels, a tiny training run, the export and its model card."""
+"""soundsentry.training.train: window labels, a tiny training run, the export and its model card."""
 
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 import soundfile
 
-from soundsentry.calibration import json_safe, rule_document
 from soundsentry.cli import main as cli_main
-from soundsentry.compose import compose_cards
-from soundsentry.dataset import EventSpan, MixSpec, synthesize
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features.featurizer import FeatureProfile, Featurizer
 from soundsentry.models.model_set import ModelSet, load_model, read_card
-from soundsentry.quantize import MAX_MEAN_DIFFERENCE, QuantizationCheckError, quantize_card
-from soundsentry.train import (
+from soundsentry.training.calibration import json_safe, rule_document
+from soundsentry.training.compose import compose_cards
+from soundsentry.training.dataset import EventSpan, MixSpec, synthesize
+from soundsentry.training.quantize import MAX_MEAN_DIFFERENCE, QuantizationCheckError, quantize_card
+from soundsentry.training.train import (
     EarlyStopping,
     TrainConfig,
     TrainingData,
@@ -425,7 +425,7 @@ def test_quantize_writes_nothing_when_tuning_fails(
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("soundsentry.calibration.calibrate_document", interrupted)
+    monkeypatch.setattr("soundsentry.training.calibration.calibrate_document", interrupted)
     with pytest.raises(KeyboardInterrupt):
         quantize_card(float_copy, dataset_dir, calibration_windows=8)
     assert float_copy.read_bytes() == before
@@ -437,7 +437,7 @@ def test_quantize_writes_nothing_when_int8_is_too_far_off(
     float_copy: Path, dataset_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = float_copy.read_bytes()
-    monkeypatch.setattr("soundsentry.quantize.MAX_MEAN_DIFFERENCE", -1.0)
+    monkeypatch.setattr("soundsentry.training.quantize.MAX_MEAN_DIFFERENCE", -1.0)
     with pytest.raises(QuantizationCheckError, match="nothing was written"):
         quantize_card(float_copy, dataset_dir, calibration_windows=16)
     assert float_copy.read_bytes() == before

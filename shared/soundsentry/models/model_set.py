@@ -18,7 +18,7 @@ pipeline needs::
     }
 
 ``quantization`` is set on an int8 model made by ``soundsentry quantize``
-(:mod:`soundsentry.quantize`): how it was made and from which float ONNX file.
+(:mod:`soundsentry.training.quantize`): how it was made and from which float ONNX file.
 
 ``takes_over`` names labels that this model reports *instead of* any other model of its
 directory (a specialist beside a general model): the others still score them, but no events

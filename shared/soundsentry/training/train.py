@@ -2,10 +2,11 @@
 
 Data
 ----
-The data set is a folder written by :func:`soundsentry.dataset.synthesize`: ``manifest.csv``
-(path, split, labels, events as JSON ``[[label, onset_s, offset_s], ...]``, licences) and
-the FLAC files. The ``train`` split trains, ``validate`` stops training early, calibrates the
-thresholds and gives the card's metrics; ``test`` is left alone (``soundsentry evaluate``).
+The data set is a folder written by :func:`soundsentry.training.dataset.synthesize`:
+``manifest.csv`` (path, split, labels, events as JSON ``[[label, onset_s, offset_s], ...]``,
+licences) and the FLAC files. The ``train`` split trains, ``validate`` stops training early,
+calibrates the thresholds and gives the card's metrics; ``test`` is left alone (``soundsentry
+evaluate``).
 
 Each example is read (resampled to the profile's rate with soxr when its rate differs) and cut
 into AudioChunks, and a :class:`~soundsentry.features.featurizer.Featurizer` computes its frames
@@ -63,7 +64,7 @@ stopping on the validation loss with the best epoch's weights kept (:class:`Earl
 Each label's threshold is the one of 0.05, 0.10, .., 0.95 with the best window-level F1 on the
 validation windows (the lowest of equal ones; 0.5 when no threshold finds a positive).
 Metrics at those thresholds: window-level precision, recall, F1. Each label's event rule is
-tuned on the validation events (:mod:`soundsentry.calibration`) and stored in the card; the
+tuned on the validation events (:mod:`soundsentry.training.calibration`) and stored in the card; the
 event-based (collar 0.2 s) and segment-based (1 s) F1 and error rate are those of the events
 :func:`soundsentry.events.tracker.detect_events` finds with those rules, as ``soundsentry detect``
 does.
@@ -100,7 +101,10 @@ import numpy as np
 import numpy.typing as npt
 
 from soundsentry.audio.pcm import load_audio, s16_chunks, to_s16
-from soundsentry.calibration import (
+from soundsentry.events.tracker import EventRule, segment_bounds
+from soundsentry.exceptions import ConfigurationError, SoundSentryError
+from soundsentry.features.featurizer import FeatureProfile, Featurizer, parse_profile
+from soundsentry.training.calibration import (
     event_metrics,
     false_alarm_metrics,
     json_safe,
@@ -108,10 +112,7 @@ from soundsentry.calibration import (
     scored_examples,
     tune_event_rules,
 )
-from soundsentry.dataset import SPLITS, EventSpan
-from soundsentry.events.tracker import EventRule, segment_bounds
-from soundsentry.exceptions import ConfigurationError, SoundSentryError
-from soundsentry.features.featurizer import FeatureProfile, Featurizer, parse_profile
+from soundsentry.training.dataset import SPLITS, EventSpan
 
 if TYPE_CHECKING:
     import torch
@@ -194,7 +195,7 @@ class TrainConfig:
     ``frame_loss_weight`` x its loss. ``keep_frequency``: the heads see the feature map's
     bands (module docstring, "Model"); False averages them away. ``false_alarms_per_hour``:
     each label's event rule keeps at most this many false alarms per hour of the validation
-    examples without that label (:mod:`soundsentry.calibration`); None tunes for F1 alone.
+    examples without that label (:mod:`soundsentry.training.calibration`); None tunes for F1 alone.
     """
 
     profile: FeatureProfile = DEFAULT_PROFILE

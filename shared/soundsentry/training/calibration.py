@@ -54,7 +54,7 @@ from soundsentry.models.trackers import OFF_RATIO
 if TYPE_CHECKING:
     from soundsentry.features.featurizer import FeatureProfile
     from soundsentry.models.model_set import LoadedModel
-    from soundsentry.train import ExampleFeatures, TrainingData
+    from soundsentry.training.train import ExampleFeatures, TrainingData
 
 __all__ = [
     "ScoredExample",
@@ -368,8 +368,8 @@ def calibrate_document(
     dataset_name: str,
 ) -> dict[str, TunedRule]:
     """Tune event rules for ``scores`` (a model's clip and frame scores of ``data``'s
-    validation windows, :func:`~soundsentry.train.validation_windows`) and put them, with the
-    event and segment metrics they reach, into the card ``document`` (changed in place)."""
+    validation windows, :func:`~soundsentry.training.train.validation_windows`) and put them, with
+    the event and segment metrics they reach, into the card ``document`` (changed in place)."""
     labels = tuple(data.labels)
     indices, starts = data.grid("validate")  # the rows of validation_windows
     examples = scored_examples(
@@ -415,10 +415,10 @@ def retune_document(
 ) -> dict[str, TunedRule]:
     """Tune everything of a card that depends on its model's scores, for new ``scores`` of
     ``data``'s validation windows (``targets``: their clip targets,
-    :func:`~soundsentry.train.validation_set`): the window thresholds and the window metrics
-    they reach, then the event rules (:func:`calibrate_document`). ``document`` changes in
+    :func:`~soundsentry.training.train.validation_set`): the window thresholds and the window
+    metrics they reach, then the event rules (:func:`calibrate_document`). ``document`` changes in
     place."""
-    from soundsentry.train import calibrate_thresholds, window_metrics  # noqa: PLC0415
+    from soundsentry.training.train import calibrate_thresholds, window_metrics  # noqa: PLC0415
 
     labels = tuple(data.labels)
     thresholds = calibrate_thresholds(scores[0], targets, labels)
@@ -439,7 +439,7 @@ def calibrate_card(card_path: str | Path, dataset_dir: str | Path) -> dict[str, 
         for a card that does not load or a data set without the card's labels.
     """
     from soundsentry.models.model_set import load_model, write_card  # noqa: PLC0415
-    from soundsentry.train import load_dataset, validation_windows  # noqa: PLC0415
+    from soundsentry.training.train import load_dataset, validation_windows  # noqa: PLC0415
 
     path = Path(card_path)
     model = load_model(path)

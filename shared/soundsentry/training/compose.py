@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from soundsentry.calibration import TunedRule, predict_all, retune_document
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
 from soundsentry.models.model_set import (
     INPUT_NAME,
@@ -42,6 +41,7 @@ from soundsentry.models.model_set import (
     reported_labels,
     write_card,
 )
+from soundsentry.training.calibration import TunedRule, predict_all, retune_document
 
 __all__ = ["ComposeReport", "CompositionCheckError", "compose_cards"]
 
@@ -245,7 +245,7 @@ def compose_cards(
     CompositionCheckError
         when the composite's scores are not its parts' (nothing is written).
     """
-    from soundsentry.train import load_dataset, validation_set  # noqa: PLC0415
+    from soundsentry.training.train import load_dataset, validation_set  # noqa: PLC0415
 
     out = Path(out_card)
     target = out.with_suffix(".onnx")

@@ -14,7 +14,7 @@ float too.
 Then the int8 model is checked and re-tuned on the whole validation split: its clip scores and,
 apart, its frame scores against the float model's (mean absolute difference at most
 :data:`MAX_MEAN_DIFFERENCE` each, or nothing is written), its window thresholds and metrics, and
-its event rules (:func:`~soundsentry.calibration.retune_document`), because a rule tuned on
+its event rules (:func:`~soundsentry.training.calibration.retune_document`), because a rule tuned on
 the float model's scores sits at the edge of what it tuned. Only when all of that succeeded is
 anything written: the int8 file (``<float name>.int8.onnx``), then the card in one rename
 (``onnx`` names the int8 file, ``quantization`` says how it was made and from which float file,
@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from soundsentry.calibration import TunedRule, predict_all, retune_document
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
 from soundsentry.models.model_set import (
     INPUT_NAME,
@@ -43,6 +42,7 @@ from soundsentry.models.model_set import (
     read_card,
     write_card,
 )
+from soundsentry.training.calibration import TunedRule, predict_all, retune_document
 
 __all__ = [
     "MAX_MEAN_DIFFERENCE",
@@ -197,7 +197,7 @@ def quantize_card(
     QuantizationCheckError
         when the int8 scores are too far from the float ones (nothing is written).
     """
-    from soundsentry.train import load_dataset, validation_set  # noqa: PLC0415
+    from soundsentry.training.train import load_dataset, validation_set  # noqa: PLC0415
 
     if calibration_windows < 1:
         raise ConfigurationError(f"calibration_windows must be >= 1, got {calibration_windows}")

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from soundsentry.dataset import (
+from soundsentry.exceptions import ConfigurationError
+from soundsentry.training.dataset import (
     MANIFEST_FIELDS,
     ClipLoader,
     Example,
@@ -39,7 +40,6 @@ from soundsentry.dataset import (
     split_by_group,
     write_flac,
 )
-from soundsentry.exceptions import ConfigurationError
 
 __all__ = [
     "MinedNegative",
