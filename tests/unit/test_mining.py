@@ -11,6 +11,7 @@ import soundfile
 
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.training.dataset import load_catalog, split_by_group, synthesize
+from soundsentry.training.examples import load_dataset
 from soundsentry.training.mining import (
     MinedNegative,
     _excerpt,
@@ -20,7 +21,6 @@ from soundsentry.training.mining import (
     background_mixtures,
     mine_hard_negatives,
 )
-from soundsentry.training.train import load_dataset
 from tests.audio_fixtures import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[2]

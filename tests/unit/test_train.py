@@ -19,28 +19,33 @@ from soundsentry.cli import main as cli_main
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features.featurizer import FeatureProfile, Featurizer
 from soundsentry.models.model_set import ModelSet, load_model, read_card
-from soundsentry.training.calibration import json_safe, rule_document
+from soundsentry.training.calibration import (
+    calibrate_thresholds,
+    json_safe,
+    rule_document,
+    window_metrics,
+)
 from soundsentry.training.compose import compose_cards
 from soundsentry.training.dataset import EventSpan, MixSpec, synthesize
+from soundsentry.training.examples import (
+    TrainingData,
+    frame_targets,
+    load_dataset,
+    segment_targets,
+    validation_set,
+    validation_windows,
+)
 from soundsentry.training.quantize import MAX_MEAN_DIFFERENCE, QuantizationCheckError, quantize_card
 from soundsentry.training.train import (
     EarlyStopping,
     TrainConfig,
-    TrainingData,
     TrainResult,
     add_train_arguments,
     build_network,
-    calibrate_thresholds,
     export_model,
-    frame_targets,
-    load_dataset,
     run_train,
-    segment_targets,
     train,
     train_model,
-    validation_set,
-    validation_windows,
-    window_metrics,
 )
 from tests.audio_fixtures import SHARED_DATA, chunks
 

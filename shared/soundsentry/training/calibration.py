@@ -50,17 +50,24 @@ import numpy.typing as npt
 from soundsentry.evaluation.sed_metrics import EvalEvent, event_based_metrics, segment_based_metrics
 from soundsentry.events.tracker import EventRule, detect_events
 from soundsentry.models.trackers import OFF_RATIO
+from soundsentry.training.examples import (
+    ExampleFeatures,
+    TrainingData,
+    load_dataset,
+    validation_windows,
+)
 
 if TYPE_CHECKING:
     from soundsentry.features.featurizer import FeatureProfile
     from soundsentry.models.model_set import LoadedModel
-    from soundsentry.training.train import ExampleFeatures, TrainingData
 
 __all__ = [
+    "THRESHOLD_GRID",
     "ScoredExample",
     "TunedRule",
     "calibrate_card",
     "calibrate_document",
+    "calibrate_thresholds",
     "event_metrics",
     "false_alarm_metrics",
     "json_safe",
@@ -70,6 +77,7 @@ __all__ = [
     "scored_examples",
     "tune_event_rule",
     "tune_event_rules",
+    "window_metrics",
 ]
 
 logger = logging.getLogger(__name__)
@@ -368,8 +376,8 @@ def calibrate_document(
     dataset_name: str,
 ) -> dict[str, TunedRule]:
     """Tune event rules for ``scores`` (a model's clip and frame scores of ``data``'s
-    validation windows, :func:`~soundsentry.training.train.validation_windows`) and put them, with
-    the event and segment metrics they reach, into the card ``document`` (changed in place)."""
+    validation windows, :func:`~soundsentry.training.examples.validation_windows`) and put them,
+    with the event and segment metrics they reach, into the card ``document`` (changed in place)."""
     labels = tuple(data.labels)
     indices, starts = data.grid("validate")  # the rows of validation_windows
     examples = scored_examples(
@@ -415,11 +423,9 @@ def retune_document(
 ) -> dict[str, TunedRule]:
     """Tune everything of a card that depends on its model's scores, for new ``scores`` of
     ``data``'s validation windows (``targets``: their clip targets,
-    :func:`~soundsentry.training.train.validation_set`): the window thresholds and the window
+    :func:`~soundsentry.training.examples.validation_set`): the window thresholds and the window
     metrics they reach, then the event rules (:func:`calibrate_document`). ``document`` changes in
     place."""
-    from soundsentry.training.train import calibrate_thresholds, window_metrics  # noqa: PLC0415
-
     labels = tuple(data.labels)
     thresholds = calibrate_thresholds(scores[0], targets, labels)
     document["thresholds"] = thresholds
@@ -439,7 +445,6 @@ def calibrate_card(card_path: str | Path, dataset_dir: str | Path) -> dict[str, 
         for a card that does not load or a data set without the card's labels.
     """
     from soundsentry.models.model_set import load_model, write_card  # noqa: PLC0415
-    from soundsentry.training.train import load_dataset, validation_windows  # noqa: PLC0415
 
     path = Path(card_path)
     model = load_model(path)
@@ -468,3 +473,74 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, float):
         return round(value, 6) if math.isfinite(value) else None
     return value
+
+
+# -- window thresholds ---------------------------------------------------------------------------
+
+THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
+def _f1_at(
+    probs: npt.NDArray[np.floating], targets: npt.NDArray[np.bool_], threshold: float
+) -> tuple[int, int, int]:
+    predicted = probs >= threshold
+    tp = int(np.sum(predicted & targets))
+    return tp, int(np.sum(predicted & ~targets)), int(np.sum(~predicted & targets))
+
+
+def calibrate_thresholds(
+    probs: npt.NDArray[np.floating],
+    targets: npt.NDArray[np.floating],
+    labels: Sequence[str],
+    *,
+    grid: Sequence[float] = THRESHOLD_GRID,
+) -> dict[str, float]:
+    """Per label, the threshold of ``grid`` with the best window-level F1.
+
+    ``probs``, ``targets`` : np.ndarray [shape=(n, labels)]; a target counts as positive when
+    >= 0.5. Ties go to the lowest threshold; a label whose best F1 is 0 (no positive found or
+    none to find) gets 0.5.
+    """
+    truth = np.asarray(targets) >= 0.5
+    result: dict[str, float] = {}
+    for column, label in enumerate(labels):
+        best, best_f1 = 0.5, 0.0
+        for threshold in grid:
+            tp, fp, fn = _f1_at(probs[:, column], truth[:, column], threshold)
+            f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+            if f1 > best_f1:
+                best, best_f1 = float(threshold), f1
+        result[label] = best
+    return result
+
+
+def window_metrics(
+    probs: npt.NDArray[np.floating],
+    targets: npt.NDArray[np.floating],
+    labels: Sequence[str],
+    thresholds: Mapping[str, float],
+) -> dict[str, Any]:
+    """Window-level precision, recall, F1 and support per label at ``thresholds``.
+
+    Precision (recall) is None when nothing is predicted (nothing is to be found); F1 is None
+    when either is. ``macro_f1`` averages the defined F1 values (None when there is none).
+    """
+    truth = np.asarray(targets) >= 0.5
+    per_label: dict[str, Any] = {}
+    f1s = []
+    for column, label in enumerate(labels):
+        tp, fp, fn = _f1_at(probs[:, column], truth[:, column], thresholds[label])
+        precision = tp / (tp + fp) if tp + fp else None
+        recall = tp / (tp + fn) if tp + fn else None
+        f1 = None
+        if precision is not None and recall is not None:
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            f1s.append(f1)
+        per_label[label] = {
+            "threshold": thresholds[label],
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": tp + fn,
+        }
+    return {"labels": per_label, "macro_f1": float(np.mean(f1s)) if f1s else None}

@@ -245,7 +245,7 @@ def compose_cards(
     CompositionCheckError
         when the composite's scores are not its parts' (nothing is written).
     """
-    from soundsentry.training.train import load_dataset, validation_set  # noqa: PLC0415
+    from soundsentry.training.examples import load_dataset, validation_set  # noqa: PLC0415
 
     out = Path(out_card)
     target = out.with_suffix(".onnx")

@@ -197,7 +197,7 @@ def quantize_card(
     QuantizationCheckError
         when the int8 scores are too far from the float ones (nothing is written).
     """
-    from soundsentry.training.train import load_dataset, validation_set  # noqa: PLC0415
+    from soundsentry.training.examples import load_dataset, validation_set  # noqa: PLC0415
 
     if calibration_windows < 1:
         raise ConfigurationError(f"calibration_windows must be >= 1, got {calibration_windows}")

@@ -2,28 +2,9 @@
 
 Data
 ----
-The data set is a folder written by :func:`soundsentry.training.dataset.synthesize`:
-``manifest.csv`` (path, split, labels, events as JSON ``[[label, onset_s, offset_s], ...]``,
-licences) and the FLAC files. The ``train`` split trains, ``validate`` stops training early,
-calibrates the thresholds and gives the card's metrics; ``test`` is left alone (``soundsentry
-evaluate``).
-
-Each example is read (resampled to the profile's rate with soxr when its rate differs) and cut
-into AudioChunks, and a :class:`~soundsentry.features.featurizer.Featurizer` computes its frames
-once: the example is one window of a profile that covers the whole example (the model profile's mel
-spec and band, not standardised). The model's windows are slices of those frames, so the grid
-windows (frame ``k * hop_frames`` on) equal what the featurizer service emits for the example, and
-training can also cut windows off the grid (time shift). Everything is kept in memory: ``bands x
-frames`` float32 per example (51 KB for 4 s at the default profile).
-
-Labels of a window
-------------------
-A window speaks for its central hop segment (:func:`soundsentry.events.tracker.segment_bounds`): a
-label is positive for a window when that label's events cover at least 50 % of the segment
-(the overlaps of all its events with the segment are added up). Labels of the data set that are
-not trained are ignored (their windows are negatives). Frame ``f`` of a window (samples
-``[f * hop_length, f * hop_length + n_fft)`` of the window) is positive when the events cover
-at least 50 % of the frame; those are the targets of the optional frame-level output.
+:func:`soundsentry.training.examples.load_dataset` reads and featurises the data set once; its
+module says how each example's windows and their targets are made. The ``train`` split trains,
+``validate`` stops training early, calibrates the thresholds and gives the card's metrics.
 
 Augmentation (training batches only)
 ------------------------------------
@@ -81,7 +62,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import dataclasses
 import json
 import logging
@@ -90,8 +70,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -100,19 +79,28 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
 import numpy as np
 import numpy.typing as npt
 
-from soundsentry.audio.pcm import load_audio, s16_chunks, to_s16
-from soundsentry.events.tracker import EventRule, segment_bounds
+from soundsentry.events.tracker import EventRule
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
-from soundsentry.features.featurizer import FeatureProfile, Featurizer, parse_profile
+from soundsentry.features.featurizer import FeatureProfile, parse_profile
 from soundsentry.training.calibration import (
+    calibrate_thresholds,
     event_metrics,
     false_alarm_metrics,
     json_safe,
     rule_document,
     scored_examples,
     tune_event_rules,
+    window_metrics,
 )
-from soundsentry.training.dataset import SPLITS, EventSpan
+from soundsentry.training.examples import (
+    DEFAULT_PROFILE,
+    TrainingData,
+    WindowBatch,
+    cut_windows,
+    load_dataset,
+    standardize,
+    validation_batch,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -120,43 +108,26 @@ if TYPE_CHECKING:
     from soundsentry.models.model_set import LoadedModel
 
 __all__ = [
-    "DEFAULT_PROFILE",
     "EarlyStopping",
-    "ExampleFeatures",
     "ExportCheckError",
     "TrainConfig",
     "TrainResult",
-    "TrainingData",
     "add_train_arguments",
     "build_network",
-    "calibrate_thresholds",
     "export_model",
-    "frame_targets",
-    "load_dataset",
     "run_train",
-    "segment_targets",
     "train",
     "train_model",
-    "validation_set",
-    "validation_windows",
-    "window_metrics",
 ]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PROFILE = FeatureProfile("full-16k")
-THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
 EXPORT_TOLERANCE = 1e-4
 OPSET = 17
 INPUT_NAME = "log_mel"
-# Share of the segment (or frame) the events of a label must cover for it to be positive.
-_MIN_COVER = 0.5
-_CHUNK_S = 1.0  # AudioChunk length when feeding the featurizer
 _BACKGROUND_MIX_PROBABILITY = 0.5
 _BACKGROUND_GAIN_DB = (-20.0, 0.0)
 _EVAL_BATCH = 256
-_UNCLEAR_LICENCE = "no licence stated"
-_NON_COMMERCIAL_DATASET = "urbansound8k_subset"
 
 
 class ExportCheckError(SoundSentryError):
@@ -294,384 +265,7 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Window labels
-
-
-def _cover(
-    begins: npt.NDArray[np.float64],
-    ends: npt.NDArray[np.float64],
-    events: Sequence[EventSpan],
-    labels: Sequence[str],
-    *,
-    sample_rate_hz: int,
-) -> npt.NDArray[np.float32]:
-    """1.0 where a label's events cover >= 50 % of ``[begins, ends)`` (samples) [n, labels]."""
-    covered = np.zeros((begins.size, len(labels)), dtype=np.float64)
-    index = {label: i for i, label in enumerate(labels)}
-    for event in events:
-        column = index.get(event.label)
-        if column is None:
-            continue
-        onset, offset = event.onset_s * sample_rate_hz, event.offset_s * sample_rate_hz
-        covered[:, column] += np.clip(np.minimum(ends, offset) - np.maximum(begins, onset), 0, None)
-    return (covered >= _MIN_COVER * (ends - begins)[:, None]).astype(np.float32)
-
-
-def segment_targets(
-    start_samples: npt.ArrayLike,
-    events: Sequence[EventSpan],
-    labels: Sequence[str],
-    *,
-    sample_rate_hz: int,
-    window_samples: int,
-    hop_samples: int,
-) -> npt.NDArray[np.float32]:
-    """Multi-label targets of windows from events (module docstring, "Labels of a window").
-
-    Parameters
-    ----------
-    start_samples : np.ndarray [shape=(n,)], int
-        Window starts, in samples at ``sample_rate_hz`` since the example's start.
-    events : sequence of EventSpan
-        Onsets and offsets in seconds; labels not in ``labels`` are ignored.
-
-    Returns
-    -------
-    np.ndarray [shape=(n, len(labels))], float32
-        1.0 where the label's events cover at least half of the window's central hop segment.
-    """
-    starts = np.asarray(start_samples, dtype=np.int64)
-    begins = np.array(
-        [
-            segment_bounds(int(s), window_samples=window_samples, hop_samples=hop_samples)[0]
-            for s in starts
-        ],
-        dtype=np.float64,
-    )
-    return _cover(begins, begins + hop_samples, events, labels, sample_rate_hz=sample_rate_hz)
-
-
-def frame_targets(
-    num_frames: int,
-    events: Sequence[EventSpan],
-    labels: Sequence[str],
-    *,
-    sample_rate_hz: int,
-    hop_length: int,
-    n_fft: int,
-) -> npt.NDArray[np.float32]:
-    """Targets of frames ``[f * hop_length, f * hop_length + n_fft)``: [num_frames, labels].
-
-    1.0 where the label's events cover at least half of the frame.
-    """
-    begins = np.arange(num_frames, dtype=np.float64) * hop_length
-    return _cover(begins, begins + n_fft, events, labels, sample_rate_hz=sample_rate_hz)
-
-
-# ---------------------------------------------------------------------------------------------
-# Data
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    path: str
-    split: str
-    labels: frozenset[str]
-    events: tuple[EventSpan, ...]
-    licences: tuple[str, ...]
-
-
-def _read_manifest(dataset_dir: Path) -> list[_Row]:
-    manifest = dataset_dir / "manifest.csv"
-    if not manifest.is_file():
-        raise ConfigurationError(
-            f"{manifest} is missing: give a folder written by 'soundsentry dataset synth'"
-        )
-    rows = []
-    with manifest.open(newline="", encoding="utf-8") as handle:
-        for line, row in enumerate(csv.DictReader(handle), start=2):
-            where = f"{manifest}:{line}"
-            try:
-                split = row["split"]
-                events = tuple(
-                    EventSpan(str(label), float(onset), float(offset))
-                    for label, onset, offset in json.loads(row["events"] or "[]")
-                )
-                rows.append(
-                    _Row(
-                        path=row["path"],
-                        split=split,
-                        labels=frozenset(x for x in (row["labels"] or "").split(";") if x),
-                        events=events,
-                        licences=tuple(x for x in (row.get("licences") or "").split(";") if x),
-                    )
-                )
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ConfigurationError(f"{where}: malformed manifest row ({exc!r})") from exc
-            if split not in SPLITS:
-                raise ConfigurationError(f"{where}: unknown split {split!r}; known: {SPLITS}")
-    return rows
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class ExampleFeatures:
-    """One example, featurised once.
-
-    ``log_mel_db`` : np.ndarray [shape=(bands, n_frames)], float32, the profile's band, not
-    standardised. ``window_targets`` : [shape=(n_frames - window_frames + 1, labels)], float32,
-    the targets of the window starting at each frame. ``frame_targets`` :
-    [shape=(n_frames, labels)], float32. ``events`` holds the trained labels' events only.
-    """
-
-    path: str
-    split: str
-    log_mel_db: npt.NDArray[np.float32]
-    window_targets: npt.NDArray[np.float32]
-    frame_targets: npt.NDArray[np.float32]
-    events: tuple[EventSpan, ...]
-    duration_s: float
-
-    @property
-    def num_starts(self) -> int:
-        return int(self.window_targets.shape[0])
-
-
-@dataclass(frozen=True, eq=False)
-class TrainingData:
-    """A data set featurised for one profile and label list (see :func:`load_dataset`)."""
-
-    dataset_dir: Path
-    profile: FeatureProfile
-    labels: tuple[str, ...]
-    examples: dict[str, list[ExampleFeatures]]  # by split
-    training_data: list[dict[str, str]]  # the card's sources and licences
-    licence: str  # the card's licence statement
-
-    def grid(self, split: str) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-        """(example index, start frame) of every grid window of a split."""
-        hop = self.profile.hop_frames
-        pairs = [
-            (i, start)
-            for i, example in enumerate(self.examples.get(split, []))
-            for start in range(0, example.num_starts, hop)
-        ]
-        array = np.array(pairs, dtype=np.intp).reshape(-1, 2)
-        return array[:, 0], array[:, 1]
-
-
-def _whole_example_profile(profile: FeatureProfile, num_frames: int) -> FeatureProfile:
-    mel = profile.mel
-    window_s = ((num_frames - 1) * mel.hop_length + mel.n_fft) / mel.sample_rate_hz
-    return FeatureProfile(
-        name="training-example",
-        mel=mel,
-        window_s=window_s,
-        window_hop_s=window_s,
-        band_fmin_hz=profile.band_fmin_hz,
-        band_fmax_hz=profile.band_fmax_hz,
-        standardize=False,
-    )
-
-
-def _read_pcm(path: Path, rate: int) -> npt.NDArray[np.int16]:
-    mono, file_rate = load_audio(path)
-    if file_rate != rate:
-        import soxr  # noqa: PLC0415
-
-        mono = soxr.resample(mono, file_rate, rate, quality="HQ")
-    return to_s16(mono)
-
-
-def _example_frames(
-    pcm: npt.NDArray[np.int16], profile: FeatureProfile, featurizers: dict[int, Featurizer]
-) -> npt.NDArray[np.float32] | None:
-    """The example's band-cropped log-mel frames [bands, n_frames] from the Featurizer."""
-    mel = profile.mel
-    frames = (pcm.size - mel.n_fft) // mel.hop_length + 1 if pcm.size >= mel.n_fft else 0
-    if frames < profile.window_frames:
-        return None
-    featurizer = featurizers.get(frames)
-    if featurizer is None:
-        featurizer = featurizers[frames] = Featurizer([_whole_example_profile(profile, frames)])
-    rate = mel.sample_rate_hz
-    step = round(_CHUNK_S * rate)
-    chunks = s16_chunks(
-        (pcm[start : start + step] for start in range(0, pcm.size, step)),
-        sensor_id="training",
-        stream_id="example",
-        sample_rate_hz=rate,
-    )
-    windows = featurizer.process(chunks).windows
-    featurizer.forget("training")
-    if len(windows) != 1:  # pragma: no cover - the profile covers exactly the example
-        raise SoundSentryError(f"expected one whole-example window, got {len(windows)}")
-    return np.ascontiguousarray(windows[0].log_mel_db, dtype=np.float32)
-
-
-def _licence_summaries(rows: Sequence[_Row]) -> tuple[list[dict[str, str]], str]:
-    """The card's training_data entries and licence statement from the rows used."""
-    counts: Counter[str] = Counter()
-    summaries: dict[str, str] = {}
-    for row in rows:
-        for line in row.licences:
-            name, _, licence = line.partition(":")
-            summaries[name.strip()] = licence.strip() or line
-            counts[name.strip()] += 1
-    entries = [
-        {"name": name, "licence": summaries[name], "examples": str(counts[name])}
-        for name in sorted(summaries)
-    ]
-    statements = []
-    if _NON_COMMERCIAL_DATASET in summaries:
-        statements.append(
-            "NON-COMMERCIAL USE ONLY: trained on UrbanSound8K material (CC BY-NC 3.0); this "
-            "model may be used for non-commercial purposes only. Attribution of the Freesound "
-            "recordings is in the FREESOUNDCREDITS.txt copied beside the card."
-        )
-    unclear = sorted(n for n, s in summaries.items() if _UNCLEAR_LICENCE in s.lower())
-    if unclear:
-        statements.append(
-            f"No licence is stated for {', '.join(unclear)}: check the rights to that audio "
-            "before shipping this model."
-        )
-    others = sorted(
-        f"{n} ({s})"
-        for n, s in summaries.items()
-        if n != _NON_COMMERCIAL_DATASET and n not in unclear
-    )
-    if others:
-        statements.append("Other sources: " + "; ".join(others) + ".")
-    return entries, " ".join(statements) or "No third-party training material recorded."
-
-
-def load_dataset(
-    dataset_dir: str | Path,
-    *,
-    profile: FeatureProfile = DEFAULT_PROFILE,
-    labels: Sequence[str] | None = None,
-    splits: Sequence[str] = ("train", "validate"),
-) -> TrainingData:
-    """Read and featurise the examples of ``splits`` of a data set.
-
-    ``labels`` default: every label of the manifest (all splits), sorted.
-
-    Raises
-    ------
-    ConfigurationError
-        for a missing or malformed manifest, unreadable audio, a label the manifest never
-        uses, or an empty split of ``splits``.
-    """
-    folder = Path(dataset_dir)
-    rows = _read_manifest(folder)
-    present = sorted({label for row in rows for label in row.labels})
-    chosen = tuple(labels) if labels is not None else tuple(present)
-    missing = [label for label in chosen if label not in present]
-    if missing:
-        raise ConfigurationError(
-            f"labels {missing} do not occur in {folder / 'manifest.csv'}; it has {present}"
-        )
-    if not chosen:
-        raise ConfigurationError(f"{folder / 'manifest.csv'} has no labelled example")
-    unknown = sorted(set(splits) - set(SPLITS))
-    if unknown:
-        raise ConfigurationError(f"splits {unknown} are unknown; known: {list(SPLITS)}")
-    used = [row for row in rows if row.split in splits]
-    mel = profile.mel
-    window_samples = profile.window_samples
-    hop_samples = profile.hop_frames * mel.hop_length
-    featurizers: dict[int, Featurizer] = {}
-    examples: dict[str, list[ExampleFeatures]] = {split: [] for split in splits}
-    skipped = 0
-    for row in used:
-        pcm = _read_pcm(folder / row.path, mel.sample_rate_hz)
-        log_mel = _example_frames(pcm, profile, featurizers)
-        if log_mel is None:
-            skipped += 1
-            continue
-        events = tuple(e for e in row.events if e.label in chosen)
-        n_frames = log_mel.shape[1]
-        starts = np.arange(n_frames - profile.window_frames + 1) * mel.hop_length
-        examples[row.split].append(
-            ExampleFeatures(
-                path=row.path,
-                split=row.split,
-                log_mel_db=log_mel,
-                window_targets=segment_targets(
-                    starts,
-                    events,
-                    chosen,
-                    sample_rate_hz=mel.sample_rate_hz,
-                    window_samples=window_samples,
-                    hop_samples=hop_samples,
-                ),
-                frame_targets=frame_targets(
-                    n_frames,
-                    events,
-                    chosen,
-                    sample_rate_hz=mel.sample_rate_hz,
-                    hop_length=mel.hop_length,
-                    n_fft=mel.n_fft,
-                ),
-                events=events,
-                duration_s=pcm.size / mel.sample_rate_hz,
-            )
-        )
-    if skipped:
-        logger.warning("skipped %d examples shorter than one %s window", skipped, profile.name)
-    for split in splits:
-        if not examples[split]:
-            raise ConfigurationError(f"{folder}: the {split!r} split has no usable example")
-    entries, licence = _licence_summaries(used)
-    source = {
-        "name": "soundsentry dataset synth",
-        "dataset": folder.resolve().name,
-        "licence": "the most restrictive licence of its sources; see LICENCES.txt",
-        "examples": ", ".join(f"{split} {len(examples[split])}" for split in splits),
-    }
-    return TrainingData(
-        dataset_dir=folder,
-        profile=profile,
-        labels=chosen,
-        examples=examples,
-        training_data=[source, *entries],
-        licence=licence,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Batches and augmentation
-
-
-def _standardize(batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Per-window standardisation, as :class:`~soundsentry.features.featurizer.Featurizer` does."""
-    mean = batch.mean(axis=(1, 2), keepdims=True)
-    std = np.maximum(batch.std(axis=(1, 2), keepdims=True), 1e-6)
-    result: npt.NDArray[np.float32] = ((batch - mean) / std).astype(np.float32)
-    return result
-
-
-@dataclass(frozen=True, slots=True)
-class _Batch:
-    inputs: npt.NDArray[np.float32]  # [n, bands, frames]
-    clip: npt.NDArray[np.float32]  # [n, labels]
-    frames: npt.NDArray[np.float32]  # [n, labels, frames]
-
-
-def _cut(
-    examples: Sequence[ExampleFeatures],
-    indices: npt.NDArray[np.intp],
-    starts: npt.NDArray[np.intp],
-    profile: FeatureProfile,
-) -> _Batch:
-    width = profile.window_frames
-    inputs = np.stack(
-        [examples[i].log_mel_db[:, s : s + width] for i, s in zip(indices, starts, strict=True)]
-    )
-    clip = np.stack([examples[i].window_targets[s] for i, s in zip(indices, starts, strict=True)])
-    frames = np.stack(
-        [examples[i].frame_targets[s : s + width].T for i, s in zip(indices, starts, strict=True)]
-    )
-    return _Batch(inputs.astype(np.float32), clip, frames)
+# Augmentation
 
 
 class _Augmenter:
@@ -699,19 +293,19 @@ class _Augmenter:
             dtype=np.intp,
         )
 
-    def batch(self, indices: npt.NDArray[np.intp], starts: npt.NDArray[np.intp]) -> _Batch:
+    def batch(self, indices: npt.NDArray[np.intp], starts: npt.NDArray[np.intp]) -> WindowBatch:
         config, rng = self.config, self.rng
         if config.time_shift:
             reach = self.profile.hop_frames // 2
             shift = rng.integers(-reach, reach + 1, size=starts.size)
             limits = np.array([self.examples[i].num_starts - 1 for i in indices], dtype=np.intp)
             starts = np.clip(starts + shift, 0, limits).astype(np.intp)
-        batch = _cut(self.examples, indices, starts, self.profile)
+        batch = cut_windows(self.examples, indices, starts, self.profile)
         inputs = batch.inputs
         if config.background_mix and self.quiet.size:
             inputs = self._mix_backgrounds(inputs)
         if self.profile.standardize:
-            inputs = _standardize(inputs)
+            inputs = standardize(inputs)
         if config.specaugment:
             inputs = self._mask(inputs)
         clip, frames = batch.clip, batch.frames
@@ -722,7 +316,9 @@ class _Augmenter:
             inputs = lam[:, None, None] * inputs + (1 - lam[:, None, None]) * inputs[other]
             clip = lam[:, None] * clip + (1 - lam[:, None]) * clip[other]
             frames = lam[:, None, None] * frames + (1 - lam[:, None, None]) * frames[other]
-        return _Batch(inputs.astype(np.float32), clip.astype(np.float32), frames.astype(np.float32))
+        return WindowBatch(
+            inputs.astype(np.float32), clip.astype(np.float32), frames.astype(np.float32)
+        )
 
     def _mix_backgrounds(self, inputs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         rng, width = self.rng, self.profile.window_frames
@@ -768,10 +364,10 @@ def _band_stats(
     square = np.zeros(data.profile.num_bands)
     count = 0
     for lo in range(0, indices.size, 512):
-        batch = _cut(
+        batch = cut_windows(
             data.examples["train"], indices[lo : lo + 512], starts[lo : lo + 512], data.profile
         )
-        inputs = _standardize(batch.inputs) if data.profile.standardize else batch.inputs
+        inputs = standardize(batch.inputs) if data.profile.standardize else batch.inputs
         values = inputs.astype(np.float64)
         total += values.sum(axis=(0, 2))
         square += np.square(values).sum(axis=(0, 2))
@@ -973,7 +569,7 @@ class TrainResult:
     dataset_dir: Path | None = None
 
 
-def _loss(model: torch.nn.Module, batch: _Batch, frame_weight: float) -> torch.Tensor:
+def _loss(model: torch.nn.Module, batch: WindowBatch, frame_weight: float) -> torch.Tensor:
     import torch  # noqa: PLC0415
     from torch.nn import functional  # noqa: PLC0415
 
@@ -989,12 +585,12 @@ def _loss(model: torch.nn.Module, batch: _Batch, frame_weight: float) -> torch.T
     return result
 
 
-def _validation_loss(model: torch.nn.Module, batch: _Batch, frame_weight: float) -> float:
+def _validation_loss(model: torch.nn.Module, batch: WindowBatch, frame_weight: float) -> float:
     """:func:`_loss` over all of ``batch``, computed in slices: the validation split's windows
     at once would need gigabytes of activations (hours of validation background)."""
     total, count = 0.0, int(batch.inputs.shape[0])
     for lo in range(0, count, _EVAL_BATCH):
-        part = _Batch(
+        part = WindowBatch(
             batch.inputs[lo : lo + _EVAL_BATCH],
             batch.clip[lo : lo + _EVAL_BATCH],
             batch.frames[lo : lo + _EVAL_BATCH],
@@ -1054,33 +650,6 @@ def _train_epoch(
     return total / max(order.size, 1)
 
 
-def validation_windows(
-    data: TrainingData,
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    """The validation grid windows as the model takes them [n, bands, frames], with the
-    (example index, start frame) of each."""
-    batch, indices, starts = _validation_batch(data)
-    return batch.inputs, indices, starts
-
-
-def validation_set(
-    data: TrainingData,
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """The windows of :func:`validation_windows` with their clip targets [n, labels]."""
-    batch, _, _ = _validation_batch(data)
-    return batch.inputs, batch.clip
-
-
-def _validation_batch(
-    data: TrainingData,
-) -> tuple[_Batch, npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    indices, starts = data.grid("validate")
-    batch = _cut(data.examples["validate"], indices, starts, data.profile)
-    if data.profile.standardize:
-        batch = _Batch(_standardize(batch.inputs), batch.clip, batch.frames)
-    return batch, indices, starts
-
-
 def train_model(
     data: TrainingData, config: TrainConfig, *, progress: TextIO | None = None
 ) -> TrainResult:
@@ -1137,7 +706,7 @@ def train_model(
         )
     else:  # a run too short for a schedule
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    validation, val_indices, val_starts = _validation_batch(data)
+    validation, val_indices, val_starts = validation_batch(data)
     frame_weight = config.frame_loss_weight if config.frame_output else 0.0
     stopping = EarlyStopping(config.patience)
     best_state = copy.deepcopy(model.state_dict())
@@ -1221,76 +790,6 @@ def train_model(
         check_inputs=np.ascontiguousarray(validation.inputs[:16]),
         dataset_dir=data.dataset_dir,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Calibration and metrics
-
-
-def _f1_at(
-    probs: npt.NDArray[np.floating], targets: npt.NDArray[np.bool_], threshold: float
-) -> tuple[int, int, int]:
-    predicted = probs >= threshold
-    tp = int(np.sum(predicted & targets))
-    return tp, int(np.sum(predicted & ~targets)), int(np.sum(~predicted & targets))
-
-
-def calibrate_thresholds(
-    probs: npt.NDArray[np.floating],
-    targets: npt.NDArray[np.floating],
-    labels: Sequence[str],
-    *,
-    grid: Sequence[float] = THRESHOLD_GRID,
-) -> dict[str, float]:
-    """Per label, the threshold of ``grid`` with the best window-level F1.
-
-    ``probs``, ``targets`` : np.ndarray [shape=(n, labels)]; a target counts as positive when
-    >= 0.5. Ties go to the lowest threshold; a label whose best F1 is 0 (no positive found or
-    none to find) gets 0.5.
-    """
-    truth = np.asarray(targets) >= 0.5
-    result: dict[str, float] = {}
-    for column, label in enumerate(labels):
-        best, best_f1 = 0.5, 0.0
-        for threshold in grid:
-            tp, fp, fn = _f1_at(probs[:, column], truth[:, column], threshold)
-            f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-            if f1 > best_f1:
-                best, best_f1 = float(threshold), f1
-        result[label] = best
-    return result
-
-
-def window_metrics(
-    probs: npt.NDArray[np.floating],
-    targets: npt.NDArray[np.floating],
-    labels: Sequence[str],
-    thresholds: Mapping[str, float],
-) -> dict[str, Any]:
-    """Window-level precision, recall, F1 and support per label at ``thresholds``.
-
-    Precision (recall) is None when nothing is predicted (nothing is to be found); F1 is None
-    when either is. ``macro_f1`` averages the defined F1 values (None when there is none).
-    """
-    truth = np.asarray(targets) >= 0.5
-    per_label: dict[str, Any] = {}
-    f1s = []
-    for column, label in enumerate(labels):
-        tp, fp, fn = _f1_at(probs[:, column], truth[:, column], thresholds[label])
-        precision = tp / (tp + fp) if tp + fp else None
-        recall = tp / (tp + fn) if tp + fn else None
-        f1 = None
-        if precision is not None and recall is not None:
-            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-            f1s.append(f1)
-        per_label[label] = {
-            "threshold": thresholds[label],
-            "precision": precision,
-            "recall": recall,
-            "f1": f1,
-            "support": tp + fn,
-        }
-    return {"labels": per_label, "macro_f1": float(np.mean(f1s)) if f1s else None}
 
 
 # ---------------------------------------------------------------------------------------------
