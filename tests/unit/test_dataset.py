@@ -17,6 +17,7 @@ import soundfile
 
 from soundsentry.audio.mel import num_frames
 from soundsentry.audio.spectrogram_png import encode_png_gray, spectrogram_image
+from soundsentry.cli import main as cli_main
 from soundsentry.evaluation.sed_metrics import read_event_list
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.training import dataset
@@ -536,7 +537,7 @@ def test_main_runs_the_synth_command(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("SOUNDSENTRY_DATA_DIR", str(SHARED_DATA))
     out = tmp_path / "cli"
     argv = ["--out", str(out), "--train", "2", "--validate", "1", "--test", "1"]
-    assert dataset.main([*argv, "--duration-s", "1.0", "--seed", "3"]) == 0
+    assert cli_main(["dataset", "synth", *argv, "--duration-s", "1.0", "--seed", "3"]) == 0
     assert len(_rows(out)) == 4
     monkeypatch.delenv("SOUNDSENTRY_DATA_DIR")
-    assert dataset.main(["--out", str(tmp_path / "none")]) == 2
+    assert cli_main(["dataset", "synth", "--out", str(tmp_path / "none")]) == 2

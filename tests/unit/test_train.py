@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from soundsentry.cli import add_train_arguments, run_train
 from soundsentry.cli import main as cli_main
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features.featurizer import FeatureProfile, Featurizer
@@ -40,10 +41,8 @@ from soundsentry.training.train import (
     EarlyStopping,
     TrainConfig,
     TrainResult,
-    add_train_arguments,
     build_network,
     export_model,
-    run_train,
     train,
     train_model,
 )

@@ -50,13 +50,10 @@ background alike) is scaled down, so the SNR is unchanged. Files are written as 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
-import os
 import shutil
-import sys
 import zlib
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Mapping, Sequence
@@ -70,7 +67,7 @@ import numpy.typing as npt
 
 from soundsentry.audio.pcm import load_audio, to_s16
 from soundsentry.audio.spectrogram_png import encode_png_gray, spectrogram_image
-from soundsentry.exceptions import ConfigurationError, SoundSentryError
+from soundsentry.exceptions import ConfigurationError
 from soundsentry.training.alarms import (
     PATTERNS,
     room_impulse_response,
@@ -95,12 +92,9 @@ __all__ = [
     "MixSpec",
     "SourceClip",
     "active_region",
-    "add_synth_arguments",
     "load_catalog",
-    "main",
     "make_example",
     "manifest_row",
-    "run_synth",
     "split_by_group",
     "synthesize",
     "write_flac",
@@ -1256,80 +1250,3 @@ def _per_file_licences(manifest: Path) -> list[str]:
         return []
     with manifest.open(newline="", encoding="utf-8") as handle:
         return [f"  {row['path']}: {row['license']}" for row in csv.DictReader(handle)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-
-
-def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``soundsentry dataset synth`` (for wiring into the main CLI)."""
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=os.environ.get("SOUNDSENTRY_DATA_DIR"),
-        help="the development data (folders with manifest.csv); default $SOUNDSENTRY_DATA_DIR",
-    )
-    parser.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
-    parser.add_argument("--train", type=int, default=1000, help="training examples")
-    parser.add_argument("--validate", type=int, default=200, help="validation examples")
-    parser.add_argument("--test", type=int, default=200, help="test examples")
-    parser.add_argument("--seed", type=int, default=0, help="seed: same seed, same data set")
-    parser.add_argument("--duration-s", type=float, default=4.0, help="example length (s)")
-    parser.add_argument(
-        "--target-probability",
-        type=float,
-        default=MixSpec().target_probability,
-        help="share of examples that hold a target sound",
-    )
-    parser.add_argument(
-        "--rekognition",
-        action="store_true",
-        help="also write spectrogram PNGs in the Rekognition Custom Labels layout",
-    )
-
-
-def run_synth(args: argparse.Namespace) -> int:
-    """Body of ``soundsentry dataset synth`` for parsed ``args`` (see :func:`add_synth_arguments`).
-
-    The manifests' creation date is ``$SOURCE_DATE_EPOCH`` when set (reproducible output),
-    otherwise now.
-    """
-    if args.data_dir is None:
-        raise ConfigurationError("--data-dir is required (or set SOUNDSENTRY_DATA_DIR)")
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    try:
-        created = datetime.fromtimestamp(int(epoch), UTC) if epoch else None
-    except ValueError as exc:
-        raise ConfigurationError(f"SOURCE_DATE_EPOCH={epoch!r} is not an integer") from exc
-    manifest = synthesize(
-        data_dir=Path(args.data_dir),
-        out_dir=Path(args.out),
-        examples_per_split={"train": args.train, "validate": args.validate, "test": args.test},
-        spec=MixSpec(duration_s=args.duration_s, target_probability=args.target_probability),
-        seed=args.seed,
-        rekognition=args.rekognition,
-        created_utc=created,
-    )
-    print(f"wrote {args.train + args.validate + args.test} examples; manifest: {manifest}")
-    print(f"licences of the sources: {manifest.parent / 'LICENCES.txt'}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``soundsentry dataset synth``: returns 0, or 2 (with a message) for bad settings or data."""
-    parser = argparse.ArgumentParser(
-        prog="soundsentry dataset synth",
-        description="Mix training examples from the development recordings and synthetic alarms.",
-    )
-    add_synth_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_synth(args)
-    except SoundSentryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

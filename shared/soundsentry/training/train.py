@@ -60,14 +60,12 @@ The export is checked: the card is loaded and the ONNX scores must equal PyTorch
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
 import logging
 import math
 import shutil
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -81,7 +79,7 @@ import numpy.typing as npt
 
 from soundsentry.events.tracker import EventRule
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
-from soundsentry.features.featurizer import FeatureProfile, parse_profile
+from soundsentry.features.featurizer import FeatureProfile
 from soundsentry.training.calibration import (
     calibrate_thresholds,
     event_metrics,
@@ -112,10 +110,8 @@ __all__ = [
     "ExportCheckError",
     "TrainConfig",
     "TrainResult",
-    "add_train_arguments",
     "build_network",
     "export_model",
-    "run_train",
     "train",
     "train_model",
 ]
@@ -966,109 +962,3 @@ def _check_takes_over(takes_over: Sequence[str], labels: Sequence[str]) -> None:
     unknown = sorted(set(takes_over) - set(labels))
     if unknown:
         raise ConfigurationError(f"takes_over names labels the model will not have: {unknown}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``soundsentry train`` (for wiring into the main CLI)."""
-    defaults = TrainConfig()
-    parser.add_argument("dataset_dir", type=Path, help="a folder from 'soundsentry dataset synth'")
-    parser.add_argument("--out", type=Path, required=True, help="model folder (card + ONNX)")
-    parser.add_argument("--name", default="default", help="model name (file names, card)")
-    parser.add_argument(
-        "--model-version", dest="model_version", default="1.0.0", help="model version"
-    )
-    parser.add_argument("--labels", nargs="+", default=None, help="labels (default: all)")
-    parser.add_argument(
-        "--profile",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="a JSON feature profile, as in a profiles file (default: the built-in full-16k); "
-        "a band of full-16k's mel spec is served from full-16k's windows",
-    )
-    parser.add_argument(
-        "--takes-over",
-        dest="takes_over",
-        nargs="+",
-        default=[],
-        metavar="LABEL",
-        help="labels this model reports instead of the other models of its directory",
-    )
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs")
-    parser.add_argument("--patience", type=int, default=defaults.patience, help="early stopping")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="same seed, same model")
-    parser.add_argument(
-        "--channels",
-        type=int,
-        nargs="+",
-        default=list(defaults.channels),
-        metavar="N",
-        help="output channels of each convolution block (network width and depth; default "
-        f"{' '.join(str(c) for c in defaults.channels)})",
-    )
-    parser.add_argument(
-        "--false-alarms-per-hour",
-        dest="false_alarms_per_hour",
-        type=float,
-        default=defaults.false_alarms_per_hour,
-        metavar="N",
-        help="each label's event rule is tuned for event F1 within this many false alarms per "
-        "hour of the validation background (default %(default)s; 0 allows none there)",
-    )
-    parser.add_argument(
-        "--average-frequency",
-        dest="keep_frequency",
-        action="store_false",
-        help="average the feature map over frequency instead of giving the heads its bands "
-        "(the network before 1.1)",
-    )
-
-
-def run_train(args: argparse.Namespace) -> int:
-    """Body of ``soundsentry train`` for parsed ``args`` (see :func:`add_train_arguments`)."""
-    profile = DEFAULT_PROFILE if args.profile is None else _read_profile(args.profile)
-    config = TrainConfig(
-        profile=profile,
-        labels=None if args.labels is None else tuple(args.labels),
-        epochs=args.epochs,
-        patience=args.patience,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        channels=tuple(args.channels),
-        keep_frequency=args.keep_frequency,
-        false_alarms_per_hour=args.false_alarms_per_hour,
-    )
-    card = train(
-        args.dataset_dir,
-        args.out,
-        config,
-        name=args.name,
-        version=args.model_version,
-        progress=sys.stderr if sys.stderr.isatty() else None,
-        takes_over=args.takes_over,
-    )
-    document = json.loads(card.read_text(encoding="utf-8"))
-    print(f"wrote {card} and {card.parent / document['onnx']}")
-    for label, values in document["metrics"]["window"]["labels"].items():
-        print(f"  {label:<16} threshold {values['threshold']:.2f}  window F1 {_fmt(values['f1'])}")
-    print(f"licence: {document['licence']}")
-    return 0
-
-
-def _read_profile(path: Path) -> FeatureProfile:
-    try:
-        item = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigurationError(f"{path}: cannot read the feature profile: {exc}") from exc
-    return parse_profile(item, where=str(path))
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
