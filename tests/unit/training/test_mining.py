@@ -23,7 +23,7 @@ from soundsentry.training.mining import (
 )
 from tests.audio_fixtures import SHARED_DATA
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_runs_are_the_stretches_at_or_above_the_score() -> None:
