@@ -22,10 +22,9 @@ from typing import TextIO
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from soundsentry.alerting.engine import AlertEngine, AlertRules, NotificationPolicy
-from soundsentry.contracts import Event
+from soundsentry.contracts import Event, kind_name
 from soundsentry.models.model_set import ModelSet
 from soundsentry.notify.notifier import event_payload as payload_of
-from soundsentry.notify.notifier import kind_name
 from soundsentry.pipeline.embedded import EmbeddedPipeline
 from soundsentry.runtime.settings import KafkaSettings
 from soundsentry.runtime.topics import TopicLayout
@@ -74,7 +73,7 @@ def build(
     )
 
     def on_event(event: Event) -> None:
-        counter.labels(event.label, kind_name(event)).inc()
+        counter.labels(event.label, kind_name(event.kind)).inc()
         out.write(json.dumps(payload_of(event), sort_keys=True) + "\n")
         out.flush()
 

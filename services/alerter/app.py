@@ -41,16 +41,15 @@ from mode import CrashingSupervisor
 from prometheus_client import CollectorRegistry
 
 from soundsentry.alerting.engine import AlertEngine, AlertRules, NotificationPolicy, decode_state
-from soundsentry.contracts import Event, WindowScores, sensor_key
+from soundsentry.contracts import Event, WindowScores, kind_name, sensor_key
 from soundsentry.exceptions import BadMessageError, ConfigurationError
 from soundsentry.models.model_set import ModelCard, read_cards
 from soundsentry.notify.notifier import (
-    DeadLetter,
     NotificationMetrics,
     Notifier,
+    ParkEvent,
     delivery_id,
     destinations_from_config,
-    kind_name,
 )
 from soundsentry.recency import LastHeard
 from soundsentry.runtime.faust_topics import faust_raw_topic, faust_topic
@@ -275,7 +274,7 @@ class AlerterService:
         await asyncio.gather(*deliveries)
         published_ns = time.time_ns()
         for event in events:
-            self.metrics.count_event(event, kind_name(event), published_ns)
+            self.metrics.count_event(event, kind_name(event.kind), published_ns)
         await self._store(sensors)
 
     async def _store(self, sensors: Iterable[str]) -> None:
@@ -442,7 +441,7 @@ def create_app(
 def build_notifier(
     notify: NotifySettings,
     *,
-    dead_letter: DeadLetter,
+    dead_letter: ParkEvent,
     registry: CollectorRegistry,
     secrets: Mapping[str, str],
 ) -> Notifier | None:

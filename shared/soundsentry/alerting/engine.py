@@ -37,7 +37,13 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from soundsentry.contracts import WINDOW_REWIND_LIMIT_S, Event, EventKind, WindowScores
+from soundsentry.contracts import (
+    EVENT_KINDS,
+    WINDOW_REWIND_LIMIT_S,
+    Event,
+    EventKind,
+    WindowScores,
+)
 from soundsentry.events.tracker import (
     MAX_LOOKBACK_WINDOWS,
     EventRule,
@@ -62,7 +68,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_KIND = {"started": EventKind.EVENT_KIND_STARTED, "ended": EventKind.EVENT_KIND_ENDED}
 _STATE_VERSION = 1
 # AlertEngine.encoded_state: [version, stream id, anchor, [[model, label, *packed tracker]...]].
 _PACKED_STATE_VERSION = 2
@@ -260,7 +265,7 @@ def event_to_proto(
     found = update.event
     message = Event(
         event_id=update.event_id,
-        kind=_KIND[update.kind],
+        kind=EVENT_KINDS[update.kind],
         sensor_id=sensor_id,
         stream_id=stream_id,
         label=found.label,

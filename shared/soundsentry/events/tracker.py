@@ -103,18 +103,18 @@ import operator
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
+from soundsentry.contracts import EventKindName
 from soundsentry.exceptions import BadMessageError, ConfigurationError
 
 __all__ = [
     "MAX_LOOKBACK_WINDOWS",
     "SNAPSHOT_FIELDS",
     "Detected",
-    "EventKind",
     "EventRule",
     "EventRules",
     "EventTracker",
@@ -125,7 +125,6 @@ __all__ = [
     "unpacked",
 ]
 
-EventKind = Literal["started", "ended"]
 
 FrameScores = Sequence[npt.ArrayLike] | npt.NDArray[np.floating[Any]]
 
@@ -279,7 +278,7 @@ class Detected:
 class EventUpdate:
     """A streaming change: an event ``started`` (offset not known yet) or ``ended``."""
 
-    kind: EventKind
+    kind: EventKindName
     event_id: str
     event: Detected
 
@@ -827,7 +826,7 @@ class EventTracker:
         self._started = False
         self._pending = False
 
-    def _update(self, kind: EventKind, offset: int) -> EventUpdate:
+    def _update(self, kind: EventKindName, offset: int) -> EventUpdate:
         assert self._onset is not None
         label = self.rule.label
         event = Detected(

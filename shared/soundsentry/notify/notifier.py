@@ -40,7 +40,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from soundsentry.aws import aws_client
 from soundsentry.backoff import backoff_delays
-from soundsentry.contracts import Event, EventKind
+from soundsentry.contracts import Event, EventKind, kind_name
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
 from soundsentry.ratelimit import TokenBucket
 
@@ -50,6 +50,7 @@ __all__ = [
     "MqttDestination",
     "NotificationMetrics",
     "Notifier",
+    "ParkEvent",
     "SnsDestination",
     "WebhookDestination",
     "delivery_id",
@@ -61,7 +62,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_KIND_NAMES = {EventKind.EVENT_KIND_STARTED: "started", EventKind.EVENT_KIND_ENDED: "ended"}
 # A webhook answers in tens of ms; a retried or timing-out one in seconds.
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -74,13 +74,9 @@ class DeliveryError(SoundSentryError):
         self.retryable = retryable
 
 
-def kind_name(event: Event) -> str:
-    return _KIND_NAMES.get(event.kind, "unspecified")
-
-
 def delivery_id(event: Event) -> str:
     """What receivers deduplicate on: the event id and the kind (started and ended differ)."""
-    return f"{event.event_id}:{kind_name(event)}"
+    return f"{event.event_id}:{kind_name(event.kind)}"
 
 
 def _iso(timestamp: Any) -> str | None:
@@ -97,7 +93,7 @@ def event_payload(event: Event) -> dict[str, Any]:
     return {
         "event_id": event.event_id,
         "delivery_id": delivery_id(event),
-        "kind": kind_name(event),
+        "kind": kind_name(event.kind),
         "sensor_id": event.sensor_id,
         "stream_id": event.stream_id,
         "label": event.label,
@@ -439,7 +435,9 @@ class NotificationMetrics:
         )
 
 
-DeadLetter = Callable[[Event, str, str], Awaitable[None]]
+# Parks an event a destination could not take: (event, destination name, problem). Not a
+# runtime.deadletter.DeadLetter: the notifier only asks for the event to be parked.
+ParkEvent = Callable[[Event, str, str], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -576,7 +574,7 @@ class Notifier:
         self,
         destinations: Sequence[Destination],
         *,
-        dead_letter: DeadLetter,
+        dead_letter: ParkEvent,
         retries: int = 5,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
