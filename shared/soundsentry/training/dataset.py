@@ -689,22 +689,49 @@ def _frame_levels_db(
     return levels, frame, hop
 
 
+@dataclass(frozen=True, slots=True)
+class _Activity:
+    """The 20 ms frames of a clip (see :func:`_frame_levels_db`) within a threshold of its
+    loudest: their levels, the indices of the active ones, and frame and hop in samples."""
+
+    levels: npt.NDArray[np.float64]
+    active: npt.NDArray[np.intp]
+    frame: int
+    hop: int
+    size: int  # the clip's samples
+
+    @property
+    def region(self) -> tuple[int, int]:
+        """First active frame's start to last active frame's end (exclusive), in samples."""
+        return int(self.active[0]) * self.hop, min(
+            self.size, int(self.active[-1]) * self.hop + self.frame
+        )
+
+
+def _activity(
+    audio: npt.NDArray[np.floating], *, sample_rate_hz: int, threshold_db: float
+) -> _Activity | None:
+    """The frames within ``threshold_db`` of the loudest; None for digital silence (every
+    frame below -140 dBFS)."""
+    levels, frame, hop = _frame_levels_db(audio, sample_rate_hz=sample_rate_hz)
+    peak = float(levels.max())
+    if peak <= 10.0 * np.log10(_SILENT_MEAN_SQUARE):
+        return None
+    active = np.flatnonzero(levels >= peak - threshold_db)
+    return _Activity(levels, active, frame, hop, int(np.asarray(audio).size))
+
+
 def active_region(
     audio: npt.NDArray[np.floating], *, sample_rate_hz: int, threshold_db: float = 20.0
 ) -> tuple[int, int] | None:
     """Where a clip's sound is: first to last 20 ms frame within ``threshold_db`` of the loudest.
 
     Frames are 20 ms long, 10 ms apart. Returns ``(start_sample, end_sample)`` (end exclusive),
-    or None for digital silence (every frame below -140 dBFS).
+    or None for digital silence (every frame below -140 dBFS). The mixer places real target
+    clips by the same frames (:func:`_real_target`).
     """
-    levels, frame, hop = _frame_levels_db(audio, sample_rate_hz=sample_rate_hz)
-    peak = float(levels.max())
-    if peak <= 10.0 * np.log10(_SILENT_MEAN_SQUARE):
-        return None
-    active = np.flatnonzero(levels >= peak - threshold_db)
-    start = int(active[0]) * hop
-    end = min(int(np.asarray(audio).size), int(active[-1]) * hop + frame)
-    return start, end
+    activity = _activity(audio, sample_rate_hz=sample_rate_hz, threshold_db=threshold_db)
+    return None if activity is None else activity.region
 
 
 def _rms(x: npt.NDArray[np.floating]) -> float:
@@ -815,18 +842,17 @@ def _real_target(
     loader: ClipLoader,
 ) -> tuple[npt.NDArray[np.float64], list[tuple[int, int]], SourceClip, str]:
     n, rate = spec.num_samples, spec.sample_rate_hz
+    activity = None
     for _ in range(_MAX_DRAWS):
         clip = candidates[int(rng.integers(len(candidates)))]
         audio = loader.load(clip)
-        levels, frame, hop = _frame_levels_db(audio, sample_rate_hz=rate)
-        peak = float(levels.max())
-        if peak > 10.0 * np.log10(_SILENT_MEAN_SQUARE):
+        activity = _activity(audio, sample_rate_hz=rate, threshold_db=spec.active_threshold_db)
+        if activity is not None:
             break
-    else:
+    if activity is None:
         raise ConfigurationError(f"drew {_MAX_DRAWS} digitally silent target clips in a row")
-    threshold = peak - spec.active_threshold_db
-    active = np.flatnonzero(levels >= threshold)
-    region = (int(active[0]) * hop, min(audio.size, int(active[-1]) * hop + frame))
+    levels, active, frame, hop = activity.levels, activity.active, activity.frame, activity.hop
+    region = activity.region
     pad = round(_TARGET_PAD_S * rate)
     lo, hi = max(0, region[0] - pad), min(audio.size, region[1] + pad)
     if hi - lo > n:
