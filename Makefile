@@ -30,7 +30,7 @@ help:
 	@echo "make test      create .venv, install, fetch Kafka, install Mosquitto and Prometheus, build kustomize and composecheck, lint, type-check, run every test"
 	@echo "make install   create .venv and install soundsentry to run it (no test tools, no PyTorch)"
 	@echo "make kafka     fetch Apache Kafka's jars from Maven Central (once, into ~/.cache/soundsentry/kafka)"
-	@echo "make lint      ruff check, ruff format --check, mypy"
+	@echo "make lint      ruff check, ruff format --check, mypy, lint-imports (the import rules)"
 	@echo "make format    apply ruff's fixes and formatting"
 	@echo "make proto     regenerate shared/soundsentry/v1 from proto/"
 	@echo "make docs      regenerate README.md's configuration reference from the settings"
@@ -91,6 +91,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

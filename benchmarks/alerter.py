@@ -2,10 +2,10 @@
 
 Feeds the default model's card (models/) score messages as the classifier publishes them (every
 label with a score and one frame score per STFT frame) from --sensors sensors, one window per
-hop each, to soundsentry.alerting.AlertEngine, after a warm-up that creates every tracker. The
-scores are mostly quiet with a loud run now and then, so events start and end. Also times the
-state snapshot the alerter service writes per touched sensor and batch (``encoded_state``, as
-its table stores it) against the JSON of ``state_of`` (what it stored before).
+hop each, to soundsentry.alerting.engine.AlertEngine, after a warm-up that creates every tracker.
+The scores are mostly quiet with a loud run now and then, so events start and end. Also times the
+state snapshot the alerter service writes per touched sensor and batch (``encoded_state``, as its
+table stores it) against the JSON of ``state_of`` (what it stored before).
 
 This is the engine and the snapshot, not the service: Faust's per-record machinery and the
 Kafka sends come on top (benchmarks/pipeline.py measures the whole service).
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from soundsentry.alerting import AlertEngine
+from soundsentry.alerting.engine import AlertEngine
 from soundsentry.contracts import WindowScores
-from soundsentry.models import ModelCard, read_cards
+from soundsentry.models.model_set import ModelCard, read_cards
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,11 +1,11 @@
 """Classifier throughput: batched ONNX inference on real feature windows, one CPU core.
 
 Scores windows made by the featurizer from real recordings (../shared/data) with every model of
-a model directory (default: models/), through soundsentry.models with one inference thread, at
-several batch sizes. Without a model directory it measures the default architecture of
-`soundsentry train` (or other block widths: --channels) exported with untrained weights, in
-float, or int8 with --int8 (speed does not depend on the weights; the JSON says which was
-measured). Needs PyTorch only in that case.
+a model directory (default: models/), through soundsentry.models.model_set with one inference
+thread, at several batch sizes. Without a model directory it measures the default architecture of
+`soundsentry train` (or other block widths: --channels) exported with untrained weights, in float,
+or int8 with --int8 (speed does not depend on the weights; the JSON says which was measured). Needs
+PyTorch only in that case.
 
 Also times one ONNX Runtime run of 4, 16, 64 and 256 windows (without the slicing of
 LoadedModel.predict). Last line: one JSON object with windows_per_s_per_core (at --batch), the
@@ -32,9 +32,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile  # noqa: E402
 
-from soundsentry.audio import s16_chunks  # noqa: E402
-from soundsentry.features import FeatureProfile, Featurizer, Window  # noqa: E402
-from soundsentry.models import INFERENCE_SLICE, INPUT_NAME, ModelSet  # noqa: E402
+from soundsentry.audio.pcm import s16_chunks  # noqa: E402
+from soundsentry.features.featurizer import FeatureProfile, Featurizer, Window  # noqa: E402
+from soundsentry.models.model_set import INFERENCE_SLICE, INPUT_NAME, ModelSet  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "urbansound8k_subset"
 LABELS = [
@@ -52,7 +52,7 @@ LABELS = [
 def untrained_default(directory: Path, channels: tuple[int, ...] = (16, 32, 64)) -> Path:
     """Export `soundsentry train`'s network (default widths, or ``channels``), untrained, with
     its card, into directory."""
-    from soundsentry.train import TrainConfig, TrainResult, build_network, export_model  # noqa: PLC0415
+    from soundsentry.training.train import TrainConfig, TrainResult, build_network, export_model  # noqa: PLC0415
 
     profile = FeatureProfile("full-16k")
     network = build_network(profile, len(LABELS), channels=channels).eval()
@@ -75,7 +75,7 @@ def untrained_default(directory: Path, channels: tuple[int, ...] = (16, 32, 64))
 
 def quantized(directory: Path) -> None:
     """Make the untrained model of ``directory`` int8 (its card then names the int8 file)."""
-    from soundsentry.quantize import quantize_onnx  # noqa: PLC0415
+    from soundsentry.training.quantize import quantize_onnx  # noqa: PLC0415
 
     card_path = directory / "untrained.json"
     card = json.loads(card_path.read_text())

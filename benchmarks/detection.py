@@ -3,7 +3,7 @@
 Everything is built from the development data's **test** split (``split_by_group`` with the
 seed the model's training data was mixed with, ``--split-seed``, default 7 as for the default
 model): target recordings held out by source, and background recordings no training example
-used (the test scenes of ``soundsentry.dataset.SCENE_SPLITS``, UrbanSound8K's test folds'
+used (the test scenes of ``soundsentry.training.dataset.SCENE_SPLITS``, UrbanSound8K's test folds'
 background classes, the held-out household sounds and glass-break backgrounds).
 
 - **Long mixtures** after the DCASE 2017 task 2 protocol: 30 s each, half hold one event of a
@@ -17,8 +17,8 @@ background classes, the held-out household sounds and glass-break backgrounds).
 - **CPU**: classifier (ONNX Runtime, one thread) milliseconds per window, and the real-time
   factor of the whole in-process pipeline (``soundsentry detect``'s, file by file).
 - **Operating points**: per label, recall (onset-only 500 ms) and false alarms per hour (of all
-  the audio) as the rule's on-threshold moves (:mod:`soundsentry.operating`), from the same
-  window scores.
+  the audio) as the rule's on-threshold moves (:mod:`soundsentry.evaluation.operating`), from the
+  same window scores.
 
 Mixtures are made from seeds, so every model is measured on the same audio.
 
@@ -52,8 +52,13 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from soundsentry.alarms import PATTERNS  # noqa: E402
-from soundsentry.dataset import (  # noqa: E402
+from soundsentry.evaluation.operating import ScoreTrack, operating_points  # noqa: E402
+from soundsentry.evaluation.sed_metrics import EvalEvent, event_based_metrics  # noqa: E402
+from soundsentry.features.featurizer import Window  # noqa: E402
+from soundsentry.models.model_set import ModelSet, WindowScore, write_card  # noqa: E402
+from soundsentry.pipeline.detect import WindowTrace, detect_file, score_tracks  # noqa: E402
+from soundsentry.training.alarms import PATTERNS  # noqa: E402
+from soundsentry.training.dataset import (  # noqa: E402
     TARGET_LABELS,
     ClipLoader,
     MixSpec,
@@ -62,11 +67,6 @@ from soundsentry.dataset import (  # noqa: E402
     split_by_group,
     write_flac,
 )
-from soundsentry.detect import WindowTrace, detect_file, score_tracks  # noqa: E402
-from soundsentry.evaluation import EvalEvent, event_based_metrics  # noqa: E402
-from soundsentry.features import Window  # noqa: E402
-from soundsentry.models import ModelSet, WindowScore, write_card  # noqa: E402
-from soundsentry.operating import ScoreTrack, operating_points  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

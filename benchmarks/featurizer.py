@@ -33,9 +33,9 @@ import librosa  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile  # noqa: E402
 
+from soundsentry.audio.mel import MelSpec  # noqa: E402
 from soundsentry.contracts import AudioChunk, SampleFormat  # noqa: E402
-from soundsentry.dsp import MelSpec  # noqa: E402
-from soundsentry.features import DEFAULT_PROFILES, Featurizer  # noqa: E402
+from soundsentry.features.featurizer import DEFAULT_PROFILES, Featurizer  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "urbansound8k_subset"
 

@@ -46,12 +46,12 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from soundsentry.contracts import Event, EventKind, decode
-from soundsentry.evaluation import read_event_list
-from soundsentry.models import ModelCard, read_cards
-from soundsentry.settings import KafkaSettings
-from soundsentry.stack import SERVICES, LocalStack, StackPorts, soundsentry_command
+from soundsentry.dev.stack import SERVICES, LocalStack, StackPorts, soundsentry_command
+from soundsentry.evaluation.sed_metrics import read_event_list
+from soundsentry.models.model_set import ModelCard, read_cards
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import EVENTS, TopicLayout
 from soundsentry.testing.kafka_broker import free_port
-from soundsentry.topics import EVENTS, TopicLayout
 
 REPO = Path(__file__).resolve().parents[1]
 KITCHEN = REPO / "examples" / "audio" / "kitchen_alarms.flac"

@@ -39,7 +39,6 @@ import grpc
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from soundsentry.client import file_chunks, push
 from soundsentry.contracts import (
     AudioChunk,
     Event,
@@ -51,12 +50,13 @@ from soundsentry.contracts import (
     decode,
     encode,
 )
-from soundsentry.detect import detect_file
-from soundsentry.models import ModelSet
-from soundsentry.settings import KafkaSettings
-from soundsentry.stack import LocalStack, StackPorts
+from soundsentry.dev.stack import LocalStack, StackPorts
+from soundsentry.ingest.client import file_chunks, push
+from soundsentry.models.model_set import ModelSet
+from soundsentry.pipeline.detect import detect_file
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import AUDIO, EVENTS, SCORES, WINDOWS, TopicLayout
 from soundsentry.testing.kafka_broker import free_port
-from soundsentry.topics import AUDIO, EVENTS, SCORES, WINDOWS, TopicLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDING = ROOT / "examples" / "audio" / "kitchen_alarms.flac"

@@ -33,10 +33,10 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer
 
 from soundsentry.contracts import AudioChunk, Event, EventKind, FeatureWindow, WindowScores, decode
-from soundsentry.settings import KafkaSettings
-from soundsentry.stack import SERVICES, LocalStack, StackPorts, soundsentry_command
+from soundsentry.dev.stack import SERVICES, LocalStack, StackPorts, soundsentry_command
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import AUDIO, EVENTS, SCORES, WINDOWS, TopicLayout
 from soundsentry.testing.kafka_broker import free_port
-from soundsentry.topics import AUDIO, EVENTS, SCORES, WINDOWS, TopicLayout
 
 REPO = Path(__file__).resolve().parents[1]
 KITCHEN = REPO / "examples" / "audio" / "kitchen_alarms.flac"

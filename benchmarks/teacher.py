@@ -17,7 +17,7 @@ Nothing is fitted on the audio it is measured on:
   protocol, test split held out by source): window average precision per label, and per label
   the best recall (onset-only 500 ms collar) at a false-alarm rate of at most 0.5, 1 and
   3 per hour of all the audio, as the event rule's on-threshold moves
-  (:mod:`soundsentry.operating`), with and without the confirmer; the share of background
+  (:mod:`soundsentry.evaluation.operating`), with and without the confirmer; the share of background
   windows escalated and the teacher's CPU per call.
 
     .venv/bin/python benchmarks/teacher.py --teacher birdnet_v24.onnx --dataset DIR
@@ -54,10 +54,11 @@ from sklearn.metrics import average_precision_score  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from detection import DATA, ROOT, build_mixtures  # noqa: E402
 
-from soundsentry.detect import WindowTrace, detect_file, event_rule_for  # noqa: E402
-from soundsentry.evaluation import EvalEvent  # noqa: E402
-from soundsentry.models import ModelCard, ModelSet  # noqa: E402
-from soundsentry.operating import ScoreTrack, operating_points  # noqa: E402
+from soundsentry.evaluation.operating import ScoreTrack, operating_points  # noqa: E402
+from soundsentry.evaluation.sed_metrics import EvalEvent  # noqa: E402
+from soundsentry.models.model_set import ModelCard, ModelSet  # noqa: E402
+from soundsentry.models.trackers import event_rule_for  # noqa: E402
+from soundsentry.pipeline.detect import WindowTrace, detect_file  # noqa: E402
 
 RATE = 16_000
 CONTEXT = 3 * RATE

@@ -11,11 +11,11 @@ from collections.abc import Mapping
 
 from pydantic_settings import BaseSettings
 
+from soundsentry.runtime.settings import KafkaSettings, TopicSettings
 from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
 from soundsentry.services.classifier.settings import ClassifierSettings, EscalationSettings
 from soundsentry.services.featurizer.settings import FeaturizerSettings
 from soundsentry.services.ingest.settings import IngestSettings
-from soundsentry.settings import KafkaSettings, TopicSettings
 
 __all__ = [
     "OTHER_VARIABLES",

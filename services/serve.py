@@ -1,7 +1,7 @@
 """``soundsentry serve``: every stage in one process, no Kafka (the embedded mode).
 
 gRPC ingest (``SOUNDSENTRY_INGEST_*``: port, tokens, TLS) hands accepted chunks to the
-:class:`~soundsentry.embedded.EmbeddedPipeline`: the featurizer, the classifier's models
+:class:`~soundsentry.pipeline.embedded.EmbeddedPipeline`: the featurizer, the classifier's models
 (``SOUNDSENTRY_CLASSIFIER_MODEL_DIR``), the alerter's event logic and rules
 (``SOUNDSENTRY_ALERTER_RULES_FILE``) and the notifications (``SOUNDSENTRY_NOTIFY_*``). Every
 event is also printed to standard output as one JSON line; /metrics is served on the ingest's
@@ -21,19 +21,18 @@ from typing import TextIO
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
-from soundsentry.alerting import AlertEngine, AlertRules, NotificationPolicy
-from soundsentry.contracts import Event
-from soundsentry.embedded import EmbeddedPipeline
-from soundsentry.models import ModelSet
-from soundsentry.notify import event_payload as payload_of
-from soundsentry.notify import kind_name
+from soundsentry.alerting.engine import AlertEngine, AlertRules, NotificationPolicy
+from soundsentry.contracts import Event, kind_name
+from soundsentry.models.model_set import ModelSet
+from soundsentry.notify.notifier import event_payload as payload_of
+from soundsentry.pipeline.embedded import EmbeddedPipeline
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import TopicLayout
 from soundsentry.services.alerter.app import build_notifier
 from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
 from soundsentry.services.classifier.settings import ClassifierSettings
 from soundsentry.services.ingest.server import IngestServer
 from soundsentry.services.ingest.settings import IngestSettings
-from soundsentry.settings import KafkaSettings
-from soundsentry.topics import TopicLayout
 
 __all__ = ["build", "main"]
 
@@ -74,7 +73,7 @@ def build(
     )
 
     def on_event(event: Event) -> None:
-        counter.labels(event.label, kind_name(event)).inc()
+        counter.labels(event.label, kind_name(event.kind)).inc()
         out.write(json.dumps(payload_of(event), sort_keys=True) + "\n")
         out.flush()
 

@@ -16,8 +16,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from soundsentry.contracts import WindowScores
-from soundsentry.features import FeatureProfile, Featurizer
-from soundsentry.models import ModelCard, ModelSet, read_card, score_to_proto
+from soundsentry.features.featurizer import FeatureProfile, Featurizer
+from soundsentry.models.model_set import ModelCard, ModelSet, read_card, score_to_proto
 from tests.audio_fixtures import chunks, recording
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds tools/composecheck (compose-go, the Compose file loader of `docker compose`) into
-# .cache/bin, so tests/unit/test_compose.py can validate docker-compose.yml without Docker.
+# .cache/bin, so tests/deploy/test_docker_compose.py can validate docker-compose.yml without Docker.
 # Idempotent: rebuilds only when the binary is missing or older than its sources.
 # Needs Go >= 1.24 (modules from the Go module proxy); without Go it says so and exits 0, and
 # the tests that need the binary are skipped with that reason.

@@ -2,7 +2,7 @@
 
 ``examples/audio/kitchen_alarms.flac``: 20 s at 16 kHz of synthetic room noise (pink noise with
 a 50 Hz hum and a slow level drift) with two cycles of a smoke alarm (T3) from 2 s and two of a
-CO alarm (T4) from 12 s, from :func:`soundsentry.alarms.synthesize_alarm`. Beside it,
+CO alarm (T4) from 12 s, from :func:`soundsentry.training.alarms.synthesize_alarm`. Beside it,
 ``kitchen_alarms.events.tsv`` lists the true events (file, onset, offset, label) for
 ``soundsentry evaluate``. Seeded: the same files every run.
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from soundsentry.alarms import synthesize_alarm
+from soundsentry.training.alarms import synthesize_alarm
 
 RATE = 16_000
 DURATION_S = 20.0

@@ -27,7 +27,7 @@ import (
 	soundsentryv1 "github.com/soundsentry/soundsentry/examples/go-producer/gen/soundsentry/v1"
 )
 
-// What SoundSentry accepts in a chunk (soundsentry.audio.ChunkLimits); a chunk outside these
+// What SoundSentry accepts in a chunk (soundsentry.audio.pcm.ChunkLimits); a chunk outside these
 // limits is not processed but parked in <topic>.dlq.
 const (
 	maxSensorIDBytes = 256

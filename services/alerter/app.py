@@ -2,7 +2,7 @@
 
 One agent reads the scores topic in batches (up to ``max_batch_scores`` records, waiting at
 most ``max_batch_ms``), decodes each record (undecodable ones, and scores outside [0, 1], are
-parked in the scores DLQ) and feeds it to the :class:`~soundsentry.alerting.AlertEngine`. The
+parked in the scores DLQ) and feeds it to the :class:`~soundsentry.alerting.engine.AlertEngine`. The
 events it causes go to the events topic keyed by sensor; then each touched sensor's trackers are
 written to a Faust table and its changelog (``<app id>-trackers-changelog``, keyed by sensor, in
 the partition of the sensor's scores), one record batch per partition.
@@ -17,9 +17,9 @@ Model cards and the rules file are re-read every ``reload_interval_s``; a label 
 disabled ends its open events at once.
 
 Notifications (with a destinations file, :class:`NotifySettings`): a second agent reads the
-events topic and hands each event to the :class:`~soundsentry.notify.Notifier` without waiting;
-the event's record stays uncommitted until every destination has delivered it or given up on it,
-in which case the record is parked in the events DLQ naming the destination and the problem.
+events topic and hands each event to the :class:`~soundsentry.notify.notifier.Notifier` without
+waiting; the event's record stays uncommitted until every destination has delivered it or given up
+on it, in which case the record is parked in the events DLQ naming the destination and the problem.
 """
 
 from __future__ import annotations
@@ -40,26 +40,24 @@ from faust.types import TP
 from mode import CrashingSupervisor
 from prometheus_client import CollectorRegistry
 
-from soundsentry.alerting import AlertEngine, AlertRules, NotificationPolicy, decode_state
-from soundsentry.contracts import Event, WindowScores, sensor_key
+from soundsentry.alerting.engine import AlertEngine, AlertRules, NotificationPolicy, decode_state
+from soundsentry.contracts import Event, WindowScores, kind_name, sensor_key
 from soundsentry.exceptions import BadMessageError, ConfigurationError
-from soundsentry.faust_transport import RecoveryStalledError, recovery_stalled_for
-from soundsentry.metrics import SensorFilter
-from soundsentry.models import ModelCard, read_cards
-from soundsentry.notify import (
-    DeadLetter,
+from soundsentry.models.model_set import ModelCard, read_cards
+from soundsentry.notify.notifier import (
     NotificationMetrics,
     Notifier,
+    ParkEvent,
     delivery_id,
     destinations_from_config,
-    kind_name,
 )
 from soundsentry.recency import LastHeard
-from soundsentry.record_batches import send_batches
-from soundsentry.services.alerter.metrics import AlerterMetrics
-from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
-from soundsentry.settings import KafkaSettings, TopicSettings
-from soundsentry.streaming import (
+from soundsentry.runtime.faust_topics import faust_raw_topic, faust_topic
+from soundsentry.runtime.faust_transport import RecoveryStalledError, recovery_stalled_for
+from soundsentry.runtime.metrics import SensorFilter
+from soundsentry.runtime.record_batches import send_batches
+from soundsentry.runtime.settings import KafkaSettings, TopicSettings
+from soundsentry.runtime.streaming import (
     decode_or_park,
     new_app,
     park,
@@ -67,7 +65,9 @@ from soundsentry.streaming import (
     run_worker,
     update_consumer_lag,
 )
-from soundsentry.topics import DLQ_PARTITIONS, EVENTS, SCORES, TopicLayout
+from soundsentry.runtime.topics import DLQ_PARTITIONS, EVENTS, SCORES, TopicLayout
+from soundsentry.services.alerter.metrics import AlerterMetrics
+from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
 
 __all__ = [
     "SERVICE",
@@ -112,9 +112,9 @@ class AlerterService:
         self._cards = dict(cards)
         self._rules = rules
         self.policy = NotificationPolicy(rules)
-        self.source = topics.faust_raw_topic(app, topics.name(SCORES))
-        self.dlq = topics.faust_raw_topic(app, topics.dlq(SCORES), partitions=DLQ_PARTITIONS)
-        self.events = topics.faust_topic(app, EVENTS)
+        self.source = faust_raw_topic(app, topics, topics.name(SCORES))
+        self.dlq = faust_raw_topic(app, topics, topics.dlq(SCORES), partitions=DLQ_PARTITIONS)
+        self.events = faust_topic(app, topics, EVENTS)
         # Keyed by the raw sensor key. The alerter writes its changelog itself (_store), in the
         # partition of the sensor's scores; Faust reads it back when it (re)assigns partitions.
         # use_partitioner only spares Faust a current event when it writes (it no longer does).
@@ -141,7 +141,9 @@ class AlerterService:
             app.timer(settings.reload_interval_s, name=f"{SERVICE}.reload")(self.reload)
         # Started at the first assignment: Faust starts timers only after the first recovery.
         self._recovery_watch: asyncio.Future[None] | None = None
-        self.events_dlq = topics.faust_raw_topic(app, topics.dlq(EVENTS), partitions=DLQ_PARTITIONS)
+        self.events_dlq = faust_raw_topic(
+            app, topics, topics.dlq(EVENTS), partitions=DLQ_PARTITIONS
+        )
         self._storing = asyncio.Lock()
         # Records of events whose notifications are under way, by delivery id.
         self._notifying: dict[str, faust.EventT[Any]] = {}
@@ -151,7 +153,7 @@ class AlerterService:
         its dead-letter callback should be :meth:`park_notification`)."""
         self.notifier = notifier
         self.app.agent(
-            self.topics.faust_raw_topic(self.app, self.topics.name(EVENTS)),
+            faust_raw_topic(self.app, self.topics, self.topics.name(EVENTS)),
             name=f"{SERVICE}.notify",
             supervisor_strategy=CrashingSupervisor,
         )(self._notify_agent)
@@ -272,7 +274,7 @@ class AlerterService:
         await asyncio.gather(*deliveries)
         published_ns = time.time_ns()
         for event in events:
-            self.metrics.count_event(event, kind_name(event), published_ns)
+            self.metrics.count_event(event, kind_name(event.kind), published_ns)
         await self._store(sensors)
 
     async def _store(self, sensors: Iterable[str]) -> None:
@@ -439,7 +441,7 @@ def create_app(
 def build_notifier(
     notify: NotifySettings,
     *,
-    dead_letter: DeadLetter,
+    dead_letter: ParkEvent,
     registry: CollectorRegistry,
     secrets: Mapping[str, str],
 ) -> Notifier | None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from soundsentry.contracts import Event
-from soundsentry.metrics import SensorFilter, StreamMetrics
+from soundsentry.runtime.metrics import SensorFilter, StreamMetrics
 
 __all__ = ["AlerterMetrics"]
 

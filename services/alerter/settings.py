@@ -1,6 +1,6 @@
 """Alerter service settings (prefix ``SOUNDSENTRY_ALERTER_``).
 
-A rules file (JSON, :class:`~soundsentry.alerting.AlertRules`) changes event rules per label,
+A rules file (JSON, :class:`~soundsentry.alerting.engine.AlertRules`) changes event rules per label,
 for every sensor and per sensor group; it is re-read while running::
 
     {

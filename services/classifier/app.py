@@ -1,6 +1,6 @@
 """The classifier: feature windows in, per-label scores out, bad records parked.
 
-A :class:`~soundsentry.batchapp.BatchApp` reads the windows topic in batches (up to
+A :class:`~soundsentry.runtime.batchapp.BatchApp` reads the windows topic in batches (up to
 ``max_batch_windows`` records, waiting at most ``max_batch_ms``), decodes each record
 (undecodable ones, and windows whose shape does not fit their profile, are parked in the
 windows DLQ), and scores the whole batch with :meth:`ModelSet.score`: every model whose profile
@@ -9,13 +9,13 @@ silence gate skipped. Each model's scores of each window go to the scores topic 
 sensor, with a deterministic id.
 
 Hot reload: every ``reload_interval_s`` the model directory is re-read
-(:class:`~soundsentry.models.ModelDirectory`); new and changed cards serve from the next batch,
-a card that fails to load is logged and counted while its previous version keeps serving.
+(:class:`~soundsentry.models.model_set.ModelDirectory`); new and changed cards serve from the next
+batch, a card that fails to load is logged and counted while its previous version keeps serving.
 
 Escalation (optional, :class:`~soundsentry.services.classifier.settings.EscalationSettings`):
 after a window's first-stage scores are sent, an uncertain one is offered to the
-:class:`~soundsentry.escalator.Escalator`, which calls the second stage in a task of its own;
-scoring goes on meanwhile. When the answer comes, a revision (the merged scores, with
+:class:`~soundsentry.escalation.escalator.Escalator`, which calls the second stage in a task of its
+own; scoring goes on meanwhile. When the answer comes, a revision (the merged scores, with
 ``escalated_to`` set and a score id of its own) goes to the scores topic too.
 
 Delivery is at least once, as in the featurizer: a batch's offsets are committed only after
@@ -37,10 +37,8 @@ from collections.abc import Mapping, Sequence, Set
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from soundsentry.batchapp import BatchApp, Record, decode_or_park, park, run_batch_service
 from soundsentry.contracts import sensor_key
-from soundsentry.escalation import CircuitBreaker, EscalationPolicy, RateBudget, UncertaintyBand
-from soundsentry.escalator import (
+from soundsentry.escalation.escalator import (
     EscalationMetrics,
     Escalator,
     OnnxSecondStage,
@@ -48,20 +46,27 @@ from soundsentry.escalator import (
     Revision,
     SecondStage,
 )
+from soundsentry.escalation.policy import (
+    CircuitBreaker,
+    EscalationPolicy,
+    RateBudget,
+    UncertaintyBand,
+)
 from soundsentry.exceptions import BadMessageError, ConfigurationError
-from soundsentry.features import FeatureProfile, Window, window_from_proto
-from soundsentry.metrics import SensorFilter
-from soundsentry.models import (
+from soundsentry.features.featurizer import FeatureProfile, Window, window_from_proto
+from soundsentry.models.model_set import (
     ModelDirectory,
     ModelSet,
     ReloadReport,
     load_model,
     score_to_proto,
 )
+from soundsentry.runtime.batchapp import BatchApp, Record, decode_or_park, park, run_batch_service
+from soundsentry.runtime.metrics import SensorFilter
+from soundsentry.runtime.settings import KafkaSettings, TopicSettings
+from soundsentry.runtime.topics import SCORES, WINDOWS, TopicLayout
 from soundsentry.services.classifier.metrics import ClassifierMetrics
 from soundsentry.services.classifier.settings import ClassifierSettings, EscalationSettings
-from soundsentry.settings import KafkaSettings, TopicSettings
-from soundsentry.topics import SCORES, WINDOWS, TopicLayout
 
 __all__ = ["SERVICE", "ClassifierService", "build_escalator", "create_app", "main"]
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from soundsentry.metrics import SensorFilter, SensorMetrics, StreamMetrics
+from soundsentry.runtime.metrics import SensorFilter, SensorMetrics, StreamMetrics
 
 __all__ = ["ClassifierMetrics"]
 

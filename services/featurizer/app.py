@@ -1,6 +1,6 @@
 """The featurizer: audio chunks in, feature windows out, bad records parked.
 
-A :class:`~soundsentry.batchapp.BatchApp` reads the raw audio topic in batches (up to
+A :class:`~soundsentry.runtime.batchapp.BatchApp` reads the raw audio topic in batches (up to
 ``max_batch_chunks`` records, waiting at most ``max_batch_ms``), decodes each record
 (undecodable ones are parked in the audio DLQ), featurizes the whole batch in one
 :meth:`Featurizer.process` call (chunks from every sensor of the worker's partitions
@@ -29,15 +29,15 @@ from collections.abc import Mapping, Sequence, Set
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from soundsentry.audio import chunk_frames
-from soundsentry.batchapp import BatchApp, Record, decode_or_park, park, run_batch_service
+from soundsentry.audio.pcm import chunk_frames
 from soundsentry.contracts import AudioChunk, sensor_key
-from soundsentry.features import Featurizer, window_to_proto
+from soundsentry.features.featurizer import Featurizer, window_to_proto
 from soundsentry.recency import LastHeard
+from soundsentry.runtime.batchapp import BatchApp, Record, decode_or_park, park, run_batch_service
+from soundsentry.runtime.settings import KafkaSettings, TopicSettings
+from soundsentry.runtime.topics import AUDIO, WINDOWS, TopicLayout
 from soundsentry.services.featurizer.metrics import FeaturizerMetrics
 from soundsentry.services.featurizer.settings import FeaturizerSettings
-from soundsentry.settings import KafkaSettings, TopicSettings
-from soundsentry.topics import AUDIO, WINDOWS, TopicLayout
 
 __all__ = ["SERVICE", "FeaturizerService", "create_app", "main"]
 

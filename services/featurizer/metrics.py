@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from soundsentry.metrics import StreamMetrics
+from soundsentry.runtime.metrics import StreamMetrics
 
 __all__ = ["FeaturizerMetrics"]
 

@@ -1,8 +1,8 @@
 """Featurizer service settings (prefix ``SOUNDSENTRY_FEATURIZER_``) and its profiles file.
 
 A profiles file is a JSON list of objects with the fields of
-:class:`~soundsentry.features.FeatureProfile`, where ``mel`` is an object with the fields of
-:class:`~soundsentry.dsp.MelSpec`; omitted fields take their defaults::
+:class:`~soundsentry.features.featurizer.FeatureProfile`, where ``mel`` is an object with the
+fields of :class:`~soundsentry.audio.mel.MelSpec`; omitted fields take their defaults::
 
     [
       {"name": "full-16k"},
@@ -22,7 +22,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.features import DEFAULT_PROFILES, FeatureProfile, parse_profile
+from soundsentry.features.featurizer import DEFAULT_PROFILES, FeatureProfile, parse_profile
 
 __all__ = ["FeaturizerSettings", "load_profiles"]
 

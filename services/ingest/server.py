@@ -24,10 +24,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from prometheus_client import CollectorRegistry, start_http_server
 
-from soundsentry.audio import ChunkLimits, chunk_frames
+from soundsentry.audio.pcm import ChunkLimits, chunk_frames
 from soundsentry.contracts import AudioChunk, ChunkAck, encode, sensor_key
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.ingest import (
+from soundsentry.ingest.rules import (
     AudioRateLimiter,
     Code,
     SequenceTracker,
@@ -35,10 +35,10 @@ from soundsentry.ingest import (
     Verdict,
     admit,
 )
+from soundsentry.runtime.settings import MAX_MESSAGE_BYTES, KafkaSettings, TopicSettings
+from soundsentry.runtime.topics import AUDIO, TopicLayout
 from soundsentry.services.ingest.metrics import IngestMetrics
 from soundsentry.services.ingest.settings import IngestSettings
-from soundsentry.settings import MAX_MESSAGE_BYTES, KafkaSettings, TopicSettings
-from soundsentry.topics import AUDIO, TopicLayout
 from soundsentry.v1 import soundsentry_pb2_grpc
 
 __all__ = ["IngestServer", "IngestServicer", "main"]

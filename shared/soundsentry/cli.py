@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,8 @@ from soundsentry import __version__
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
 
 if TYPE_CHECKING:
-    from soundsentry import simulate
+    from soundsentry.dev import simulate
+    from soundsentry.features.featurizer import FeatureProfile
 
 # The recording `soundsentry simulate` plays by default (from a checkout or the image's /app).
 _EXAMPLE = Path("examples/audio/kitchen_alarms.flac")
@@ -28,8 +30,8 @@ logger = logging.getLogger("soundsentry")
 
 
 def _cmd_topics(args: argparse.Namespace) -> int:
-    from soundsentry.settings import KafkaSettings, TopicSettings  # noqa: PLC0415
-    from soundsentry.topics import TopicLayout, ensure_topics  # noqa: PLC0415
+    from soundsentry.runtime.settings import KafkaSettings, TopicSettings  # noqa: PLC0415
+    from soundsentry.runtime.topics import TopicLayout, ensure_topics  # noqa: PLC0415
 
     layout = TopicLayout.from_settings(TopicSettings())
     if args.action == "list":
@@ -101,7 +103,7 @@ def _recorded_start_ns(path: Path) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    from soundsentry.client import file_chunks, push  # noqa: PLC0415
+    from soundsentry.ingest.client import file_chunks, push  # noqa: PLC0415
 
     chunks = file_chunks(
         args.file,
@@ -125,7 +127,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from soundsentry import simulate  # noqa: PLC0415
+    from soundsentry.dev import simulate  # noqa: PLC0415
 
     recordings = [simulate.load_recording(path) for path in args.files or [_EXAMPLE]]
     plans = simulate.plan_sensors(args.sensors, recordings, prefix=args.prefix, seed=args.seed)
@@ -171,9 +173,9 @@ async def _simulate_kafka(
 ) -> simulate.SimulationReport:
     from aiokafka import AIOKafkaProducer  # noqa: PLC0415
 
-    from soundsentry.settings import KafkaSettings, TopicSettings  # noqa: PLC0415
-    from soundsentry.simulate import run_kafka  # noqa: PLC0415
-    from soundsentry.topics import AUDIO, TopicLayout  # noqa: PLC0415
+    from soundsentry.dev.simulate import run_kafka  # noqa: PLC0415
+    from soundsentry.runtime.settings import KafkaSettings, TopicSettings  # noqa: PLC0415
+    from soundsentry.runtime.topics import AUDIO, TopicLayout  # noqa: PLC0415
 
     # As the ingest service publishes: idempotent, acknowledged by every in-sync replica.
     producer = AIOKafkaProducer(**KafkaSettings().producer_kwargs())
@@ -188,7 +190,7 @@ async def _simulate_kafka(
 def _cmd_stack(args: argparse.Namespace) -> int:
     import tempfile  # noqa: PLC0415
 
-    from soundsentry.stack import SERVICES, LocalStack, StackPorts, run_stack  # noqa: PLC0415
+    from soundsentry.dev.stack import SERVICES, LocalStack, StackPorts, run_stack  # noqa: PLC0415
     from soundsentry.testing.kafka_broker import free_port  # noqa: PLC0415
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="soundsentry-stack-"))
@@ -213,8 +215,8 @@ def _cmd_stack(args: argparse.Namespace) -> int:
 def _cmd_detect(args: argparse.Namespace) -> int:
     import csv  # noqa: PLC0415
 
-    from soundsentry.detect import WindowTrace, detect_file, plot_detections  # noqa: PLC0415
-    from soundsentry.models import ModelSet  # noqa: PLC0415
+    from soundsentry.models.model_set import ModelSet  # noqa: PLC0415
+    from soundsentry.pipeline.detect import WindowTrace, detect_file, plot_detections  # noqa: PLC0415
 
     models = ModelSet.from_dir(args.model)
     if args.plot and len(args.paths) != 1:
@@ -264,7 +266,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from soundsentry import evaluation as ev  # noqa: PLC0415
+    from soundsentry.evaluation import sed_metrics as ev  # noqa: PLC0415
 
     if (args.system is None) == (not args.audio):
         raise ConfigurationError(
@@ -316,14 +318,14 @@ def _sweep_operating_points(args: argparse.Namespace, reference: list[Any]) -> l
     events detected with the cards' own rules. Files are matched to the reference by name."""
     import soundfile  # noqa: PLC0415
 
-    from soundsentry.detect import WindowTrace, detect_file, score_tracks  # noqa: PLC0415
-    from soundsentry.evaluation import EvalEvent  # noqa: PLC0415
-    from soundsentry.models import ModelSet  # noqa: PLC0415
-    from soundsentry.operating import (  # noqa: PLC0415
+    from soundsentry.evaluation.operating import (  # noqa: PLC0415
         DEFAULT_THRESHOLDS,
         operating_points,
         plot_operating_points,
     )
+    from soundsentry.evaluation.sed_metrics import EvalEvent  # noqa: PLC0415
+    from soundsentry.models.model_set import ModelSet  # noqa: PLC0415
+    from soundsentry.pipeline.detect import WindowTrace, detect_file, score_tracks  # noqa: PLC0415
 
     models = ModelSet.from_dir(args.model)
     names = [Path(path).name for path in args.audio]
@@ -362,27 +364,147 @@ def _sweep_operating_points(args: argparse.Namespace, reference: list[Any]) -> l
     return system
 
 
-def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
-    from soundsentry.dataset import add_synth_arguments  # noqa: PLC0415
+def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``soundsentry dataset synth``."""
+    from soundsentry.training.dataset import MixSpec  # noqa: PLC0415
 
-    add_synth_arguments(parser)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=os.environ.get("SOUNDSENTRY_DATA_DIR"),
+        help="the development data (folders with manifest.csv); default $SOUNDSENTRY_DATA_DIR",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
+    parser.add_argument("--train", type=int, default=1000, help="training examples")
+    parser.add_argument("--validate", type=int, default=200, help="validation examples")
+    parser.add_argument("--test", type=int, default=200, help="test examples")
+    parser.add_argument("--seed", type=int, default=0, help="seed: same seed, same data set")
+    parser.add_argument("--duration-s", type=float, default=4.0, help="example length (s)")
+    parser.add_argument(
+        "--target-probability",
+        type=float,
+        default=MixSpec().target_probability,
+        help="share of examples that hold a target sound",
+    )
+    parser.add_argument(
+        "--rekognition",
+        action="store_true",
+        help="also write spectrogram PNGs in the Rekognition Custom Labels layout",
+    )
 
 
-def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    from soundsentry.train import add_train_arguments  # noqa: PLC0415
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``soundsentry train``."""
+    from soundsentry.training.train import TrainConfig  # noqa: PLC0415 - training only
 
-    add_train_arguments(parser)
+    defaults = TrainConfig()
+    parser.add_argument("dataset_dir", type=Path, help="a folder from 'soundsentry dataset synth'")
+    parser.add_argument("--out", type=Path, required=True, help="model folder (card + ONNX)")
+    parser.add_argument("--name", default="default", help="model name (file names, card)")
+    parser.add_argument(
+        "--model-version", dest="model_version", default="1.0.0", help="model version"
+    )
+    parser.add_argument("--labels", nargs="+", default=None, help="labels (default: all)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a JSON feature profile, as in a profiles file (default: the built-in full-16k); "
+        "a band of full-16k's mel spec is served from full-16k's windows",
+    )
+    parser.add_argument(
+        "--takes-over",
+        dest="takes_over",
+        nargs="+",
+        default=[],
+        metavar="LABEL",
+        help="labels this model reports instead of the other models of its directory",
+    )
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs")
+    parser.add_argument("--patience", type=int, default=defaults.patience, help="early stopping")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="same seed, same model")
+    parser.add_argument(
+        "--channels",
+        type=int,
+        nargs="+",
+        default=list(defaults.channels),
+        metavar="N",
+        help="output channels of each convolution block (network width and depth; default "
+        f"{' '.join(str(c) for c in defaults.channels)})",
+    )
+    parser.add_argument(
+        "--false-alarms-per-hour",
+        dest="false_alarms_per_hour",
+        type=float,
+        default=defaults.false_alarms_per_hour,
+        metavar="N",
+        help="each label's event rule is tuned for event F1 within this many false alarms per "
+        "hour of the validation background (default %(default)s; 0 allows none there)",
+    )
+    parser.add_argument(
+        "--average-frequency",
+        dest="keep_frequency",
+        action="store_false",
+        help="average the feature map over frequency instead of giving the heads its bands "
+        "(the network before 1.1)",
+    )
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from soundsentry.train import run_train  # noqa: PLC0415
+def run_train(args: argparse.Namespace) -> int:
+    """Body of ``soundsentry train`` for parsed ``args`` (see :func:`add_train_arguments`)."""
+    from soundsentry.training.examples import DEFAULT_PROFILE  # noqa: PLC0415
+    from soundsentry.training.train import TrainConfig, train  # noqa: PLC0415
 
-    return run_train(args)
+    profile = DEFAULT_PROFILE if args.profile is None else _read_profile(args.profile)
+    config = TrainConfig(
+        profile=profile,
+        labels=None if args.labels is None else tuple(args.labels),
+        epochs=args.epochs,
+        patience=args.patience,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        channels=tuple(args.channels),
+        keep_frequency=args.keep_frequency,
+        false_alarms_per_hour=args.false_alarms_per_hour,
+    )
+    card = train(
+        args.dataset_dir,
+        args.out,
+        config,
+        name=args.name,
+        version=args.model_version,
+        progress=sys.stderr if sys.stderr.isatty() else None,
+        takes_over=args.takes_over,
+    )
+    document = json.loads(card.read_text(encoding="utf-8"))
+    print(f"wrote {card} and {card.parent / document['onnx']}")
+    for label, values in document["metrics"]["window"]["labels"].items():
+        print(f"  {label:<16} threshold {values['threshold']:.2f}  window F1 {_fmt(values['f1'])}")
+    print(f"licence: {document['licence']}")
+    return 0
+
+
+def _read_profile(path: Path) -> FeatureProfile:
+    from soundsentry.features.featurizer import parse_profile  # noqa: PLC0415
+
+    try:
+        item = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigurationError(f"{path}: cannot read the feature profile: {exc}") from exc
+    return parse_profile(item, where=str(path))
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _print_tuned(tuned: Mapping[str, Any]) -> None:
     """Each label's tuned event rule (calibration.TunedRule) with its validation figures."""
-    from soundsentry.calibration import rule_document  # noqa: PLC0415
+    from soundsentry.training.calibration import rule_document  # noqa: PLC0415
 
     for label, result in tuned.items():
         # As evaluate prints it: a label without reference events has no F1 (nan), not 0.
@@ -393,7 +515,7 @@ def _print_tuned(tuned: Mapping[str, Any]) -> None:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from soundsentry.calibration import calibrate_card  # noqa: PLC0415
+    from soundsentry.training.calibration import calibrate_card  # noqa: PLC0415
 
     tuned = calibrate_card(args.card, args.dataset_dir)
     print(f"wrote the event rules into {args.card}")
@@ -402,7 +524,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
-    from soundsentry.quantize import quantize_card  # noqa: PLC0415
+    from soundsentry.training.quantize import quantize_card  # noqa: PLC0415
 
     report = quantize_card(
         args.card,
@@ -421,7 +543,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _cmd_compose(args: argparse.Namespace) -> int:
-    from soundsentry.compose import compose_cards  # noqa: PLC0415
+    from soundsentry.training.compose import compose_cards  # noqa: PLC0415
 
     report = compose_cards(
         args.base, args.specialists, args.dataset, args.out, version=args.model_version
@@ -434,16 +556,39 @@ def _cmd_compose(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_dataset_synth(args: argparse.Namespace) -> int:
-    from soundsentry.dataset import run_synth  # noqa: PLC0415
+def run_synth(args: argparse.Namespace) -> int:
+    """Body of ``soundsentry dataset synth`` for parsed ``args`` (see :func:`add_synth_arguments`).
 
-    return run_synth(args)
+    The manifests' creation date is ``$SOURCE_DATE_EPOCH`` when set (reproducible output),
+    otherwise now.
+    """
+    from soundsentry.training.dataset import MixSpec, synthesize  # noqa: PLC0415
+
+    if args.data_dir is None:
+        raise ConfigurationError("--data-dir is required (or set SOUNDSENTRY_DATA_DIR)")
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    try:
+        created = datetime.fromtimestamp(int(epoch), UTC) if epoch else None
+    except ValueError as exc:
+        raise ConfigurationError(f"SOURCE_DATE_EPOCH={epoch!r} is not an integer") from exc
+    manifest = synthesize(
+        data_dir=Path(args.data_dir),
+        out_dir=Path(args.out),
+        examples_per_split={"train": args.train, "validate": args.validate, "test": args.test},
+        spec=MixSpec(duration_s=args.duration_s, target_probability=args.target_probability),
+        seed=args.seed,
+        rekognition=args.rekognition,
+        created_utc=created,
+    )
+    print(f"wrote {args.train + args.validate + args.test} examples; manifest: {manifest}")
+    print(f"licences of the sources: {manifest.parent / 'LICENCES.txt'}")
+    return 0
 
 
 def _cmd_dataset_mine(args: argparse.Namespace) -> int:
     from collections import Counter  # noqa: PLC0415
 
-    from soundsentry.mining import add_to_dataset, mine_hard_negatives  # noqa: PLC0415
+    from soundsentry.training.mining import add_to_dataset, mine_hard_negatives  # noqa: PLC0415
 
     if args.data_dir is None:
         raise ConfigurationError("--data-dir is required (or set SOUNDSENTRY_DATA_DIR)")
@@ -464,7 +609,7 @@ def _cmd_dataset_mine(args: argparse.Namespace) -> int:
 
 
 def _cmd_dataset_background(args: argparse.Namespace) -> int:
-    from soundsentry.mining import add_background  # noqa: PLC0415
+    from soundsentry.training.mining import add_background  # noqa: PLC0415
 
     if args.data_dir is None:
         raise ConfigurationError("--data-dir is required (or set SOUNDSENTRY_DATA_DIR)")
@@ -492,8 +637,8 @@ def _add_model_commands(sub: Any) -> None:
         help="train a small CNN on a synthesised dataset and export ONNX + model card "
         "(needs: pip install 'soundsentry[train]')",
     )
-    _add_train_arguments(train)
-    train.set_defaults(func=_cmd_train)
+    add_train_arguments(train)
+    train.set_defaults(func=run_train)
 
     calibrate = sub.add_parser(
         "calibrate",
@@ -630,8 +775,8 @@ def _add_dataset_commands(sub: Any) -> None:
         "synth",
         help="mix target sounds over real backgrounds into labelled training examples",
     )
-    _add_synth_arguments(synth)
-    synth.set_defaults(func=_cmd_dataset_synth)
+    add_synth_arguments(synth)
+    synth.set_defaults(func=run_synth)
     mine = dataset_sub.add_parser(
         "mine",
         help="add hard negatives to a data set: training-split background a model takes for a "

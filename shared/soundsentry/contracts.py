@@ -5,7 +5,9 @@ The generated message classes are re-exported here, so code imports them from on
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Literal, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -23,12 +25,14 @@ from soundsentry.v1.soundsentry_pb2 import (
 )
 
 __all__ = [
+    "EVENT_KINDS",
     "SEQUENCE_REWIND_LIMIT",
     "WINDOW_REWIND_LIMIT_S",
     "AudioChunk",
     "ChunkAck",
     "Event",
     "EventKind",
+    "EventKindName",
     "FeatureWindow",
     "LabelScore",
     "SampleFormat",
@@ -36,11 +40,21 @@ __all__ = [
     "check_record",
     "decode",
     "encode",
+    "kind_name",
     "sensor_key",
     "time_problem",
 ]
 
 M = TypeVar("M", bound=Message)
+
+# An event's kind as the trackers, payloads, metrics and logs name it, and on the wire.
+EventKindName = Literal["started", "ended"]
+EVENT_KINDS: Mapping[EventKindName, EventKind] = MappingProxyType(
+    {"started": EventKind.EVENT_KIND_STARTED, "ended": EventKind.EVENT_KIND_ENDED}
+)
+_KIND_NAMES: Mapping[int, EventKindName] = MappingProxyType(
+    {kind: name for name, kind in EVENT_KINDS.items()}
+)
 
 # Every record is keyed by the sensor, so one sensor's data stays in one partition, in order.
 _MAX_SENSOR_ID_BYTES = 256
@@ -52,6 +66,11 @@ MAX_TIME_S = 7_258_118_400  # 2200-01-01T00:00:00Z
 # ids: the stream restarts instead of refusing everything until it catches up.
 SEQUENCE_REWIND_LIMIT = 10_000  # chunks
 WINDOW_REWIND_LIMIT_S = 600.0  # seconds of audio
+
+
+def kind_name(kind: int) -> str:
+    """``"started"`` or ``"ended"`` for a wire ``EventKind``; ``"unspecified"`` for any other."""
+    return _KIND_NAMES.get(kind, "unspecified")
 
 
 def encode(message: Message) -> bytes:
@@ -103,7 +122,7 @@ _TIMES: dict[str, tuple[str, ...]] = {
 
 def check_record(message: Message) -> None:
     """Check the sensor id and times of a decoded FeatureWindow, WindowScores or Event
-    (audio chunks have their own rules: :func:`soundsentry.audio.validate_chunk`).
+    (audio chunks have their own rules: :func:`soundsentry.audio.pcm.validate_chunk`).
 
     Raises
     ------

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from soundsentry.settings import KafkaSettings
-from soundsentry.stack import SERVICES, LocalStack, StackPorts
-from soundsentry.topics import TopicLayout
+from soundsentry.dev.stack import SERVICES, LocalStack, StackPorts
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import TopicLayout
 
 REPO = Path(__file__).resolve().parents[2]
 SOUNDSENTRY = str(Path(sys.executable).with_name("soundsentry"))

@@ -13,12 +13,12 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from soundsentry.alerting import AlertEngine
+from soundsentry.alerting.engine import AlertEngine
 from soundsentry.contracts import Event, EventKind, WindowScores, decode, encode, sensor_key
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import EVENTS, SCORES, TopicLayout
 from soundsentry.services.alerter.app import AlerterService, create_app
 from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
-from soundsentry.settings import KafkaSettings
-from soundsentry.topics import EVENTS, SCORES, TopicLayout
 from tests.integration.topic_helpers import (
     assert_nothing_committed,
     consume_until,

@@ -19,12 +19,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry
 
 from soundsentry.contracts import WindowScores, decode, encode, sensor_key
-from soundsentry.features import FeatureProfile, Featurizer, Window, window_to_proto
-from soundsentry.models import ModelSet, score_to_proto
+from soundsentry.features.featurizer import FeatureProfile, Featurizer, Window, window_to_proto
+from soundsentry.models.model_set import ModelSet, score_to_proto
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import SCORES, WINDOWS, TopicLayout
 from soundsentry.services.classifier.app import create_app
 from soundsentry.services.classifier.settings import ClassifierSettings, EscalationSettings
-from soundsentry.settings import KafkaSettings
-from soundsentry.topics import SCORES, WINDOWS, TopicLayout
 from tests.audio_fixtures import chunks, recording
 from tests.aws_fixtures import PROJECT_VERSION_ARN, REGION, FailingEndpoint
 from tests.integration.topic_helpers import consume_until, eventually, produce, running

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from soundsentry.contracts import Event, EventKind, decode
-from soundsentry.detect import detect_file
-from soundsentry.events import event_id
-from soundsentry.models import ModelSet
-from soundsentry.settings import KafkaSettings
+from soundsentry.events.tracker import event_id
+from soundsentry.models.model_set import ModelSet
+from soundsentry.pipeline.detect import detect_file
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import EVENTS, TopicLayout
 from soundsentry.testing.kafka_broker import LocalKafka
-from soundsentry.topics import EVENTS, TopicLayout
 from tests.integration.processes import (
     KITCHEN,
     REPO,

@@ -12,11 +12,17 @@ from typing import Any
 import aiohttp
 import pytest
 
-from soundsentry.client import push
-from soundsentry.settings import KafkaSettings
-from soundsentry.simulate import Recording, load_recording, plan_sensors, run_grpc, sensor_chunks
-from soundsentry.stack import LocalStack, StackPorts, find_prometheus
-from soundsentry.topics import AUDIO, TopicLayout
+from soundsentry.dev.simulate import (
+    Recording,
+    load_recording,
+    plan_sensors,
+    run_grpc,
+    sensor_chunks,
+)
+from soundsentry.dev.stack import LocalStack, StackPorts, find_prometheus
+from soundsentry.ingest.client import push
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import AUDIO, TopicLayout
 from tests.integration.processes import KITCHEN, REPO, free_port, wait_for_port
 from tests.integration.topic_helpers import produce
 

@@ -15,11 +15,12 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from soundsentry.contracts import AudioChunk, decode, encode, sensor_key
-from soundsentry.metrics import StreamMetrics
-from soundsentry.settings import KafkaSettings
-from soundsentry.streaming import decode_or_park
+from soundsentry.runtime.faust_topics import ProtobufCodec, faust_raw_topic
+from soundsentry.runtime.metrics import StreamMetrics
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.streaming import decode_or_park
+from soundsentry.runtime.topics import AUDIO, TopicLayout
 from soundsentry.testing.pytest_kafka import TopicFactory
-from soundsentry.topics import AUDIO, ProtobufCodec, TopicLayout
 from tests.integration.topic_helpers import at_least, consume_until
 
 
@@ -43,8 +44,8 @@ async def test_faust_agent_copies_chunks_and_parks_a_bad_record(
         producer_acks=-1,
         datadir=tmp_path / "faust-data",
     )
-    source = topic_layout.faust_raw_topic(app, topic_layout.name(AUDIO))
-    dlq = topic_layout.faust_raw_topic(app, topic_layout.dlq(AUDIO), partitions=1)
+    source = faust_raw_topic(app, topic_layout, topic_layout.name(AUDIO))
+    dlq = faust_raw_topic(app, topic_layout, topic_layout.dlq(AUDIO), partitions=1)
     sink = app.topic(
         output,
         key_serializer="raw",

@@ -30,12 +30,12 @@ from soundsentry.contracts import (
     encode,
     sensor_key,
 )
-from soundsentry.features import FeatureProfile, Featurizer, Window
+from soundsentry.features.featurizer import FeatureProfile, Featurizer, Window
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import AUDIO, WINDOWS, TopicLayout
 from soundsentry.services.featurizer.app import create_app
 from soundsentry.services.featurizer.settings import FeaturizerSettings
-from soundsentry.settings import KafkaSettings
 from soundsentry.testing.kafka_broker import free_port
-from soundsentry.topics import AUDIO, WINDOWS, TopicLayout
 from tests.audio_fixtures import chunks, recording
 from tests.integration.topic_helpers import (
     WAIT_S,

@@ -10,9 +10,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from soundsentry.contracts import AudioChunk, decode, sensor_key
-from soundsentry.settings import KafkaSettings
-from soundsentry.simulate import load_recording, plan_sensors, run_kafka, sensor_chunks
-from soundsentry.topics import AUDIO, TopicLayout
+from soundsentry.dev.simulate import load_recording, plan_sensors, run_kafka, sensor_chunks
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import AUDIO, TopicLayout
 from tests.integration.processes import KITCHEN
 from tests.integration.topic_helpers import at_least, consume_until
 

@@ -19,8 +19,8 @@ import pytest
 import soundfile as sf
 
 from soundsentry.contracts import AudioChunk, SampleFormat, decode, sensor_key
-from soundsentry.settings import KafkaSettings
-from soundsentry.topics import AUDIO, TopicLayout
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import AUDIO, TopicLayout
 from tests.integration.topic_helpers import at_least, consume_until
 
 EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "examples" / "go-producer"

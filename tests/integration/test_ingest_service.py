@@ -19,13 +19,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from soundsentry.client import file_chunks, push
 from soundsentry.contracts import AudioChunk, SampleFormat, decode
 from soundsentry.exceptions import ConfigurationError
+from soundsentry.ingest.client import file_chunks, push
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import AUDIO, TopicLayout
 from soundsentry.services.ingest.server import SERVICE_NAME, IngestServer
 from soundsentry.services.ingest.settings import IngestSettings
-from soundsentry.settings import KafkaSettings
-from soundsentry.topics import AUDIO, TopicLayout
 from soundsentry.v1 import soundsentry_pb2_grpc
 from tests.audio_fixtures import recording
 from tests.integration.topic_helpers import at_least, consume_until

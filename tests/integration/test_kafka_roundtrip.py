@@ -9,9 +9,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from soundsentry.contracts import AudioChunk, SampleFormat, decode, encode, sensor_key
-from soundsentry.settings import KafkaSettings
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import ALL_TOPICS, TopicLayout, ensure_topics
 from soundsentry.testing.pytest_kafka import TopicFactory
-from soundsentry.topics import ALL_TOPICS, TopicLayout, ensure_topics
 
 
 async def test_idempotent_producer_to_consumer_round_trip_keeps_each_sensors_order(

@@ -11,15 +11,15 @@ from pathlib import Path
 import soundfile
 from prometheus_client import CollectorRegistry
 
-from soundsentry.client import file_chunks
 from soundsentry.contracts import FeatureWindow, decode
-from soundsentry.features import DEFAULT_PROFILES, Featurizer, Window, window_from_proto
+from soundsentry.features.featurizer import DEFAULT_PROFILES, Featurizer, Window, window_from_proto
+from soundsentry.ingest.client import file_chunks
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import WINDOWS, TopicLayout
 from soundsentry.services.featurizer.app import create_app
 from soundsentry.services.featurizer.settings import FeaturizerSettings
 from soundsentry.services.ingest.server import IngestServer
 from soundsentry.services.ingest.settings import IngestSettings
-from soundsentry.settings import KafkaSettings
-from soundsentry.topics import WINDOWS, TopicLayout
 from tests.audio_fixtures import recording
 from tests.integration.topic_helpers import (
     assert_same_windows,

@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from soundsentry.contracts import FeatureWindow, decode, sensor_key
-from soundsentry.features import Window, window_from_proto
-from soundsentry.settings import KafkaSettings
+from soundsentry.features.featurizer import Window, window_from_proto
+from soundsentry.runtime.settings import KafkaSettings
 
 # Bounds every wait on the broker (a guard against hangs, not an assertion about speed).
 WAIT_S = 90

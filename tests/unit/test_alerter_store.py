@@ -13,10 +13,10 @@ from prometheus_client import CollectorRegistry
 
 from soundsentry.contracts import sensor_key
 from soundsentry.exceptions import ConfigurationError
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import TopicLayout
 from soundsentry.services.alerter.app import AlerterService, check_copartitioned, create_app
 from soundsentry.services.alerter.settings import AlerterSettings
-from soundsentry.settings import KafkaSettings
-from soundsentry.topics import TopicLayout
 from tests.kafka_fixtures import RecordingProducer
 from tests.model_fixtures import patterned_scores
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from soundsentry.alerting import (
+from soundsentry.alerting.engine import (
     AlertEngine,
     AlertRules,
     LabelOverrides,
@@ -18,10 +18,10 @@ from soundsentry.alerting import (
     decode_state,
 )
 from soundsentry.contracts import WINDOW_REWIND_LIMIT_S, Event, EventKind, WindowScores
-from soundsentry.detect import event_rule_for, new_event_tracker
-from soundsentry.events import EventRule
+from soundsentry.events.tracker import EventRule
 from soundsentry.exceptions import BadMessageError, ConfigurationError
-from soundsentry.models import ModelCard
+from soundsentry.models.model_set import ModelCard
+from soundsentry.models.trackers import event_rule_for, new_event_tracker
 from tests.model_fixtures import LABELS, patterned_scores
 
 

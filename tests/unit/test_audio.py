@@ -9,7 +9,7 @@ import soundfile
 import soxr
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from soundsentry.audio import (
+from soundsentry.audio.pcm import (
     ChunkError,
     ChunkLimits,
     StreamResampler,

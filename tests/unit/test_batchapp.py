@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiokafka import TopicPartition
 
-from soundsentry.batchapp import commit_offsets
+from soundsentry.runtime.batchapp import commit_offsets
 
 A, B, C = (TopicPartition("audio.pcm", p) for p in range(3))
 

@@ -8,10 +8,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from soundsentry.exceptions import ConfigurationError
+from soundsentry.runtime.settings import KafkaSettings, TopicSettings
+from soundsentry.runtime.topics import TopicLayout
 from soundsentry.services.classifier.app import create_app
 from soundsentry.services.classifier.settings import ClassifierSettings
-from soundsentry.settings import KafkaSettings, TopicSettings
-from soundsentry.topics import TopicLayout
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,7 @@ import grpc
 import pytest
 from grpc.aio import AioRpcError, Metadata
 
-from soundsentry.client import reconnects_for
+from soundsentry.ingest.client import reconnects_for
 
 
 def _error(code: grpc.StatusCode, debug: str) -> AioRpcError:

@@ -19,7 +19,8 @@ from soundsentry.contracts import (
     sensor_key,
 )
 from soundsentry.exceptions import BadMessageError, ContractError
-from soundsentry.topics import ALL_TOPICS, AUDIO, EVENTS, ProtobufCodec
+from soundsentry.runtime.faust_topics import ProtobufCodec
+from soundsentry.runtime.topics import ALL_TOPICS, AUDIO, EVENTS
 
 
 def _chunk() -> AudioChunk:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from soundsentry.detect import detect_file
-from soundsentry.evaluation import read_event_list
-from soundsentry.models import ModelSet
+from soundsentry.evaluation.sed_metrics import read_event_list
+from soundsentry.models.model_set import ModelSet
+from soundsentry.pipeline.detect import detect_file
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from soundsentry.alarms import synthesize_alarm
 from soundsentry.cli import main
-from soundsentry.detect import detect_file
-from soundsentry.features import FeatureProfile
-from soundsentry.models import ModelSet
+from soundsentry.features.featurizer import FeatureProfile
+from soundsentry.models.model_set import ModelSet
+from soundsentry.pipeline.detect import detect_file
+from soundsentry.training.alarms import synthesize_alarm
 from tests.audio_fixtures import recording
 from tests.model_fixtures import linear_model
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import soxr
 
-from soundsentry._kernels import _jit, kernels
-from soundsentry.dsp import MelFrontEnd, MelSpec, num_frames
+from soundsentry.audio._kernels import _jit, kernels
+from soundsentry.audio.mel import MelFrontEnd, MelSpec, num_frames
 from soundsentry.exceptions import ConfigurationError
 from tests.audio_fixtures import RECORDINGS, recording
 

@@ -13,13 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soundsentry.escalation import (
+from soundsentry.backoff import backoff_delays
+from soundsentry.escalation.policy import (
     CircuitBreaker,
     EscalationPolicy,
     MergePolicy,
     RateBudget,
     UncertaintyBand,
-    backoff_delays,
     merge_scores,
 )
 from soundsentry.exceptions import BadMessageError, ConfigurationError

@@ -15,16 +15,21 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from soundsentry.escalation import CircuitBreaker, EscalationPolicy, RateBudget, UncertaintyBand
-from soundsentry.escalator import (
+from soundsentry.escalation.escalator import (
     EscalationMetrics,
     Escalator,
     Revision,
     SecondStageError,
 )
+from soundsentry.escalation.policy import (
+    CircuitBreaker,
+    EscalationPolicy,
+    RateBudget,
+    UncertaintyBand,
+)
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.features import Window
-from soundsentry.models import WindowScore
+from soundsentry.features.featurizer import Window
+from soundsentry.models.model_set import WindowScore
 
 LABELS = ("smoke_alarm", "siren")
 POLICY = EscalationPolicy({"smoke_alarm": UncertaintyBand(0.3, 0.7)})

@@ -6,7 +6,12 @@ from pathlib import Path
 import pytest
 
 from soundsentry.cli import main
-from soundsentry.evaluation import EvalEvent, EvaluationInputError, match_files, read_event_list
+from soundsentry.evaluation.sed_metrics import (
+    EvalEvent,
+    EvaluationInputError,
+    match_files,
+    read_event_list,
+)
 
 
 def test_evaluate_prints_dcase_metrics_for_two_event_lists(

@@ -1,4 +1,5 @@
-"""soundsentry.evaluation: hand-computed cases, and equality with sed_eval on random event lists.
+"""soundsentry.evaluation.sed_metrics: hand-computed cases, and equality with sed_eval on random
+event lists.
 
 sed_eval (with dcase_util) is a dev dependency: these tests fail, never skip, without it.
 """
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from soundsentry.evaluation import (
+from soundsentry.evaluation.sed_metrics import (
     ClassMetrics,
     EvalEvent,
     EvaluationInputError,

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soundsentry.events import (
+from soundsentry.events.tracker import (
     Detected,
     EventRule,
     EventRules,

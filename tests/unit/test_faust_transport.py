@@ -1,4 +1,4 @@
-"""The fixes of soundsentry.faust_transport, on Faust's own consumer bookkeeping and flow
+"""The fixes of soundsentry.runtime.faust_transport, on Faust's own consumer bookkeeping and flow
 control."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from faust.types import TP
 from mode.utils.queues import FlowControlQueue
 
-from soundsentry.faust_transport import (
+from soundsentry.runtime.faust_transport import (
     FETCH_MAX_WAIT_MS,
     SCHEME,
     App,

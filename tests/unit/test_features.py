@@ -9,11 +9,11 @@ import soxr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from soundsentry._kernels import kernels
+from soundsentry.audio._kernels import kernels
+from soundsentry.audio.mel import MelSpec
 from soundsentry.contracts import AudioChunk, FeatureWindow, SampleFormat, decode, encode
-from soundsentry.dsp import MelSpec
 from soundsentry.exceptions import ConfigurationError, ContractError
-from soundsentry.features import (
+from soundsentry.features.featurizer import (
     FeatureProfile,
     Featurizer,
     Window,

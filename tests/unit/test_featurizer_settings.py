@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from soundsentry.dsp import MelSpec
+from soundsentry.audio.mel import MelSpec
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.features import DEFAULT_PROFILES, FeatureProfile, Featurizer
+from soundsentry.features.featurizer import DEFAULT_PROFILES, FeatureProfile, Featurizer
 from soundsentry.services.featurizer.settings import FeaturizerSettings, load_profiles
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from soundsentry.audio import ChunkLimits
+from soundsentry.audio.pcm import ChunkLimits
 from soundsentry.contracts import AudioChunk, SampleFormat
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.ingest import AudioRateLimiter, Code, SequenceTracker, TokenTable, admit
+from soundsentry.ingest.rules import AudioRateLimiter, Code, SequenceTracker, TokenTable, admit
 
 
 def _chunk(sensor: str = "site-1/mic-1", sequence: int = 0, **overrides: object) -> AudioChunk:

@@ -13,10 +13,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from soundsentry.contracts import AudioChunk, ChunkAck, SampleFormat
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import TopicLayout
 from soundsentry.services.ingest.server import IngestServer
 from soundsentry.services.ingest.settings import IngestSettings
-from soundsentry.settings import KafkaSettings
-from soundsentry.topics import TopicLayout
 from soundsentry.v1 import soundsentry_pb2_grpc
 
 

@@ -10,11 +10,10 @@ import pytest
 import soundfile
 
 from soundsentry.contracts import WindowScores
-from soundsentry.detect import WindowTrace, detect_file, event_rule_for
-from soundsentry.events import EventRule
+from soundsentry.events.tracker import EventRule
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.features import FeatureProfile, Featurizer
-from soundsentry.models import (
+from soundsentry.features.featurizer import FeatureProfile, Featurizer
+from soundsentry.models.model_set import (
     INFERENCE_SLICE,
     INPUT_NAME,
     PACKAGED_MODELS,
@@ -27,6 +26,8 @@ from soundsentry.models import (
     score_id,
     score_to_proto,
 )
+from soundsentry.models.trackers import event_rule_for
+from soundsentry.pipeline.detect import WindowTrace, detect_file
 from tests.audio_fixtures import chunks, recording
 from tests.model_fixtures import expected_scores, write_model
 

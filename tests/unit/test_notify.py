@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from soundsentry.contracts import Event, EventKind
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.notify import (
+from soundsentry.notify.notifier import (
     MqttDestination,
     NotificationMetrics,
     Notifier,

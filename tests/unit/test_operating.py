@@ -1,4 +1,4 @@
-"""soundsentry.operating: recall against false alarms per hour as a label's threshold moves."""
+"""soundsentry.evaluation.operating: recall against false alarms per hour as a threshold moves."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from soundsentry.evaluation import EvalEvent, EvaluationInputError
-from soundsentry.events import EventRule
-from soundsentry.operating import ScoreTrack, operating_points, plot_operating_points
+from soundsentry.evaluation.operating import ScoreTrack, operating_points, plot_operating_points
+from soundsentry.evaluation.sed_metrics import EvalEvent, EvaluationInputError
+from soundsentry.events.tracker import EventRule
 
 RATE, WINDOW, HOP = 16_000, 16_000, 8_000
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from soundsentry.alerting import AlertEngine
-from soundsentry.audio import validate_chunk
+from soundsentry.alerting.engine import AlertEngine
+from soundsentry.audio.pcm import validate_chunk
 from soundsentry.contracts import (
     AudioChunk,
     Event,
@@ -23,8 +23,8 @@ from soundsentry.contracts import (
     encode,
 )
 from soundsentry.exceptions import BadMessageError
-from soundsentry.features import FeatureProfile, Featurizer, window_from_proto
-from soundsentry.models import ModelCard
+from soundsentry.features.featurizer import FeatureProfile, Featurizer, window_from_proto
+from soundsentry.models.model_set import ModelCard
 from tests.model_fixtures import patterned_scores
 
 RELAXED = settings(
@@ -75,7 +75,7 @@ def test_the_featurizer_uses_or_rejects_any_chunk(batch: list[AudioChunk]) -> No
 
 
 def _proto(window: object) -> FeatureWindow:
-    from soundsentry.features import window_to_proto  # noqa: PLC0415
+    from soundsentry.features.featurizer import window_to_proto  # noqa: PLC0415
 
     return window_to_proto(window)  # type: ignore[arg-type]
 

@@ -8,7 +8,7 @@ import itertools
 import pytest
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-from soundsentry.record_batches import send_batches
+from soundsentry.runtime.record_batches import send_batches
 from tests.kafka_fixtures import RecordingProducer
 
 

@@ -15,18 +15,23 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from soundsentry.dataset import encode_png_gray, spectrogram_image
-from soundsentry.escalation import CircuitBreaker, EscalationPolicy, RateBudget, UncertaintyBand
-from soundsentry.escalator import (
+from soundsentry.audio.spectrogram_png import encode_png_gray, spectrogram_image
+from soundsentry.escalation.escalator import (
     EscalationMetrics,
     Escalator,
     OnnxSecondStage,
     RekognitionSecondStage,
     SecondStageError,
 )
+from soundsentry.escalation.policy import (
+    CircuitBreaker,
+    EscalationPolicy,
+    RateBudget,
+    UncertaintyBand,
+)
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.features import FeatureProfile, Featurizer, Window
-from soundsentry.models import WindowScore, load_model
+from soundsentry.features.featurizer import FeatureProfile, Featurizer, Window
+from soundsentry.models.model_set import WindowScore, load_model
 from tests.audio_fixtures import chunks, recording
 from tests.aws_fixtures import PROJECT_VERSION_ARN, REGION, FailingEndpoint
 from tests.model_fixtures import expected_scores, write_model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from soundsentry.metrics import SensorFilter, SensorMetrics
+from soundsentry.runtime.metrics import SensorFilter, SensorMetrics
 
 
 class Clock:

@@ -14,12 +14,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import CollectorRegistry
 
 from soundsentry.contracts import AudioChunk, decode
-from soundsentry.evaluation import EvalEvent
-from soundsentry.exceptions import ConfigurationError
-from soundsentry.services.ingest.server import IngestServer
-from soundsentry.services.ingest.settings import IngestSettings
-from soundsentry.settings import KafkaSettings
-from soundsentry.simulate import (
+from soundsentry.dev.simulate import (
     Recording,
     SensorPlan,
     expected_events,
@@ -29,7 +24,12 @@ from soundsentry.simulate import (
     run_kafka,
     sensor_chunks,
 )
-from soundsentry.topics import TopicLayout
+from soundsentry.evaluation.sed_metrics import EvalEvent
+from soundsentry.exceptions import ConfigurationError
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import TopicLayout
+from soundsentry.services.ingest.server import IngestServer
+from soundsentry.services.ingest.settings import IngestSettings
 
 RATE = 8000
 

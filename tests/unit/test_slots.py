@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from soundsentry.slots import SlotTable
+from soundsentry.features.slots import SlotTable
 
 
 def test_rows_are_handed_out_lowest_first_and_reused() -> None:

@@ -14,7 +14,7 @@ from typing import TextIO
 
 import pytest
 
-from soundsentry.stack import SERVICES, LocalStack, StackPorts, run_stack
+from soundsentry.dev.stack import SERVICES, LocalStack, StackPorts, run_stack
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 

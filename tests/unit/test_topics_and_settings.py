@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from soundsentry.deadletter import MAX_PARKED_VALUE_BYTES, dead_letter
 from soundsentry.exceptions import ConfigurationError, ContractError
-from soundsentry.settings import KafkaSettings, TopicSettings
-from soundsentry.topics import ALL_TOPICS, AUDIO, DLQ_PARTITIONS, EVENTS, TopicLayout
+from soundsentry.runtime.deadletter import MAX_PARKED_VALUE_BYTES, dead_letter
+from soundsentry.runtime.settings import KafkaSettings, TopicSettings
+from soundsentry.runtime.topics import ALL_TOPICS, AUDIO, DLQ_PARTITIONS, EVENTS, TopicLayout
 
 
 def test_layout_names_main_and_dead_letter_topics_under_the_prefix() -> None:

@@ -28,7 +28,8 @@ from typing import Any, Protocol
 
 import pytest
 
-from soundsentry.settings import KafkaSettings
+from soundsentry.runtime.settings import KafkaSettings
+from soundsentry.runtime.topics import TopicLayout, ensure_topics
 from soundsentry.testing.kafka_broker import (
     KAFKA_VERSION,
     LocalKafka,
@@ -36,7 +37,6 @@ from soundsentry.testing.kafka_broker import (
     fetch_kafka,
     free_port,
 )
-from soundsentry.topics import TopicLayout, ensure_topics
 
 logger = logging.getLogger(__name__)
 

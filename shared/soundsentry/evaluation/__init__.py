@@ -1,0 +1,1 @@
+"""Measuring detections: DCASE event- and segment-based metrics, and operating points."""

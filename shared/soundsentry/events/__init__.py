@@ -1,0 +1,1 @@
+"""Timed sound events from window scores: rules, and the tracker that applies them."""

@@ -1,0 +1,143 @@
+"""soundsentry.training.calibration: per-label event rules chosen for event F1 on scored data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from soundsentry.evaluation.sed_metrics import EvalEvent
+from soundsentry.events.tracker import EventRule
+from soundsentry.features.featurizer import FeatureProfile
+from soundsentry.training.calibration import (
+    ScoredExample,
+    event_metrics,
+    rule_document,
+    tune_event_rule,
+)
+
+PROFILE = FeatureProfile("full-16k")  # 1 s windows every 0.5 s
+HOP = 8000
+
+
+def example(
+    key: str,
+    scores: list[float],
+    events: list[tuple[float, float]],
+    frame_scores: np.ndarray | None = None,
+) -> ScoredExample:
+    return ScoredExample(
+        key=key,
+        duration_s=0.5 * (len(scores) + 1),
+        start_samples=np.arange(len(scores), dtype=np.int64) * HOP,
+        scores=np.array(scores, dtype=np.float32)[:, None],
+        frame_scores=frame_scores,
+        events=tuple(EvalEvent(key, "siren", on, off) for on, off in events),
+    )
+
+
+def test_a_fragmented_sound_gets_a_merge_gap_and_a_spike_a_minimum_duration() -> None:
+    # A siren from 0 s to 4.75 s whose score dips for two windows (one event, if merged), and
+    # clips where one window spikes without a siren (false alarms, unless a minimum duration).
+    examples = [
+        example(f"s{i}", [0.9, 0.9, 0.9, 0.05, 0.05, 0.9, 0.9, 0.9, 0.9, 0.05], [(0.0, 4.75)])
+        for i in range(4)
+    ] + [example(f"q{i}", [0.05, 0.05, 0.95, 0.05, 0.05, 0.05], []) for i in range(4)]
+    tuned = tune_event_rule("siren", 0, examples, PROFILE)
+    assert tuned.f1 == 1.0
+    assert tuned.error_rate == 0.0
+    assert tuned.rule.merge_gap_s > 1.0  # the 1 s dip is bridged
+    assert tuned.rule.min_duration_s >= 0.5  # the single-window spikes are dropped
+    metrics = event_metrics(examples, ["siren"], {"siren": tuned.rule}, PROFILE)
+    assert metrics["event_based"]["f1"] == 1.0
+    assert metrics["event_based"]["class_wise"]["siren"]["n_sys"] == 4
+
+
+def test_the_simplest_of_equally_good_rules_is_kept() -> None:
+    # Clean scores: every candidate without smoothing finds the events; the first (lowest on
+    # threshold, no merging, no minimum duration) wins.
+    examples = [example(f"c{i}", [0.0, 0.0, 1.0, 1.0, 0.0, 0.0], [(1.25, 2.25)]) for i in range(3)]
+    tuned = tune_event_rule("siren", 0, examples, PROFILE)
+    assert tuned.f1 == 1.0
+    assert rule_document(tuned.rule) == rule_document(
+        EventRule("siren", on_threshold=0.1, off_threshold=0.075)
+    )
+
+
+def frames_like(scores: list[float]) -> np.ndarray:
+    """Frame scores equal to each window's score [windows, 1 label, frames]."""
+    return np.repeat(np.array(scores, np.float32)[:, None, None], PROFILE.window_frames, axis=2)
+
+
+def test_a_sound_whose_first_window_scores_low_gets_an_onset_look_back() -> None:
+    # Each siren starts at 1.25 s, the start of window 2's segment. Window 2 holds it only in
+    # its second half: it scores 0.4, but its frames there score 0.9. A threshold low enough to
+    # take window 2 also takes the background clips' 0.4 windows; a higher one without look-back
+    # puts the onset at 1.75 s, outside the collar. Looking back one window gets both right.
+    siren_scores = [0.0, 0.0, 0.4, 0.9, 0.9, 0.9, 0.0, 0.0]
+    siren_frames = frames_like(siren_scores)
+    siren_frames[2, 0, 13:] = 0.9  # frames from 1.26 s (16000 + 13 x 320 samples)
+    sirens = [example(f"s{i}", siren_scores, [(1.25, 3.25)], siren_frames) for i in range(4)]
+    quiet_scores = [0.0, 0.4, 0.4, 0.4, 0.0, 0.0]
+    quiet = [example(f"q{i}", quiet_scores, [], frames_like(quiet_scores)) for i in range(4)]
+    tuned = tune_event_rule("siren", 0, sirens + quiet, PROFILE)
+    assert tuned.f1 == 1.0
+    assert tuned.rule.onset_lookback_windows == 1
+    assert tuned.rule.on_threshold > 0.4
+    assert rule_document(tuned.rule)["onset_lookback_windows"] == 1
+
+
+def test_a_false_alarm_budget_raises_the_threshold_above_the_background() -> None:
+    # Four sirens score 0.97, four only 0.9; a background clip spikes to 0.92. For F1 alone a
+    # threshold that finds all eight is best (one false alarm); with a budget of 0 per hour the
+    # rule must sit above the background's peak and give up the quiet sirens.
+    loud = [example(f"l{i}", [0.05, 0.97, 0.97, 0.05], [(0.75, 1.75)]) for i in range(4)]
+    quiet = [example(f"q{i}", [0.05, 0.9, 0.9, 0.05], [(0.75, 1.75)]) for i in range(4)]
+    background = [example("b0", [0.05, 0.92, 0.92, 0.05], [])]
+    examples = [*loud, *quiet, *background]
+    free = tune_event_rule("siren", 0, examples, PROFILE)
+    assert free.rule.on_threshold <= 0.9
+    assert free.f1 > 0.9
+    budgeted = tune_event_rule("siren", 0, examples, PROFILE, false_alarms_per_hour=0.0)
+    assert budgeted.rule.on_threshold > 0.92
+    assert budgeted.false_alarms == 0
+    assert budgeted.f1 == pytest.approx(2 / 3)
+    assert budgeted.background_hours == background[0].duration_s / 3600.0
+
+
+def test_when_no_rule_meets_the_budget_the_fewest_false_alarms_win() -> None:
+    # The background scores as high as the sirens: every rule that finds a siren also fires
+    # there, so the rule with the fewest false alarms (finding nothing) is chosen.
+    sirens = [example(f"s{i}", [0.05, 0.96, 0.96, 0.05], [(0.75, 1.75)]) for i in range(3)]
+    background = [example(f"b{i}", [0.05, 0.96, 0.96, 0.05], []) for i in range(3)]
+    tuned = tune_event_rule("siren", 0, [*sirens, *background], PROFILE, false_alarms_per_hour=0)
+    assert tuned.false_alarms == 0
+    assert tuned.f1 == 0.0
+
+
+def test_the_budget_allows_the_nearest_whole_number_of_false_alarms() -> None:
+    # A background clip as loud as the quiet sirens: a budget of 0.6 false alarms on its
+    # length rounds to one (all eight sirens are found), 0.4 rounds to none.
+    loud = [example(f"l{i}", [0.05, 0.97, 0.97, 0.05], [(0.75, 1.75)]) for i in range(4)]
+    quiet = [example(f"q{i}", [0.05, 0.9, 0.9, 0.05], [(0.75, 1.75)]) for i in range(4)]
+    background = example("b0", [0.05, 0.92, 0.92, 0.05], [])
+    hours = background.duration_s / 3600.0
+    examples = [*loud, *quiet, background]
+    one = tune_event_rule("siren", 0, examples, PROFILE, false_alarms_per_hour=0.6 / hours)
+    assert one.rule.on_threshold <= 0.9
+    assert one.f1 > 0.9
+    assert one.false_alarms == 1
+    none = tune_event_rule("siren", 0, examples, PROFILE, false_alarms_per_hour=0.4 / hours)
+    assert none.rule.on_threshold > 0.92
+    assert none.false_alarms == 0
+
+
+def test_rules_are_tuned_for_onsets_within_half_a_second() -> None:
+    # Sirens of 2.75 s whose scores drop out after their first second: with the offsets far
+    # off, the events still count as found (DCASE 2017 task 2 scoring), so the simplest rule
+    # that finds each onset wins and no merging is needed to stretch the offsets.
+    examples = [
+        example(f"s{i}", [0.0, 0.0, 0.9, 0.9, 0.0, 0.0, 0.0, 0.0], [(1.25, 4.0)]) for i in range(3)
+    ]
+    tuned = tune_event_rule("siren", 0, examples, PROFILE)
+    assert tuned.f1 == 1.0
+    assert tuned.rule.merge_gap_s == 0.0
