@@ -33,7 +33,7 @@ help:
 	@echo "make lint      ruff check, ruff format --check, mypy, lint-imports (the import rules)"
 	@echo "make format    apply ruff's fixes and formatting"
 	@echo "make proto     regenerate shared/soundsentry/v1 from proto/"
-	@echo "make docs      regenerate README.md's configuration reference from the settings"
+	@echo "make docs      regenerate docs/configuration.md from the settings"
 	@echo "make dashboards regenerate deploy/grafana/dashboards and the k8s PrometheusRule (from deploy/prometheus/rules)"
 	@echo "make test-unit the tests that need no broker"
 

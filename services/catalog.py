@@ -1,7 +1,8 @@
 """Every settings class of the services, and the environment variables they read.
 
-The one list behind the README's configuration reference (``tools/gen_config_docs.py``) and the
-deployment tests that check each variable a manifest sets is one the services know.
+The one list behind the configuration reference (docs/configuration.md, written by
+``tools/gen_config_docs.py``) and the deployment tests that check each variable a manifest sets
+is one the services know.
 """
 
 from __future__ import annotations

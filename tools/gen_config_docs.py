@@ -1,7 +1,7 @@
 """Render the configuration reference (every environment variable) from the settings classes.
 
-`make docs` writes it into README.md between the config markers; a test fails when the README
-is out of date, so the table cannot drift from the code.
+`make docs` writes it into docs/configuration.md between the config markers; a test fails when
+that file is out of date, so the table cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from generated import write_or_check
 
 from soundsentry.services.catalog import SETTINGS, default_text
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 START, END = "<!-- config:start -->", "<!-- config:end -->"
 
 
@@ -41,17 +41,17 @@ def render() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def updated(readme: str) -> str:
-    head, _, rest = readme.partition(START)
+def updated(document: str) -> str:
+    head, _, rest = document.partition(START)
     _, _, tail = rest.partition(END)
     if not rest or (not tail and END not in rest):
-        raise SystemExit(f"README.md needs the markers {START} and {END}")
+        raise SystemExit(f"{REFERENCE} needs the markers {START} and {END}")
     return f"{head}{START}\n{render()}{END}{tail}"
 
 
 def main(argv: list[str] | None = None) -> int:
     return write_or_check(
-        {README: updated(README.read_text())}, argv, description=__doc__, command="make docs"
+        {REFERENCE: updated(REFERENCE.read_text())}, argv, description=__doc__, command="make docs"
     )
 
 

@@ -18,7 +18,7 @@ from soundsentry.services.catalog import SETTINGS
     "generator", ["gen_config_docs.py", "gen_dashboards.py", "gen_prometheus_rule.py"]
 )
 def test_generated_files_are_up_to_date(repo_root: Path, generator: str) -> None:
-    """README's configuration reference, the Grafana dashboards, the k8s PrometheusRule."""
+    """The configuration reference, the Grafana dashboards, the k8s PrometheusRule."""
     result = subprocess.run(
         [sys.executable, str(repo_root / "tools" / generator), "--check"],
         capture_output=True,
