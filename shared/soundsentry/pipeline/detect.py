@@ -68,7 +68,7 @@ def score_tracks(file_id: str, traces: Iterable[WindowTrace], models: ModelSet) 
     tracks = []
     for trace in traces:
         card = cards[trace.model]
-        profile = card.feature_profile()
+        profile = card.profile
         tracks.append(
             ScoreTrack(
                 file_id=file_id,
