@@ -320,6 +320,18 @@ class AlertEngine:
             for sensor_id in sensor_ids:
                 self._sensors.pop(sensor_id, None)
 
+    def end(self, sensor_id: str) -> list[Event]:
+        """End a sensor's stream (e.g. a file read to its end): its open events end, and its
+        trackers are dropped."""
+        sensor = self._sensors.pop(sensor_id, None)
+        if sensor is None:
+            return []
+        return [
+            self._proto(update, sensor_id, sensor, model)
+            for (model, _), tracker in sensor.trackers.items()
+            for update in tracker.flush()
+        ]
+
     def use_rules(
         self, rules: AlertRules | None = None, cards: Mapping[str, ModelCard] | None = None
     ) -> list[tuple[str, Event]]:
