@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 def messages(card: ModelCard, sensors: int, windows: int, seed: int = 0) -> list[WindowScores]:
     """Window after window, every sensor's message of that window (as they interleave)."""
     rng = np.random.default_rng(seed)
-    profile = card.feature_profile()
+    profile = card.profile
     hop = profile.hop_frames * profile.mel.hop_length
     frames = profile.window_frames
     out = []

@@ -376,7 +376,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def _latency_target_s(cards: Iterable[ModelCard]) -> float:
     """The issue's target, window + hop + 0.5 s, for the slowest of the models' profiles."""
-    profiles = [card.feature_profile() for card in cards]
+    profiles = [card.profile for card in cards]
     return max(p.window_s + p.window_hop_s for p in profiles) + 0.5
 
 

@@ -312,7 +312,7 @@ def compare(
 ) -> dict[str, dict[str, float]]:
     """Per label and system: window average precision and recall within each budget."""
     labels = list(card.labels)
-    profile = card.feature_profile()
+    profile = card.profile
     window, hop = profile.window_samples, profile.hop_frames * profile.mel.hop_length
     hours = len(test) * 30.0 / 3600.0
     truth = np.concatenate([window_truth(item, labels, window) for item in test])
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     validation = live_scores(models, labels, manifest_files(args.dataset, "validate"))
     lowest = min(args.candidate)
     found = candidates_with_teacher(validation, teacher, heads, lowest)
-    window_samples = card.feature_profile().window_samples
+    window_samples = card.profile.window_samples
     combiners = {
         c: fit_combiners(validation, found, labels, window_samples, c) for c in args.candidate
     }

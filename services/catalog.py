@@ -12,8 +12,9 @@ from collections.abc import Mapping
 
 from pydantic_settings import BaseSettings
 
+from soundsentry.notify.settings import NotifySettings
 from soundsentry.runtime.settings import KafkaSettings, TopicSettings
-from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
+from soundsentry.services.alerter.settings import AlerterSettings
 from soundsentry.services.classifier.settings import ClassifierSettings, EscalationSettings
 from soundsentry.services.featurizer.settings import FeaturizerSettings
 from soundsentry.services.ingest.settings import IngestSettings

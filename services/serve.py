@@ -5,7 +5,8 @@ gRPC ingest (``SOUNDSENTRY_INGEST_*``: port, tokens, TLS) hands accepted chunks 
 (``SOUNDSENTRY_CLASSIFIER_MODEL_DIR``), the alerter's event logic and rules
 (``SOUNDSENTRY_ALERTER_RULES_FILE``) and the notifications (``SOUNDSENTRY_NOTIFY_*``). Every
 event is also printed to standard output as one JSON line; /metrics is served on the ingest's
-metrics port.
+metrics port. What it shares with the alerter service (rules, notifier, the events metric) comes
+from the library, so it imports no module of the alerter service.
 """
 
 from __future__ import annotations
@@ -19,17 +20,18 @@ import sys
 from collections.abc import Mapping
 from typing import TextIO
 
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
 
-from soundsentry.alerting.engine import AlertEngine, AlertRules, NotificationPolicy
+from soundsentry.alerting.engine import AlertEngine, NotificationPolicy
+from soundsentry.alerting.metrics import events_counter
+from soundsentry.alerting.settings import AlertRulesSettings
 from soundsentry.contracts import Event, kind_name
 from soundsentry.models.model_set import ModelSet
 from soundsentry.notify.notifier import event_payload as payload_of
+from soundsentry.notify.settings import NotifySettings, build_notifier
 from soundsentry.pipeline.embedded import EmbeddedPipeline
 from soundsentry.runtime.settings import KafkaSettings
 from soundsentry.runtime.topics import TopicLayout
-from soundsentry.services.alerter.app import build_notifier
-from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
 from soundsentry.services.classifier.settings import ClassifierSettings
 from soundsentry.services.ingest.server import IngestServer
 from soundsentry.services.ingest.settings import IngestSettings
@@ -48,7 +50,7 @@ def build(
     *,
     ingest: IngestSettings,
     classifier: ClassifierSettings,
-    alerter: AlerterSettings,
+    alerter: AlertRulesSettings,
     notify: NotifySettings,
     registry: CollectorRegistry,
     out: TextIO,
@@ -62,15 +64,10 @@ def build(
         for unusable models, rules or destinations.
     """
     models = ModelSet.from_dir(classifier.model_dir, threads=classifier.inference_threads)
-    rules = AlertRules.from_file(alerter.rules_file) if alerter.rules_file else AlertRules()
+    rules = alerter.alert_rules()
     engine = AlertEngine({m.name: m.card for m in models.models}, rules)
     notifier = build_notifier(notify, dead_letter=_log_given_up, registry=registry, secrets=secrets)
-    counter = Counter(
-        "soundsentry_alerter_events_total",
-        "Events, by label and kind (started, ended).",
-        ["label", "kind"],
-        registry=registry,
-    )
+    counter = events_counter(registry)
 
     def on_event(event: Event) -> None:
         counter.labels(event.label, kind_name(event.kind)).inc()
@@ -93,7 +90,7 @@ async def _serve(registry: CollectorRegistry) -> None:
     server, pipeline = build(
         ingest=IngestSettings(),
         classifier=ClassifierSettings(),
-        alerter=AlerterSettings(),
+        alerter=AlertRulesSettings(),
         notify=NotifySettings(),
         registry=registry,
         out=sys.stdout,

@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence, Set
-from pathlib import Path
 from typing import Any, cast
 
 import faust
@@ -45,12 +43,10 @@ from soundsentry.contracts import Event, WindowScores, kind_name, sensor_key
 from soundsentry.exceptions import BadMessageError, ConfigurationError
 from soundsentry.models.model_set import ModelCard, read_cards
 from soundsentry.notify.notifier import (
-    NotificationMetrics,
     Notifier,
-    ParkEvent,
     delivery_id,
-    destinations_from_config,
 )
+from soundsentry.notify.settings import NotifySettings, build_notifier
 from soundsentry.recency import LastHeard
 from soundsentry.runtime.faust_topics import faust_raw_topic, faust_topic
 from soundsentry.runtime.faust_transport import RecoveryStalledError, recovery_stalled_for
@@ -67,12 +63,11 @@ from soundsentry.runtime.streaming import (
 )
 from soundsentry.runtime.topics import DLQ_PARTITIONS, EVENTS, SCORES, TopicLayout
 from soundsentry.services.alerter.metrics import AlerterMetrics
-from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
+from soundsentry.services.alerter.settings import AlerterSettings
 
 __all__ = [
     "SERVICE",
     "AlerterService",
-    "build_notifier",
     "check_copartitioned",
     "create_app",
     "main",
@@ -81,10 +76,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SERVICE = "alerter"
-
-
-def _read_rules(path: Path | None) -> AlertRules:
-    return AlertRules.from_file(path) if path is not None else AlertRules()
 
 
 class AlerterService:
@@ -356,7 +347,7 @@ class AlerterService:
         """Re-read the model cards and the rules file; True when something changed."""
         try:
             cards = read_cards(self.settings.model_dir)
-            rules = _read_rules(self.settings.rules_file)
+            rules = self.settings.alert_rules()
         except ConfigurationError:
             self.metrics.reloads.labels("failed").inc()
             logger.exception("alerter reload failed; the previous rules keep applying")
@@ -414,7 +405,7 @@ def create_app(
         unusable.
     """
     cards = read_cards(settings.model_dir)
-    rules = _read_rules(settings.rules_file)
+    rules = settings.alert_rules()
     app = new_app(settings.app_id, kafka, topics, data_dir=settings.data_dir)
     service = AlerterService(
         app,
@@ -436,41 +427,6 @@ def create_app(
         if notifier is not None:
             service.attach_notifier(notifier)
     return service
-
-
-def build_notifier(
-    notify: NotifySettings,
-    *,
-    dead_letter: ParkEvent,
-    registry: CollectorRegistry,
-    secrets: Mapping[str, str],
-) -> Notifier | None:
-    """The notifier of the destinations file, or None without one.
-
-    Raises
-    ------
-    ConfigurationError
-        for a destinations file that cannot be read or describes unusable destinations.
-    """
-    path = notify.destinations_file
-    if path is None:
-        return None
-    try:
-        items = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigurationError(f"{path}: cannot read the destinations: {exc}") from exc
-    if not isinstance(items, list) or not items:
-        raise ConfigurationError(f"{path}: the destinations must be a non-empty JSON list")
-    return Notifier(
-        destinations_from_config(items, secrets=secrets, timeout_s=notify.timeout_s),
-        dead_letter=dead_letter,
-        retries=notify.retries,
-        backoff_base_s=notify.backoff_base_s,
-        backoff_cap_s=notify.backoff_cap_s,
-        rate_per_minute=notify.rate_per_minute,
-        max_queued=notify.max_queued,
-        metrics=NotificationMetrics.create(registry),
-    )
 
 
 def main(*, loglevel: str = "INFO") -> int:

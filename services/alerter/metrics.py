@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from soundsentry.alerting.metrics import events_counter
 from soundsentry.contracts import Event
 from soundsentry.runtime.metrics import SensorFilter, StreamMetrics
 
@@ -41,12 +42,7 @@ class AlerterMetrics:
     ) -> AlerterMetrics:
         return cls(
             stream=StreamMetrics.create(registry),
-            events=Counter(
-                "soundsentry_alerter_events_total",
-                "Events published, by label and kind (started, ended).",
-                ["label", "kind"],
-                registry=registry,
-            ),
+            events=events_counter(registry),
             scores_skipped=Counter(
                 "soundsentry_alerter_scores_skipped_total",
                 "Score records that moved no tracker, by reason (revision, unknown_model, "

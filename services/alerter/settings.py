@@ -17,13 +17,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-__all__ = ["AlerterSettings", "NotifySettings"]
+from soundsentry.alerting.settings import AlertRulesSettings
+
+__all__ = ["AlerterSettings"]
 
 
-class AlerterSettings(BaseSettings):
-    """How the alerter consumes, keeps state and reports. Prefix: ``SOUNDSENTRY_ALERTER_``."""
+class AlerterSettings(AlertRulesSettings):
+    """How the alerter consumes, keeps state and reports. Prefix: ``SOUNDSENTRY_ALERTER_``.
+
+    ``rules_file`` is :class:`~soundsentry.alerting.settings.AlertRulesSettings`' (``soundsentry
+    serve`` reads it too)."""
 
     model_config = SettingsConfigDict(
         env_prefix="SOUNDSENTRY_ALERTER_", frozen=True, extra="forbid"
@@ -41,9 +46,6 @@ class AlerterSettings(BaseSettings):
         default=Path("models"),
         description="Directory of model cards (the classifier's): window geometry and event "
         "rules per label. Only the cards are read, not the ONNX files.",
-    )
-    rules_file: Path | None = Field(
-        default=None, description="Alert rules (JSON): per-label and per-sensor-group overrides."
     )
     reload_interval_s: float = Field(
         default=10.0,
@@ -96,40 +98,4 @@ class AlerterSettings(BaseSettings):
         default="127.0.0.1",
         description="Address /metrics binds to (it lists sensor ids: loopback unless a "
         "network policy guards the port; the container image sets 0.0.0.0).",
-    )
-
-
-class NotifySettings(BaseSettings):
-    """Where events are sent and how hard to try. Prefix: ``SOUNDSENTRY_NOTIFY_``.
-
-    The destinations file is a JSON list; secrets stay in environment variables it names::
-
-        [
-          {"name": "ops", "type": "webhook", "url": "https://ops.example/hook",
-           "secret_env": "OPS_WEBHOOK_SECRET"},
-          {"name": "chat", "type": "slack", "url": "https://hooks.slack.com/services/..."},
-          {"name": "sns", "type": "sns", "topic_arn": "arn:aws:sns:eu-west-1:123456789012:alarms"}
-        ]
-    """
-
-    model_config = SettingsConfigDict(env_prefix="SOUNDSENTRY_NOTIFY_", frozen=True, extra="forbid")
-
-    destinations_file: Path | None = Field(
-        default=None, description="Destinations (JSON list); none: events are not notified."
-    )
-    timeout_s: float = Field(default=5.0, gt=0.0, le=120.0, description="Timeout of a request.")
-    retries: int = Field(
-        default=5, ge=0, le=20, description="Retries of a failed request that may succeed later."
-    )
-    backoff_base_s: float = Field(
-        default=0.5, gt=0.0, description="Ceiling of the first retry's jittered delay (doubles)."
-    )
-    backoff_cap_s: float = Field(default=30.0, gt=0.0, description="Ceiling of any retry delay.")
-    rate_per_minute: float = Field(
-        default=120.0, ge=1.0, description="Requests per minute to one destination (bursts too)."
-    )
-    max_queued: int = Field(
-        default=1000,
-        ge=1,
-        description="Notifications waiting per destination; beyond it they are dead-lettered.",
     )

@@ -239,7 +239,7 @@ def create_app(
     Raises
     ------
     ConfigurationError
-        when the profiles file is unusable.
+        when the profiles file or the model cards are unusable.
     """
     return FeaturizerService(
         kafka,

@@ -1,5 +1,10 @@
 """Featurizer service settings (prefix ``SOUNDSENTRY_FEATURIZER_``) and its profiles file.
 
+The featurizer emits the windows its models take: the feature profiles of the model cards in
+``model_dir`` (the classifier's directory), as the embedded mode derives them, so the profile is
+configured once, in the cards. A profiles file, when given, is used instead (an explicit
+override, e.g. to emit windows for models not deployed yet).
+
 A profiles file is a JSON list of objects with the fields of
 :class:`~soundsentry.features.featurizer.FeatureProfile`, where ``mel`` is an object with the
 fields of :class:`~soundsentry.audio.mel.MelSpec`; omitted fields take their defaults::
@@ -22,7 +27,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.features.featurizer import DEFAULT_PROFILES, FeatureProfile, parse_profile
+from soundsentry.features.featurizer import FeatureProfile, parse_profile
+from soundsentry.models.model_set import emitted_profiles, read_cards
 
 __all__ = ["FeaturizerSettings", "load_profiles"]
 
@@ -68,9 +74,16 @@ class FeaturizerSettings(BaseSettings):
         "memory follows the sensors that stream, not every id ever seen. It starts afresh "
         "when it sends again, as after a gap.",
     )
+    model_dir: Path = Field(
+        default=Path("models"),
+        description="Directory of the model cards whose feature profiles are emitted: "
+        "the classifier's model directory (the model installed with the package when the "
+        "default models/ does not exist). Read at start-up; the ONNX files are not loaded.",
+    )
     profiles_file: Path | None = Field(
         default=None,
-        description="JSON list of feature profiles to emit (default: the built-in full-16k).",
+        description="JSON list of feature profiles to emit instead of those of the model "
+        "cards (an explicit override).",
     )
     metrics_port: int = Field(
         default=9102, ge=0, le=65535, description="Prometheus /metrics port (0: disabled)."
@@ -82,16 +95,18 @@ class FeaturizerSettings(BaseSettings):
     )
 
     def feature_profiles(self) -> tuple[FeatureProfile, ...]:
-        """The profiles to emit: those of ``profiles_file``, else the built-in defaults.
+        """The profiles to emit: those of ``profiles_file`` when it is set, else those of the
+        cards in ``model_dir`` (:func:`~soundsentry.models.model_set.emitted_profiles`).
 
         Raises
         ------
         ConfigurationError
-            when the file cannot be read or does not describe valid, uniquely named profiles.
+            when the file cannot be read or does not describe valid, uniquely named profiles,
+            or the model directory has no valid cards.
         """
-        if self.profiles_file is None:
-            return DEFAULT_PROFILES
-        return load_profiles(self.profiles_file)
+        if self.profiles_file is not None:
+            return load_profiles(self.profiles_file)
+        return emitted_profiles(read_cards(self.model_dir).values())
 
 
 def _reject_constant(name: str) -> NoReturn:

@@ -15,10 +15,11 @@ from prometheus_client import CollectorRegistry
 
 from soundsentry.alerting.engine import AlertEngine
 from soundsentry.contracts import Event, EventKind, WindowScores, decode, encode, sensor_key
+from soundsentry.notify.settings import NotifySettings
 from soundsentry.runtime.settings import KafkaSettings
 from soundsentry.runtime.topics import EVENTS, SCORES, TopicLayout
 from soundsentry.services.alerter.app import AlerterService, create_app
-from soundsentry.services.alerter.settings import AlerterSettings, NotifySettings
+from soundsentry.services.alerter.settings import AlerterSettings
 from tests.integration.topic_helpers import (
     assert_nothing_committed,
     consume_until,

@@ -10,7 +10,9 @@ from pydantic import ValidationError
 from soundsentry.audio.mel import MelSpec
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features.featurizer import DEFAULT_PROFILES, FeatureProfile, Featurizer
+from soundsentry.models.model_set import ModelSet
 from soundsentry.services.featurizer.settings import FeaturizerSettings, load_profiles
+from tests.model_fixtures import write_model
 
 
 def write(tmp_path: Path, content: Any) -> Path:
@@ -63,8 +65,45 @@ def test_a_good_file_gives_the_profiles_it_describes(tmp_path: Path) -> None:
     assert FeaturizerSettings(profiles_file=path).feature_profiles() == profiles
 
 
-def test_without_a_file_the_default_profiles_are_used() -> None:
+def test_without_a_file_the_default_models_profiles_are_used() -> None:
+    # The default model directory (models/, else the model installed with the package).
     assert FeaturizerSettings().feature_profiles() == DEFAULT_PROFILES
+
+
+def test_without_a_file_the_profiles_come_from_the_model_cards(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full = FeatureProfile("full-16k")
+    band = FeatureProfile("alarm-band", band_fmin_hz=1500.0)  # rows of full-16k's windows
+    coarse = FeatureProfile("coarse", window_s=2.0, window_hop_s=1.0)
+    write_model(tmp_path, "general", full, ["siren", "dog_bark"])
+    write_model(tmp_path, "alarms", band, ["smoke_alarm"])
+    write_model(tmp_path, "slow", coarse, ["rain"])
+    monkeypatch.setenv("SOUNDSENTRY_FEATURIZER_MODEL_DIR", str(tmp_path))
+    settings = FeaturizerSettings()
+    assert settings.model_dir == tmp_path
+    # What the classifier's models take, as the embedded mode derives it: the band is served
+    # from full-16k's windows, so it is not emitted on its own.
+    assert settings.feature_profiles() == tuple(ModelSet.from_dir(tmp_path).profiles())
+    assert set(settings.feature_profiles()) == {full, coarse}
+    # A profiles file is an explicit override.
+    override = tmp_path / "override"
+    override.mkdir()
+    path = write(override, [{"name": "only-this"}])
+    assert FeaturizerSettings(profiles_file=path).feature_profiles() == (
+        FeatureProfile("only-this"),
+    )
+
+
+def test_a_model_card_that_does_not_validate_stops_the_featurizer(tmp_path: Path) -> None:
+    write_model(tmp_path, "general", FeatureProfile("full-16k"), ["siren"])
+    card = tmp_path / "general.json"
+    document = json.loads(card.read_text())
+    document["event_rules"] = {"siren": {"on_threshold": 0.0, "off_threshold": 0.0}}
+    card.write_text(json.dumps(document))
+    with pytest.raises(ConfigurationError, match="event_rules\\.siren\\.on_threshold: ") as caught:
+        FeaturizerSettings(model_dir=tmp_path).feature_profiles()
+    assert str(card) in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -187,7 +187,7 @@ def _card(tmp_path: Path, **changes: object) -> Path:
             "input shape .* does not fit the card's profile",
         ),
         ({"profile": {"name": "x", "mel": {"n_fft": 500}}}, "invalid model card: .*power of two"),
-        ({"profile": {"name": "x", "hop": 3}}, "unknown key\\(s\\) \\['hop'\\]"),
+        ({"profile": {"name": "x", "hop": 3}}, "profile: .*unknown key\\(s\\) \\['hop'\\]"),
         ({"labels": ["siren", "siren"]}, "labels must be unique"),
         ({"takes_over": ["gunshot"]}, "takes_over must name labels of the model once each"),
         ({"takes_over": ["siren", "siren"]}, "takes_over must name labels of the model once"),
@@ -197,15 +197,40 @@ def _card(tmp_path: Path, **changes: object) -> Path:
         ),
         (
             {"event_rules": {"siren": {"on_threshold": 0.5, "off_threshold": 0.7}}},
-            "off_threshold=0.7 must be <= on_threshold=0.5",
+            "event_rules\\.siren: .*off_threshold=0.7 must be <= on_threshold=0.5",
         ),
+        # A rule is checked field by field when the card is read, and the field is named.
         (
             {"event_rules": {"siren": {"on_threshold": 0.5}}},
-            "must have on_threshold and off_threshold",
+            "event_rules\\.siren\\.off_threshold: Field required",
         ),
         (
             {"event_rules": {"siren": {"on_threshold": 0.5, "off_threshold": 0.4, "gap": 1}}},
-            "got \\['gap', 'off_threshold', 'on_threshold'\\]",
+            "event_rules\\.siren\\.gap: Extra inputs are not permitted",
+        ),
+        (
+            {"event_rules": {"siren": {"on_threshold": 1.5, "off_threshold": 0.4}}},
+            "event_rules\\.siren\\.on_threshold: Input should be less than or equal to 1",
+        ),
+        (
+            {
+                "event_rules": {
+                    "siren": {"on_threshold": 0.5, "off_threshold": 0.4, "smoothing_windows": 1.5}
+                }
+            },
+            "event_rules\\.siren\\.smoothing_windows: Input should be a valid integer",
+        ),
+        (
+            {
+                "event_rules": {
+                    "siren": {
+                        "on_threshold": 0.5,
+                        "off_threshold": 0.4,
+                        "onset_lookback_windows": -1,
+                    }
+                }
+            },
+            "event_rules\\.siren\\.onset_lookback_windows: Input should be greater than",
         ),
     ],
 )

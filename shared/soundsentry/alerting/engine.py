@@ -27,7 +27,7 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -44,8 +44,8 @@ from soundsentry.contracts import (
     EventKind,
     WindowScores,
 )
+from soundsentry.events.rules import RuleOverrides
 from soundsentry.events.tracker import (
-    MAX_LOOKBACK_WINDOWS,
     EventRule,
     EventTracker,
     EventUpdate,
@@ -107,18 +107,11 @@ def decode_state(data: bytes) -> dict[str, Any]:
     }
 
 
-class LabelOverrides(BaseModel):
-    """Changes to a label's rule; unset fields keep the card's value."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class LabelOverrides(RuleOverrides):
+    """Changes to a label's rule (the :class:`RuleOverrides` fields; unset fields keep the
+    card's value), whether it makes events, and how its events are notified."""
 
     enabled: bool | None = Field(default=None, description="false: no events for this label")
-    on_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
-    off_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
-    smoothing_windows: int | None = Field(default=None, ge=1, le=100)
-    min_duration_s: float | None = Field(default=None, ge=0.0, le=3600.0)
-    merge_gap_s: float | None = Field(default=None, ge=0.0, le=3600.0)
-    onset_lookback_windows: int | None = Field(default=None, ge=0, le=MAX_LOOKBACK_WINDOWS)
     cooldown_s: float | None = Field(
         default=None,
         ge=0.0,
@@ -132,25 +125,6 @@ class LabelOverrides(BaseModel):
         description='"HH:MM-HH:MM" in the rules\' timezone: events starting then are not '
         'notified (may wrap midnight, e.g. "22:00-07:00")',
     )
-
-    def apply(self, rule: EventRule) -> EventRule:
-        changes = {
-            name: value
-            for name in (
-                "on_threshold",
-                "off_threshold",
-                "smoothing_windows",
-                "min_duration_s",
-                "merge_gap_s",
-                "onset_lookback_windows",
-            )
-            if (value := getattr(self, name)) is not None
-        }
-        if "on_threshold" in changes and "off_threshold" not in changes:
-            # Keep the card's hysteresis ratio when only the on threshold moves.
-            ratio = rule.off_threshold / rule.on_threshold
-            changes["off_threshold"] = changes["on_threshold"] * ratio
-        return replace(rule, **changes) if changes else rule
 
 
 class SensorGroup(BaseModel):
@@ -345,6 +319,18 @@ class AlertEngine:
         else:
             for sensor_id in sensor_ids:
                 self._sensors.pop(sensor_id, None)
+
+    def end(self, sensor_id: str) -> list[Event]:
+        """End a sensor's stream (e.g. a file read to its end): its open events end, and its
+        trackers are dropped."""
+        sensor = self._sensors.pop(sensor_id, None)
+        if sensor is None:
+            return []
+        return [
+            self._proto(update, sensor_id, sensor, model)
+            for (model, _), tracker in sensor.trackers.items()
+            for update in tracker.flush()
+        ]
 
     def use_rules(
         self, rules: AlertRules | None = None, cards: Mapping[str, ModelCard] | None = None

@@ -193,7 +193,7 @@ class LocalStack:
                 env[prefix + "APP_ID"] = f"{self.group}-{service}"
             if service == "alerter":  # the Faust service
                 env[prefix + "DATA_DIR"] = str(self.workdir / "data")
-        for service in ("classifier", "alerter"):
+        for service in ("featurizer", "classifier", "alerter"):
             env[f"SOUNDSENTRY_{service.upper()}_MODEL_DIR"] = str(self.model_dir)
         env.update(self.extra_env)
         return env

@@ -66,6 +66,7 @@ __all__ = [
     "Featurizer",
     "Window",
     "parse_profile",
+    "profile_document",
     "window_from_proto",
     "window_id",
     "window_to_proto",
@@ -175,6 +176,19 @@ def parse_profile(item: Any, *, where: str) -> FeatureProfile:
         raise ConfigurationError(f"{where}: {problems}") from exc
     except ConfigurationError as exc:  # raised by FeatureProfile / MelSpec themselves
         raise ConfigurationError(f"{where}: {exc}") from exc
+
+
+def profile_document(profile: FeatureProfile) -> dict[str, Any]:
+    """The JSON form of ``profile`` that :func:`parse_profile` reads (every field given)."""
+    return {
+        "name": profile.name,
+        "mel": dataclasses.asdict(profile.mel),
+        "window_s": profile.window_s,
+        "window_hop_s": profile.window_hop_s,
+        "band_fmin_hz": profile.band_fmin_hz,
+        "band_fmax_hz": profile.band_fmax_hz,
+        "standardize": profile.standardize,
+    }
 
 
 def _check_keys(where: str, item: dict[str, Any], known: frozenset[str]) -> None:

@@ -17,6 +17,12 @@ pipeline needs::
       "quantization": null, "takes_over": []
     }
 
+A card is checked once, when it is read: ``profile`` becomes a
+:class:`~soundsentry.features.featurizer.FeatureProfile` and each ``event_rules`` entry a
+:class:`~soundsentry.events.rules.RuleSpec` (the fields and bounds of an event rule, shared with
+the alerter's overrides), so trackers are built from parsed values. A card that does not validate
+is refused with a message that names the field (``event_rules.siren.on_threshold: ...``).
+
 ``quantization`` is set on an int8 model made by ``soundsentry quantize``
 (:mod:`soundsentry.training.quantize`): how it was made and from which float ONNX file.
 
@@ -47,12 +53,22 @@ from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
 
 from soundsentry.contracts import WindowScores
+from soundsentry.events.rules import RuleSpec
 from soundsentry.events.tracker import EventRule
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.features.featurizer import FeatureProfile, Window, parse_profile
+from soundsentry.features.featurizer import FeatureProfile, Window, parse_profile, profile_document
 
 __all__ = [
     "INFERENCE_SLICE",
@@ -68,6 +84,7 @@ __all__ = [
     "WindowScore",
     "band_rows",
     "carries",
+    "emitted_profiles",
     "load_model",
     "read_card",
     "read_cards",
@@ -97,6 +114,24 @@ def _beside_the_card(value: str) -> str:
 
 # A path relative to the card that stays inside its folder.
 CardRelativePath = Annotated[str, AfterValidator(_beside_the_card)]
+
+
+def _card_profile(value: object) -> FeatureProfile:
+    """A card's profile, read by :func:`parse_profile` (a FeatureProfile passes as it is)."""
+    if isinstance(value, FeatureProfile):
+        return value
+    try:
+        return parse_profile(value, where="profile")
+    except ConfigurationError as exc:
+        raise ValueError(str(exc)) from None
+
+
+# A feature profile, in a card as in a profiles file (written back in that form).
+CardProfile = Annotated[
+    FeatureProfile,
+    PlainValidator(_card_profile),
+    PlainSerializer(profile_document, return_type=dict[str, Any]),
+]
 
 
 class Quantization(BaseModel):
@@ -135,11 +170,11 @@ class ModelCard(BaseModel):
     version: str
     onnx: CardRelativePath = Field(description="ONNX file, relative to the card")
     labels: list[str] = Field(min_length=1)
-    profile: dict[str, Any] = Field(description="a feature profile, as in a profiles file")
+    profile: CardProfile = Field(description="the feature profile of the windows it takes")
     thresholds: dict[str, float] = Field(default_factory=dict)
-    event_rules: dict[str, dict[str, float]] = Field(
+    event_rules: dict[str, RuleSpec] = Field(
         default_factory=dict,
-        description="per label, EventRule settings (tuned on validation by soundsentry calibrate)",
+        description="per label, its event rule (tuned on validation by soundsentry calibrate)",
     )
     false_alarm_budget_per_hour: float | None = Field(
         default=None,
@@ -181,56 +216,20 @@ class ModelCard(BaseModel):
         unknown = sorted(set(self.event_rules) - set(self.labels))
         if unknown:
             raise ValueError(f"event_rules for labels the model does not have: {unknown}")
-        for label in self.event_rules:
-            self.event_rule(label)  # a rule that cannot work fails at load time
+        for label, spec in self.event_rules.items():
+            try:
+                spec.rule(label)  # a label no rule can have fails at load time
+            except ConfigurationError as exc:
+                raise ValueError(f"event_rules.{label}: {exc}") from None
         return self
-
-    def feature_profile(self) -> FeatureProfile:
-        """The profile of the windows this model takes.
-
-        Raises
-        ------
-        ConfigurationError
-            when the card's profile is not a valid one.
-        """
-        return parse_profile(self.profile, where=f"model {self.name!r} profile")
 
     def threshold(self, label: str, default: float = 0.5) -> float:
         return self.thresholds.get(label, default)
 
     def event_rule(self, label: str) -> EventRule | None:
-        """The card's event rule for ``label``, or None when the card has none.
-
-        Raises ValueError (pydantic reports it at load time) for settings EventRule rejects.
-        """
+        """The card's event rule for ``label``, or None when the card has none."""
         spec = self.event_rules.get(label)
-        if spec is None:
-            return None
-        allowed = {"on_threshold", "off_threshold", "smoothing_windows"}
-        allowed |= {"min_duration_s", "merge_gap_s", "onset_lookback_windows"}
-        extra = sorted(set(spec) - allowed)
-        if extra or not {"on_threshold", "off_threshold"} <= set(spec):
-            raise ValueError(
-                f"event_rules[{label!r}] must have on_threshold and off_threshold and only "
-                f"{sorted(allowed)}; got {sorted(spec)}"
-            )
-        smoothing = spec.get("smoothing_windows", 1)
-        lookback = spec.get("onset_lookback_windows", 0)
-        for name, value in (("smoothing_windows", smoothing), ("onset_lookback_windows", lookback)):
-            if value != int(value):
-                raise ValueError(f"event_rules[{label!r}]: {name} must be whole")
-        try:
-            return EventRule(
-                label=label,
-                on_threshold=spec["on_threshold"],
-                off_threshold=spec["off_threshold"],
-                smoothing_windows=int(smoothing),
-                min_duration_s=spec.get("min_duration_s", 0.0),
-                merge_gap_s=spec.get("merge_gap_s", 0.0),
-                onset_lookback_windows=int(lookback),
-            )
-        except ConfigurationError as exc:
-            raise ValueError(str(exc)) from None
+        return None if spec is None else spec.rule(label)
 
 
 def score_id(window_id: str, model: str, model_version: str, escalated_to: str = "") -> str:
@@ -300,7 +299,7 @@ class LoadedModel:
         self.onnx_path = onnx_path
         self.card_path = card_path
         where = f"{card_path} ({onnx_path.name})" if card_path else str(onnx_path)
-        self.profile = card.feature_profile()
+        self.profile = card.profile
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -393,16 +392,12 @@ def read_card(card_path: str | Path) -> ModelCard:
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigurationError(f"{path}: cannot read the model card: {exc}") from exc
     try:
-        card = ModelCard.model_validate(raw)
-        card.feature_profile()
+        return ModelCard.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'card'}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigurationError(f"{path}: invalid model card: {problems}") from exc
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"{path}: invalid model card: {exc}") from exc
-    return card
 
 
 def write_card(card_path: str | Path, document: Mapping[str, Any]) -> None:
@@ -530,6 +525,46 @@ def band_rows(wide: FeatureProfile, narrow: FeatureProfile) -> slice:
     return slice(int(narrow.band.start) - offset, int(narrow.band.stop) - offset)
 
 
+def _carriers(owned: Sequence[tuple[str, FeatureProfile]]) -> list[FeatureProfile]:
+    """For each (model name, profile), the profile whose windows it is served from: the widest
+    profile of the set that :func:`carries` it (its own when none is wider).
+
+    Raises
+    ------
+    ConfigurationError
+        when two models use one profile name with different settings.
+    """
+    profiles: dict[str, FeatureProfile] = {}
+    for _, profile in owned:
+        known = profiles.setdefault(profile.name, profile)
+        if known != profile:
+            group = [name for name, p in owned if p.name == known.name]
+            raise ConfigurationError(
+                f"models {group} use the profile name {known.name!r} with different settings"
+            )
+    return [
+        max(
+            (p for p in profiles.values() if p == own or carries(p, own)),
+            key=lambda p: (p.num_bands, p.name == own.name, p.name),
+        )
+        for _, own in owned
+    ]
+
+
+def emitted_profiles(cards: Iterable[ModelCard]) -> tuple[FeatureProfile, ...]:
+    """The feature profiles a featurizer emits for the models of these cards (the same as
+    :meth:`ModelSet.profiles`, without loading the ONNX files): a profile that is a band of a
+    wider one is served from the wider one's windows.
+
+    Raises
+    ------
+    ConfigurationError
+        when two cards use one profile name with different settings.
+    """
+    carriers = _carriers([(card.name, card.profile) for card in cards])
+    return tuple({carrier.name: carrier for carrier in carriers}.values())
+
+
 class ModelSet:
     """Every model of a directory; scores windows with each model whose profile made them.
 
@@ -543,26 +578,16 @@ class ModelSet:
         if len(set(names)) != len(names):
             raise ConfigurationError(f"model names must be unique, got {names}")
         self.models = tuple(models)
-        profiles: dict[str, FeatureProfile] = {}
-        for model in self.models:
-            known = profiles.setdefault(model.profile.name, model.profile)
-            if known != model.profile:
-                group = [m.name for m in self.models if m.profile.name == known.name]
-                raise ConfigurationError(
-                    f"models {group} use the profile name {known.name!r} with different settings"
-                )
+        carriers = _carriers([(m.name, m.profile) for m in self.models])
         self.reported = reported_labels(m.card for m in self.models)
         # Per carrying profile name: its models, each with the rows of its band.
         self._carrier: dict[str, FeatureProfile] = {}
         self._by_profile: dict[str, list[tuple[LoadedModel, slice]]] = {}
-        for model in self.models:
-            own = model.profile
-            carrier = max(
-                (p for p in profiles.values() if p == own or carries(p, own)),
-                key=lambda p: (p.num_bands, p.name == own.name, p.name),
-            )
+        for model, carrier in zip(self.models, carriers, strict=True):
             self._carrier[carrier.name] = carrier
-            self._by_profile.setdefault(carrier.name, []).append((model, band_rows(carrier, own)))
+            self._by_profile.setdefault(carrier.name, []).append(
+                (model, band_rows(carrier, model.profile))
+            )
 
     @classmethod
     def from_dir(cls, directory: str | Path, *, threads: int = 1) -> ModelSet:

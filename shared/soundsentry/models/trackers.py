@@ -25,7 +25,7 @@ def event_rule_for(card: ModelCard, label: str) -> EventRule:
     if tuned is not None:
         return tuned
     on = card.threshold(label)
-    profile = card.feature_profile()
+    profile = card.profile
     hop_s = profile.hop_frames * profile.mel.hop_length / profile.mel.sample_rate_hz
     return EventRule(
         label=label,
@@ -42,7 +42,7 @@ def new_event_tracker(
 ) -> EventTracker:
     """An event tracker for one label of ``card``'s model, with the geometry of its windows
     (frame scores, when the model gives them, are one per STFT frame)."""
-    profile = card.feature_profile()
+    profile = card.profile
     return EventTracker(
         rule,
         sample_rate_hz=profile.mel.sample_rate_hz,

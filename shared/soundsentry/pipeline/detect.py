@@ -1,10 +1,9 @@
 """Detection over audio files in one process: the embedded pipeline, no Kafka.
 
-The same classes as the services: the file is cut into AudioChunks as a microphone would send
-them, the :class:`~soundsentry.features.featurizer.Featurizer` makes the windows, the
-:class:`~soundsentry.models.model_set.ModelSet` scores them, and one
-:class:`~soundsentry.events.tracker.EventTracker` per (model, label) turns scores into events. Files
-are read block by block, so memory stays constant however long the file is.
+The file is cut into AudioChunks as a microphone would send them and pushed through the
+:class:`~soundsentry.pipeline.stages.Pipeline` that ``soundsentry serve`` runs too (featurizer,
+models, alert engine: the same classes as the services); at the end of the file the events
+still open end. Files are read block by block, so memory stays constant however long the file is.
 
 Event rules come from each model card (:func:`~soundsentry.models.trackers.event_rule_for`: its
 ``event_rules`` for a label when it has them, else the threshold with hysteresis). Windows quieter
@@ -21,12 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from soundsentry.audio.pcm import file_blocks, s16_chunks
+from soundsentry.contracts import Event, EventKind
 from soundsentry.evaluation.operating import ScoreTrack
-from soundsentry.events.tracker import EventTracker, EventUpdate
 from soundsentry.exceptions import ConfigurationError
-from soundsentry.features.featurizer import Featurizer, Window
-from soundsentry.models.model_set import ModelSet
-from soundsentry.models.trackers import event_rule_for, new_event_tracker
+from soundsentry.models.model_set import ModelSet, WindowScore
+from soundsentry.models.trackers import event_rule_for
+from soundsentry.pipeline.stages import Pipeline
 
 __all__ = [
     "DetectedEvent",
@@ -68,7 +67,7 @@ def score_tracks(file_id: str, traces: Iterable[WindowTrace], models: ModelSet) 
     tracks = []
     for trace in traces:
         card = cards[trace.model]
-        profile = card.feature_profile()
+        profile = card.profile
         tracks.append(
             ScoreTrack(
                 file_id=file_id,
@@ -106,33 +105,39 @@ def detect_file(
         total_frames = max(1, soundfile.info(str(source)).frames)
     except (OSError, RuntimeError, soundfile.LibsndfileError) as exc:
         raise ConfigurationError(f"cannot read audio file {source}: {exc}") from exc
-    featurizer = Featurizer(models.profiles())
-    trackers: dict[tuple[str, str], EventTracker] = {}
+    pipeline = Pipeline(models)
     trace_of: dict[tuple[str, str], WindowTrace] = {}
-    for model in models.models:
-        for label in model.card.labels:
-            if label not in models.reported[model.name]:
-                continue  # another model of the set takes it over
-            trackers[model.name, label] = new_event_tracker(
-                model.card, event_rule_for(model.card, label)
-            )
-            if traces is not None:
-                trace_of[model.name, label] = WindowTrace(model.name, label, [], [])
-                traces.append(trace_of[model.name, label])
+    if traces is not None:
+        for model in models.models:
+            for label in model.card.labels:
+                if label in models.reported[model.name]:  # not taken over by another model
+                    trace_of[model.name, label] = WindowTrace(model.name, label, [], [])
+                    traces.append(trace_of[model.name, label])
+    labels = {m.name: m.card.labels for m in models.models}
     events: list[DetectedEvent] = []
 
-    def record(model: str, updates: Iterable[EventUpdate]) -> None:
-        for update in updates:
-            if update.kind == "ended":
-                found = update.event
+    def trace(result: WindowScore) -> None:
+        window = result.window
+        centre_s = (window.start_sample + window.num_samples / 2) / window.sample_rate_hz
+        for index, label in enumerate(labels[result.model]):
+            found = trace_of.get((result.model, label))
+            if found is not None:
+                found.times_s.append(centre_s)
+                found.scores.append(float(result.scores[index]))  # 0 below the silence gate
+                found.start_samples.append(window.start_sample)
+
+    def record(updates: Iterable[Event]) -> None:
+        for event in updates:
+            if event.kind == EventKind.EVENT_KIND_ENDED:
+                rate = event.sample_rate_hz
                 events.append(
                     DetectedEvent(
                         file=str(source),
-                        label=found.label,
-                        model=model,
-                        onset_s=found.onset_s,
-                        offset_s=found.offset_s,
-                        peak_score=found.peak_score,
+                        label=event.label,
+                        model=event.model,
+                        onset_s=event.onset_sample / rate,
+                        offset_s=event.offset_sample / rate,
+                        peak_score=event.peak_score,
                     )
                 )
 
@@ -140,50 +145,13 @@ def detect_file(
     chunks = s16_chunks(blocks, sensor_id=_SENSOR, stream_id=uuid.uuid4().hex, sample_rate_hz=rate)
     done = 0
     for chunk in chunks:
-        windows = featurizer.process([chunk]).windows
-        _score_and_track(
-            windows,
-            models=models,
-            trackers=trackers,
-            trace_of=trace_of,
-            record=record,
-        )
+        record(pipeline.push([chunk], on_score=trace if trace_of else None))
         done += len(chunk.pcm) // (2 * max(chunk.channels, 1))
         if progress is not None:
             progress(min(1.0, done / total_frames))
-    for (model_name, _), tracker in trackers.items():
-        record(model_name, tracker.flush())
+    record(pipeline.end(_SENSOR))
     events.sort(key=lambda e: (e.onset_s, e.label, e.model))
     return events
-
-
-def _score_and_track(
-    windows: list[Window],
-    *,
-    models: ModelSet,
-    trackers: dict[tuple[str, str], EventTracker],
-    trace_of: dict[tuple[str, str], WindowTrace],
-    record: Callable[[str, Iterable[EventUpdate]], None],
-) -> None:
-    if not windows:
-        return
-    by_name = {m.name: m for m in models.models}
-    for result in models.score(windows):
-        window = result.window
-        model = by_name[result.model]
-        for index, label in enumerate(model.card.labels):
-            tracker = trackers.get((result.model, label))
-            if tracker is None:
-                continue
-            score = float(result.scores[index])  # 0 for a window below the silence gate
-            frames = None if result.frame_scores is None else result.frame_scores[index]
-            record(result.model, tracker.push(window.start_sample, score, frames))
-            trace = trace_of.get((result.model, label))
-            if trace is not None:
-                centre = window.start_sample + window.num_samples / 2
-                trace.times_s.append(centre / window.sample_rate_hz)
-                trace.scores.append(score)
-                trace.start_samples.append(window.start_sample)
 
 
 def plot_detections(

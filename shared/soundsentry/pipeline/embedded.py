@@ -2,9 +2,8 @@
 
 :class:`EmbeddedPipeline` takes the place of the Kafka producer behind the ingest servicer: each
 accepted chunk is queued, and a worker takes whatever has queued up (chunks of all sensors, up
-to ``max_batch``), featurizes it in one :meth:`Featurizer.process` call, scores the windows with
-the :class:`~soundsentry.models.model_set.ModelSet` and feeds the scores to the
-:class:`~soundsentry.alerting.engine.AlertEngine`, exactly as the featurizer, classifier and alerter
+to ``max_batch``) and pushes it through the :class:`~soundsentry.pipeline.stages.Pipeline` in one
+batch (featurizer, models, alert engine), exactly as the featurizer, classifier and alerter
 services do with their batches. A chunk is acknowledged to the sensor once its batch has gone
 through every stage. The events go to the notifier and to ``on_event``.
 
@@ -17,35 +16,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from soundsentry.alerting.engine import AlertEngine, NotificationPolicy
 from soundsentry.contracts import AudioChunk, Event, decode
-from soundsentry.exceptions import BadMessageError
-from soundsentry.features.featurizer import Featurizer
-from soundsentry.models.model_set import ModelSet, score_to_proto
+from soundsentry.models.model_set import ModelSet
 from soundsentry.notify.notifier import Notifier
+from soundsentry.pipeline.stages import Pipeline, PipelineCounts
 
-__all__ = ["EmbeddedPipeline", "PipelineCounts"]
+__all__ = ["EmbeddedPipeline"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class PipelineCounts:
-    """What the pipeline has done so far."""
-
-    chunks: int = 0
-    rejected: int = 0
-    windows: int = 0
-    scores: int = 0
-    events: int = 0
-    suppressed: int = 0
-    sequence_events: dict[str, int] = field(default_factory=dict)
-
-
-def _nothing_stored(sensor_id: str) -> None:
-    return None
 
 
 @dataclass(slots=True)
@@ -81,17 +62,18 @@ class EmbeddedPipeline:
         on_event: Callable[[Event], None] | None = None,
         max_batch: int = 256,
     ) -> None:
-        self.models = models
-        self.engine = engine
+        self.pipeline = Pipeline(models, engine)
         self.notifier = notifier
         self.policy = policy
         self.on_event = on_event
         self.max_batch = max_batch
-        self.featurizer = Featurizer(models.profiles())
-        self.counts = PipelineCounts()
-        self._labels = {m.name: list(m.card.labels) for m in models.models}
         self._queue: asyncio.Queue[_Queued] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def counts(self) -> PipelineCounts:
+        """What the pipeline has done so far."""
+        return self.pipeline.counts
 
     async def send(self, topic: str, value: bytes, *, key: bytes) -> asyncio.Future[None]:
         """Queue one encoded AudioChunk (the Kafka producer's ``send``); the returned future
@@ -132,27 +114,7 @@ class EmbeddedPipeline:
                     self._queue.task_done()
 
     def _process(self, raw: Sequence[bytes]) -> list[Event]:
-        counts = self.counts
-        chunks = [decode(AudioChunk, value) for value in raw]
-        counts.chunks += len(chunks)
-        result = self.featurizer.process(chunks)
-        counts.rejected += len(result.rejected)
-        for reason, count in result.events.items():
-            counts.sequence_events[reason] = counts.sequence_events.get(reason, 0) + count
-        counts.windows += len(result.windows)
-        events: list[Event] = []
-        for scored in self.models.score(result.windows):
-            message = score_to_proto(scored, self._labels[scored.model])
-            counts.scores += 1
-            try:
-                # Nothing is stored: the engine keeps every sensor's trackers in memory.
-                outcome = self.engine.process(message, _nothing_stored)
-            except BadMessageError:
-                logger.exception("scores of window %s refused", message.window_id)
-                continue
-            events += outcome.events
-        counts.events += len(events)
-        return events
+        return self.pipeline.push([decode(AudioChunk, value) for value in raw])
 
     def _emit(self, event: Event) -> None:
         if self.on_event is not None:

@@ -56,6 +56,7 @@ import numpy as np
 import numpy.typing as npt
 
 from soundsentry.evaluation.sed_metrics import EvalEvent, event_based_metrics, segment_based_metrics
+from soundsentry.events.rules import RuleSpec
 from soundsentry.events.tracker import EventRule, detect_events
 from soundsentry.models.trackers import OFF_RATIO
 from soundsentry.training.examples import (
@@ -267,16 +268,9 @@ def tune_event_rule(
     return best_of([replace(second.rule, onset_lookback_windows=n) for n in LOOKBACK_WINDOWS])
 
 
-def rule_document(rule: EventRule) -> dict[str, float]:
+def rule_document(rule: EventRule) -> dict[str, Any]:
     """A rule as the model card stores it (``ModelCard.event_rules``)."""
-    return {
-        "on_threshold": rule.on_threshold,
-        "off_threshold": rule.off_threshold,
-        "smoothing_windows": rule.smoothing_windows,
-        "min_duration_s": rule.min_duration_s,
-        "merge_gap_s": rule.merge_gap_s,
-        "onset_lookback_windows": rule.onset_lookback_windows,
-    }
+    return RuleSpec.of(rule).model_dump()
 
 
 def scored_examples(

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
+from soundsentry.features.featurizer import profile_document
 from soundsentry.models.model_set import (
     INPUT_NAME,
     CompositionPart,
@@ -361,7 +362,7 @@ def _document(
         "version": version,
         "onnx": out.with_suffix(".onnx").name,
         "labels": [label for label, _, _ in sources],
-        "profile": base.profile,
+        "profile": profile_document(base.profile),
         "silence_gate_dbfs": base.silence_gate_dbfs,
         "false_alarm_budget_per_hour": min(budgets) if budgets else None,
         "training_data": training_data,

@@ -210,9 +210,7 @@ def quantize_card(
 
     float_model = LoadedModel(card, source, card_path=path)
     labels = tuple(card.labels)
-    data = load_dataset(
-        dataset_dir, profile=card.feature_profile(), labels=labels, splits=("validate",)
-    )
+    data = load_dataset(dataset_dir, profile=card.profile, labels=labels, splits=("validate",))
     inputs, targets = validation_set(data)
     rng = np.random.default_rng(seed)
     count = min(calibration_windows, inputs.shape[0])

@@ -61,7 +61,6 @@ The export is checked: the card is loaded and the ONNX scores must equal PyTorch
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import math
@@ -79,7 +78,7 @@ import numpy.typing as npt
 
 from soundsentry.events.tracker import EventRule
 from soundsentry.exceptions import ConfigurationError, SoundSentryError
-from soundsentry.features.featurizer import FeatureProfile
+from soundsentry.features.featurizer import FeatureProfile, profile_document
 from soundsentry.training.calibration import (
     calibrate_thresholds,
     event_metrics,
@@ -792,19 +791,6 @@ def train_model(
 # Export
 
 
-def _profile_document(profile: FeatureProfile) -> dict[str, Any]:
-    """The profile in the form :func:`soundsentry.features.featurizer.parse_profile` reads."""
-    return {
-        "name": profile.name,
-        "mel": dataclasses.asdict(profile.mel),
-        "window_s": profile.window_s,
-        "window_hop_s": profile.window_hop_s,
-        "band_fmin_hz": profile.band_fmin_hz,
-        "band_fmax_hz": profile.band_fmax_hz,
-        "standardize": profile.standardize,
-    }
-
-
 def _check_name(name: str) -> None:
     if not name or not name.isascii() or not all(c.isalnum() or c in "._-" for c in name):
         raise ConfigurationError(
@@ -866,7 +852,7 @@ def export_model(
         "version": version,
         "onnx": onnx_path.name,
         "labels": list(result.labels),
-        "profile": _profile_document(result.profile),
+        "profile": profile_document(result.profile),
         "thresholds": dict(result.thresholds),
         "event_rules": {label: rule_document(r) for label, r in result.event_rules.items()},
         "false_alarm_budget_per_hour": result.config.false_alarms_per_hour,

@@ -90,7 +90,7 @@ def test_quantize_makes_an_int8_card_close_to_the_float_model(
         window_metrics(scores, targets, card.labels, card.thresholds)
     )
     tuned = {label: rule_document(result.rule) for label, result in report.tuned.items()}
-    assert card.event_rules == tuned
+    assert {label: spec.model_dump() for label, spec in card.event_rules.items()} == tuned
     assert card.metrics["event_rules_tuned_on"] == "mixed: validate, 8 examples"
 
 

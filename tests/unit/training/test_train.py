@@ -231,7 +231,7 @@ def test_train_command_takes_a_profile_file_and_labels_to_take_over(
     assert run_train(parser.parse_args([str(dataset_dir), "--out", str(out), *options])) == 0
     card = read_card(out / "specialist.json")
     assert card.takes_over == ["siren"]
-    assert card.feature_profile() == FeatureProfile("alarm-band", band_fmin_hz=1500.0)
+    assert card.profile == FeatureProfile("alarm-band", band_fmin_hz=1500.0)
     assert load_model(out / "specialist.json").profile.num_bands == 34
     # A label to take over that the model will not have fails before any training.
     bad = parser.parse_args([str(dataset_dir), "--out", str(tmp_path / "x"), *options[:8]])
