@@ -642,8 +642,8 @@ def _add_model_commands(sub: Any) -> None:
 
     calibrate = sub.add_parser(
         "calibrate",
-        help="tune a model's per-label event rules for event F1 on a data set's validation split "
-        "and write them into its card",
+        help="tune a model's per-label event rules for event F1 (onsets within 0.5 s, as DCASE "
+        "2017 task 2) on a data set's validation split and write them into its card",
     )
     _add_card_and_dataset(calibrate)
     calibrate.set_defaults(func=_cmd_calibrate)
