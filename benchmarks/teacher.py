@@ -23,7 +23,8 @@ Nothing is fitted on the audio it is measured on:
     .venv/bin/python benchmarks/teacher.py --teacher birdnet_v24.onnx --dataset DIR
         [--model models] [--background-hours 2] [--candidate 0.05 0.3]
 
-The teacher file is built by ``tools/birdnet/build_onnx.py``. Last line: one JSON object.
+The teacher file is built by ``tools/birdnet/build_onnx.py``. The heads' inputs are kept in
+``DIR/teacher-contexts-*.npz`` for the next run. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import json  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+import zlib  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -379,7 +381,10 @@ def main(argv: list[str] | None = None) -> int:
     labels = list(card.labels)
     teacher = Teacher(args.teacher)
 
-    cached = args.dataset / "teacher-contexts.npz"  # the heads' inputs, made once per data set
+    # The heads' inputs take minutes to make: kept beside the data set, per teacher file and
+    # label set, so a second run (another --candidate) starts at the combiners.
+    key = zlib.crc32(f"{args.teacher.stat().st_size}:{','.join(labels)}".encode())
+    cached = args.dataset / f"teacher-contexts-{args.teacher.stem}-{key:08x}.npz"
     if cached.exists():
         stored = np.load(cached)
         x, y = stored["x"], stored["y"]
