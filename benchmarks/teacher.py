@@ -48,7 +48,6 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
 import onnxruntime as ort  # noqa: E402
-import soundfile  # noqa: E402
 import soxr  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import average_precision_score  # noqa: E402
@@ -56,6 +55,7 @@ from sklearn.metrics import average_precision_score  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from detection import DATA, ROOT, build_mixtures  # noqa: E402
 
+from soundsentry.audio.pcm import load_audio  # noqa: E402
 from soundsentry.evaluation.operating import ScoreTrack, operating_points  # noqa: E402
 from soundsentry.evaluation.sed_metrics import EvalEvent  # noqa: E402
 from soundsentry.models.model_set import ModelCard, ModelSet  # noqa: E402
@@ -119,10 +119,10 @@ def context_at(audio: npt.NDArray[np.float32], end: int) -> npt.NDArray[np.float
 
 
 def read_mono(path: Path) -> npt.NDArray[np.float32]:
-    audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    audio, rate = load_audio(path)
     if rate != RATE:
         raise SystemExit(f"{path}: {rate} Hz, the benchmark expects {RATE}")
-    return np.asarray(audio.mean(axis=1), dtype=np.float32)
+    return audio
 
 
 @dataclass
@@ -256,6 +256,16 @@ def candidates_with_teacher(
     return result
 
 
+def candidate_inputs(
+    item: Scored, rows: npt.NDArray[np.intp], head: Floats, column: int, candidate: float
+) -> tuple[npt.NDArray[np.intp], Floats]:
+    """The rows of ``item`` that are candidates for label ``column``, and the combiner's
+    inputs for them: the live score's logit and the head's."""
+    keep = item.scores[rows, column] >= candidate
+    chosen = rows[keep]
+    return chosen, np.stack([_logit(item.scores[chosen, column]), head[keep, column]], axis=1)
+
+
 def fit_combiners(
     validation: Sequence[Scored],
     found: dict[str, tuple[npt.NDArray[np.intp], Floats]],
@@ -265,16 +275,15 @@ def fit_combiners(
 ) -> list[LogisticRegression | None]:
     """Per label: the live score's logit and the head's logit -> P(label) of a candidate
     (None where the validation candidates hold one class only: the live score stays)."""
-    combiners = []
+    scored = [item for item in validation if item.name in found]
+    truths = [window_truth(item, labels, window_samples) for item in scored]
+    combiners: list[LogisticRegression | None] = []
     for j, label in enumerate(labels):
         inputs, truth = [], []
-        for item in validation:
-            if item.name not in found:
-                continue
-            rows, head = found[item.name]
-            keep = item.scores[rows, j] >= candidate
-            inputs.append(np.stack([_logit(item.scores[rows[keep], j]), head[keep, j]], axis=1))
-            truth.append(window_truth(item, labels, window_samples)[rows[keep], j])
+        for item, item_truth in zip(scored, truths, strict=True):
+            chosen, features = candidate_inputs(item, *found[item.name], j, candidate)
+            inputs.append(features)
+            truth.append(item_truth[chosen, j])
         target = np.concatenate(truth)
         if np.unique(target).size < 2:
             print(f"{label}: validation candidates of one class only, the live score stays")
@@ -295,13 +304,11 @@ def confirm(
     for item in test:
         merged = item.scores.copy()
         if item.name in found:
-            rows, head = found[item.name]
             for j, combiner in enumerate(combiners):
-                keep = item.scores[rows, j] >= candidate
-                if combiner is None or not keep.any():
+                chosen, features = candidate_inputs(item, *found[item.name], j, candidate)
+                if combiner is None or chosen.size == 0:
                     continue
-                inputs = np.stack([_logit(item.scores[rows[keep], j]), head[keep, j]], axis=1)
-                merged[rows[keep], j] = combiner.predict_proba(inputs)[:, 1]
+                merged[chosen, j] = combiner.predict_proba(features)[:, 1]
         confirmed[item.name] = merged
     return confirmed
 
