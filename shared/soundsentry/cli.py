@@ -387,6 +387,13 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of examples that hold a target sound",
     )
     parser.add_argument(
+        "--burst-share",
+        type=float,
+        default=MixSpec().burst_share,
+        help="share of real targets cut to a run of their bursts (one bark of a clip of barks); "
+        "0 places whole clips, as data sets before 2.1 did",
+    )
+    parser.add_argument(
         "--rekognition",
         action="store_true",
         help="also write spectrogram PNGs in the Rekognition Custom Labels layout",
@@ -575,7 +582,11 @@ def run_synth(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir),
         out_dir=Path(args.out),
         examples_per_split={"train": args.train, "validate": args.validate, "test": args.test},
-        spec=MixSpec(duration_s=args.duration_s, target_probability=args.target_probability),
+        spec=MixSpec(
+            duration_s=args.duration_s,
+            target_probability=args.target_probability,
+            burst_share=args.burst_share,
+        ),
         seed=args.seed,
         rekognition=args.rekognition,
         created_utc=created,

@@ -22,6 +22,15 @@ either side (10 ms fades at the edges); when the region is longer than the examp
 the example's length that contains the loudest frame is cut from it and the event is
 re-estimated inside the window with the same (whole-clip) threshold.
 
+**Bursts.** With probability ``MixSpec.burst_share`` a real target is cut to a random run of its
+bursts instead (at least one): a burst is a run of active frames, and bursts are separated by
+at least 80 ms of frames below the threshold. A clip of barks then also yields one bark, a clip
+of honks one honk: the source clips are mostly 4 s of repeats (UrbanSound8K), deployments hear
+single ones as often. The cut keeps up to 50 ms either side but never reaches into the
+neighbouring burst, and the event is the run. Half the runs of one burst are shortened to a
+random part of it (log-uniform lengths from 150 ms): UrbanSound8K's car horns are mostly one
+held horn, the street's are mostly short honks.
+
 **Synthetic alarms** (:func:`soundsentry.training.alarms.synthesize_alarm`) start at a random offset
 and repeat to the end of the example. Their events are the exact pattern cycles (first tone start to
 last tone end; reverberation tail excluded), one event per cycle: the gaps inside a cycle (0.5 s for
@@ -120,6 +129,8 @@ ClipRole = Literal["target", "ambience", "event"]
 _FRAME_S = 0.02
 _HOP_S = 0.01
 _TARGET_PAD_S = 0.05
+_BURST_GAP_S = 0.08  # quieter than the threshold this long: the next bark, honk or shot
+_SHORT_BURST_S = 0.15  # the shortest part of a burst a cut keeps
 _EDGE_FADE_S = 0.01
 _LOOP_FADE_S = 0.02
 # Looped UrbanSound8K clips repeat from up to 6.3 ms before orig_dur: read 10 ms less.
@@ -518,6 +529,8 @@ class MixSpec:
     ``alarm_variety``: share of alarms whose timing is drawn around the nominal pattern
     (:func:`soundsentry.training.alarms.varied_pattern`) instead of T3/T4 exactly;
     ``alarm_burst_share``: share of alarms that sound one or two cycles only.
+    ``burst_share``: share of real targets cut to a random run of their bursts (see the module
+    docstring); 0 places every clip's whole active region.
     ``min_ambience_s``: the first background layer comes from ambience recordings at least
     this long (long mixtures: a 1 s chunk looped thirty times is no scene).
     ``active_threshold_db``: a real clip's active region holds the frames within this many dB
@@ -535,6 +548,7 @@ class MixSpec:
     alarm_share: float = 0.25
     alarm_variety: float = 0.7
     alarm_burst_share: float = 0.4
+    burst_share: float = 0.5
     min_ambience_s: float = 0.0
     active_threshold_db: float = 20.0
     peak_dbfs: float = -1.0
@@ -575,6 +589,7 @@ class MixSpec:
             ("alarm_share", self.alarm_share),
             ("alarm_variety", self.alarm_variety),
             ("alarm_burst_share", self.alarm_burst_share),
+            ("burst_share", self.burst_share),
         ):
             if not 0.0 <= value <= 1.0:
                 problems.append(f"{name}={value} is outside 0..1")
@@ -855,7 +870,13 @@ def _real_target(
     region = activity.region
     pad = round(_TARGET_PAD_S * rate)
     lo, hi = max(0, region[0] - pad), min(audio.size, region[1] + pad)
-    if hi - lo > n:
+    # Drawn only when enabled, so data sets mixed with burst_share=0 keep their seeds' audio.
+    cut = None
+    if spec.burst_share > 0 and rng.random() < spec.burst_share:
+        cut = _burst_run(activity, rng=rng, pad=pad, n=n, rate=rate)
+    if cut is not None:
+        lo, hi, region = cut
+    elif hi - lo > n:
         # Cut an n-sample window that holds the loudest frame, then find the event inside it.
         loudest = int(np.argmax(levels)) * hop
         loudest_end = min(audio.size, loudest + frame)
@@ -877,6 +898,51 @@ def _real_target(
     track[offset : offset + piece.size] = piece
     span = (offset + region[0] - lo, offset + region[1] - lo)
     return track, [span], clip, _ref(clip, lo, hi, rate)
+
+
+def _bursts(activity: _Activity) -> list[tuple[int, int]]:
+    """The clip's bursts: runs of active frames split by gaps of at least ``_BURST_GAP_S``,
+    as (start, end) in samples."""
+    gap_frames = max(1, round(_BURST_GAP_S / _HOP_S))
+    active = activity.active
+    breaks = np.flatnonzero(np.diff(active) > gap_frames)
+    firsts = np.concatenate(([active[0]], active[breaks + 1]))
+    lasts = np.concatenate((active[breaks], [active[-1]]))
+    return [
+        (int(a) * activity.hop, min(activity.size, int(b) * activity.hop + activity.frame))
+        for a, b in zip(firsts, lasts, strict=True)
+    ]
+
+
+def _burst_run(
+    activity: _Activity, *, rng: np.random.Generator, pad: int, n: int, rate: int
+) -> tuple[int, int, tuple[int, int]] | None:
+    """A random run of consecutive bursts that fits ``n`` samples: (lo, hi, event region).
+
+    The cut keeps up to ``pad`` samples either side, stopping halfway to a neighbouring burst.
+    A run of one burst is, half the time, shortened to a random part of it (log-uniform from
+    ``_SHORT_BURST_S`` to all of it): a held horn cut to a honk. None when there is nothing to
+    choose (one burst, kept whole) or the drawn run is longer than ``n``."""
+    bursts = _bursts(activity)
+    first = int(rng.integers(len(bursts)))
+    last = first + int(rng.integers(len(bursts) - first))
+    while last > first and bursts[last][1] - bursts[first][0] + 2 * pad > n:
+        last -= 1
+    start, end = bursts[first][0], bursts[last][1]
+    shortest = round(_SHORT_BURST_S * rate)
+    if first == last and end - start > 2 * shortest and rng.random() < 0.5:
+        length = round(np.exp(rng.uniform(np.log(shortest), np.log(min(end - start, n)))))
+        lo = start + int(rng.integers(0, end - start - length + 1))
+        return lo, lo + length, (lo, lo + length)
+    if len(bursts) < 2:
+        return None
+    before = bursts[first - 1][1] if first > 0 else None
+    after = bursts[last + 1][0] if last + 1 < len(bursts) else None
+    lo = max(0, start - pad) if before is None else max(start - pad, (before + start) // 2)
+    hi = min(activity.size, end + pad) if after is None else min(end + pad, (end + after + 1) // 2)
+    if hi - lo > n:
+        return None
+    return lo, hi, (start, end)
 
 
 def _alarm_target(

@@ -223,6 +223,7 @@ def test_split_rejects_bad_fractions(
         ("background_dbfs", (-20.0, 6.0)),
         ("alarm_variety", -0.1),
         ("alarm_burst_share", 2.0),
+        ("burst_share", -0.1),
         ("min_ambience_s", -1.0),
     ],
 )
@@ -335,6 +336,83 @@ def test_alarm_events_are_the_alarm_cycles(
     # Nothing sounds before the first cycle (FFT convolution leaves rounding noise only).
     assert np.max(np.abs(example.target_audio[:first]), initial=0.0) < 1e-6 * peak
     assert np.max(np.abs(example.target_audio[first : first + 16])) > 1e-3 * peak
+
+
+BURSTS_S = ((0.5, 0.7), (1.5, 1.7), (2.5, 3.1))  # three barks of a 4 s clip
+
+
+@pytest.fixture(scope="module")
+def barks(tmp_path_factory: pytest.TempPathFactory) -> SourceClip:
+    rng = np.random.default_rng(3)
+    audio = np.zeros(4 * RATE, dtype=np.float32)
+    for a, b in BURSTS_S:
+        audio[round(a * RATE) : round(b * RATE)] = 0.3 * rng.standard_normal(
+            round((b - a) * RATE)
+        ).astype(np.float32)
+    path = tmp_path_factory.mktemp("barks") / "barks.flac"
+    soundfile.write(path, audio, RATE)
+    return SourceClip(
+        path=path,
+        dataset="urbansound8k_subset",
+        label="dog_bark",
+        group="test:barks",
+        licence="CC BY-NC 3.0",
+        sample_rate_hz=RATE,
+        duration_s=4.0,
+    )
+
+
+def _bark_examples(
+    barks: SourceClip, train: tuple[list[SourceClip], list[SourceClip]], burst_share: float
+) -> list[Example]:
+    spec = MixSpec(burst_share=burst_share)
+    return [
+        make_example(
+            rng=np.random.default_rng([seed, 7]),
+            spec=spec,
+            targets=[barks],
+            backgrounds=train[1],
+            target_label="dog_bark",
+        )
+        for seed in range(40)
+    ]
+
+
+def test_whole_clips_give_one_event_from_first_to_last_bark(
+    barks: SourceClip, train: tuple[list[SourceClip], list[SourceClip]]
+) -> None:
+    for example in _bark_examples(barks, train, burst_share=0.0):
+        (event,) = example.events
+        assert event.offset_s - event.onset_s == pytest.approx(2.6, abs=0.03)
+
+
+def test_burst_cuts_give_runs_of_barks_and_parts_of_one(
+    barks: SourceClip, train: tuple[list[SourceClip], list[SourceClip]]
+) -> None:
+    runs = {  # every run of consecutive bursts, by length
+        round(BURSTS_S[j][1] - BURSTS_S[i][0], 1)
+        for i in range(len(BURSTS_S))
+        for j in range(i, len(BURSTS_S))
+    }
+    seen: set[float] = set()
+    parts = 0
+    for example in _bark_examples(barks, train, burst_share=1.0):
+        (event,) = example.events
+        length = event.offset_s - event.onset_s
+        if round(length, 1) in runs and abs(length - round(length, 1)) < 0.03:
+            seen.add(round(length, 1))
+        else:  # part of one burst: at least 150 ms, at most the longest burst
+            assert 0.15 - 0.01 <= length <= 0.6
+            parts += 1
+        assert example.target_audio is not None
+        # Nothing of a neighbouring bark is kept: the target is silent 50 ms off the event.
+        outside = np.ones(example.target_audio.size, dtype=bool)
+        outside[round((event.onset_s - 0.05) * RATE) : round((event.offset_s + 0.05) * RATE)] = (
+            False
+        )
+        assert not np.any(example.target_audio[outside])
+    assert {0.2, 2.6} <= seen  # single barks and the whole clip both occur
+    assert parts > 0
 
 
 def test_make_example_names_an_unknown_target_label(
