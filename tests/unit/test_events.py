@@ -732,6 +732,8 @@ def test_updates_carry_the_id_of_their_sensor_stream_label_and_onset() -> None:
         ({"onset_lookback_windows": 9}, "onset_lookback_windows=9 must be a whole number"),
         ({"onset_lookback_windows": 1.5}, "onset_lookback_windows=1.5 must be a whole number"),
         ({"onset_lookback_windows": True}, "onset_lookback_windows=True must be a whole number"),
+        ({"onset_ratio": 0.0}, r"onset_ratio=0.0 must be a number in \(0, 1\]"),
+        ({"onset_ratio": 1.5}, r"onset_ratio=1.5 must be a number in \(0, 1\]"),
     ],
 )
 def test_invalid_rules_are_rejected_naming_the_problem(
@@ -860,7 +862,7 @@ def reference(
         return reference_onset(
             starts,
             scores,
-            event_rule.on_threshold,
+            event_rule.on_threshold * event_rule.onset_ratio,
             window_frames,
             i=i,
             first=first,
@@ -934,6 +936,7 @@ def cases(draw: st.DrawFn) -> tuple[EventRule, list[int], list[float], list[np.n
         min_duration_s=draw(st.sampled_from([0.0, 0.25, 0.5, 0.7, 1.0, 1.5, 2.5])),
         merge_gap_s=draw(st.sampled_from([0.0, 0.3, 0.5, 0.6, 1.0, 1.3, 2.0, 3.0, 6.0])),
         onset_lookback_windows=draw(st.sampled_from([0, 0, 1, 2, 3])),
+        onset_ratio=draw(st.sampled_from([1.0, 1.0, 0.75, 0.5])),
     )
     # Mostly long streams (short ones come from shrinking and from the size draw).
     size = draw(st.sampled_from([0, 1, 2, 5, 20, 40, 40, 80, 80, 80]))

@@ -23,6 +23,7 @@ OffThreshold = Annotated[float, Field(ge=0.0, le=1.0)]
 SmoothingWindows = Annotated[int, Field(ge=1)]
 Seconds = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 LookbackWindows = Annotated[int, Field(ge=0, le=MAX_LOOKBACK_WINDOWS)]
+OnsetRatio = Annotated[float, Field(gt=0.0, le=1.0)]
 
 
 class RuleSpec(BaseModel):
@@ -40,6 +41,7 @@ class RuleSpec(BaseModel):
     min_duration_s: Seconds = 0.0
     merge_gap_s: Seconds = 0.0
     onset_lookback_windows: LookbackWindows = 0
+    onset_ratio: OnsetRatio = 1.0
 
     @model_validator(mode="after")
     def _hysteresis(self) -> RuleSpec:
@@ -75,6 +77,7 @@ class RuleOverrides(BaseModel):
     min_duration_s: Annotated[Seconds, Field(le=3600.0)] | None = None
     merge_gap_s: Annotated[Seconds, Field(le=3600.0)] | None = None
     onset_lookback_windows: LookbackWindows | None = None
+    onset_ratio: OnsetRatio | None = None
 
     def apply(self, rule: EventRule) -> EventRule:
         """``rule`` with these changes. When only the on threshold moves, the off threshold

@@ -25,7 +25,8 @@ is the end of the segment of its last window whose smoothed score is ``>= off_th
 With frame-level scores (frame ``f`` of a window covers
 ``[s + f * frame_hop_samples, s + f * frame_hop_samples + frame_samples)``), only the frames
 lying wholly inside the window's segment count: the onset moves to the start of the first such
-frame of the first window with a frame score ``>= on_threshold``, and the offset to the end of
+frame of the first window with a frame score ``>=`` the onset threshold (``on_threshold x
+onset_ratio``, rule 5; ``on_threshold`` by default), and the offset to the end of
 the last such frame of the last window with a frame score ``>= off_threshold``. For the onset
 in a stream's first window the frames from the window's start count too (the samples it owns
 before its segment); offsets always use the segment's frames. When no frame qualifies the
@@ -60,13 +61,16 @@ causally:
    a window whose last frame inside its segment is ``>= on_threshold`` moves the onset to the
    start of the run of its segment's frames ``>= on_threshold`` that ends there, and, when
    that run fills its whole segment, on to the window before it; a window without frame scores
-   counts as a whole run when its raw score is ``>= on_threshold``. (The on threshold, not the
-   off one: frame scores rise before a sound starts, and walking back over them at the off
-   threshold put onsets too early.) The look-back never crosses a gap in the stream nor
-   reaches into the previous event (the windows of an event in progress, and the window that
-   ends it, are not looked at), and it is causal: only windows already seen move the onset,
-   so streaming and offline agree. While a look-back could still merge a later run into an
-   event that is waiting to end, the tracker waits to end it.
+   counts as a whole run when its raw score is ``>= on_threshold``. Each "``>= on_threshold``"
+   of this rule is ``>= on_threshold x onset_ratio`` (default 1: the on threshold itself;
+   frame scores rise before a sound starts, and walking back over them at a low threshold can
+   put onsets too early). A lower ratio lets the onset of a rule whose on threshold is set high
+   against false alarms (0.98) walk back over the windows that hold a sound's first part and
+   score 0.7-0.9; calibration chooses it per label, with the look-back. The look-back never
+   crosses a gap in the stream nor reaches into the previous event (the windows of an event in
+   progress, and the window that ends it, are not looked at), and it is causal: only windows
+   already seen move the onset, so streaming and offline agree. While a look-back could still
+   merge a later run into an event that is waiting to end, the tracker waits to end it.
 
 Streaming
 ---------
@@ -163,6 +167,10 @@ class EventRule:
     onset_lookback_windows : int
         How many windows before the one that starts an event its onset may move back into
         (module docstring, rule 5); 0 keeps the onset in that window.
+    onset_ratio : float
+        Where the onset is placed and looked back for, frames and windows count from
+        ``on_threshold x onset_ratio`` (rule 5); in ``(0, 1]``, 1 by default. It never starts an
+        event.
 
     Raises
     ------
@@ -177,6 +185,7 @@ class EventRule:
     min_duration_s: float = 0.0
     merge_gap_s: float = 0.0
     onset_lookback_windows: int = 0
+    onset_ratio: float = 1.0
 
     def __post_init__(self) -> None:
         label: object = self.label
@@ -210,6 +219,11 @@ class EventRule:
             raise ConfigurationError(
                 f"{where}: onset_lookback_windows={lookback!r} must be a whole number in "
                 f"0..{MAX_LOOKBACK_WINDOWS}"
+            )
+        ratio = _number(self.onset_ratio)
+        if ratio is None or not 0.0 < ratio <= 1.0:
+            raise ConfigurationError(
+                f"{where}: onset_ratio={self.onset_ratio!r} must be a number in (0, 1]"
             )
         for name in ("min_duration_s", "merge_gap_s"):
             value = _number(getattr(self, name))
@@ -395,6 +409,7 @@ class EventTracker:
         "_min_duration",
         "_offset",
         "_onset",
+        "_onset_at",
         "_peak",
         "_pending",
         "_recent",
@@ -488,7 +503,8 @@ class EventTracker:
         self._started = False
         self._pending = False  # the open event is below off_threshold and may still merge
         self._lookback = int(rule.onset_lookback_windows)
-        # For onset look-back: (segment start, start of the run >= on_threshold that reaches
+        self._onset_at = rule.on_threshold * rule.onset_ratio  # rule 5's threshold
+        # For onset look-back: (segment start, start of the run >= _onset_at that reaches
         # the segment's end, or None) of the last windows with no event in progress.
         self._runs: list[tuple[int, int | None]] = []
         self._run: tuple[int, int | None] = (0, None)  # the current window's, while pushed
@@ -719,7 +735,7 @@ class EventTracker:
         # Without look-back there are no runs, and _look_back returns the onset it is given.
         if frames is None:
             return self._look_back(begin, self._runs)
-        hits = np.flatnonzero(frames[first : self._frame_last + 1] >= self.rule.on_threshold)
+        hits = np.flatnonzero(frames[first : self._frame_last + 1] >= self._onset_at)
         if not hits.size:
             return self._look_back(begin, self._runs)
         anchor = int(hits[0])
@@ -743,10 +759,10 @@ class EventTracker:
     def _run_of(
         self, start: int, score: float, frames: npt.NDArray[np.float64] | None
     ) -> tuple[int, int | None]:
-        """(segment start, start of the run >= on_threshold that reaches the segment's end, or
-        None) of this window (rule 5)."""
+        """(segment start, start of the run >= the onset threshold that reaches the segment's
+        end, or None) of this window (rule 5)."""
         begin, first = (start, 0) if self._fresh else (start + self._lead, self._frame_first)
-        on = self.rule.on_threshold
+        on = self._onset_at
         if frames is None:
             return begin, (begin if score >= on else None)
         segment = frames[first : self._frame_last + 1]  # shorter when frames are missing

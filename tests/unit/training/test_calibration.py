@@ -86,6 +86,25 @@ def test_a_sound_whose_first_window_scores_low_gets_an_onset_look_back() -> None
     assert rule_document(tuned.rule)["onset_lookback_windows"] == 1
 
 
+def test_a_high_threshold_gets_its_onset_from_a_lower_onset_ratio() -> None:
+    # Sirens start at 1.1 s: window 2 (segment from 1.25 s) scores 0.9, the windows after it
+    # 0.99. The background scores 0.93, so the budget puts the on threshold above it, and with
+    # the look-back at that threshold the onset stays at window 3 (1.75 s, outside the 0.5 s
+    # collar). Looking back from a share of the threshold takes window 2: every onset is found.
+    sirens = [
+        example(f"s{i}", [0.0, 0.0, 0.9, 0.99, 0.99, 0.99, 0.0, 0.0], [(1.1, 3.25)])
+        for i in range(4)
+    ]
+    background = [example("b0", [0.0, 0.93, 0.93, 0.93, 0.0, 0.0], [])]
+    tuned = tune_event_rule("siren", 0, sirens + background, PROFILE, false_alarms_per_hour=0)
+    assert tuned.false_alarms == 0
+    assert tuned.f1 == 1.0
+    assert tuned.rule.on_threshold > 0.93
+    assert tuned.rule.onset_lookback_windows >= 1
+    assert tuned.rule.on_threshold * tuned.rule.onset_ratio <= 0.9
+    assert rule_document(tuned.rule)["onset_ratio"] == tuned.rule.onset_ratio
+
+
 def test_a_false_alarm_budget_raises_the_threshold_above_the_background() -> None:
     # Four sirens score 0.97, four only 0.9; a background clip spikes to 0.92. For F1 alone a
     # threshold that finds all eight is best (one false alarm); with a budget of 0 per hour the
