@@ -100,7 +100,7 @@ def build_mixtures(
         target_probability=1.0,
         alarm_variety=1.0,
         alarm_burst_share=1.0,
-        burst_share=0.0,  # whole clips' active regions, as every model so far was measured on
+        burst_share=0.0,  # whole clips' active regions, whatever the mixer's default
         min_ambience_s=4.0,
     )
     files: list[Path] = []

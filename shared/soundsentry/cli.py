@@ -390,8 +390,8 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
         "--burst-share",
         type=float,
         default=MixSpec().burst_share,
-        help="share of real targets cut to a run of their bursts (one bark of a clip of barks); "
-        "0 places whole clips, as data sets before 2.1 did",
+        help="share of real targets cut to a run of their bursts (one bark of a clip of barks) "
+        "or to part of one (a honk of a held horn); default 0: whole clips",
     )
     parser.add_argument(
         "--rekognition",

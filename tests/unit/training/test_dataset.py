@@ -257,14 +257,16 @@ def _db(x: npt.NDArray[np.floating]) -> float:
 
 @pytest.mark.parametrize("label", [None, *TARGET_LABELS, "smoke_alarm", "co_alarm"])
 @pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("burst_share", [0.0, 1.0])
 def test_make_example_mixes_at_the_drawn_snr(
     train: tuple[list[SourceClip], list[SourceClip]],
     loader: ClipLoader,
     label: str | None,
     seed: int,
+    burst_share: float,
 ) -> None:
     targets, backgrounds = train
-    spec = MixSpec()
+    spec = MixSpec(burst_share=burst_share)
     example = make_example(
         rng=np.random.default_rng([seed, 99]),
         spec=spec,
