@@ -524,7 +524,9 @@ def _print_tuned(tuned: Mapping[str, Any]) -> None:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from soundsentry.training.calibration import calibrate_card  # noqa: PLC0415
 
-    tuned = calibrate_card(args.card, args.dataset_dir)
+    tuned = calibrate_card(
+        args.card, args.dataset_dir, false_alarms_per_hour=args.false_alarms_per_hour
+    )
     print(f"wrote the event rules into {args.card}")
     _print_tuned(tuned)
     return 0
@@ -657,6 +659,14 @@ def _add_model_commands(sub: Any) -> None:
         "2017 task 2) on a data set's validation split and write them into its card",
     )
     _add_card_and_dataset(calibrate)
+    calibrate.add_argument(
+        "--false-alarms-per-hour",
+        type=float,
+        default=None,
+        metavar="N",
+        help="each label's rule keeps at most this many false alarms per hour of the validation "
+        "background, written into the card (default: the card's false_alarm_budget_per_hour)",
+    )
     calibrate.set_defaults(func=_cmd_calibrate)
 
     quantize = sub.add_parser(

@@ -63,6 +63,7 @@ import numpy.typing as npt
 from soundsentry.evaluation.sed_metrics import EvalEvent, event_based_metrics, segment_based_metrics
 from soundsentry.events.rules import RuleSpec
 from soundsentry.events.tracker import EventRule, detect_events
+from soundsentry.exceptions import ConfigurationError
 from soundsentry.models.trackers import OFF_RATIO
 from soundsentry.training.examples import (
     ExampleFeatures,
@@ -457,10 +458,16 @@ def retune_document(
     return calibrate_document(document, data, scores, dataset_name=dataset_name)
 
 
-def calibrate_card(card_path: str | Path, dataset_dir: str | Path) -> dict[str, TunedRule]:
+def calibrate_card(
+    card_path: str | Path,
+    dataset_dir: str | Path,
+    *,
+    false_alarms_per_hour: float | None = None,
+) -> dict[str, TunedRule]:
     """Tune the event rules of the model behind ``card_path`` on ``dataset_dir``'s validation
     split (scored by the ONNX model, as deployed) and write them, with the event and segment
-    metrics they reach, into the card (one atomic replace).
+    metrics they reach, into the card (one atomic replace). ``false_alarms_per_hour`` replaces
+    the card's ``false_alarm_budget_per_hour`` (None keeps it).
 
     Raises
     ------
@@ -475,6 +482,12 @@ def calibrate_card(card_path: str | Path, dataset_dir: str | Path) -> dict[str, 
     data = load_dataset(dataset_dir, profile=model.profile, labels=labels, splits=("validate",))
     inputs, _, _ = validation_windows(data)
     document = json.loads(path.read_text(encoding="utf-8"))
+    if false_alarms_per_hour is not None:
+        if not math.isfinite(false_alarms_per_hour) or false_alarms_per_hour < 0:
+            raise ConfigurationError(
+                f"false_alarms_per_hour={false_alarms_per_hour} must be a finite number >= 0"
+            )
+        document["false_alarm_budget_per_hour"] = false_alarms_per_hour
     tuned = calibrate_document(
         document,
         data,

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from soundsentry.evaluation.sed_metrics import EvalEvent
 from soundsentry.events.tracker import EventRule
+from soundsentry.exceptions import ConfigurationError
 from soundsentry.features.featurizer import FeatureProfile
 from soundsentry.training.calibration import (
     ScoredExample,
+    calibrate_card,
     event_metrics,
     rule_document,
     tune_event_rule,
@@ -160,3 +166,18 @@ def test_rules_are_tuned_for_onsets_within_half_a_second() -> None:
     tuned = tune_event_rule("siren", 0, examples, PROFILE)
     assert tuned.f1 == 1.0
     assert tuned.rule.merge_gap_s == 0.0
+
+
+def test_calibrate_card_holds_the_rules_to_a_budget_given_on_the_command_line(
+    card_path: Path, dataset_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(card_path.parent, folder)
+    card = folder / card_path.name
+    tuned = calibrate_card(card, dataset_dir, false_alarms_per_hour=0.0)
+    document = json.loads(card.read_text(encoding="utf-8"))
+    assert document["false_alarm_budget_per_hour"] == 0.0
+    assert set(document["event_rules"]) == set(tuned)
+    assert all(t.false_alarms == 0 or t.f1 == 0.0 for t in tuned.values())
+    with pytest.raises(ConfigurationError, match="false_alarms_per_hour=-1"):
+        calibrate_card(card, dataset_dir, false_alarms_per_hour=-1.0)
