@@ -13,7 +13,11 @@ background classes, the held-out household sounds and glass-break backgrounds).
   an onset-only 500 ms collar (DCASE 2017 task 2) and with a 200 ms onset + offset collar (offset
   tolerance max(200 ms, half the event)).
 - **False alarms per hour**: every event detected in the target-free mixtures (the DCASE half
-  and ``--background-hours`` of further background-only mixtures), per label and in total.
+  and ``--background-hours`` of further background-only mixtures), per label and in total; and
+  where they come from: short recordings are looped to fill 30 s and the same clip serves
+  several mixtures, so one confusing 4 s clip can give dozens. Per label, the number of
+  distinct background clips in the mixtures that raised one, and the clip present in the most
+  of them with its share (``false_alarm_sources``).
 - **CPU**: classifier (ONNX Runtime, one thread) milliseconds per window, and the real-time
   factor of the whole in-process pipeline (``soundsentry detect``'s, file by file).
 - **Operating points**: per label, recall (onset-only 500 ms) and false alarms per hour (of all
@@ -44,11 +48,12 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import zlib  # noqa: E402
+from collections import Counter  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, NamedTuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -80,6 +85,13 @@ def _rng(seed: int, *words: str | int) -> np.random.Generator:
     )
 
 
+class Mixtures(NamedTuple):
+    files: list[Path]
+    reference: list[EvalEvent]
+    empty: set[str]  # names of the target-free files
+    sources: dict[str, list[str]]  # file name -> the recordings mixed into it (no fragments)
+
+
 def build_mixtures(
     out: Path,
     *,
@@ -89,8 +101,8 @@ def build_mixtures(
     background_hours: float,
     split_seed: int,
     seed: int,
-) -> tuple[list[Path], list[EvalEvent], set[str]]:
-    """Write the mixtures; returns (files, reference events, names of target-free files)."""
+) -> Mixtures:
+    """Write the mixtures."""
     test = split_by_group(load_catalog(data_dir), seed=split_seed)["test"]
     targets = [c for c in test if c.role == "target"]
     backgrounds = [c for c in test if c.role != "target"]
@@ -106,6 +118,7 @@ def build_mixtures(
     files: list[Path] = []
     reference: list[EvalEvent] = []
     empty: set[str] = set()
+    sources: dict[str, list[str]] = {}
 
     def write(name: str, rng: np.random.Generator, spec: MixSpec, label: str | None) -> None:
         example = make_example(
@@ -119,6 +132,7 @@ def build_mixtures(
         path = out / f"{name}.flac"
         write_flac(path, example)
         files.append(path)
+        sources[path.name] = sorted({ref.split("#")[0] for ref in example.sources})
         reference.extend(
             EvalEvent(path.name, e.label, e.onset_s, e.offset_s) for e in example.events
         )
@@ -140,7 +154,23 @@ def build_mixtures(
     total_empty = max(cells, math.ceil(background_hours * 3600.0 / DURATION_S))
     for k in range(total_empty):
         write(f"background-{k:04d}", _rng(seed, "background", k), base, None)
-    return files, reference, empty
+    return Mixtures(files, reference, empty, sources)
+
+
+def false_alarm_sources(
+    system: Sequence[EvalEvent], empty: set[str], sources: dict[str, list[str]], label: str
+) -> dict[str, Any]:
+    """Where ``label``'s false alarms come from (module docstring)."""
+    false = [e for e in system if e.label == label and e.file_id in empty]
+    clips = Counter(clip for e in false for clip in sources[e.file_id])
+    top, count = clips.most_common(1)[0] if clips else (None, 0)
+    return {
+        "false_alarms": len(false),
+        "files": len({e.file_id for e in false}),
+        "clips": len(clips),
+        "top_clip": top,
+        "top_clip_share": round(count / len(false), 4) if false else None,
+    }
 
 
 def _label_scores(
@@ -237,6 +267,13 @@ def print_table(
                 for k in keys
             )
         )
+    for label in labels:
+        where = summary["false_alarm_sources"][label]
+        if where["false_alarms"]:
+            print(
+                f"{label}: {where['false_alarms']} false alarms in {where['files']} files; "
+                f"{where['top_clip_share']:.0%} with {where['top_clip']}"
+            )
     print(
         f"classifier {summary['classifier_ms_per_window']:.3f} ms of CPU per window; whole "
         f"pipeline {summary['pipeline_real_time_factor']:.0f}x real time on one core"
@@ -266,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         out = args.keep or Path(scratch)
         out.mkdir(parents=True, exist_ok=True)
-        files, reference, empty = build_mixtures(
+        files, reference, empty, sources = build_mixtures(
             out,
             data_dir=args.data_dir,
             labels=labels,
@@ -306,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
         "long_mixtures": len(dcase),
         "background_hours": round(hours, 3),
         "labels": {k: {n: _finite(v) for n, v in row.items()} for k, row in scores.items()},
+        "false_alarm_sources": {
+            label: false_alarm_sources(system, empty, sources, label) for label in labels
+        },
         "classifier_ms_per_window": round(1000.0 * classify_cpu / max(windows, 1), 4),
         "pipeline_real_time_factor": round(len(files) * DURATION_S / max(detect_cpu, 1e-9), 1),
         "operating_points": {

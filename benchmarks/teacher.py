@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
 
     teacher.cpu_s, teacher.calls = 0.0, 0
     with tempfile.TemporaryDirectory() as scratch:
-        files, reference, empty = build_mixtures(
+        files, reference, empty, _ = build_mixtures(
             Path(scratch),
             data_dir=args.data_dir,
             labels=labels,
