@@ -81,7 +81,8 @@ class RuleOverrides(BaseModel):
 
     def apply(self, rule: EventRule) -> EventRule:
         """``rule`` with these changes. When only the on threshold moves, the off threshold
-        keeps the rule's hysteresis ratio.
+        keeps the rule's hysteresis ratio, and the onset threshold moves with it too
+        (``onset_ratio`` is a share of the on threshold).
 
         Raises
         ------

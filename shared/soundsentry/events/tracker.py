@@ -52,11 +52,13 @@ causally:
    merges anything.
 4. **Minimum duration.** An event whose ``offset - onset`` is shorter than ``min_duration_s`` is
    discarded. Durations are compared in samples (``round(seconds * sample_rate_hz)``).
-5. **Onset look-back** (``onset_lookback_windows`` > 0). A sound usually starts a window or two
-   before the first window sure enough of it to reach ``on_threshold``: the window that holds
-   the onset holds only part of the sound. So an onset found above that lies at its segment's
-   start (its first frame inside the segment is ``>= on_threshold``, or no frame is, or the
-   window has no frame scores) moves back into the segments of up to
+5. **Onset look-back** (``onset_lookback_windows`` > 0) and **onset threshold**
+   (``onset_ratio``; it also applies to the first window's frames without look-back). A sound
+   usually starts a window or two before the first window sure enough of it to reach
+   ``on_threshold``: the window that holds the onset holds only part of the sound. So an onset
+   found above that lies at its segment's start (its first frame inside the segment is ``>=
+   on_threshold``, or no frame is, or the window has no frame scores) moves back into the
+   segments of up to
    ``onset_lookback_windows`` windows before it, latest first, while the sound's run goes on:
    a window whose last frame inside its segment is ``>= on_threshold`` moves the onset to the
    start of the run of its segment's frames ``>= on_threshold`` that ends there, and, when
@@ -66,7 +68,9 @@ causally:
    frame scores rise before a sound starts, and walking back over them at a low threshold can
    put onsets too early). A lower ratio lets the onset of a rule whose on threshold is set high
    against false alarms (0.98) walk back over the windows that hold a sound's first part and
-   score 0.7-0.9; calibration chooses it per label, with the look-back. The look-back never
+   score 0.7-0.9; calibration chooses it per label, with the look-back. (A segment whose frames
+   reach only the lower threshold, late in it, gets its onset there, later than its start.)
+   The look-back never
    crosses a gap in the stream nor reaches into the previous event (the windows of an event in
    progress, and the window that ends it, are not looked at), and it is causal: only windows
    already seen move the onset, so streaming and offline agree. While a look-back could still

@@ -476,6 +476,12 @@ def calibrate_card(
     """
     from soundsentry.models.model_set import load_model, write_card  # noqa: PLC0415
 
+    if false_alarms_per_hour is not None and not (
+        math.isfinite(false_alarms_per_hour) and false_alarms_per_hour >= 0
+    ):
+        raise ConfigurationError(
+            f"false_alarms_per_hour={false_alarms_per_hour} must be a finite number >= 0"
+        )
     path = Path(card_path)
     model = load_model(path)
     labels = tuple(model.card.labels)
@@ -483,10 +489,6 @@ def calibrate_card(
     inputs, _, _ = validation_windows(data)
     document = json.loads(path.read_text(encoding="utf-8"))
     if false_alarms_per_hour is not None:
-        if not math.isfinite(false_alarms_per_hour) or false_alarms_per_hour < 0:
-            raise ConfigurationError(
-                f"false_alarms_per_hour={false_alarms_per_hour} must be a finite number >= 0"
-            )
         document["false_alarm_budget_per_hour"] = false_alarms_per_hour
     tuned = calibrate_document(
         document,

@@ -27,11 +27,12 @@ bursts instead (at least one): a burst is a run of active frames, and bursts are
 at least 80 ms of frames below the threshold. A clip of barks then also yields one bark, a clip
 of honks one honk: the source clips are mostly 4 s of repeats (UrbanSound8K), deployments hear
 single ones as often. The cut keeps up to 50 ms either side but never reaches into the
-neighbouring burst, and the event is the run. Half the runs of one burst are shortened to a
-random part of it (log-uniform lengths from 150 ms): UrbanSound8K's car horns are mostly one
-held horn, the street's are mostly short honks. Off by default: trained with 0.5 (model v22 in
-docs/models.md) the detection benchmark's event F1 fell from 0.494 to 0.441 and recall within
-one false alarm an hour rose for no label but siren, so whole clips stay the default.
+neighbouring burst, and the event is the run. Half the runs of one burst longer than 300 ms
+are shortened to a random part of it (log-uniform lengths from 150 ms): UrbanSound8K's car
+horns are mostly one held horn, the street's are mostly short honks. Off by default: trained
+with 0.5 (model v22 in docs/models.md) the detection benchmark's event F1 fell from 0.494 to
+0.441 and recall within one false alarm an hour rose for no label but siren, so whole clips
+stay the default.
 
 **Synthetic alarms** (:func:`soundsentry.training.alarms.synthesize_alarm`) start at a random offset
 and repeat to the end of the example. Their events are the exact pattern cycles (first tone start to
@@ -932,7 +933,7 @@ def _burst_run(
         last -= 1
     start, end = bursts[first][0], bursts[last][1]
     shortest = round(_SHORT_BURST_S * rate)
-    if first == last and end - start > 2 * shortest and rng.random() < 0.5:
+    if first == last and end - start > 2 * shortest and n > shortest and rng.random() < 0.5:
         length = round(np.exp(rng.uniform(np.log(shortest), np.log(min(end - start, n)))))
         lo = start + int(rng.integers(0, end - start - length + 1))
         return lo, lo + length, (lo, lo + length)

@@ -621,3 +621,19 @@ def test_main_runs_the_synth_command(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert len(_rows(out)) == 4
     monkeypatch.delenv("SOUNDSENTRY_DATA_DIR")
     assert cli_main(["dataset", "synth", "--out", str(tmp_path / "none")]) == 2
+
+
+def test_burst_cuts_fit_examples_shorter_than_the_shortest_cut(
+    barks: SourceClip, train: tuple[list[SourceClip], list[SourceClip]]
+) -> None:
+    spec = MixSpec(duration_s=0.1, burst_share=1.0)
+    for seed in range(20):
+        example = make_example(
+            rng=np.random.default_rng([seed, 8]),
+            spec=spec,
+            targets=[barks],
+            backgrounds=train[1],
+            target_label="dog_bark",
+        )
+        assert example.audio.size == spec.num_samples
+        assert all(0.0 <= e.onset_s < e.offset_s <= 0.1 for e in example.events)
