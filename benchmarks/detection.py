@@ -323,9 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         [e for e in system if e.file_id in dcase],
         labels,
     )
+    where = {label: false_alarm_sources(system, empty, sources, label) for label in labels}
     for label in labels:
-        false = sum(1 for e in system if e.label == label and e.file_id in empty)
-        scores[label]["false_alarms_per_hour"] = false / hours
+        scores[label]["false_alarms_per_hour"] = where[label]["false_alarms"] / hours
     scores["overall"]["false_alarms_per_hour"] = (
         sum(1 for e in system if e.file_id in empty) / hours
     )
@@ -343,9 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         "long_mixtures": len(dcase),
         "background_hours": round(hours, 3),
         "labels": {k: {n: _finite(v) for n, v in row.items()} for k, row in scores.items()},
-        "false_alarm_sources": {
-            label: false_alarm_sources(system, empty, sources, label) for label in labels
-        },
+        "false_alarm_sources": where,
         "classifier_ms_per_window": round(1000.0 * classify_cpu / max(windows, 1), 4),
         "pipeline_real_time_factor": round(len(files) * DURATION_S / max(detect_cpu, 1e-9), 1),
         "operating_points": {

@@ -58,23 +58,22 @@ causally:
    ``on_threshold``: the window that holds the onset holds only part of the sound. So an onset
    found above that lies at its segment's start (its first frame inside the segment is ``>=
    on_threshold``, or no frame is, or the window has no frame scores) moves back into the
-   segments of up to
-   ``onset_lookback_windows`` windows before it, latest first, while the sound's run goes on:
-   a window whose last frame inside its segment is ``>= on_threshold`` moves the onset to the
-   start of the run of its segment's frames ``>= on_threshold`` that ends there, and, when
-   that run fills its whole segment, on to the window before it; a window without frame scores
-   counts as a whole run when its raw score is ``>= on_threshold``. Each "``>= on_threshold``"
-   of this rule is ``>= on_threshold x onset_ratio`` (default 1: the on threshold itself;
-   frame scores rise before a sound starts, and walking back over them at a low threshold can
-   put onsets too early). A lower ratio lets the onset of a rule whose on threshold is set high
-   against false alarms (0.98) walk back over the windows that hold a sound's first part and
-   score 0.7-0.9; calibration chooses it per label, with the look-back. (A segment whose frames
-   reach only the lower threshold, late in it, gets its onset there, later than its start.)
-   The look-back never
-   crosses a gap in the stream nor reaches into the previous event (the windows of an event in
-   progress, and the window that ends it, are not looked at), and it is causal: only windows
-   already seen move the onset, so streaming and offline agree. While a look-back could still
-   merge a later run into an event that is waiting to end, the tracker waits to end it.
+   segments of up to ``onset_lookback_windows`` windows before it, latest first, while the
+   sound's run goes on: a window whose last frame inside its segment is ``>= on_threshold``
+   moves the onset to the start of the run of its segment's frames ``>= on_threshold`` that ends
+   there, and, when that run fills its whole segment, on to the window before it; a window
+   without frame scores counts as a whole run when its raw score is ``>= on_threshold``. Each
+   "``>= on_threshold``" of this rule is ``>= on_threshold x onset_ratio`` (default 1: the on
+   threshold itself; frame scores rise before a sound starts, and walking back over them at a
+   low threshold can put onsets too early). A lower ratio lets the onset of a rule whose on
+   threshold is set high against false alarms (0.98) walk back over the windows that hold a
+   sound's first part and score 0.7-0.9; calibration chooses it per label, with the look-back.
+   (A segment whose frames reach only the lower threshold, late in it, gets its onset there,
+   later than its start.) The look-back never crosses a gap in the stream nor reaches into the
+   previous event (the windows of an event in progress, and the window that ends it, are not
+   looked at), and it is causal: only windows already seen move the onset, so streaming and
+   offline agree. While a look-back could still merge a later run into an event that is waiting
+   to end, the tracker waits to end it.
 
 Streaming
 ---------

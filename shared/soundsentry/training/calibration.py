@@ -102,8 +102,7 @@ BUDGET_ON_THRESHOLDS = (*ON_THRESHOLDS, 0.95, 0.98)
 MERGE_HOPS = (0, 2, 3, 4, 6, 8)
 MIN_DURATION_HOPS = (0, 1, 2)
 SMOOTHING_WINDOWS = (1, 2, 3)
-LOOKBACK_WINDOWS = (0, 1, 2)
-STAGE_THREE_LOOKBACKS = (0, 1, 2, 3, 4)
+LOOKBACK_WINDOWS = (0, 1, 2, 3, 4)  # stage one tries the first two
 ONSET_RATIOS = (1.0, 0.75, 0.5)  # the default first: it wins ties
 OFF_RATIOS = (0.75, 0.5, 1.0, 0.25)  # the stage-one ratio first: it wins ties
 # The event metric rules are tuned for: DCASE 2017 task 2's, onsets within 500 ms.
@@ -277,7 +276,7 @@ def tune_event_rule(
         [
             replace(second.rule, onset_lookback_windows=n, onset_ratio=ratio)
             for ratio in ONSET_RATIOS
-            for n in STAGE_THREE_LOOKBACKS
+            for n in LOOKBACK_WINDOWS
         ]
     )
 
