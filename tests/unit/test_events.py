@@ -1147,3 +1147,19 @@ def test_look_back_takes_frame_scores_shorter_than_the_window() -> None:
     (started,) = tracker.push(2 * HOP, 0.9, np.full(N_FRAMES, 0.9))
     # Window 1's frames inside its segment (3 and 4 of the 5 it has) are all hot: its segment.
     assert started.event.onset_sample == HOP + 250
+
+
+def test_the_card_and_override_schemas_have_the_rule_fields_and_defaults() -> None:
+    # EventRule and RuleSpec declare the same fields twice (a dataclass for the hot path, a
+    # pydantic model for cards and rules files): a field added to one must reach the other.
+    from dataclasses import MISSING, fields  # noqa: PLC0415
+
+    from soundsentry.events.rules import RULE_FIELDS, RuleOverrides, RuleSpec  # noqa: PLC0415
+
+    rule_fields = [f for f in fields(EventRule) if f.name != "label"]
+    assert [f.name for f in rule_fields] == list(RULE_FIELDS) == list(RuleOverrides.model_fields)
+    for f in rule_fields:
+        spec_default = RuleSpec.model_fields[f.name].default
+        assert (f.default is MISSING) == RuleSpec.model_fields[f.name].is_required(), f.name
+        if f.default is not MISSING:
+            assert spec_default == f.default, f.name
