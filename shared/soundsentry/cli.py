@@ -452,6 +452,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "hour of the validation background (default %(default)s; 0 allows none there)",
     )
     parser.add_argument(
+        "--filter-augment-db",
+        dest="filter_augment_db",
+        type=float,
+        default=defaults.filter_augment_db,
+        metavar="DB",
+        help="give each training window a random piecewise-linear filter of up to +-DB over "
+        "its bands, as another microphone or room would (default %(default)s: none)",
+    )
+    parser.add_argument(
         "--average-frequency",
         dest="keep_frequency",
         action="store_false",
@@ -477,6 +486,7 @@ def run_train(args: argparse.Namespace) -> int:
         channels=tuple(args.channels),
         keep_frequency=args.keep_frequency,
         false_alarms_per_hour=args.false_alarms_per_hour,
+        filter_augment_db=args.filter_augment_db,
     )
     card = train(
         args.dataset_dir,

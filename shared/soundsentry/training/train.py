@@ -13,9 +13,13 @@ uniformly, labels recomputed exactly for the shifted position); **background mix
 probability 0.5 a window gets the window of another training example that holds no target
 sound at all (every clip and frame label negative) added in the power domain,
 ``10 log10(10^(a/10) + g 10^(b/10))``, at a gain ``g`` drawn from -20..0 dB: a second
-background at most as loud as the example's own, so the labels stay); the profile's
-standardisation; **SpecAugment** (2 frequency masks of up to 8 bands, 2 time masks of up to
-10 frames, filled with the training data's band means, which the network maps to 0);
+background at most as loud as the example's own, so the labels stay); **filter augment**
+(``filter_augment_db`` > 0, after Nam et al., ICASSP 2022: each window's bands get a random
+piecewise-linear gain in dB, 2 to 5 segments with knots at random bands and gains drawn
+uniformly from +-``filter_augment_db``, as a different microphone, room or distance would
+colour the whole scene; this also varies the window's level); the profile's
+standardisation; **SpecAugment** (2 frequency masks of up to 8 bands, 2 time masks of up to 10
+frames, filled with the training data's band means, which the network maps to 0);
 **mixup** (pairs within the batch, ``lambda ~ Beta(alpha, alpha)`` folded to >= 0.5, inputs and
 targets mixed linearly).
 
@@ -111,6 +115,7 @@ __all__ = [
     "TrainResult",
     "build_network",
     "export_model",
+    "filter_gains",
     "train",
     "train_model",
 ]
@@ -157,11 +162,13 @@ class TrainConfig:
     ``labels``: the labels to learn, in output order (default None: every label of the data
     set's manifest, sorted). ``patience``: epochs without a better validation loss before
     stopping. ``channels``: output channels of each convolution block. ``mixup_alpha``: 0
-    disables mixup. ``frame_output``: add the frame-level output, trained with
-    ``frame_loss_weight`` x its loss. ``keep_frequency``: the heads see the feature map's
-    bands (module docstring, "Model"); False averages them away. ``false_alarms_per_hour``:
-    each label's event rule keeps at most this many false alarms per hour of the validation
-    examples without that label (:mod:`soundsentry.training.calibration`); None tunes for F1 alone.
+    disables mixup. ``filter_augment_db``: largest gain of the random filter each training
+    window gets (module docstring, "Augmentation"); 0 disables it. ``frame_output``: add the
+    frame-level output, trained with ``frame_loss_weight`` x its loss. ``keep_frequency``: the
+    heads see the feature map's bands (module docstring, "Model"); False averages them away.
+    ``false_alarms_per_hour``: each label's event rule keeps at most this many false alarms
+    per hour of the validation examples without that label
+    (:mod:`soundsentry.training.calibration`); None tunes for F1 alone.
     """
 
     profile: FeatureProfile = DEFAULT_PROFILE
@@ -176,6 +183,7 @@ class TrainConfig:
     mixup_alpha: float = 0.2
     specaugment: bool = True
     background_mix: bool = True
+    filter_augment_db: float = 0.0
     channels: Sequence[int] = (16, 32, 64)
     dropout: float = 0.2
     frame_output: bool = True
@@ -215,6 +223,7 @@ class TrainConfig:
             ("learning_rate", 0.0, 1.0, True),
             ("weight_decay", 0.0, 1.0, False),
             ("mixup_alpha", 0.0, 10.0, False),
+            ("filter_augment_db", 0.0, 24.0, False),
             ("dropout", 0.0, 0.9, False),
             ("frame_loss_weight", 0.0, 10.0, False),
         ):
@@ -299,6 +308,13 @@ class _Augmenter:
         inputs = batch.inputs
         if config.background_mix and self.quiet.size:
             inputs = self._mix_backgrounds(inputs)
+        if config.filter_augment_db > 0:
+            inputs = (
+                inputs
+                + filter_gains(rng, inputs.shape[0], inputs.shape[1], config.filter_augment_db)[
+                    :, :, None
+                ]
+            )
         if self.profile.standardize:
             inputs = standardize(inputs)
         if config.specaugment:
@@ -347,6 +363,25 @@ class _Augmenter:
                 low = int(rng.integers(0, frames - width + 1))
                 out[row, :, low : low + width] = self.fill
         return out
+
+
+def filter_gains(
+    rng: np.random.Generator, count: int, bands: int, max_db: float
+) -> npt.NDArray[np.float32]:
+    """``count`` random filters over ``bands`` mel bands, in dB, ``[count, bands]``: each is
+    piecewise linear through 3 to 6 knots (2 to 5 segments) at random bands, the first and last
+    band always among them, with gains uniform in +-``max_db`` (FilterAugment's linear type)."""
+    out = np.empty((count, bands), dtype=np.float32)
+    grid = np.arange(bands)
+    for row in range(count):
+        inner = int(rng.integers(1, 5))
+        knots = np.sort(
+            rng.choice(np.arange(1, bands - 1), size=min(inner, bands - 2), replace=False)
+        )
+        where = np.concatenate(([0], knots, [bands - 1]))
+        gains = rng.uniform(-max_db, max_db, size=where.size)
+        out[row] = np.interp(grid, where, gains)
+    return out
 
 
 def _band_stats(
@@ -867,6 +902,11 @@ def export_model(
             + f" on {result.profile.name} log-mel windows, "
             f"{len(result.labels)} labels, sigmoid outputs"
             + (" with frame-level scores" if frame_output else "")
+            + (
+                f"; filter augment +-{config.filter_augment_db:g} dB"
+                if config.filter_augment_db > 0
+                else ""
+            )
             + f"; trained with soundsentry train (seed {config.seed})."
         ),
     }

@@ -22,6 +22,7 @@ from soundsentry.training.calibration import (
 from soundsentry.training.dataset import EventSpan
 from soundsentry.training.examples import (
     TrainingData,
+    cut_windows,
     frame_targets,
     load_dataset,
     segment_targets,
@@ -30,7 +31,9 @@ from soundsentry.training.train import (
     EarlyStopping,
     TrainConfig,
     TrainResult,
+    _Augmenter,
     build_network,
+    filter_gains,
     train_model,
 )
 from tests.audio_fixtures import chunks
@@ -101,6 +104,50 @@ def test_config_names_every_problem() -> None:
     message = str(error.value)
     for part in ("epochs=0", "learning_rate=-1.0", "repeat a label", "7 blocks"):
         assert part in message
+
+
+def test_config_rejects_a_filter_gain_out_of_range() -> None:
+    for value in (-1.0, 30.0, math.nan):
+        with pytest.raises(ConfigurationError, match="filter_augment_db"):
+            TrainConfig(filter_augment_db=value)
+
+
+@pytest.mark.parametrize("bands", [2, 3, 64])
+def test_filter_gains_are_piecewise_linear_within_the_range(bands: int) -> None:
+    gains = filter_gains(np.random.default_rng(3), 200, bands, 6.0)
+    assert gains.shape == (200, bands)
+    assert gains.dtype == np.float32
+    assert np.abs(gains).max() <= 6.0
+    # Kinks (non-zero second differences) only at the 1..4 inner knots.
+    kinks = (np.abs(np.diff(gains.astype(np.float64), n=2, axis=1)) > 1e-4).sum(axis=1)
+    assert kinks.max() <= 4
+    if bands == 64:
+        assert kinks.min() >= 1
+        assert np.unique(kinks).size > 1
+        assert gains.min() < -5.0
+        assert gains.max() > 5.0
+        assert len({tuple(row) for row in gains.round(3)}) == 200  # each window its own
+    again = filter_gains(np.random.default_rng(3), 200, bands, 6.0)
+    assert np.array_equal(gains, again)
+
+
+def test_filter_augment_adds_one_gain_per_band_to_every_frame(data: TrainingData) -> None:
+    plain = dict(time_shift=False, background_mix=False, specaugment=False, mixup_alpha=0.0)
+    config = TrainConfig(profile=data.profile, filter_augment_db=6.0, **plain)
+    band_mean = np.zeros(data.profile.num_bands, dtype=np.float32)
+    augmenter = _Augmenter(data, config, np.random.default_rng(0), band_mean)
+    indices, starts = data.grid("train")
+    indices, starts = indices[:16], starts[:16]
+    batch = augmenter.batch(indices, starts)
+    reference = cut_windows(data.examples["train"], indices, starts, data.profile)
+    added = batch.inputs - reference.inputs  # [windows, bands, frames]
+    assert np.allclose(added, added[:, :, :1], atol=1e-3)  # the same gain in every frame
+    assert 0.5 < np.abs(added).max() <= 6.0 + 1e-3
+    assert np.array_equal(batch.clip, reference.clip)  # a filter leaves the labels alone
+    off = _Augmenter(
+        data, TrainConfig(profile=data.profile, **plain), np.random.default_rng(0), band_mean
+    )
+    assert np.array_equal(off.batch(indices, starts).inputs, reference.inputs)
 
 
 def test_config_keeps_sequences_as_tuples() -> None:
@@ -216,6 +263,16 @@ def test_train_command_channels_set_the_network_width(dataset_dir: Path, tmp_pat
     assert run_train(args) == 0
     card = json.loads((tmp_path / "default.json").read_text())
     assert "CNN [4, 8], band-aware head on" in card["description"]
+
+
+def test_train_command_filter_augment_is_on_the_card(dataset_dir: Path, tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    assert parser.parse_args([str(dataset_dir), "--out", str(tmp_path)]).filter_augment_db == 0
+    options = ["--epochs", "1", "--channels", "4", "8", "--filter-augment-db", "6"]
+    assert run_train(parser.parse_args([str(dataset_dir), "--out", str(tmp_path), *options])) == 0
+    card = json.loads((tmp_path / "default.json").read_text())
+    assert "; filter augment +-6 dB;" in card["description"]
 
 
 def test_train_command_takes_a_profile_file_and_labels_to_take_over(
