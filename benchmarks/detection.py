@@ -26,8 +26,14 @@ background classes, the held-out household sounds and glass-break backgrounds).
 
 Mixtures are made from seeds, so every model is measured on the same audio.
 
+``--devices`` hears every file through a microphone of its own (:func:`device_response`, drawn
+from the file's name and the seed): a band-pass from 100-400 Hz to 4-7.5 kHz and a spectral tilt
+of -4..+4 dB an octave around 1 kHz, as cheap microphones, phones, enclosures and distance
+colour a scene. Held-out audio comes from other devices than ``../shared/data``'s; this measures
+how much a model's figures depend on the recording chain. Same mixtures, same events.
+
     .venv/bin/python benchmarks/detection.py [--model models] [--per-cell 6]
-        [--background-hours 2] [--split-seed 7] [--keep DIR] [--record]
+        [--background-hours 2] [--split-seed 7] [--devices] [--keep DIR] [--record]
 
 ``--record`` writes the figures into the model cards (``metrics.detection_benchmark``).
 
@@ -85,6 +91,32 @@ def _rng(seed: int, *words: str | int) -> np.random.Generator:
     )
 
 
+DEVICE_LOW_HZ = (100.0, 400.0)
+DEVICE_HIGH_HZ = (4000.0, 7500.0)
+DEVICE_TILT_DB_PER_OCTAVE = (-4.0, 4.0)
+
+
+def device_response(audio: np.ndarray, sample_rate_hz: int, rng: np.random.Generator) -> np.ndarray:
+    """``audio`` as a random microphone hears it: zero-phase second-order Butterworth
+    magnitudes, high-pass at a corner drawn from :data:`DEVICE_LOW_HZ` and low-pass at one
+    from :data:`DEVICE_HIGH_HZ` (log-uniform), times a tilt from
+    :data:`DEVICE_TILT_DB_PER_OCTAVE` around 1 kHz; scaled down to fit full scale when the
+    tilt lifted a peak past it."""
+    low = math.exp(rng.uniform(*np.log(DEVICE_LOW_HZ)))
+    high = math.exp(rng.uniform(*np.log(DEVICE_HIGH_HZ)))
+    tilt = rng.uniform(*DEVICE_TILT_DB_PER_OCTAVE)
+    freqs = np.fft.rfftfreq(audio.size, 1.0 / sample_rate_hz)
+    safe = np.maximum(freqs, 1.0)
+    gain = 1.0 / np.sqrt(1.0 + (low / safe) ** 4) / np.sqrt(1.0 + (safe / high) ** 4)
+    gain *= 10.0 ** (tilt * np.log2(np.maximum(safe, 20.0) / 1000.0) / 20.0)
+    gain[0] = 0.0  # no DC through a microphone
+    out = np.fft.irfft(np.fft.rfft(audio.astype(np.float64)) * gain, n=audio.size)
+    peak = float(np.abs(out).max(initial=0.0))
+    if peak > 1.0:
+        out /= peak
+    return out.astype(np.float32)
+
+
 class Mixtures(NamedTuple):
     files: list[Path]
     reference: list[EvalEvent]
@@ -101,8 +133,9 @@ def build_mixtures(
     background_hours: float,
     split_seed: int,
     seed: int,
+    devices: bool = False,
 ) -> Mixtures:
-    """Write the mixtures."""
+    """Write the mixtures (through :func:`device_response` with ``devices``)."""
     test = split_by_group(load_catalog(data_dir), seed=split_seed)["test"]
     targets = [c for c in test if c.role == "target"]
     backgrounds = [c for c in test if c.role != "target"]
@@ -130,6 +163,11 @@ def build_mixtures(
             loader=loader,
         )
         path = out / f"{name}.flac"
+        if devices:
+            heard = device_response(
+                example.audio, example.sample_rate_hz, _rng(seed, "device", name)
+            )
+            example = replace(example, audio=heard)
         write_flac(path, example)
         files.append(path)
         sources[path.name] = sorted({ref.split("#")[0] for ref in example.sources})
@@ -288,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--background-hours", type=float, default=2.0)
     parser.add_argument("--split-seed", type=int, default=7)
     parser.add_argument("--seed", type=int, default=2017, help="seed of the mixtures")
+    parser.add_argument(
+        "--devices", action="store_true", help="hear each file through a random microphone"
+    )
     parser.add_argument("--keep", type=Path, default=None, help="write the mixtures here")
     parser.add_argument(
         "--record",
@@ -311,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             background_hours=args.background_hours,
             split_seed=args.split_seed,
             seed=args.seed,
+            devices=args.devices,
         )
         system, tracks, detect_cpu, classify_cpu, windows = run_detection(models, files)
     system = [e for e in system if e.label in labels]
@@ -340,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         "models": {m.name: m.card.version for m in models.models},
         "split_seed": args.split_seed,
         "seed": args.seed,
+        "devices": args.devices,
         "long_mixtures": len(dcase),
         "background_hours": round(hours, 3),
         "labels": {k: {n: _finite(v) for n, v in row.items()} for k, row in scores.items()},

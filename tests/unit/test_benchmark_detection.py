@@ -1,14 +1,16 @@
-"""benchmarks/detection.py: where the false alarms come from."""
+"""benchmarks/detection.py: where the false alarms come from, the random microphones."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from soundsentry.evaluation.sed_metrics import EvalEvent
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from detection import false_alarm_sources
+from detection import device_response, false_alarm_sources
 
 
 def test_false_alarms_are_traced_to_the_clips_of_their_files() -> None:
@@ -42,3 +44,28 @@ def test_false_alarms_are_traced_to_the_clips_of_their_files() -> None:
         "top_clip": None,
         "top_clip_share": None,
     }
+
+
+def test_a_device_response_filters_and_stays_within_full_scale() -> None:
+    rate = 16_000
+    t = np.arange(rate * 2) / rate
+    tones = {hz: np.sin(2 * np.pi * hz * t) for hz in (50.0, 1000.0, 7900.0)}
+    audio = (0.3 * sum(tones.values())).astype(np.float32)
+    heard = device_response(audio, rate, np.random.default_rng(1))
+    assert heard.shape == audio.shape
+    assert heard.dtype == np.float32
+    assert np.abs(heard).max() <= 1.0
+
+    def level(signal: np.ndarray, hz: float) -> float:
+        return float(abs(np.dot(signal, tones[hz])))
+
+    # The band edges go down against the middle, whatever the draw (tilt at most 4 dB/octave).
+    for seed in range(20):
+        heard = device_response(audio, rate, np.random.default_rng(seed))
+        middle = level(heard, 1000.0) / level(audio, 1000.0)
+        assert level(heard, 50.0) / level(audio, 50.0) < 0.5 * middle
+        assert level(heard, 7900.0) / level(audio, 7900.0) < middle * 10 ** (4 * 3 / 20)
+    same = device_response(audio, rate, np.random.default_rng(3))
+    assert np.array_equal(same, device_response(audio, rate, np.random.default_rng(3)))
+    loud = np.clip(audio * 3, -1, 1).astype(np.float32)
+    assert np.abs(device_response(loud, rate, np.random.default_rng(0))).max() <= 1.0
