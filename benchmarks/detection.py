@@ -26,11 +26,11 @@ background classes, the held-out household sounds and glass-break backgrounds).
 
 Mixtures are made from seeds, so every model is measured on the same audio.
 
-``--devices`` hears every file through a microphone of its own (:func:`device_response`, drawn
-from the file's name and the seed): a band-pass from 100-400 Hz to 4-7.5 kHz and a spectral tilt
-of -4..+4 dB an octave around 1 kHz, as cheap microphones, phones, enclosures and distance
-colour a scene. Held-out audio comes from other devices than ``../shared/data``'s; this measures
-how much a model's figures depend on the recording chain. Same mixtures, same events.
+``--devices`` hears every file through a microphone of its own (:class:`Device`, drawn from
+the file's name and the seed): a band-pass from 100-400 Hz to 4-7.5 kHz and a spectral tilt of
+-2..+2 dB an octave around 1 kHz within the band, as cheap microphones, phones, enclosures and
+distance colour a scene. Held-out audio comes from other devices than ``../shared/data``'s; this
+measures how much a model's figures depend on the recording chain. Same mixtures, same events.
 
     .venv/bin/python benchmarks/detection.py [--model models] [--per-cell 6]
         [--background-hours 2] [--split-seed 7] [--devices] [--keep DIR] [--record]
@@ -62,6 +62,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any, NamedTuple  # noqa: E402
 
 import numpy as np  # noqa: E402
+import numpy.typing as npt  # noqa: E402
 
 from soundsentry.evaluation.operating import ScoreTrack, operating_points  # noqa: E402
 from soundsentry.evaluation.sed_metrics import EvalEvent, event_based_metrics  # noqa: E402
@@ -72,6 +73,7 @@ from soundsentry.training.alarms import PATTERNS  # noqa: E402
 from soundsentry.training.dataset import (  # noqa: E402
     TARGET_LABELS,
     ClipLoader,
+    Example,
     MixSpec,
     load_catalog,
     make_example,
@@ -93,28 +95,71 @@ def _rng(seed: int, *words: str | int) -> np.random.Generator:
 
 DEVICE_LOW_HZ = (100.0, 400.0)
 DEVICE_HIGH_HZ = (4000.0, 7500.0)
-DEVICE_TILT_DB_PER_OCTAVE = (-4.0, 4.0)
+DEVICE_TILT_DB_PER_OCTAVE = (-2.0, 2.0)
 
 
-def device_response(audio: np.ndarray, sample_rate_hz: int, rng: np.random.Generator) -> np.ndarray:
-    """``audio`` as a random microphone hears it: zero-phase second-order Butterworth
-    magnitudes, high-pass at a corner drawn from :data:`DEVICE_LOW_HZ` and low-pass at one
-    from :data:`DEVICE_HIGH_HZ` (log-uniform), times a tilt from
-    :data:`DEVICE_TILT_DB_PER_OCTAVE` around 1 kHz; scaled down to fit full scale when the
-    tilt lifted a peak past it."""
-    low = math.exp(rng.uniform(*np.log(DEVICE_LOW_HZ)))
-    high = math.exp(rng.uniform(*np.log(DEVICE_HIGH_HZ)))
-    tilt = rng.uniform(*DEVICE_TILT_DB_PER_OCTAVE)
+class Device(NamedTuple):
+    """A microphone's magnitude response: band-pass corners and a tilt within the band."""
+
+    low_hz: float
+    high_hz: float
+    tilt_db_per_octave: float
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> Device:
+        """Corners log-uniform in :data:`DEVICE_LOW_HZ` and :data:`DEVICE_HIGH_HZ`, the tilt
+        uniform in :data:`DEVICE_TILT_DB_PER_OCTAVE`."""
+        return cls(
+            low_hz=math.exp(rng.uniform(*np.log(DEVICE_LOW_HZ))),
+            high_hz=math.exp(rng.uniform(*np.log(DEVICE_HIGH_HZ))),
+            tilt_db_per_octave=float(rng.uniform(*DEVICE_TILT_DB_PER_OCTAVE)),
+        )
+
+    def gain(self, freqs_hz: np.ndarray) -> np.ndarray:
+        """Linear gain at ``freqs_hz``: second-order Butterworth high-pass at ``low_hz`` and
+        low-pass at ``high_hz`` (magnitudes), times the tilt around 1 kHz, held flat outside
+        the band (a thin microphone loses its edges; it does not boost them); 0 at DC."""
+        safe = np.maximum(np.asarray(freqs_hz, dtype=np.float64), 1e-3)
+        out = 1.0 / np.sqrt(1.0 + (self.low_hz / safe) ** 4)
+        out /= np.sqrt(1.0 + (safe / self.high_hz) ** 4)
+        octaves = np.log2(np.clip(safe, self.low_hz, self.high_hz) / 1000.0)
+        out *= 10.0 ** (self.tilt_db_per_octave * octaves / 20.0)
+        return np.where(np.asarray(freqs_hz) > 0, out, 0.0)
+
+
+def device_response(
+    audio: np.ndarray, *, sample_rate_hz: int, device: Device
+) -> npt.NDArray[np.float32]:
+    """``audio`` (np.ndarray [shape=(n,)], full scale 1.0) as ``device`` hears it: float32
+    [shape=(n,)], filtered with zero phase in the frequency domain over the whole signal (a
+    30 s file's end rings into its start by a few milliseconds, harmlessly here)."""
+    if sample_rate_hz <= 0:
+        raise ValueError(f"sample_rate_hz must be > 0, got {sample_rate_hz}")
     freqs = np.fft.rfftfreq(audio.size, 1.0 / sample_rate_hz)
-    safe = np.maximum(freqs, 1.0)
-    gain = 1.0 / np.sqrt(1.0 + (low / safe) ** 4) / np.sqrt(1.0 + (safe / high) ** 4)
-    gain *= 10.0 ** (tilt * np.log2(np.maximum(safe, 20.0) / 1000.0) / 20.0)
-    gain[0] = 0.0  # no DC through a microphone
-    out = np.fft.irfft(np.fft.rfft(audio.astype(np.float64)) * gain, n=audio.size)
-    peak = float(np.abs(out).max(initial=0.0))
-    if peak > 1.0:
-        out /= peak
-    return out.astype(np.float32)
+    spectrum = np.fft.rfft(np.asarray(audio, dtype=np.float64)) * device.gain(freqs)
+    return np.fft.irfft(spectrum, n=audio.size).astype(np.float32)
+
+
+def _through_device(example: Example, device: Device) -> Example:
+    """``example`` with its audio and both of its parts heard through ``device``, scaled down
+    together when the tilt lifted a peak past full scale (so audio = background + target)."""
+    rate = example.sample_rate_hz
+    audio = device_response(example.audio, sample_rate_hz=rate, device=device)
+    scale = min(1.0, 1.0 / max(float(np.abs(audio).max(initial=0.0)), 1e-12))
+
+    def heard(part: np.ndarray | None) -> npt.NDArray[np.float32] | None:
+        if part is None:
+            return None
+        return (device_response(part, sample_rate_hz=rate, device=device) * scale).astype(
+            np.float32
+        )
+
+    return replace(
+        example,
+        audio=(audio * scale).astype(np.float32),
+        background_audio=heard(example.background_audio),
+        target_audio=heard(example.target_audio),
+    )
 
 
 class Mixtures(NamedTuple):
@@ -135,7 +180,7 @@ def build_mixtures(
     seed: int,
     devices: bool = False,
 ) -> Mixtures:
-    """Write the mixtures (through :func:`device_response` with ``devices``)."""
+    """Write the mixtures (each through a :class:`Device` of its own with ``devices``)."""
     test = split_by_group(load_catalog(data_dir), seed=split_seed)["test"]
     targets = [c for c in test if c.role == "target"]
     backgrounds = [c for c in test if c.role != "target"]
@@ -164,10 +209,7 @@ def build_mixtures(
         )
         path = out / f"{name}.flac"
         if devices:
-            heard = device_response(
-                example.audio, example.sample_rate_hz, _rng(seed, "device", name)
-            )
-            example = replace(example, audio=heard)
+            example = _through_device(example, Device.draw(_rng(seed, "device", name)))
         write_flac(path, example)
         files.append(path)
         sources[path.name] = sorted({ref.split("#")[0] for ref in example.sources})
@@ -337,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
         "metrics.detection_benchmark",
     )
     args = parser.parse_args(argv)
+    if args.record and args.devices:
+        parser.error(
+            "--record writes the card's figures, which are the recordings' own: not with --devices"
+        )
 
     models = ModelSet.from_dir(args.model)
     reported = sorted(set().union(*models.reported.values()))
