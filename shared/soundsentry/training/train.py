@@ -15,13 +15,13 @@ sound at all (every clip and frame label negative) added in the power domain,
 ``10 log10(10^(a/10) + g 10^(b/10))``, at a gain ``g`` drawn from -20..0 dB: a second
 background at most as loud as the example's own, so the labels stay); **filter augment**
 (``filter_augment_db`` > 0, after Nam et al., ICASSP 2022: each window's bands get a random
-piecewise-linear gain in dB, 2 to 5 segments with knots at random bands and gains drawn
-uniformly from +-``filter_augment_db``, as a different microphone, room or distance would
-colour the whole scene; this also varies the window's level); the profile's
-standardisation; **SpecAugment** (2 frequency masks of up to 8 bands, 2 time masks of up to 10
-frames, filled with the training data's band means, which the network maps to 0);
-**mixup** (pairs within the batch, ``lambda ~ Beta(alpha, alpha)`` folded to >= 0.5, inputs and
-targets mixed linearly).
+piecewise-linear gain in dB (:func:`filter_gains`: up to 5 segments with knots at random bands
+and gains drawn uniformly from +-``filter_augment_db``), as a different microphone, room or
+distance would colour the whole scene; unless the profile standardises, it also varies the
+window's level); the profile's standardisation; **SpecAugment** (2 frequency masks of up to 8
+bands, 2 time masks of up to 10 frames, filled with the training data's band means, which the
+network maps to 0); **mixup** (pairs within the batch, ``lambda ~ Beta(alpha, alpha)`` folded
+to >= 0.5, inputs and targets mixed linearly).
 
 Model
 -----
@@ -309,12 +309,11 @@ class _Augmenter:
         if config.background_mix and self.quiet.size:
             inputs = self._mix_backgrounds(inputs)
         if config.filter_augment_db > 0:
-            inputs = (
-                inputs
-                + filter_gains(rng, inputs.shape[0], inputs.shape[1], config.filter_augment_db)[
-                    :, :, None
-                ]
+            count, num_bands = inputs.shape[0], inputs.shape[1]
+            gains = filter_gains(
+                rng, count=count, num_bands=num_bands, max_db=config.filter_augment_db
             )
+            inputs = inputs + gains[:, :, None]
         if self.profile.standardize:
             inputs = standardize(inputs)
         if config.specaugment:
@@ -366,19 +365,30 @@ class _Augmenter:
 
 
 def filter_gains(
-    rng: np.random.Generator, count: int, bands: int, max_db: float
+    rng: np.random.Generator, *, count: int, num_bands: int, max_db: float
 ) -> npt.NDArray[np.float32]:
-    """``count`` random filters over ``bands`` mel bands, in dB, ``[count, bands]``: each is
-    piecewise linear through 3 to 6 knots (2 to 5 segments) at random bands, the first and last
-    band always among them, with gains uniform in +-``max_db`` (FilterAugment's linear type)."""
-    out = np.empty((count, bands), dtype=np.float32)
-    grid = np.arange(bands)
-    for row in range(count):
-        inner = int(rng.integers(1, 5))
-        knots = np.sort(
-            rng.choice(np.arange(1, bands - 1), size=min(inner, bands - 2), replace=False)
+    """``count`` random filters over ``num_bands`` mel bands, in dB: np.ndarray
+    [shape=(count, num_bands)], float32. Each is piecewise linear through knots at the first
+    and last band and 1 to 4 random bands between them (2 to 5 segments, fewer when there are
+    not that many bands), with gains uniform in +-``max_db`` (FilterAugment's linear type).
+
+    Raises
+    ------
+    ConfigurationError
+        for ``count`` < 0, ``num_bands`` < 2 or ``max_db`` < 0.
+    """
+    if count < 0 or num_bands < 2 or not max_db >= 0:
+        raise ConfigurationError(
+            f"filter_gains needs count >= 0, num_bands >= 2 and max_db >= 0, got {count}, "
+            f"{num_bands}, {max_db}"
         )
-        where = np.concatenate(([0], knots, [bands - 1]))
+    out = np.empty((count, num_bands), dtype=np.float32)
+    grid = np.arange(num_bands)
+    inner_bands = np.arange(1, num_bands - 1)
+    for row in range(count):
+        inner = min(int(rng.integers(1, 5)), inner_bands.size)
+        knots = np.sort(rng.choice(inner_bands, size=inner, replace=False))
+        where = np.concatenate(([0], knots, [num_bands - 1]))
         gains = rng.uniform(-max_db, max_db, size=where.size)
         out[row] = np.interp(grid, where, gains)
     return out

@@ -110,11 +110,15 @@ def test_config_rejects_a_filter_gain_out_of_range() -> None:
     for value in (-1.0, 30.0, math.nan):
         with pytest.raises(ConfigurationError, match="filter_augment_db"):
             TrainConfig(filter_augment_db=value)
+    rng = np.random.default_rng(0)
+    for count, num_bands, max_db in ((1, 1, 6.0), (-1, 8, 6.0), (1, 8, -1.0)):
+        with pytest.raises(ConfigurationError, match="filter_gains needs"):
+            filter_gains(rng, count=count, num_bands=num_bands, max_db=max_db)
 
 
 @pytest.mark.parametrize("bands", [2, 3, 64])
 def test_filter_gains_are_piecewise_linear_within_the_range(bands: int) -> None:
-    gains = filter_gains(np.random.default_rng(3), 200, bands, 6.0)
+    gains = filter_gains(np.random.default_rng(3), count=200, num_bands=bands, max_db=6.0)
     assert gains.shape == (200, bands)
     assert gains.dtype == np.float32
     assert np.abs(gains).max() <= 6.0
@@ -127,7 +131,7 @@ def test_filter_gains_are_piecewise_linear_within_the_range(bands: int) -> None:
         assert gains.min() < -5.0
         assert gains.max() > 5.0
         assert len({tuple(row) for row in gains.round(3)}) == 200  # each window its own
-    again = filter_gains(np.random.default_rng(3), 200, bands, 6.0)
+    again = filter_gains(np.random.default_rng(3), count=200, num_bands=bands, max_db=6.0)
     assert np.array_equal(gains, again)
 
 
@@ -142,6 +146,7 @@ def test_filter_augment_adds_one_gain_per_band_to_every_frame(data: TrainingData
     reference = cut_windows(data.examples["train"], indices, starts, data.profile)
     added = batch.inputs - reference.inputs  # [windows, bands, frames]
     assert np.allclose(added, added[:, :, :1], atol=1e-3)  # the same gain in every frame
+    assert np.ptp(added[:, :, 0], axis=1).min() > 0.1  # and a filter, not one gain per window
     assert 0.5 < np.abs(added).max() <= 6.0 + 1e-3
     assert np.array_equal(batch.clip, reference.clip)  # a filter leaves the labels alone
     off = _Augmenter(
