@@ -19,6 +19,7 @@ from detection import (
     _through_device,
     device_response,
     false_alarm_sources,
+    main,
 )
 
 
@@ -107,3 +108,11 @@ def test_a_mixture_through_a_device_keeps_its_parts_adding_up() -> None:
     assert np.abs(heard.audio).max() <= 1.0 + 1e-6  # scaled down together to fit
     assert np.allclose(heard.audio, heard.background_audio + heard.target_audio, atol=1e-5)
     assert heard.labels == example.labels
+
+
+def test_devices_figures_are_never_recorded_as_the_cards_own(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--record", "--devices"])
+    assert "not with --devices" in capsys.readouterr().err
