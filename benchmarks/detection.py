@@ -141,24 +141,27 @@ def device_response(
 
 
 def _through_device(example: Example, device: Device) -> Example:
-    """``example`` with its audio and both of its parts heard through ``device``, scaled down
-    together when the tilt lifted a peak past full scale (so audio = background + target)."""
-    rate = example.sample_rate_hz
-    audio = device_response(example.audio, sample_rate_hz=rate, device=device)
-    scale = min(1.0, 1.0 / max(float(np.abs(audio).max(initial=0.0)), 1e-12))
+    """``example`` heard through ``device``: its two parts filtered and added up again (the
+    filter is linear, so that is the filtered mixture, for two transforms instead of three),
+    otherwise its audio and whichever part it has; all scaled down together when the tilt
+    lifted a peak past full scale (so audio = background + target still holds)."""
 
-    def heard(part: np.ndarray | None) -> npt.NDArray[np.float32] | None:
+    def heard(part: npt.NDArray[np.float32] | None) -> npt.NDArray[np.float32] | None:
         if part is None:
             return None
-        return (device_response(part, sample_rate_hz=rate, device=device) * scale).astype(
-            np.float32
-        )
+        return device_response(part, sample_rate_hz=example.sample_rate_hz, device=device)
 
+    background, target = heard(example.background_audio), heard(example.target_audio)
+    if background is not None and target is not None:
+        audio = background + target
+    else:
+        audio = device_response(example.audio, sample_rate_hz=example.sample_rate_hz, device=device)
+    scale = np.float32(min(1.0, 1.0 / max(float(np.abs(audio).max(initial=0.0)), 1e-12)))
     return replace(
         example,
-        audio=(audio * scale).astype(np.float32),
-        background_audio=heard(example.background_audio),
-        target_audio=heard(example.target_audio),
+        audio=audio * scale,
+        background_audio=None if background is None else background * scale,
+        target_audio=None if target is None else target * scale,
     )
 
 
