@@ -394,6 +394,20 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
         "or to part of one (a honk of a held horn); default 0: whole clips",
     )
     parser.add_argument(
+        "--speed-range",
+        type=float,
+        default=MixSpec().speed_range,
+        help="training split: play real targets and background events at a random speed "
+        "within 1/(1+R)..1+R (pitch and length together); default 0: as recorded",
+    )
+    parser.add_argument(
+        "--reverb-share",
+        type=float,
+        default=MixSpec().reverb_share,
+        help="training split: share of real targets and background events heard through a "
+        "synthetic room (RT60 0.1-0.8 s); default 0",
+    )
+    parser.add_argument(
         "--rekognition",
         action="store_true",
         help="also write spectrogram PNGs in the Rekognition Custom Labels layout",
@@ -598,6 +612,8 @@ def run_synth(args: argparse.Namespace) -> int:
             duration_s=args.duration_s,
             target_probability=args.target_probability,
             burst_share=args.burst_share,
+            speed_range=args.speed_range,
+            reverb_share=args.reverb_share,
         ),
         seed=args.seed,
         rekognition=args.rekognition,

@@ -34,6 +34,16 @@ with 0.5 (model v22 in docs/models.md) the detection benchmark's event F1 fell f
 0.441 and recall within one false alarm an hour rose for no label but siren, so whole clips
 stay the default.
 
+**Varied sources** (training split only; off by default). With ``MixSpec.speed_range`` every real
+target and isolated background event is played at a random speed (pitch and length together,
+resampled with soxr), and with probability ``MixSpec.reverb_share`` it is heard through a
+synthetic room (:func:`soundsentry.training.alarms.room_impulse_response`). The source datasets
+hold a few hundred recordings of each sound; a deployment hears other dogs, other horns, in
+other rooms. Negatives are varied alike, so a speed or a reverberant tail never tells a target
+from a confuser. Events keep the direct sound's timing (a room's tail is not part of the event);
+``sources`` append ``&speed=`` and ``&rt60_s=`` to a varied piece. The draws come from a child
+generator, so an example keeps its labels, layers and sources when the variety is turned on.
+
 **Synthetic alarms** (:func:`soundsentry.training.alarms.synthesize_alarm`) start at a random offset
 and repeat to the end of the example. Their events are the exact pattern cycles (first tone start to
 last tone end; reverberation tail excluded), one event per cycle: the gaps inside a cycle (0.5 s for
@@ -142,6 +152,7 @@ _LOOP_SEAM_MARGIN_S = 0.01
 _SILENT_MEAN_SQUARE = 1e-14
 _MAX_DRAWS = 8
 _ALARM_RT60_S = (0.1, 0.8)  # synthesize_alarm's default range
+_SOURCE_DIRECT_DB = (0.0, 12.0)  # direct path over reverberant energy: near to far
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,6 +545,13 @@ class MixSpec:
     ``alarm_burst_share``: share of alarms that sound one or two cycles only.
     ``burst_share``: share of real targets cut to a random run of their bursts (see the module
     docstring); 0 places every clip's whole active region.
+    ``speed_range``: real targets and isolated background events are played at a random speed
+    between ``1 / (1 + speed_range)`` and ``1 + speed_range`` (log-uniform; pitch and length
+    change together, as a tape played faster): other dogs, other horns. 0 plays them as recorded.
+    ``reverb_share``: share of real targets and isolated background events heard through a
+    synthetic room (RT60 0.1-0.8 s, direct path 0-12 dB above the reverberant energy): the
+    same sound further from the microphone. Both apply to the training split only
+    (:func:`synthesize`): validation and test examples stay as recorded.
     ``min_ambience_s``: the first background layer comes from ambience recordings at least
     this long (long mixtures: a 1 s chunk looped thirty times is no scene).
     ``active_threshold_db``: a real clip's active region holds the frames within this many dB
@@ -552,6 +570,8 @@ class MixSpec:
     alarm_variety: float = 0.7
     alarm_burst_share: float = 0.4
     burst_share: float = 0.0
+    speed_range: float = 0.0
+    reverb_share: float = 0.0
     min_ambience_s: float = 0.0
     active_threshold_db: float = 20.0
     peak_dbfs: float = -1.0
@@ -569,6 +589,8 @@ class MixSpec:
             problems.append(f"sample_rate_hz={self.sample_rate_hz} is outside 8000..48000")
         if not 1 <= self.max_background_layers <= 16:
             problems.append(f"max_background_layers={self.max_background_layers} is outside 1..16")
+        if not 0.0 <= self.speed_range <= 0.5:
+            problems.append(f"speed_range={self.speed_range} is outside 0..0.5")
         if not 0.0 <= self.min_ambience_s <= 3600.0:
             problems.append(f"min_ambience_s={self.min_ambience_s} is outside 0..3600")
         if not 0.0 < self.active_threshold_db <= 80.0:
@@ -593,6 +615,7 @@ class MixSpec:
             ("alarm_variety", self.alarm_variety),
             ("alarm_burst_share", self.alarm_burst_share),
             ("burst_share", self.burst_share),
+            ("reverb_share", self.reverb_share),
         ):
             if not 0.0 <= value <= 1.0:
                 problems.append(f"{name}={value} is outside 0..1")
@@ -612,6 +635,11 @@ class MixSpec:
     @property
     def num_samples(self) -> int:
         return round(self.duration_s * self.sample_rate_hz)
+
+    @property
+    def varies_sources(self) -> bool:
+        """Whether recorded sounds are played at other speeds or through rooms."""
+        return self.speed_range > 0 or self.reverb_share > 0
 
 
 class EventSpan(NamedTuple):
@@ -809,12 +837,75 @@ def _ref(clip: SourceClip, start: int, end: int, rate: int) -> str:
     return f"{clip.ref}#t={start / rate:.3f},{end / rate:.3f}"
 
 
+class _Variety(NamedTuple):
+    """How one recorded sound is heard: at ``speed`` (1 as recorded), through ``room`` (an
+    impulse response; None for none) of reverberation time ``rt60_s``."""
+
+    speed: float = 1.0
+    room: npt.NDArray[np.float32] | None = None
+    rt60_s: float = 0.0
+
+    def describe(self, ref: str) -> str:
+        """``ref`` with the speed and the room appended (``&speed=``, ``&rt60_s=``)."""
+        speed = f"&speed={self.speed:.3f}" if self.speed != 1.0 else ""
+        room = f"&rt60_s={self.rt60_s:.2f}" if self.room is not None else ""
+        return f"{ref}{speed}{room}"
+
+    def at_speed(self, audio: npt.NDArray[np.float32], rate: int) -> npt.NDArray[np.float32]:
+        """``audio`` played ``speed`` times faster: ``1 / speed`` as long, pitch times ``speed``."""
+        if self.speed == 1.0:
+            return audio
+        import soxr  # noqa: PLC0415
+
+        played = soxr.resample(audio, rate * self.speed, rate, quality="HQ")
+        return np.ascontiguousarray(played, dtype=np.float32)
+
+    def in_room(self, track: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """``track`` through the room, cut to its length (the direct path keeps its timing)."""
+        if self.room is None:
+            return track
+        import scipy.signal  # noqa: PLC0415 - slow to import; only mixing needs it
+
+        wet = scipy.signal.oaconvolve(track, self.room.astype(np.float64))
+        return np.ascontiguousarray(wet[: track.size])
+
+
+def _draw_variety(rng: np.random.Generator, spec: MixSpec) -> _Variety:
+    speed = 1.0
+    if spec.speed_range > 0:
+        bound = float(np.log1p(spec.speed_range))
+        speed = float(np.exp(rng.uniform(-bound, bound)))
+    if not (spec.reverb_share > 0 and rng.random() < spec.reverb_share):
+        return _Variety(speed)
+    rt60_s = float(rng.uniform(*_ALARM_RT60_S))
+    room = room_impulse_response(
+        rt60_s=rt60_s,
+        sample_rate_hz=spec.sample_rate_hz,
+        rng=rng,
+        direct_ratio_db=float(rng.uniform(*_SOURCE_DIRECT_DB)),
+    )
+    return _Variety(speed, room, rt60_s)
+
+
+def _varied_event(
+    signal: npt.NDArray[np.float64], variety: _Variety, rate: int
+) -> npt.NDArray[np.float64]:
+    """A placed background event (``signal``, one example long) at its speed and in its room,
+    kept to the example's length."""
+    n = signal.size
+    played = variety.at_speed(signal.astype(np.float32), rate).astype(np.float64)
+    out = np.zeros(n, dtype=np.float64)
+    out[: min(n, played.size)] = played[:n]
+    return variety.in_room(out)
+
+
 def _background(
     *,
     rng: np.random.Generator,
     spec: MixSpec,
     backgrounds: Sequence[SourceClip],
     loader: ClipLoader,
+    variety: np.random.Generator | None = None,
 ) -> tuple[npt.NDArray[np.float64], int, list[SourceClip], list[str]]:
     ambience = [
         clip
@@ -838,6 +929,10 @@ def _background(
             audio = loader.load(clip)
             maker = _ambience_layer if clip.role == "ambience" else _event_layer
             signal, description = maker(clip, audio, n, rng, rate)
+            if variety is not None and clip.role == "event":
+                heard = _draw_variety(variety, spec)
+                signal = _varied_event(signal, heard, rate)
+                description = heard.describe(description)
             level = _rms(signal[signal != 0.0]) if clip.role == "event" else _rms(signal)
             if level * level > _SILENT_MEAN_SQUARE:
                 break
@@ -858,12 +953,14 @@ def _real_target(
     spec: MixSpec,
     candidates: Sequence[SourceClip],
     loader: ClipLoader,
+    variety: _Variety | None = None,
 ) -> tuple[npt.NDArray[np.float64], list[tuple[int, int]], SourceClip, str]:
     n, rate = spec.num_samples, spec.sample_rate_hz
+    heard = variety or _Variety()
     activity = None
     for _ in range(_MAX_DRAWS):
         clip = candidates[int(rng.integers(len(candidates)))]
-        audio = loader.load(clip)
+        audio = heard.at_speed(loader.load(clip), rate)
         activity = _activity(audio, sample_rate_hz=rate, threshold_db=spec.active_threshold_db)
         if activity is not None:
             break
@@ -900,7 +997,11 @@ def _real_target(
     track = np.zeros(n, dtype=np.float64)
     track[offset : offset + piece.size] = piece
     span = (offset + region[0] - lo, offset + region[1] - lo)
-    return track, [span], clip, _ref(clip, lo, hi, rate)
+    # The room's tail is not part of the event, as for the alarms.
+    track = heard.in_room(track)
+    # Times in the source file's own seconds: a sample played at speed s covers s / rate there.
+    ref = _ref(clip, round(lo * heard.speed), round(hi * heard.speed), rate)
+    return track, [span], clip, heard.describe(ref)
 
 
 def _bursts(activity: _Activity) -> list[tuple[int, int]]:
@@ -1023,8 +1124,11 @@ def make_example(
                 f"no target clip is labelled {target_label!r}; available: {known}"
             )
     n, rate = spec.num_samples, spec.sample_rate_hz
+    # A child generator of its own, so an example mixed with variety keeps the labels, layers and
+    # sources of the same example mixed without it (spawning leaves rng's stream as it was).
+    variety = rng.spawn(1)[0] if spec.varies_sources else None
     background, layers, used, sources = _background(
-        rng=rng, spec=spec, backgrounds=backgrounds, loader=loader
+        rng=rng, spec=spec, backgrounds=backgrounds, loader=loader, variety=variety
     )
     licences = {DATASETS[clip.dataset].licence_summary for clip in used}
     target = np.zeros(n, dtype=np.float64)
@@ -1036,7 +1140,11 @@ def make_example(
             licences.add(_SYNTHETIC_LICENCE)
         else:
             target, spans, clip, description = _real_target(
-                rng=rng, spec=spec, candidates=candidates, loader=loader
+                rng=rng,
+                spec=spec,
+                candidates=candidates,
+                loader=loader,
+                variety=None if variety is None else _draw_variety(variety, spec),
             )
             licences.add(DATASETS[clip.dataset].licence_summary)
         sources.insert(0, description)
@@ -1153,12 +1261,14 @@ def synthesize(
         targets = [clip for clip in clips if clip.role == "target"]
         backgrounds = [clip for clip in clips if clip.role != "target"]
         real_labels = sorted({str(clip.label) for clip in targets})
+        # Varied sources are training augmentation: the other splits are heard as recorded.
+        split_spec = spec if split == "train" else replace(spec, speed_range=0.0, reverb_share=0.0)
         for index in range(count):
             rng = np.random.default_rng(_seed_words(seed, split_index, index))
             label = _draw_target_label(rng, spec, real_labels)
             example = make_example(
                 rng=rng,
-                spec=spec,
+                spec=split_spec,
                 targets=targets,
                 backgrounds=backgrounds,
                 target_label=label,

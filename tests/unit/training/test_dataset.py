@@ -224,6 +224,9 @@ def test_split_rejects_bad_fractions(
         ("alarm_variety", -0.1),
         ("alarm_burst_share", 2.0),
         ("burst_share", -0.1),
+        ("speed_range", 0.6),
+        ("speed_range", -0.1),
+        ("reverb_share", 1.5),
         ("min_ambience_s", -1.0),
     ],
 )
@@ -365,9 +368,12 @@ def barks(tmp_path_factory: pytest.TempPathFactory) -> SourceClip:
 
 
 def _bark_examples(
-    barks: SourceClip, train: tuple[list[SourceClip], list[SourceClip]], burst_share: float
+    barks: SourceClip,
+    train: tuple[list[SourceClip], list[SourceClip]],
+    burst_share: float = 0.0,
+    **variety: float,
 ) -> list[Example]:
-    spec = MixSpec(burst_share=burst_share)
+    spec = MixSpec(burst_share=burst_share, **variety)
     return [
         make_example(
             rng=np.random.default_rng([seed, 7]),
@@ -637,3 +643,128 @@ def test_burst_cuts_fit_examples_shorter_than_the_shortest_cut(
         )
         assert example.audio.size == spec.num_samples
         assert all(0.0 <= e.onset_s < e.offset_s <= 0.1 for e in example.events)
+
+
+# --- varied sources --------------------------------------------------------------------------
+
+
+def _note(source: str, key: str) -> float | None:
+    """A ``&key=value`` of a source description, None when absent."""
+    for part in source.split("&")[1:]:
+        name, _, value = part.partition("=")
+        if name == key:
+            return float(value)
+    return None
+
+
+def test_a_faster_bark_is_a_shorter_event(
+    barks: SourceClip, train: tuple[list[SourceClip], list[SourceClip]]
+) -> None:
+    speeds = []
+    for example in _bark_examples(barks, train, speed_range=0.2):
+        (event,) = example.events
+        speed = _note(example.sources[0], "speed")
+        assert speed is not None
+        assert 1 / 1.2 - 1e-3 <= speed <= 1.2 + 1e-3
+        assert _note(example.sources[0], "rt60_s") is None
+        # First bark to last, 2.6 s as recorded, found on 20 ms frames 10 ms apart (the
+        # resampler's ringing can add a frame at either end).
+        assert event.offset_s - event.onset_s == pytest.approx(2.6 / speed, abs=0.05)
+        speeds.append(speed)
+    assert min(speeds) < 0.95
+    assert max(speeds) > 1.05
+
+
+def test_a_bark_in_a_room_keeps_its_event_and_rings_after_it(
+    barks: SourceClip, train: tuple[list[SourceClip], list[SourceClip]]
+) -> None:
+    dry = _bark_examples(barks, train)
+    wet = _bark_examples(barks, train, reverb_share=1.0)
+    for before, after in zip(dry, wet, strict=True):
+        assert _note(after.sources[0], "rt60_s") is not None
+        assert after.events == before.events
+        assert after.target_audio is not None
+        (event,) = after.events
+        onset, offset = round(event.onset_s * RATE), round(event.offset_s * RATE)
+        # Silent before the direct sound (50 ms of padding before the first bark)...
+        assert np.max(np.abs(after.target_audio[: onset - round(0.05 * RATE)])) < 1e-6
+        # ...and the room's tail sounds past the last bark's padding, where the dry one is silent.
+        tail = slice(offset + round(0.06 * RATE), offset + round(0.08 * RATE))
+        assert before.target_audio is not None
+        assert not np.any(before.target_audio[tail])
+        if tail.stop <= after.target_audio.size:
+            assert np.max(np.abs(after.target_audio[tail])) > 0
+
+
+def test_variety_keeps_an_examples_labels_layers_and_sources(
+    train: tuple[list[SourceClip], list[SourceClip]], loader: ClipLoader
+) -> None:
+    targets, backgrounds = train
+    varied_events = 0
+    for seed in range(12):
+        label = (None, *TARGET_LABELS)[seed % (len(TARGET_LABELS) + 1)]
+        plain, varied = (
+            make_example(
+                rng=np.random.default_rng([seed, 5]),
+                spec=MixSpec(**variety),
+                targets=targets,
+                backgrounds=backgrounds,
+                target_label=label,
+                loader=loader,
+            )
+            for variety in ({}, {"speed_range": 0.2, "reverb_share": 1.0})
+        )
+        assert varied.labels == plain.labels
+        assert varied.background_layers == plain.background_layers
+        assert [s.split("#")[0] for s in varied.sources] == [s.split("#")[0] for s in plain.sources]
+        assert varied.target_audio is not None
+        assert varied.background_audio is not None
+        np.testing.assert_allclose(
+            varied.audio, varied.background_audio + varied.target_audio, atol=1e-6
+        )
+        # The target (first) is heard in a room; the first background layer is ambience, a
+        # scene, never varied; a further layer is when it is an isolated event.
+        backgrounds_described = varied.sources[1:] if label else varied.sources
+        if label:
+            assert _note(varied.sources[0], "rt60_s") is not None
+        assert "&" not in backgrounds_described[0]
+        varied_events += sum("&rt60_s=" in source for source in backgrounds_described[1:])
+    assert varied_events > 0
+
+
+def test_synthesize_varies_the_training_split_only(tmp_path: Path) -> None:
+    counts = {"train": 6, "validate": 3, "test": 3}
+    for name, spec in (("plain", SMALL), ("varied", MixSpec(duration_s=2.0, reverb_share=1.0))):
+        synthesize(
+            data_dir=SHARED_DATA,
+            out_dir=tmp_path / name,
+            examples_per_split=counts,
+            spec=spec,
+            seed=11,
+            created_utc=CREATED,
+        )
+    plain, varied = _rows(tmp_path / "plain"), _rows(tmp_path / "varied")
+    for before, after in zip(plain, varied, strict=True):
+        audio = [
+            soundfile.read(tmp_path / name / before["path"], dtype="int16")[0]
+            for name in ("plain", "varied")
+        ]
+        if before["split"] == "train":
+            assert after["labels"] == before["labels"]
+        else:
+            assert after == before
+            np.testing.assert_array_equal(audio[0], audio[1])
+    assert any("&rt60_s=" in row["sources"] for row in varied if row["split"] == "train")
+
+
+def test_main_passes_the_variety_to_the_mixer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOUNDSENTRY_DATA_DIR", str(SHARED_DATA))
+    out = tmp_path / "cli"
+    argv = ["--out", str(out), "--train", "6", "--validate", "0", "--test", "0", "--seed", "3"]
+    assert cli_main(["dataset", "synth", *argv, "--speed-range", "0.1", "--reverb-share", "1"]) == 0
+    rows = _rows(out)
+    assert any("&speed=" in row["sources"] and "&rt60_s=" in row["sources"] for row in rows)
+    bad = ["--out", str(tmp_path / "bad"), "--speed-range", "0.9"]
+    assert cli_main(["dataset", "synth", *bad]) == 2
