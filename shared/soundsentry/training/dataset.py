@@ -929,10 +929,6 @@ def _background(
             audio = loader.load(clip)
             maker = _ambience_layer if clip.role == "ambience" else _event_layer
             signal, description = maker(clip, audio, n, rng, rate)
-            if variety is not None and clip.role == "event":
-                heard = _draw_variety(variety, spec)
-                signal = _varied_event(signal, heard, rate)
-                description = heard.describe(description)
             level = _rms(signal[signal != 0.0]) if clip.role == "event" else _rms(signal)
             if level * level > _SILENT_MEAN_SQUARE:
                 break
@@ -940,6 +936,12 @@ def _background(
             raise ConfigurationError(
                 f"drew {_MAX_DRAWS} digitally silent background pieces in a row; last: {clip.ref}"
             )
+        if variety is not None and clip.role == "event":
+            # The level stays the one measured as recorded: a room's tail (and the FFT's
+            # rounding noise everywhere) would make an event's own samples count for less.
+            heard = _draw_variety(variety, spec)
+            signal = _varied_event(signal, heard, rate)
+            description = heard.describe(description)
         level_dbfs = float(rng.uniform(*spec.background_dbfs))
         mix += signal * (10.0 ** (level_dbfs / 20.0) / level)
         used.append(clip)

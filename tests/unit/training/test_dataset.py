@@ -768,3 +768,36 @@ def test_main_passes_the_variety_to_the_mixer(
     assert any("&speed=" in row["sources"] and "&rt60_s=" in row["sources"] for row in rows)
     bad = ["--out", str(tmp_path / "bad"), "--speed-range", "0.9"]
     assert cli_main(["dataset", "synth", *bad]) == 2
+
+
+def test_a_varied_background_event_keeps_the_level_it_was_drawn_at(
+    train: tuple[list[SourceClip], list[SourceClip]], loader: ClipLoader
+) -> None:
+    _, backgrounds = train
+    events = [clip for clip in backgrounds if clip.role == "event"]
+    ambience = [clip for clip in backgrounds if clip.role == "ambience"]
+    ratios = []
+    for seed in range(10):
+        plain, varied = (
+            make_example(
+                rng=np.random.default_rng([seed, 6]),
+                spec=MixSpec(max_background_layers=3, **variety),
+                targets=[],
+                backgrounds=[ambience[seed % len(ambience)], *events],
+                target_label=None,
+                loader=loader,
+            )
+            for variety in ({}, {"reverb_share": 1.0})
+        )
+        assert plain.background_audio is not None
+        assert varied.background_audio is not None
+        extra = plain.background_audio - varied.background_audio
+        if not np.any(extra):
+            continue  # one layer only: nothing to vary
+        ratios.append(
+            np.sum(np.square(varied.background_audio, dtype=np.float64))
+            / np.sum(np.square(plain.background_audio, dtype=np.float64))
+        )
+    assert ratios
+    # A unit-energy room keeps an event's energy (less the tail cut at the example's end).
+    assert 10 * np.log10(np.array(ratios)) == pytest.approx(np.zeros(len(ratios)), abs=1.5)
