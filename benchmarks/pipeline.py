@@ -357,8 +357,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "pipeline",
         "models": {name: card.version for name, card in cards.items()},
         "latency_target_s": target,
-        "latency_target_met": bool(best and best.latency_p99_s is not None)
-        and (best.latency_p99_s or 0.0) <= target,
+        "latency_target_met": best is not None
+        and best.latency_p99_s is not None
+        and best.latency_p99_s <= target,
         "transport": args.transport,
         "chunk_ms": args.chunk_ms,
         "partitions": args.partitions,

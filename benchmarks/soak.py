@@ -33,6 +33,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -134,7 +135,9 @@ async def _fuzz(
                         response_deserializer=lambda data: data,
                     )
 
-                    async def garbage(data: bytes = b"\xff" + rng.randbytes(64)):
+                    async def garbage(
+                        data: bytes = b"\xff" + rng.randbytes(64),
+                    ) -> AsyncIterator[bytes]:
                         yield data
 
                     with contextlib.suppress(grpc.aio.AioRpcError):
@@ -153,7 +156,7 @@ async def _fuzz(
 
 async def _good_sensor(target: str, until: float) -> list[str]:
     """Push the recording in real time, a stream per pass, until ``until``; the stream ids."""
-    streams = []
+    streams: list[str] = []
     while time.monotonic() < until:
         stream = f"pass-{len(streams)}"
         chunks = file_chunks(RECORDING, sensor_id=SENSOR, stream_id=stream)
@@ -197,11 +200,11 @@ def _metric(port: int, name: str, labels: str) -> float:
 async def soak(minutes: float, rate: float, seed: int, workdir: Path) -> dict[str, object]:
     topics = TopicLayout()
     stack = LocalStack(workdir, model_dir=ROOT / "models", ports=StackPorts.free(), group="soak")
-    stack.start_kafka(free_port())
+    bootstrap = stack.start_kafka(free_port())
     try:
         await stack.start_services()
         target = f"127.0.0.1:{stack.ports.ingest}"
-        kafka = KafkaSettings(bootstrap_servers=stack.bootstrap)
+        kafka = KafkaSettings(bootstrap_servers=bootstrap)
         for _ in range(600):
             with contextlib.suppress(OSError):
                 _, writer = await asyncio.open_connection("127.0.0.1", stack.ports.ingest)
@@ -266,7 +269,9 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="soundsentry-soak-") as work:
         summary = asyncio.run(soak(args.minutes, args.fuzz_per_second, args.seed, Path(work)))
-    for name, held in summary["checks"].items():  # type: ignore[union-attr]
+    checks = summary["checks"]
+    assert isinstance(checks, dict)
+    for name, held in checks.items():
         print(f"{'ok  ' if held else 'FAIL'} {name}", file=sys.stderr)
     print(json.dumps(summary, separators=(",", ":")))
     return 0 if summary["ok"] else 1
