@@ -152,7 +152,7 @@ _LOOP_SEAM_MARGIN_S = 0.01
 _SILENT_MEAN_SQUARE = 1e-14
 _MAX_DRAWS = 8
 _ALARM_RT60_S = (0.1, 0.8)  # synthesize_alarm's default range
-_SOURCE_DIRECT_DB = (0.0, 12.0)  # direct path over reverberant energy: near to far
+_SOURCE_DIRECT_DB = (0.0, 12.0)  # direct path over reverberant energy: far to near
 
 
 @dataclass(frozen=True, slots=True)
@@ -547,7 +547,8 @@ class MixSpec:
     docstring); 0 places every clip's whole active region.
     ``speed_range``: real targets and isolated background events are played at a random speed
     between ``1 / (1 + speed_range)`` and ``1 + speed_range`` (log-uniform; pitch and length
-    change together, as a tape played faster): other dogs, other horns. 0 plays them as recorded.
+    change together, as a tape played faster): other dogs, other horns. 0 plays them as
+    recorded; at most 0.5.
     ``reverb_share``: share of real targets and isolated background events heard through a
     synthetic room (RT60 0.1-0.8 s, direct path 0-12 dB above the reverberant energy): the
     same sound further from the microphone. Both apply to the training split only
@@ -821,18 +822,6 @@ def _ambience_layer(
     return _loop_to(audio, n, rng=rng, sample_rate_hz=rate), f"{clip.ref}#t=loop"
 
 
-def _event_layer(
-    clip: SourceClip, audio: npt.NDArray[np.float32], n: int, rng: np.random.Generator, rate: int
-) -> tuple[npt.NDArray[np.float64], str]:
-    start = int(rng.integers(0, audio.size - n + 1)) if audio.size > n else 0
-    piece = audio[start : start + n].astype(np.float64)
-    _fade_edges(piece, round(_EDGE_FADE_S * rate))
-    out = np.zeros(n, dtype=np.float64)
-    offset = int(rng.integers(0, n - piece.size + 1))
-    out[offset : offset + piece.size] = piece
-    return out, _ref(clip, start, start + piece.size, rate)
-
-
 def _ref(clip: SourceClip, start: int, end: int, rate: int) -> str:
     return f"{clip.ref}#t={start / rate:.3f},{end / rate:.3f}"
 
@@ -855,7 +844,7 @@ class _Variety(NamedTuple):
         """``audio`` played ``speed`` times faster: ``1 / speed`` as long, pitch times ``speed``."""
         if self.speed == 1.0:
             return audio
-        import soxr  # noqa: PLC0415
+        import soxr  # noqa: PLC0415 - only mixing needs it
 
         played = soxr.resample(audio, rate * self.speed, rate, quality="HQ")
         return np.ascontiguousarray(played, dtype=np.float32)
@@ -887,16 +876,38 @@ def _draw_variety(rng: np.random.Generator, spec: MixSpec) -> _Variety:
     return _Variety(speed, room, rt60_s)
 
 
-def _varied_event(
-    signal: npt.NDArray[np.float64], variety: _Variety, rate: int
-) -> npt.NDArray[np.float64]:
-    """A placed background event (``signal``, one example long) at its speed and in its room,
-    kept to the example's length."""
-    n = signal.size
-    played = variety.at_speed(signal.astype(np.float32), rate).astype(np.float64)
+def _event_layer(
+    clip: SourceClip,
+    audio: npt.NDArray[np.float32],
+    n: int,
+    rng: np.random.Generator,
+    rate: int,
+    *,
+    heard: _Variety | None = None,
+) -> tuple[npt.NDArray[np.float64], str, float]:
+    """An isolated event placed once: (signal, description, level as recorded).
+
+    ``heard`` plays the cut piece at its speed and in its room; it draws nothing from ``rng``,
+    so the layers that follow are the same with and without it."""
+    start = int(rng.integers(0, audio.size - n + 1)) if audio.size > n else 0
+    piece = audio[start : start + n].astype(np.float64)
+    fade = round(_EDGE_FADE_S * rate)
+    _fade_edges(piece, fade)
+    level = _rms(piece[piece != 0.0])
     out = np.zeros(n, dtype=np.float64)
-    out[: min(n, played.size)] = played[:n]
-    return variety.in_room(out)
+    offset = int(rng.integers(0, n - piece.size + 1))
+    if heard is None:
+        out[offset : offset + piece.size] = piece
+        return out, _ref(clip, start, start + piece.size, rate), level
+    played = heard.at_speed(piece.astype(np.float32), rate).astype(np.float64)
+    kept = piece.size
+    if played.size > n:  # slowed past the example's length: keep its start, fade it out
+        played = played[:n]
+        _fade_edges(played, fade)
+        kept = round(n * heard.speed)
+    offset = min(offset, n - played.size)
+    out[offset : offset + played.size] = played
+    return heard.in_room(out), heard.describe(_ref(clip, start, start + kept, rate)), level
 
 
 def _background(
@@ -905,7 +916,7 @@ def _background(
     spec: MixSpec,
     backgrounds: Sequence[SourceClip],
     loader: ClipLoader,
-    variety: np.random.Generator | None = None,
+    variety_rng: np.random.Generator | None = None,
 ) -> tuple[npt.NDArray[np.float64], int, list[SourceClip], list[str]]:
     ambience = [
         clip
@@ -927,21 +938,19 @@ def _background(
         for _ in range(_MAX_DRAWS):
             clip = pool[int(rng.integers(len(pool)))]
             audio = loader.load(clip)
-            maker = _ambience_layer if clip.role == "ambience" else _event_layer
-            signal, description = maker(clip, audio, n, rng, rate)
-            level = _rms(signal[signal != 0.0]) if clip.role == "event" else _rms(signal)
+            if clip.role == "ambience":
+                signal, description = _ambience_layer(clip, audio, n, rng, rate)
+                level = _rms(signal)
+            else:
+                # The level is the event's as recorded: a room spreads it over its tail.
+                heard = None if variety_rng is None else _draw_variety(variety_rng, spec)
+                signal, description, level = _event_layer(clip, audio, n, rng, rate, heard=heard)
             if level * level > _SILENT_MEAN_SQUARE:
                 break
         else:
             raise ConfigurationError(
                 f"drew {_MAX_DRAWS} digitally silent background pieces in a row; last: {clip.ref}"
             )
-        if variety is not None and clip.role == "event":
-            # The level stays the one measured as recorded: a room's tail (and the FFT's
-            # rounding noise everywhere) would make an event's own samples count for less.
-            heard = _draw_variety(variety, spec)
-            signal = _varied_event(signal, heard, rate)
-            description = heard.describe(description)
         level_dbfs = float(rng.uniform(*spec.background_dbfs))
         mix += signal * (10.0 ** (level_dbfs / 20.0) / level)
         used.append(clip)
@@ -958,7 +967,7 @@ def _real_target(
     variety: _Variety | None = None,
 ) -> tuple[npt.NDArray[np.float64], list[tuple[int, int]], SourceClip, str]:
     n, rate = spec.num_samples, spec.sample_rate_hz
-    heard = variety or _Variety()
+    heard = variety if variety is not None else _Variety()
     activity = None
     for _ in range(_MAX_DRAWS):
         clip = candidates[int(rng.integers(len(candidates)))]
@@ -1128,9 +1137,9 @@ def make_example(
     n, rate = spec.num_samples, spec.sample_rate_hz
     # A child generator of its own, so an example mixed with variety keeps the labels, layers and
     # sources of the same example mixed without it (spawning leaves rng's stream as it was).
-    variety = rng.spawn(1)[0] if spec.varies_sources else None
+    variety_rng = rng.spawn(1)[0] if spec.varies_sources else None
     background, layers, used, sources = _background(
-        rng=rng, spec=spec, backgrounds=backgrounds, loader=loader, variety=variety
+        rng=rng, spec=spec, backgrounds=backgrounds, loader=loader, variety_rng=variety_rng
     )
     licences = {DATASETS[clip.dataset].licence_summary for clip in used}
     target = np.zeros(n, dtype=np.float64)
@@ -1146,7 +1155,7 @@ def make_example(
                 spec=spec,
                 candidates=candidates,
                 loader=loader,
-                variety=None if variety is None else _draw_variety(variety, spec),
+                variety=None if variety_rng is None else _draw_variety(variety_rng, spec),
             )
             licences.add(DATASETS[clip.dataset].licence_summary)
         sources.insert(0, description)

@@ -670,6 +670,11 @@ def test_a_faster_bark_is_a_shorter_event(
         # First bark to last, 2.6 s as recorded, found on 20 ms frames 10 ms apart (the
         # resampler's ringing can add a frame at either end).
         assert event.offset_s - event.onset_s == pytest.approx(2.6 / speed, abs=0.05)
+        # The source times are the clip's own: first bark at 0.5 s, last ending at 3.1 s, with
+        # 50 ms of the sped-up clip either side.
+        start, end = (float(t) for t in example.sources[0].split("#t=")[1].split("&")[0].split(","))
+        assert start == pytest.approx(0.5 - 0.05 * speed, abs=0.03)
+        assert end == pytest.approx(3.1 + 0.05 * speed, abs=0.03)
         speeds.append(speed)
     assert min(speeds) < 0.95
     assert max(speeds) > 1.05
@@ -680,20 +685,25 @@ def test_a_bark_in_a_room_keeps_its_event_and_rings_after_it(
 ) -> None:
     dry = _bark_examples(barks, train)
     wet = _bark_examples(barks, train, reverb_share=1.0)
+    rang = 0
     for before, after in zip(dry, wet, strict=True):
         assert _note(after.sources[0], "rt60_s") is not None
         assert after.events == before.events
         assert after.target_audio is not None
+        assert before.target_audio is not None
         (event,) = after.events
         onset, offset = round(event.onset_s * RATE), round(event.offset_s * RATE)
-        # Silent before the direct sound (50 ms of padding before the first bark)...
-        assert np.max(np.abs(after.target_audio[: onset - round(0.05 * RATE)])) < 1e-6
-        # ...and the room's tail sounds past the last bark's padding, where the dry one is silent.
+        peak = np.max(np.abs(after.target_audio))
+        # Silent before the direct sound (the clip's 50 ms of padding before the first bark).
+        lead = after.target_audio[: onset - round(0.05 * RATE)]
+        assert np.max(np.abs(lead), initial=0.0) < 1e-6 * peak
+        # The room's tail sounds past the last bark's padding, where the dry one is silent.
         tail = slice(offset + round(0.06 * RATE), offset + round(0.08 * RATE))
-        assert before.target_audio is not None
-        assert not np.any(before.target_audio[tail])
         if tail.stop <= after.target_audio.size:
-            assert np.max(np.abs(after.target_audio[tail])) > 0
+            assert not np.any(before.target_audio[tail])
+            assert np.max(np.abs(after.target_audio[tail])) > 1e-3 * peak
+            rang += 1
+    assert rang >= len(wet) - 2  # a bark placed at the very end has no room for its tail
 
 
 def test_variety_keeps_an_examples_labels_layers_and_sources(
@@ -716,7 +726,13 @@ def test_variety_keeps_an_examples_labels_layers_and_sources(
         )
         assert varied.labels == plain.labels
         assert varied.background_layers == plain.background_layers
+        # The same clips; the background layers cut from the same places (the end moves for a
+        # slower one), the target from where its sped-up clip has its sound.
         assert [s.split("#")[0] for s in varied.sources] == [s.split("#")[0] for s in plain.sources]
+        first = 1 if label else 0
+        assert [s.split(",")[0] for s in varied.sources[first:]] == [
+            s.split(",")[0] for s in plain.sources[first:]
+        ]
         assert varied.target_audio is not None
         assert varied.background_audio is not None
         np.testing.assert_allclose(
@@ -734,7 +750,8 @@ def test_variety_keeps_an_examples_labels_layers_and_sources(
 
 def test_synthesize_varies_the_training_split_only(tmp_path: Path) -> None:
     counts = {"train": 6, "validate": 3, "test": 3}
-    for name, spec in (("plain", SMALL), ("varied", MixSpec(duration_s=2.0, reverb_share=1.0))):
+    varied_spec = MixSpec(duration_s=2.0, speed_range=0.2, reverb_share=1.0)
+    for name, spec in (("plain", SMALL), ("varied", varied_spec)):
         synthesize(
             data_dir=SHARED_DATA,
             out_dir=tmp_path / name,
@@ -754,7 +771,8 @@ def test_synthesize_varies_the_training_split_only(tmp_path: Path) -> None:
         else:
             assert after == before
             np.testing.assert_array_equal(audio[0], audio[1])
-    assert any("&rt60_s=" in row["sources"] for row in varied if row["split"] == "train")
+    train_sources = [row["sources"] for row in varied if row["split"] == "train"]
+    assert any("&speed=" in sources and "&rt60_s=" in sources for sources in train_sources)
 
 
 def test_main_passes_the_variety_to_the_mixer(
@@ -801,3 +819,35 @@ def test_a_varied_background_event_keeps_the_level_it_was_drawn_at(
     assert ratios
     # A unit-energy room keeps an event's energy (less the tail cut at the example's end).
     assert 10 * np.log10(np.array(ratios)) == pytest.approx(np.zeros(len(ratios)), abs=1.5)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_background_event_at_another_speed_stays_whole_inside_the_example(
+    barks: SourceClip, seed: int
+) -> None:
+    n = 2 * RATE
+    rng = np.random.default_rng(seed)
+    short = (0.3 * rng.standard_normal(RATE // 2)).astype(np.float32)  # 0.5 s
+    long = (0.3 * rng.standard_normal(RATE + RATE // 2 + RATE // 4)).astype(np.float32)  # 1.75 s
+    slower = dataset._Variety(speed=1 / 1.2)
+    for audio in (short, long):
+        plain, plain_ref, plain_level = dataset._event_layer(
+            barks, audio, n, np.random.default_rng(seed), RATE
+        )
+        slow, slow_ref, slow_level = dataset._event_layer(
+            barks, audio, n, np.random.default_rng(seed), RATE, heard=slower
+        )
+        assert slow_level == plain_level  # the level as recorded
+        sounding = np.flatnonzero(np.abs(slow) > 1e-4)
+        played = audio.size * 1.2
+        if played <= n:  # all of it, 1.2 times as long, wherever it was placed
+            assert sounding[-1] - sounding[0] == pytest.approx(played, abs=0.02 * RATE)
+            # Its energy, 1.2 times as long, less the top of white noise's band (the
+            # resampler's pass band ends short of 8 kHz).
+            energy = 1.2 * np.sum(np.square(plain))
+            assert np.sum(np.square(slow)) == pytest.approx(energy, rel=0.08)
+            assert slow_ref == plain_ref + "&speed=0.833"
+        else:  # longer than the example: its start, to the example's end
+            assert sounding[0] < 0.01 * RATE
+            assert sounding[-1] > n - 0.01 * RATE
+            assert slow_ref == f"{barks.ref}#t=0.000,{n / 1.2 / RATE:.3f}&speed=0.833"
