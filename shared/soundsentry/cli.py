@@ -549,7 +549,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from soundsentry.training.calibration import calibrate_card  # noqa: PLC0415
 
     tuned = calibrate_card(
-        args.card, args.dataset_dir, false_alarms_per_hour=args.false_alarms_per_hour
+        args.card,
+        args.dataset_dir,
+        false_alarms_per_hour=args.false_alarms_per_hour,
+        false_alarm_margin=args.false_alarm_margin,
     )
     print(f"wrote the event rules into {args.card}")
     _print_tuned(tuned)
@@ -692,6 +695,14 @@ def _add_model_commands(sub: Any) -> None:
         metavar="N",
         help="each label's rule keeps at most this many false alarms per hour of the validation "
         "background, written into the card (default: the card's false_alarm_budget_per_hour)",
+    )
+    calibrate.add_argument(
+        "--false-alarm-margin",
+        type=float,
+        default=1.0,
+        metavar="M",
+        help="a rule must keep the budget with its thresholds at M times their values too, so "
+        "that none sits just above the validation background's scores (default 1: no margin)",
     )
     calibrate.set_defaults(func=_cmd_calibrate)
 

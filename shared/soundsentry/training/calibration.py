@@ -45,6 +45,11 @@ instead (one in 6 hours) gave the default model's baby-cry rule validation F1 0.
 but on the detection benchmark's 10 hours of unheard background it took the false alarms from
 4.6 to 9.4 an hour for event F1 0.518 against 0.517. More validation background, not a looser
 count, is the way to rules that both find and keep quiet.
+
+**Margin.** With ``false_alarm_margin`` m < 1 a rule must also keep within the budget with its
+thresholds at m times their values: no rule may sit just above the highest scores the
+validation background happened to give, since unheard background scores a little differently.
+The card states the rule and its false alarms as they are; only the choice uses the margin.
 """
 
 from __future__ import annotations
@@ -134,6 +139,7 @@ class TunedRule:
     false_alarms: int = 0
     background_hours: float = 0.0
     events: int = 0  # reference events of the label: F1 means nothing without any
+    margin_false_alarms: int = 0  # with the thresholds at the margin (at least false_alarms)
 
     @property
     def false_alarms_per_hour(self) -> float:
@@ -142,21 +148,27 @@ class TunedRule:
 
 @dataclass(frozen=True, slots=True)
 class _Budget:
-    """How many false alarms of a label the validation background allows."""
+    """How many false alarms of a label the validation background allows, and the margin
+    a rule's thresholds must keep them with (module docstring)."""
 
     allowed: int
-    background_keys: frozenset[str]
+    background: tuple[ScoredExample, ...]
     hours: float
+    margin: float = 1.0
+
+    @property
+    def background_keys(self) -> frozenset[str]:
+        return frozenset(e.key for e in self.background)
 
 
 def _budget(
-    examples: Sequence[ScoredExample], label: str, per_hour: float | None
+    examples: Sequence[ScoredExample], label: str, per_hour: float | None, margin: float = 1.0
 ) -> _Budget | None:
     if per_hour is None:
         return None
-    background = [e for e in examples if not any(ev.label == label for ev in e.events)]
+    background = tuple(e for e in examples if not any(ev.label == label for ev in e.events))
     hours = sum(e.duration_s for e in background) / 3600.0
-    return _Budget(math.floor(per_hour * hours), frozenset(e.key for e in background), hours)
+    return _Budget(math.floor(per_hour * hours), background, hours, margin)
 
 
 def _detect(
@@ -201,7 +213,17 @@ def _score(
         evaluate_offset=False,
     )
     f1, error_rate = metrics.overall.f1, metrics.overall.error_rate
-    false_alarms = 0 if budget is None else sum(e.file_id in budget.background_keys for e in system)
+    false_alarms = margin_false_alarms = 0
+    if budget is not None:
+        keys = budget.background_keys
+        false_alarms = margin_false_alarms = sum(e.file_id in keys for e in system)
+        if budget.margin < 1.0:
+            lower = replace(
+                rule,
+                on_threshold=round(rule.on_threshold * budget.margin, 6),
+                off_threshold=round(rule.off_threshold * budget.margin, 6),
+            )
+            margin_false_alarms = len(_detect(budget.background, column, lower, profile))
     return TunedRule(
         rule,
         0.0 if np.isnan(f1) else f1,
@@ -209,6 +231,7 @@ def _score(
         false_alarms,
         0.0 if budget is None else budget.hours,
         len(reference),
+        max(false_alarms, margin_false_alarms),
     )
 
 
@@ -219,13 +242,15 @@ def tune_event_rule(
     profile: FeatureProfile,
     *,
     false_alarms_per_hour: float | None = None,
+    false_alarm_margin: float = 1.0,
 ) -> TunedRule:
     """The rule for ``label`` (scores in ``column``) with the best event F1 within the
-    false-alarm budget, if one is given (module docstring)."""
+    false-alarm budget, if one is given, kept at ``false_alarm_margin`` (module docstring)."""
+    _check_margin(false_alarm_margin)
     mel = profile.mel
     hop_s = profile.hop_frames * mel.hop_length / mel.sample_rate_hz
     reference = [e for example in examples for e in example.events if e.label == label]
-    budget = _budget(examples, label, false_alarms_per_hour)
+    budget = _budget(examples, label, false_alarms_per_hour, false_alarm_margin)
     allowed = budget.allowed if budget is not None else 0
     thresholds = ON_THRESHOLDS if budget is None else BUDGET_ON_THRESHOLDS
 
@@ -236,7 +261,7 @@ def tune_event_rule(
         # max() keeps the first of equals: the earlier, simpler candidate.
         return max(
             scored,
-            key=lambda t: (-max(0, t.false_alarms - allowed), t.f1, -t.error_rate),
+            key=lambda t: (-max(0, t.margin_false_alarms - allowed), t.f1, -t.error_rate),
         )
 
     first = best_of(
@@ -279,6 +304,11 @@ def tune_event_rule(
             for n in LOOKBACK_WINDOWS
         ]
     )
+
+
+def _check_margin(margin: float) -> None:
+    if not (math.isfinite(margin) and 0.0 < margin <= 1.0):
+        raise ConfigurationError(f"false_alarm_margin={margin} must be in (0, 1]")
 
 
 def rule_document(rule: EventRule) -> dict[str, Any]:
@@ -358,12 +388,18 @@ def tune_event_rules(
     profile: FeatureProfile,
     *,
     false_alarms_per_hour: float | None = None,
+    false_alarm_margin: float = 1.0,
 ) -> dict[str, TunedRule]:
     """:func:`tune_event_rule` for every label (logged at INFO)."""
     tuned = {}
     for column, label in enumerate(labels):
         tuned[label] = tuned_rule = tune_event_rule(
-            label, column, examples, profile, false_alarms_per_hour=false_alarms_per_hour
+            label,
+            column,
+            examples,
+            profile,
+            false_alarms_per_hour=false_alarms_per_hour,
+            false_alarm_margin=false_alarm_margin,
         )
         logger.info(
             "event rule for %s: %s (validation event F1 %.3f, ER %.3f, %d false alarms in "
@@ -397,17 +433,25 @@ def calibrate_document(
     scores: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None],
     *,
     dataset_name: str,
+    false_alarm_margin: float = 1.0,
 ) -> dict[str, TunedRule]:
     """Tune event rules for ``scores`` (a model's clip and frame scores of ``data``'s
     validation windows, :func:`~soundsentry.training.examples.validation_windows`) and put them,
-    with the event and segment metrics they reach, into the card ``document`` (changed in place)."""
+    with the event and segment metrics they reach, into the card ``document`` (changed in place).
+    A ``false_alarm_margin`` below 1 is recorded in its metrics."""
     labels = tuple(data.labels)
     indices, starts = data.grid("validate")  # the rows of validation_windows
     examples = scored_examples(
         data.examples["validate"], indices, starts, scores[0], scores[1], profile=data.profile
     )
     budget = document.get("false_alarm_budget_per_hour")
-    tuned = tune_event_rules(examples, labels, data.profile, false_alarms_per_hour=budget)
+    tuned = tune_event_rules(
+        examples,
+        labels,
+        data.profile,
+        false_alarms_per_hour=budget,
+        false_alarm_margin=false_alarm_margin if budget is not None else 1.0,
+    )
     document["event_rules"] = {label: rule_document(t.rule) for label, t in tuned.items()}
     metrics = document.setdefault("metrics", {})
     metrics.update(
@@ -416,8 +460,11 @@ def calibrate_document(
         )
     )
     metrics["event_rules_tuned_on"] = f"{dataset_name}: validate, {len(examples)} examples"
+    metrics.pop("false_alarm_margin", None)
     if budget is not None:
         metrics["false_alarms_per_hour"] = false_alarm_metrics(tuned)
+        if false_alarm_margin < 1.0:
+            metrics["false_alarm_margin"] = false_alarm_margin
     return tuned
 
 
@@ -462,11 +509,13 @@ def calibrate_card(
     dataset_dir: str | Path,
     *,
     false_alarms_per_hour: float | None = None,
+    false_alarm_margin: float = 1.0,
 ) -> dict[str, TunedRule]:
     """Tune the event rules of the model behind ``card_path`` on ``dataset_dir``'s validation
     split (scored by the ONNX model, as deployed) and write them, with the event and segment
     metrics they reach, into the card (one atomic replace). ``false_alarms_per_hour`` replaces
-    the card's ``false_alarm_budget_per_hour`` (None keeps it).
+    the card's ``false_alarm_budget_per_hour`` (None keeps it); ``false_alarm_margin`` is the
+    share of its thresholds a rule must keep the budget at (module docstring).
 
     Raises
     ------
@@ -481,6 +530,7 @@ def calibrate_card(
         raise ConfigurationError(
             f"false_alarms_per_hour={false_alarms_per_hour} must be a finite number >= 0"
         )
+    _check_margin(false_alarm_margin)
     path = Path(card_path)
     model = load_model(path)
     labels = tuple(model.card.labels)
@@ -494,6 +544,7 @@ def calibrate_card(
         data,
         predict_all(model, inputs),
         dataset_name=Path(dataset_dir).resolve().name,
+        false_alarm_margin=false_alarm_margin,
     )
     write_card(path, document)
     return tuned

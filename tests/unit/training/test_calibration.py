@@ -181,3 +181,67 @@ def test_calibrate_card_holds_the_rules_to_a_budget_given_on_the_command_line(
     assert all(t.false_alarms == 0 or t.f1 == 0.0 for t in tuned.values())
     with pytest.raises(ConfigurationError, match="false_alarms_per_hour=-1"):
         calibrate_card(card, dataset_dir, false_alarms_per_hour=-1.0)
+
+
+def test_a_margin_keeps_the_threshold_clear_of_the_backgrounds_scores() -> None:
+    # Sirens score 0.97 or 0.85; the background peaks at 0.75. Without a margin the budget
+    # lets the rule sit just above the background (0.8) and find all eight; a margin of 0.8
+    # needs the budget kept at 0.8 x the threshold too, so the threshold must exceed
+    # 0.75 / 0.8 = 0.94, and only the loud sirens are found.
+    loud = [example(f"l{i}", [0.05, 0.97, 0.97, 0.05], [(0.75, 1.75)]) for i in range(4)]
+    quiet = [example(f"q{i}", [0.05, 0.85, 0.85, 0.05], [(0.75, 1.75)]) for i in range(4)]
+    background = [example("b0", [0.05, 0.75, 0.75, 0.05], [])]
+    examples = [*loud, *quiet, *background]
+    plain = tune_event_rule("siren", 0, examples, PROFILE, false_alarms_per_hour=0.0)
+    assert 0.75 < plain.rule.on_threshold <= 0.85
+    assert plain.f1 == 1.0
+    assert plain.false_alarms == plain.margin_false_alarms == 0
+    kept = tune_event_rule(
+        "siren", 0, examples, PROFILE, false_alarms_per_hour=0.0, false_alarm_margin=0.8
+    )
+    assert kept.rule.on_threshold > 0.75 / 0.8
+    assert kept.f1 == pytest.approx(2 / 3)
+    assert kept.false_alarms == kept.margin_false_alarms == 0
+    # The rule without the margin would have fired at 0.8 x its threshold.
+    assert plain.rule.on_threshold * 0.8 <= 0.75
+
+
+@pytest.mark.parametrize("margin", [0.0, -0.5, 1.5, float("nan")])
+def test_a_margin_outside_zero_to_one_is_refused(margin: float) -> None:
+    examples = [example("s0", [0.05, 0.97, 0.97, 0.05], [(0.75, 1.75)])]
+    with pytest.raises(ConfigurationError, match="false_alarm_margin"):
+        tune_event_rule(
+            "siren", 0, examples, PROFILE, false_alarms_per_hour=0.0, false_alarm_margin=margin
+        )
+
+
+def test_calibrate_card_records_the_margin_it_kept(
+    card_path: Path, dataset_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(card_path.parent, folder)
+    card = folder / card_path.name
+    calibrate_card(card, dataset_dir, false_alarms_per_hour=0.0, false_alarm_margin=0.8)
+    document = json.loads(card.read_text(encoding="utf-8"))
+    assert document["metrics"]["false_alarm_margin"] == 0.8
+    # Calibrated again without one, the card no longer claims it.
+    calibrate_card(card, dataset_dir, false_alarms_per_hour=0.0)
+    document = json.loads(card.read_text(encoding="utf-8"))
+    assert "false_alarm_margin" not in document["metrics"]
+    with pytest.raises(ConfigurationError, match="false_alarm_margin"):
+        calibrate_card(card, dataset_dir, false_alarm_margin=0.0)
+
+
+def test_the_calibrate_command_passes_the_margin(
+    card_path: Path, dataset_dir: Path, tmp_path: Path
+) -> None:
+    from soundsentry.cli import main  # noqa: PLC0415 - the CLI only for this test
+
+    folder = tmp_path / "model"
+    shutil.copytree(card_path.parent, folder)
+    card = folder / card_path.name
+    argv = ["calibrate", str(card), str(dataset_dir), "--false-alarms-per-hour", "0"]
+    assert main([*argv, "--false-alarm-margin", "0.7"]) == 0
+    document = json.loads(card.read_text(encoding="utf-8"))
+    assert document["metrics"]["false_alarm_margin"] == 0.7
+    assert main([*argv, "--false-alarm-margin", "2"]) == 2
