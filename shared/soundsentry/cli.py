@@ -466,6 +466,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "hour of the validation background (default %(default)s; 0 allows none there)",
     )
     parser.add_argument(
+        "--false-alarm-margin",
+        dest="false_alarm_margin",
+        type=float,
+        default=defaults.false_alarm_margin,
+        metavar="M",
+        help="... and within it with the thresholds at M times their values too (default "
+        "%(default)s: no margin)",
+    )
+    parser.add_argument(
         "--filter-augment-db",
         dest="filter_augment_db",
         type=float,
@@ -500,6 +509,7 @@ def run_train(args: argparse.Namespace) -> int:
         channels=tuple(args.channels),
         keep_frequency=args.keep_frequency,
         false_alarms_per_hour=args.false_alarms_per_hour,
+        false_alarm_margin=args.false_alarm_margin,
         filter_augment_db=args.filter_augment_db,
     )
     card = train(
@@ -699,10 +709,11 @@ def _add_model_commands(sub: Any) -> None:
     calibrate.add_argument(
         "--false-alarm-margin",
         type=float,
-        default=1.0,
+        default=None,
         metavar="M",
         help="a rule must keep the budget with its thresholds at M times their values too, so "
-        "that none sits just above the validation background's scores (default 1: no margin)",
+        "that none sits just above the validation background's scores (default: the card's, "
+        "else 1, no margin)",
     )
     calibrate.set_defaults(func=_cmd_calibrate)
 

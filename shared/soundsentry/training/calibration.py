@@ -433,38 +433,41 @@ def calibrate_document(
     scores: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None],
     *,
     dataset_name: str,
-    false_alarm_margin: float = 1.0,
+    false_alarm_margin: float | None = None,
 ) -> dict[str, TunedRule]:
     """Tune event rules for ``scores`` (a model's clip and frame scores of ``data``'s
     validation windows, :func:`~soundsentry.training.examples.validation_windows`) and put them,
     with the event and segment metrics they reach, into the card ``document`` (changed in place).
-    A ``false_alarm_margin`` below 1 is recorded in its metrics."""
+    ``false_alarm_margin`` None keeps the card's (``metrics.false_alarm_margin``, else 1); one
+    below 1 is recorded there."""
     labels = tuple(data.labels)
     indices, starts = data.grid("validate")  # the rows of validation_windows
     examples = scored_examples(
         data.examples["validate"], indices, starts, scores[0], scores[1], profile=data.profile
     )
     budget = document.get("false_alarm_budget_per_hour")
+    metrics = document.setdefault("metrics", {})
+    margin = metrics.pop("false_alarm_margin", 1.0)
+    if false_alarm_margin is not None:
+        margin = false_alarm_margin
     tuned = tune_event_rules(
         examples,
         labels,
         data.profile,
         false_alarms_per_hour=budget,
-        false_alarm_margin=false_alarm_margin if budget is not None else 1.0,
+        false_alarm_margin=margin if budget is not None else 1.0,
     )
     document["event_rules"] = {label: rule_document(t.rule) for label, t in tuned.items()}
-    metrics = document.setdefault("metrics", {})
     metrics.update(
         json_safe(
             event_metrics(examples, labels, {k: t.rule for k, t in tuned.items()}, data.profile)
         )
     )
     metrics["event_rules_tuned_on"] = f"{dataset_name}: validate, {len(examples)} examples"
-    metrics.pop("false_alarm_margin", None)
     if budget is not None:
         metrics["false_alarms_per_hour"] = false_alarm_metrics(tuned)
-        if false_alarm_margin < 1.0:
-            metrics["false_alarm_margin"] = false_alarm_margin
+        if margin < 1.0:
+            metrics["false_alarm_margin"] = margin
     return tuned
 
 
@@ -509,13 +512,14 @@ def calibrate_card(
     dataset_dir: str | Path,
     *,
     false_alarms_per_hour: float | None = None,
-    false_alarm_margin: float = 1.0,
+    false_alarm_margin: float | None = None,
 ) -> dict[str, TunedRule]:
     """Tune the event rules of the model behind ``card_path`` on ``dataset_dir``'s validation
     split (scored by the ONNX model, as deployed) and write them, with the event and segment
     metrics they reach, into the card (one atomic replace). ``false_alarms_per_hour`` replaces
     the card's ``false_alarm_budget_per_hour`` (None keeps it); ``false_alarm_margin`` is the
-    share of its thresholds a rule must keep the budget at (module docstring).
+    share of its thresholds a rule must keep the budget at (module docstring; None keeps the
+    card's).
 
     Raises
     ------
@@ -530,7 +534,8 @@ def calibrate_card(
         raise ConfigurationError(
             f"false_alarms_per_hour={false_alarms_per_hour} must be a finite number >= 0"
         )
-    _check_margin(false_alarm_margin)
+    if false_alarm_margin is not None:
+        _check_margin(false_alarm_margin)
     path = Path(card_path)
     model = load_model(path)
     labels = tuple(model.card.labels)

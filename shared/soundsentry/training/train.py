@@ -169,6 +169,8 @@ class TrainConfig:
     ``false_alarms_per_hour``: each label's event rule keeps at most this many false alarms
     per hour of the validation examples without that label
     (:mod:`soundsentry.training.calibration`); None tunes for F1 alone.
+    ``false_alarm_margin``: ... and keeps them there with its thresholds at this share of
+    their values too (1: no margin).
     """
 
     profile: FeatureProfile = DEFAULT_PROFILE
@@ -190,6 +192,7 @@ class TrainConfig:
     frame_loss_weight: float = 0.5
     keep_frequency: bool = True
     false_alarms_per_hour: float | None = 0.1
+    false_alarm_margin: float = 1.0
 
     def __post_init__(self) -> None:
         # Sequences are kept as tuples (the settings are frozen and hashable).
@@ -219,6 +222,13 @@ class TrainConfig:
             or budget < 0
         ):
             problems.append(f"false_alarms_per_hour={budget!r} must be None or a number >= 0")
+        margin: object = self.false_alarm_margin
+        if (
+            isinstance(margin, bool)
+            or not isinstance(margin, int | float)
+            or not 0.0 < margin <= 1.0  # NaN fails too
+        ):
+            problems.append(f"false_alarm_margin={margin!r} must be in (0, 1]")
         for name, low, high, low_open in (
             ("learning_rate", 0.0, 1.0, True),
             ("weight_decay", 0.0, 1.0, False),
@@ -801,7 +811,11 @@ def train_model(
         profile=data.profile,
     )
     tuned_rules = tune_event_rules(
-        scored, data.labels, data.profile, false_alarms_per_hour=config.false_alarms_per_hour
+        scored,
+        data.labels,
+        data.profile,
+        false_alarms_per_hour=config.false_alarms_per_hour,
+        false_alarm_margin=config.false_alarm_margin,
     )
     rules = {label: tuned.rule for label, tuned in tuned_rules.items()}
     metrics: dict[str, Any] = {
@@ -816,6 +830,7 @@ def train_model(
         **event_metrics(scored, data.labels, rules, data.profile),
         "event_rules_tuned_on": f"validate, {len(scored)} examples",
         "false_alarms_per_hour": false_alarm_metrics(tuned_rules),
+        **_margin_metric(config),
     }
     return TrainResult(
         model=model,
@@ -834,6 +849,12 @@ def train_model(
 
 # ---------------------------------------------------------------------------------------------
 # Export
+
+
+def _margin_metric(config: TrainConfig) -> dict[str, float]:
+    """The card's record of a margin the rules kept (calibrate keeps it when re-tuning)."""
+    kept = config.false_alarms_per_hour is not None and config.false_alarm_margin < 1.0
+    return {"false_alarm_margin": config.false_alarm_margin} if kept else {}
 
 
 def _check_name(name: str) -> None:

@@ -224,8 +224,13 @@ def test_calibrate_card_records_the_margin_it_kept(
     calibrate_card(card, dataset_dir, false_alarms_per_hour=0.0, false_alarm_margin=0.8)
     document = json.loads(card.read_text(encoding="utf-8"))
     assert document["metrics"]["false_alarm_margin"] == 0.8
-    # Calibrated again without one, the card no longer claims it.
-    calibrate_card(card, dataset_dir, false_alarms_per_hour=0.0)
+    # Calibrated again without one, the card's margin is kept (as quantize re-tunes); with a
+    # margin of 1 the card no longer claims one.
+    tuned = calibrate_card(card, dataset_dir)
+    document = json.loads(card.read_text(encoding="utf-8"))
+    assert document["metrics"]["false_alarm_margin"] == 0.8
+    assert all(t.margin_false_alarms == 0 or t.f1 == 0.0 for t in tuned.values())
+    calibrate_card(card, dataset_dir, false_alarm_margin=1.0)
     document = json.loads(card.read_text(encoding="utf-8"))
     assert "false_alarm_margin" not in document["metrics"]
     with pytest.raises(ConfigurationError, match="false_alarm_margin"):

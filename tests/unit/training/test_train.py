@@ -280,6 +280,23 @@ def test_train_command_filter_augment_is_on_the_card(dataset_dir: Path, tmp_path
     assert "; filter augment +-6 dB;" in card["description"]
 
 
+def test_config_rejects_a_margin_outside_zero_to_one() -> None:
+    for value in (0.0, 1.5, math.nan, True):
+        with pytest.raises(ConfigurationError, match="false_alarm_margin"):
+            TrainConfig(false_alarm_margin=value)
+
+
+def test_train_command_margin_is_on_the_card(dataset_dir: Path, tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    assert parser.parse_args([str(dataset_dir), "--out", str(tmp_path)]).false_alarm_margin == 1
+    options = ["--epochs", "1", "--channels", "4", "8", "--false-alarm-margin", "0.8"]
+    assert run_train(parser.parse_args([str(dataset_dir), "--out", str(tmp_path), *options])) == 0
+    card = json.loads((tmp_path / "default.json").read_text())
+    assert card["metrics"]["false_alarm_margin"] == 0.8
+    assert card["false_alarm_budget_per_hour"] == TrainConfig().false_alarms_per_hour
+
+
 def test_train_command_takes_a_profile_file_and_labels_to_take_over(
     dataset_dir: Path, tmp_path: Path
 ) -> None:
