@@ -471,8 +471,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=defaults.false_alarm_margin,
         metavar="M",
-        help="... and within it with the thresholds at M times their values too (default "
-        "%(default)s: no margin)",
+        help="each label's rule must also keep the false-alarm budget with its thresholds at "
+        "M times their values (default %(default)s: no margin)",
     )
     parser.add_argument(
         "--filter-augment-db",

@@ -85,6 +85,7 @@ from soundsentry.exceptions import ConfigurationError, SoundSentryError
 from soundsentry.features.featurizer import FeatureProfile, profile_document
 from soundsentry.training.calibration import (
     calibrate_thresholds,
+    check_false_alarm_margin,
     event_metrics,
     false_alarm_metrics,
     json_safe,
@@ -222,13 +223,10 @@ class TrainConfig:
             or budget < 0
         ):
             problems.append(f"false_alarms_per_hour={budget!r} must be None or a number >= 0")
-        margin: object = self.false_alarm_margin
-        if (
-            isinstance(margin, bool)
-            or not isinstance(margin, int | float)
-            or not 0.0 < margin <= 1.0  # NaN fails too
-        ):
-            problems.append(f"false_alarm_margin={margin!r} must be in (0, 1]")
+        try:
+            check_false_alarm_margin(self.false_alarm_margin, budget=self.false_alarms_per_hour)
+        except ConfigurationError as error:
+            problems.append(str(error))
         for name, low, high, low_open in (
             ("learning_rate", 0.0, 1.0, True),
             ("weight_decay", 0.0, 1.0, False),

@@ -206,13 +206,37 @@ def test_a_margin_keeps_the_threshold_clear_of_the_backgrounds_scores() -> None:
     assert plain.rule.on_threshold * 0.8 <= 0.75
 
 
-@pytest.mark.parametrize("margin", [0.0, -0.5, 1.5, float("nan")])
-def test_a_margin_outside_zero_to_one_is_refused(margin: float) -> None:
+def test_where_no_rule_keeps_the_margin_the_budget_still_holds() -> None:
+    # The background scores 0.97, above every threshold at the margin (0.98 x 0.8): no rule
+    # keeps it, so the rule within the plain budget (finding nothing) wins over one that finds
+    # the sirens with a false alarm.
+    sirens = [example(f"s{i}", [0.05, 0.96, 0.96, 0.05], [(0.75, 1.75)]) for i in range(4)]
+    background = [example("b0", [0.05, 0.97, 0.97, 0.05], [])]
+    tuned = tune_event_rule(
+        "siren",
+        0,
+        [*sirens, *background],
+        PROFILE,
+        false_alarms_per_hour=0.0,
+        false_alarm_margin=0.8,
+    )
+    assert tuned.false_alarms == 0
+    assert tuned.f1 == 0.0
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.05, -0.5, 1.5, float("nan"), True])
+def test_a_margin_outside_its_range_is_refused(margin: float) -> None:
     examples = [example("s0", [0.05, 0.97, 0.97, 0.05], [(0.75, 1.75)])]
     with pytest.raises(ConfigurationError, match="false_alarm_margin"):
         tune_event_rule(
             "siren", 0, examples, PROFILE, false_alarms_per_hour=0.0, false_alarm_margin=margin
         )
+
+
+def test_a_margin_without_a_budget_is_refused() -> None:
+    examples = [example("s0", [0.05, 0.97, 0.97, 0.05], [(0.75, 1.75)])]
+    with pytest.raises(ConfigurationError, match="needs a false-alarm budget"):
+        tune_event_rule("siren", 0, examples, PROFILE, false_alarm_margin=0.8)
 
 
 def test_calibrate_card_records_the_margin_it_kept(
@@ -221,18 +245,24 @@ def test_calibrate_card_records_the_margin_it_kept(
     folder = tmp_path / "model"
     shutil.copytree(card_path.parent, folder)
     card = folder / card_path.name
+
+    def rules() -> dict[str, object]:
+        document = json.loads(card.read_text(encoding="utf-8"))
+        return dict(document["event_rules"])
+
     calibrate_card(card, dataset_dir, false_alarms_per_hour=0.0, false_alarm_margin=0.8)
     document = json.loads(card.read_text(encoding="utf-8"))
     assert document["metrics"]["false_alarm_margin"] == 0.8
-    # Calibrated again without one, the card's margin is kept (as quantize re-tunes); with a
-    # margin of 1 the card no longer claims one.
-    tuned = calibrate_card(card, dataset_dir)
-    document = json.loads(card.read_text(encoding="utf-8"))
-    assert document["metrics"]["false_alarm_margin"] == 0.8
-    assert all(t.margin_false_alarms == 0 or t.f1 == 0.0 for t in tuned.values())
+    kept = rules()
+    # Calibrated again without one, the card's margin is kept (as quantize re-tunes): the same
+    # rules; with a margin of 1 other rules, and the card no longer claims a margin.
+    calibrate_card(card, dataset_dir)
+    assert json.loads(card.read_text(encoding="utf-8"))["metrics"]["false_alarm_margin"] == 0.8
+    assert rules() == kept
     calibrate_card(card, dataset_dir, false_alarm_margin=1.0)
     document = json.loads(card.read_text(encoding="utf-8"))
     assert "false_alarm_margin" not in document["metrics"]
+    assert rules() != kept
     with pytest.raises(ConfigurationError, match="false_alarm_margin"):
         calibrate_card(card, dataset_dir, false_alarm_margin=0.0)
 

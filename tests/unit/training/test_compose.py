@@ -151,3 +151,20 @@ def test_compose_command(
         if source.is_file():
             assert out.with_name(f"default.{extra}").read_bytes() == source.read_bytes()
     assert card_path.with_name(f"{card_path.stem}.LICENCES.txt").is_file()
+
+
+def test_a_composite_keeps_the_strictest_margin_of_its_parts(
+    card_path: Path, specialist_path: Path, dataset_dir: Path, tmp_path: Path
+) -> None:
+    parts = tmp_path / "parts"
+    shutil.copytree(specialist_path.parent, parts)
+    specialist = parts / specialist_path.name
+    document = json.loads(specialist.read_text(encoding="utf-8"))
+    assert document["false_alarm_budget_per_hour"] is not None
+    document["metrics"]["false_alarm_margin"] = 0.8
+    specialist.write_text(json.dumps(document), encoding="utf-8")
+    out = tmp_path / "combined.json"
+    compose_cards(card_path, [specialist], dataset_dir, out, version="2.0.0")
+    composite = read_card(out)
+    assert composite.metrics["false_alarm_margin"] == 0.8
+    assert composite.false_alarm_budget_per_hour == document["false_alarm_budget_per_hour"]

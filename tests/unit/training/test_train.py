@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -280,18 +281,33 @@ def test_train_command_filter_augment_is_on_the_card(dataset_dir: Path, tmp_path
     assert "; filter augment +-6 dB;" in card["description"]
 
 
-def test_config_rejects_a_margin_outside_zero_to_one() -> None:
+def test_config_rejects_a_margin_out_of_range_or_without_a_budget() -> None:
     for value in (0.0, 1.5, math.nan, True):
         with pytest.raises(ConfigurationError, match="false_alarm_margin"):
             TrainConfig(false_alarm_margin=value)
+    with pytest.raises(ConfigurationError, match="needs a false-alarm budget"):
+        TrainConfig(false_alarm_margin=0.8, false_alarms_per_hour=None)
 
 
-def test_train_command_margin_is_on_the_card(dataset_dir: Path, tmp_path: Path) -> None:
+def test_train_command_tunes_with_the_margin_and_states_it(
+    dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from soundsentry.training import train as train_module  # noqa: PLC0415
+
+    margins: list[float] = []
+    tune = train_module.tune_event_rules
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        margins.append(kwargs["false_alarm_margin"])
+        return tune(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "tune_event_rules", spy)
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
     assert parser.parse_args([str(dataset_dir), "--out", str(tmp_path)]).false_alarm_margin == 1
     options = ["--epochs", "1", "--channels", "4", "8", "--false-alarm-margin", "0.8"]
     assert run_train(parser.parse_args([str(dataset_dir), "--out", str(tmp_path), *options])) == 0
+    assert margins == [0.8]
     card = json.loads((tmp_path / "default.json").read_text())
     assert card["metrics"]["false_alarm_margin"] == 0.8
     assert card["false_alarm_budget_per_hour"] == TrainConfig().false_alarms_per_hour
