@@ -25,6 +25,13 @@ PROFILE = FeatureProfile("full-16k")  # 1 s windows every 0.5 s
 HOP = 8000
 
 
+def _copy_of(card_path: Path, tmp_path: Path) -> Path:
+    """The card's folder copied, so calibrating it leaves the session's model alone."""
+    folder = tmp_path / "model"
+    shutil.copytree(card_path.parent, folder)
+    return folder / card_path.name
+
+
 def example(
     key: str,
     scores: list[float],
@@ -171,9 +178,7 @@ def test_rules_are_tuned_for_onsets_within_half_a_second() -> None:
 def test_calibrate_card_holds_the_rules_to_a_budget_given_on_the_command_line(
     card_path: Path, dataset_dir: Path, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "model"
-    shutil.copytree(card_path.parent, folder)
-    card = folder / card_path.name
+    card = _copy_of(card_path, tmp_path)
     tuned = calibrate_card(card, dataset_dir, false_alarms_per_hour=0.0)
     document = json.loads(card.read_text(encoding="utf-8"))
     assert document["false_alarm_budget_per_hour"] == 0.0
@@ -242,9 +247,7 @@ def test_a_margin_without_a_budget_is_refused() -> None:
 def test_calibrate_card_records_the_margin_it_kept(
     card_path: Path, dataset_dir: Path, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "model"
-    shutil.copytree(card_path.parent, folder)
-    card = folder / card_path.name
+    card = _copy_of(card_path, tmp_path)
 
     def rules() -> dict[str, object]:
         document = json.loads(card.read_text(encoding="utf-8"))
@@ -272,9 +275,7 @@ def test_the_calibrate_command_passes_the_margin(
 ) -> None:
     from soundsentry.cli import main  # noqa: PLC0415 - the CLI only for this test
 
-    folder = tmp_path / "model"
-    shutil.copytree(card_path.parent, folder)
-    card = folder / card_path.name
+    card = _copy_of(card_path, tmp_path)
     argv = ["calibrate", str(card), str(dataset_dir), "--false-alarms-per-hour", "0"]
     assert main([*argv, "--false-alarm-margin", "0.7"]) == 0
     document = json.loads(card.read_text(encoding="utf-8"))
