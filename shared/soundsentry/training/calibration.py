@@ -96,6 +96,7 @@ __all__ = [
     "event_metrics",
     "false_alarm_metrics",
     "json_safe",
+    "margin_metric",
     "predict_all",
     "retune_document",
     "rule_document",
@@ -334,6 +335,12 @@ def check_false_alarm_margin(margin: object, *, budget: object = 0.0) -> float:
     return float(margin)
 
 
+def margin_metric(margin: float, *, budget: float | None) -> dict[str, float]:
+    """The card's record of a margin its rules kept (``metrics.false_alarm_margin``): only
+    with a budget and below 1, so that calibrating again keeps it."""
+    return {"false_alarm_margin": margin} if budget is not None and margin < 1.0 else {}
+
+
 def rule_document(rule: EventRule) -> dict[str, Any]:
     """A rule as the model card stores it (``ModelCard.event_rules``)."""
     return RuleSpec.of(rule).model_dump()
@@ -486,8 +493,7 @@ def calibrate_document(
     metrics["event_rules_tuned_on"] = f"{dataset_name}: validate, {len(examples)} examples"
     if budget is not None:
         metrics["false_alarms_per_hour"] = false_alarm_metrics(tuned)
-        if margin < 1.0:
-            metrics["false_alarm_margin"] = margin
+    metrics.update(margin_metric(margin, budget=budget))
     return tuned
 
 
@@ -555,9 +561,8 @@ def calibrate_card(
             f"false_alarms_per_hour={false_alarms_per_hour} must be a finite number >= 0"
         )
     if false_alarm_margin is not None:
-        check_false_alarm_margin(
-            false_alarm_margin
-        )  # and against the card's budget once it is read
+        # Checked against the card's budget too, once the card is read (calibrate_document).
+        check_false_alarm_margin(false_alarm_margin)
     path = Path(card_path)
     model = load_model(path)
     labels = tuple(model.card.labels)

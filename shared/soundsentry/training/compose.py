@@ -352,11 +352,10 @@ def _document(
         f"{c.name} {c.version} for {', '.join(c.labels)}" for c in composition if c.labels
     )
     # The composite's rules are tuned again: to the strictest false-alarm budget and margin of
-    # its parts.
+    # its parts (calibrate_document reads the margin from the metrics and records it again).
     budgeted = [p.model.card for p in parts if p.model.card.false_alarm_budget_per_hour is not None]
     budgets = [b for card in budgeted if (b := card.false_alarm_budget_per_hour) is not None]
     margins = [float(card.metrics.get("false_alarm_margin", 1.0)) for card in budgeted]
-    margin = {"false_alarm_margin": min(margins)} if margins and min(margins) < 1.0 else {}
     return {
         "name": out.stem,
         "version": version,
@@ -369,5 +368,5 @@ def _document(
         "licence": " / ".join(licences),
         "description": f"Composite made by soundsentry compose: {described}.",
         "composition": [c.model_dump() for c in composition],
-        "metrics": margin,
+        "metrics": {"false_alarm_margin": min(margins)} if margins else {},
     }

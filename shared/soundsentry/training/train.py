@@ -89,6 +89,7 @@ from soundsentry.training.calibration import (
     event_metrics,
     false_alarm_metrics,
     json_safe,
+    margin_metric,
     rule_document,
     scored_examples,
     tune_event_rules,
@@ -828,7 +829,7 @@ def train_model(
         **event_metrics(scored, data.labels, rules, data.profile),
         "event_rules_tuned_on": f"validate, {len(scored)} examples",
         "false_alarms_per_hour": false_alarm_metrics(tuned_rules),
-        **_margin_metric(config),
+        **margin_metric(config.false_alarm_margin, budget=config.false_alarms_per_hour),
     }
     return TrainResult(
         model=model,
@@ -847,12 +848,6 @@ def train_model(
 
 # ---------------------------------------------------------------------------------------------
 # Export
-
-
-def _margin_metric(config: TrainConfig) -> dict[str, float]:
-    """The card's record of a margin the rules kept (calibrate keeps it when re-tuning)."""
-    kept = config.false_alarms_per_hour is not None and config.false_alarm_margin < 1.0
-    return {"false_alarm_margin": config.false_alarm_margin} if kept else {}
 
 
 def _check_name(name: str) -> None:
