@@ -470,9 +470,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         dest="false_alarm_margin",
         type=float,
         default=defaults.false_alarm_margin,
-        metavar="M",
-        help="each label's rule must also keep the false-alarm budget with its thresholds at "
-        "M times their values (default %(default)s: no margin)",
+        metavar="D",
+        help="each label's rule must also keep the false-alarm budget with its thresholds D "
+        "lower in log-odds (default %(default)s: no margin)",
     )
     parser.add_argument(
         "--filter-augment-db",
@@ -710,10 +710,10 @@ def _add_model_commands(sub: Any) -> None:
         "--false-alarm-margin",
         type=float,
         default=None,
-        metavar="M",
-        help="a rule must keep the budget with its thresholds at M times their values too, so "
+        metavar="D",
+        help="a rule must keep the budget with its thresholds D lower in log-odds too, so "
         "that none sits just above the validation background's scores (default: the card's, "
-        "else 1, no margin)",
+        "else 0, no margin)",
     )
     calibrate.set_defaults(func=_cmd_calibrate)
 

@@ -46,14 +46,19 @@ but on the detection benchmark's 10 hours of unheard background it took the fals
 4.6 to 9.4 an hour for event F1 0.518 against 0.517. More validation background, not a looser
 count, is the way to rules that both find and keep quiet.
 
-**Margin.** With ``false_alarm_margin`` m < 1 (it needs a budget) a rule must also keep within
-the budget with its thresholds at m times their values: no rule may sit just above the highest
-scores the validation background happened to give, since unheard background scores a little
-differently. Candidates are ranked by their false alarms over the budget, then by those at the
-margin, then by F1: where no rule keeps the margin, the plain budget still holds. Each
-candidate within the budget is run a second time over the background, so tuning takes about
-twice as long. The card states the rule and its false alarms as they are, and the margin in
-``metrics.false_alarm_margin``, which calibrating again (and quantizing) keeps.
+**Margin.** With ``false_alarm_margin`` d > 0 (it needs a budget) a rule must also keep within
+the budget with its thresholds d lower in log-odds (0.98 at d = 1 becomes 0.947, 0.4 becomes
+0.197): no rule may sit just above the highest scores the validation background happened to
+give, since unheard background scores a little differently. The margin is in log-odds because
+the scores are a sigmoid's: a margin as a share of the threshold (0.8 x, as first built) is
+2.6 log-odds below a siren rule at 0.98 and 0.35 below a gun-shot rule at 0.4, so it took
+the siren and baby-cry rules' detections (validation event F1 0.06 and 0) while it hardly
+guarded the low thresholds (docs/models.md). Candidates are
+ranked by their false alarms over the budget, then by those at the margin, then by F1: where
+no rule keeps the margin, the plain budget still holds. Each candidate within the budget is
+run a second time over the background, so tuning takes about twice as long. The card states
+the rule and its false alarms as they are, and the margin in
+``metrics.false_alarm_margin_logit``, which calibrating again (and quantizing) keeps.
 """
 
 from __future__ import annotations
@@ -86,6 +91,7 @@ if TYPE_CHECKING:
     from soundsentry.models.model_set import LoadedModel
 
 __all__ = [
+    "MARGIN_METRIC",
     "THRESHOLD_GRID",
     "ScoredExample",
     "TunedRule",
@@ -96,6 +102,7 @@ __all__ = [
     "event_metrics",
     "false_alarm_metrics",
     "json_safe",
+    "lowered_threshold",
     "margin_metric",
     "predict_all",
     "retune_document",
@@ -161,11 +168,11 @@ class _Budget:
     background: tuple[ScoredExample, ...]
     background_keys: frozenset[str]
     hours: float
-    margin: float = 1.0
+    margin: float = 0.0
 
 
 def _budget(
-    examples: Sequence[ScoredExample], label: str, per_hour: float | None, margin: float = 1.0
+    examples: Sequence[ScoredExample], label: str, per_hour: float | None, margin: float = 0.0
 ) -> _Budget | None:
     if per_hour is None:
         return None
@@ -222,11 +229,11 @@ def _score(
         keys = budget.background_keys
         false_alarms = margin_false_alarms = sum(e.file_id in keys for e in system)
         # Over the budget already, the margin cannot make it worse in the ranking.
-        if budget.margin < 1.0 and false_alarms <= budget.allowed:
+        if budget.margin > 0.0 and false_alarms <= budget.allowed:
             lower = replace(
                 rule,
-                on_threshold=round(rule.on_threshold * budget.margin, 6),
-                off_threshold=round(rule.off_threshold * budget.margin, 6),
+                on_threshold=lowered_threshold(rule.on_threshold, budget.margin),
+                off_threshold=lowered_threshold(rule.off_threshold, budget.margin),
             )
             margin_false_alarms = len(_detect(budget.background, column, lower, profile))
     return TunedRule(
@@ -247,7 +254,7 @@ def tune_event_rule(
     profile: FeatureProfile,
     *,
     false_alarms_per_hour: float | None = None,
-    false_alarm_margin: float = 1.0,
+    false_alarm_margin: float = 0.0,
 ) -> TunedRule:
     """The rule for ``label`` (scores in ``column``) with the best event F1 within the
     false-alarm budget, if one is given, kept at ``false_alarm_margin`` (module docstring)."""
@@ -316,29 +323,42 @@ def tune_event_rule(
     )
 
 
-MIN_MARGIN = 0.1  # below it a rule's thresholds round towards 0: no margin means anything
+MAX_MARGIN = 5.0  # log-odds: 0.99 lowered to 0.4; beyond, every rule fails the margin
+
+
+def lowered_threshold(threshold: float, margin: float) -> float:
+    """``threshold`` ``margin`` lower in log-odds (the scores are a sigmoid's)."""
+    if margin == 0.0:
+        return threshold
+    p = min(max(threshold, 1e-6), 1.0 - 1e-6)
+    return round(1.0 / (1.0 + math.exp(margin - math.log(p / (1.0 - p)))), 6)
 
 
 def check_false_alarm_margin(margin: object, *, budget: object = 0.0) -> float:
-    """``margin`` as a float, or ConfigurationError: outside MIN_MARGIN..1, or below 1 with no
+    """``margin`` as a float, or ConfigurationError: outside 0..MAX_MARGIN, or above 0 with no
     false-alarm budget (``budget`` None)."""
     if (
         isinstance(margin, bool)
         or not isinstance(margin, int | float)
-        or not MIN_MARGIN <= margin <= 1.0  # NaN fails too
+        or not 0.0 <= margin <= MAX_MARGIN  # NaN fails too
     ):
-        raise ConfigurationError(f"false_alarm_margin={margin!r} must be in {MIN_MARGIN}..1")
-    if margin < 1.0 and budget is None:
+        raise ConfigurationError(
+            f"false_alarm_margin={margin!r} must be in 0..{MAX_MARGIN} (log-odds)"
+        )
+    if margin > 0.0 and budget is None:
         raise ConfigurationError(
             f"false_alarm_margin={margin} needs a false-alarm budget (false_alarms_per_hour)"
         )
     return float(margin)
 
 
+MARGIN_METRIC = "false_alarm_margin_logit"
+
+
 def margin_metric(margin: float, *, budget: float | None) -> dict[str, float]:
-    """The card's record of a margin its rules kept (``metrics.false_alarm_margin``): only
-    with a budget and below 1, so that calibrating again keeps it."""
-    return {"false_alarm_margin": margin} if budget is not None and margin < 1.0 else {}
+    """The card's record of a margin its rules kept (``metrics.false_alarm_margin_logit``):
+    only with a budget and above 0, so that calibrating again keeps it."""
+    return {MARGIN_METRIC: margin} if budget is not None and margin > 0.0 else {}
 
 
 def rule_document(rule: EventRule) -> dict[str, Any]:
@@ -418,7 +438,7 @@ def tune_event_rules(
     profile: FeatureProfile,
     *,
     false_alarms_per_hour: float | None = None,
-    false_alarm_margin: float = 1.0,
+    false_alarm_margin: float = 0.0,
 ) -> dict[str, TunedRule]:
     """:func:`tune_event_rule` for every label (logged at INFO)."""
     tuned = {}
@@ -468,8 +488,8 @@ def calibrate_document(
     """Tune event rules for ``scores`` (a model's clip and frame scores of ``data``'s
     validation windows, :func:`~soundsentry.training.examples.validation_windows`) and put them,
     with the event and segment metrics they reach, into the card ``document`` (changed in place).
-    ``false_alarm_margin`` None keeps the card's (``metrics.false_alarm_margin``, else 1); one
-    below 1 is recorded there."""
+    ``false_alarm_margin`` None keeps the card's (``metrics.false_alarm_margin_logit``, else 0);
+    one above 0 is recorded there."""
     labels = tuple(data.labels)
     indices, starts = data.grid("validate")  # the rows of validation_windows
     examples = scored_examples(
@@ -477,7 +497,7 @@ def calibrate_document(
     )
     budget = document.get("false_alarm_budget_per_hour")
     metrics = document.setdefault("metrics", {})
-    margin = metrics.pop("false_alarm_margin", 1.0)
+    margin = metrics.pop(MARGIN_METRIC, 0.0)
     if false_alarm_margin is not None:
         margin = false_alarm_margin
     margin = check_false_alarm_margin(margin, budget=budget)
@@ -543,9 +563,9 @@ def calibrate_card(
     """Tune the event rules of the model behind ``card_path`` on ``dataset_dir``'s validation
     split (scored by the ONNX model, as deployed) and write them, with the event and segment
     metrics they reach, into the card (one atomic replace). ``false_alarms_per_hour`` replaces
-    the card's ``false_alarm_budget_per_hour`` (None keeps it); ``false_alarm_margin`` is the
-    share of its thresholds a rule must keep the budget at (module docstring; None keeps the
-    card's).
+    the card's ``false_alarm_budget_per_hour`` (None keeps it); ``false_alarm_margin`` is how
+    far below its thresholds, in log-odds, a rule must keep the budget too (module docstring;
+    None keeps the card's).
 
     Raises
     ------

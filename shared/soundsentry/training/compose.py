@@ -42,7 +42,13 @@ from soundsentry.models.model_set import (
     reported_labels,
     write_card,
 )
-from soundsentry.training.calibration import TunedRule, predict_all, retune_document
+from soundsentry.training.calibration import (
+    MARGIN_METRIC,
+    TunedRule,
+    margin_metric,
+    predict_all,
+    retune_document,
+)
 
 __all__ = ["ComposeReport", "CompositionCheckError", "compose_cards"]
 
@@ -355,7 +361,7 @@ def _document(
     # its parts (calibrate_document reads the margin from the metrics and records it again).
     budgeted = [p.model.card for p in parts if p.model.card.false_alarm_budget_per_hour is not None]
     budgets = [b for card in budgeted if (b := card.false_alarm_budget_per_hour) is not None]
-    margins = [float(card.metrics.get("false_alarm_margin", 1.0)) for card in budgeted]
+    margins = [float(card.metrics.get(MARGIN_METRIC, 0.0)) for card in budgeted]
     return {
         "name": out.stem,
         "version": version,
@@ -368,5 +374,5 @@ def _document(
         "licence": " / ".join(licences),
         "description": f"Composite made by soundsentry compose: {described}.",
         "composition": [c.model_dump() for c in composition],
-        "metrics": {"false_alarm_margin": min(margins)} if margins else {},
+        "metrics": margin_metric(max(margins, default=0.0), budget=min(budgets, default=None)),
     }

@@ -171,8 +171,8 @@ class TrainConfig:
     ``false_alarms_per_hour``: each label's event rule keeps at most this many false alarms
     per hour of the validation examples without that label
     (:mod:`soundsentry.training.calibration`); None tunes for F1 alone.
-    ``false_alarm_margin``: ... and keeps them there with its thresholds at this share of
-    their values too (1: no margin).
+    ``false_alarm_margin``: ... and keeps them there with its thresholds this much lower in
+    log-odds too (0: no margin).
     """
 
     profile: FeatureProfile = DEFAULT_PROFILE
@@ -194,7 +194,7 @@ class TrainConfig:
     frame_loss_weight: float = 0.5
     keep_frequency: bool = True
     false_alarms_per_hour: float | None = 0.1
-    false_alarm_margin: float = 1.0
+    false_alarm_margin: float = 0.0
 
     def __post_init__(self) -> None:
         # Sequences are kept as tuples (the settings are frozen and hashable).

@@ -8,15 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from soundsentry.evaluation.sed_metrics import EvalEvent
 from soundsentry.events.tracker import EventRule
 from soundsentry.exceptions import ConfigurationError
 from soundsentry.features.featurizer import FeatureProfile
 from soundsentry.training.calibration import (
+    MAX_MARGIN,
     ScoredExample,
     calibrate_card,
     event_metrics,
+    lowered_threshold,
     rule_document,
     tune_event_rule,
 )
@@ -190,9 +194,9 @@ def test_calibrate_card_holds_the_rules_to_a_budget_given_on_the_command_line(
 
 def test_a_margin_keeps_the_threshold_clear_of_the_backgrounds_scores() -> None:
     # Sirens score 0.97 or 0.85; the background peaks at 0.75. Without a margin the budget
-    # lets the rule sit just above the background (0.8) and find all eight; a margin of 0.8
-    # needs the budget kept at 0.8 x the threshold too, so the threshold must exceed
-    # 0.75 / 0.8 = 0.94, and only the loud sirens are found.
+    # lets the rule sit just above the background (0.8) and find all eight; a margin of 1
+    # log-odds needs the budget kept 1 lower too, so the threshold must exceed
+    # sigmoid(logit(0.75) + 1) = 0.89, and only the loud sirens are found.
     loud = [example(f"l{i}", [0.05, 0.97, 0.97, 0.05], [(0.75, 1.75)]) for i in range(4)]
     quiet = [example(f"q{i}", [0.05, 0.85, 0.85, 0.05], [(0.75, 1.75)]) for i in range(4)]
     background = [example("b0", [0.05, 0.75, 0.75, 0.05], [])]
@@ -202,19 +206,39 @@ def test_a_margin_keeps_the_threshold_clear_of_the_backgrounds_scores() -> None:
     assert plain.f1 == 1.0
     assert plain.false_alarms == plain.margin_false_alarms == 0
     kept = tune_event_rule(
-        "siren", 0, examples, PROFILE, false_alarms_per_hour=0.0, false_alarm_margin=0.8
+        "siren", 0, examples, PROFILE, false_alarms_per_hour=0.0, false_alarm_margin=1.0
     )
-    assert kept.rule.on_threshold > 0.75 / 0.8
+    assert lowered_threshold(kept.rule.on_threshold, 1.0) > 0.75
+    assert kept.rule.on_threshold > 0.89
     assert kept.f1 == pytest.approx(2 / 3)
     assert kept.false_alarms == kept.margin_false_alarms == 0
-    # The rule without the margin would have fired at 0.8 x its threshold.
-    assert plain.rule.on_threshold * 0.8 <= 0.75
+    # The rule without the margin would have fired 1 log-odds below its threshold.
+    assert lowered_threshold(plain.rule.on_threshold, 1.0) <= 0.75
+
+
+@pytest.mark.parametrize(
+    ("threshold", "margin", "lowered"),
+    [(0.98, 1.0, 0.947441), (0.5, 1.0, 0.268941), (0.4, 1.0, 0.19695), (0.7, 0.0, 0.7)],
+)
+def test_a_margin_is_taken_in_log_odds(threshold: float, margin: float, lowered: float) -> None:
+    assert lowered_threshold(threshold, margin) == pytest.approx(lowered, abs=1e-6)
+
+
+@given(
+    threshold=st.floats(min_value=0.01, max_value=0.99),
+    margin=st.floats(min_value=0.0, max_value=MAX_MARGIN),
+)
+def test_a_lowered_threshold_stays_a_probability_below_the_threshold(
+    threshold: float, margin: float
+) -> None:
+    lowered = lowered_threshold(threshold, margin)
+    assert 0.0 < lowered <= threshold + 1e-6
 
 
 def test_where_no_rule_keeps_the_margin_the_budget_still_holds() -> None:
-    # The background scores 0.97, above every threshold at the margin (0.98 x 0.8): no rule
-    # keeps it, so the rule within the plain budget (finding nothing) wins over one that finds
-    # the sirens with a false alarm.
+    # The background scores 0.97, above every threshold at the margin (0.98 at 1 log-odds is
+    # 0.947): no rule keeps it, so the rule within the plain budget (finding nothing) wins
+    # over one that finds the sirens with a false alarm.
     sirens = [example(f"s{i}", [0.05, 0.96, 0.96, 0.05], [(0.75, 1.75)]) for i in range(4)]
     background = [example("b0", [0.05, 0.97, 0.97, 0.05], [])]
     tuned = tune_event_rule(
@@ -223,13 +247,13 @@ def test_where_no_rule_keeps_the_margin_the_budget_still_holds() -> None:
         [*sirens, *background],
         PROFILE,
         false_alarms_per_hour=0.0,
-        false_alarm_margin=0.8,
+        false_alarm_margin=1.0,
     )
     assert tuned.false_alarms == 0
     assert tuned.f1 == 0.0
 
 
-@pytest.mark.parametrize("margin", [0.0, 0.05, -0.5, 1.5, float("nan"), True])
+@pytest.mark.parametrize("margin", [-0.5, MAX_MARGIN + 0.5, float("nan"), float("inf"), True])
 def test_a_margin_outside_its_range_is_refused(margin: float) -> None:
     examples = [example("s0", [0.05, 0.97, 0.97, 0.05], [(0.75, 1.75)])]
     with pytest.raises(ConfigurationError, match="false_alarm_margin"):
@@ -241,7 +265,7 @@ def test_a_margin_outside_its_range_is_refused(margin: float) -> None:
 def test_a_margin_without_a_budget_is_refused() -> None:
     examples = [example("s0", [0.05, 0.97, 0.97, 0.05], [(0.75, 1.75)])]
     with pytest.raises(ConfigurationError, match="needs a false-alarm budget"):
-        tune_event_rule("siren", 0, examples, PROFILE, false_alarm_margin=0.8)
+        tune_event_rule("siren", 0, examples, PROFILE, false_alarm_margin=1.0)
 
 
 def test_calibrate_card_records_the_margin_it_kept(
@@ -253,21 +277,22 @@ def test_calibrate_card_records_the_margin_it_kept(
         document = json.loads(card.read_text(encoding="utf-8"))
         return dict(document["event_rules"])
 
-    calibrate_card(card, dataset_dir, false_alarms_per_hour=0.0, false_alarm_margin=0.8)
+    calibrate_card(card, dataset_dir, false_alarms_per_hour=0.0, false_alarm_margin=1.5)
     document = json.loads(card.read_text(encoding="utf-8"))
-    assert document["metrics"]["false_alarm_margin"] == 0.8
+    assert document["metrics"]["false_alarm_margin_logit"] == 1.5
     kept = rules()
     # Calibrated again without one, the card's margin is kept (as quantize re-tunes): the same
-    # rules; with a margin of 1 other rules, and the card no longer claims a margin.
+    # rules; with a margin of 0 other rules, and the card no longer claims a margin.
     calibrate_card(card, dataset_dir)
-    assert json.loads(card.read_text(encoding="utf-8"))["metrics"]["false_alarm_margin"] == 0.8
-    assert rules() == kept
-    calibrate_card(card, dataset_dir, false_alarm_margin=1.0)
     document = json.loads(card.read_text(encoding="utf-8"))
-    assert "false_alarm_margin" not in document["metrics"]
+    assert document["metrics"]["false_alarm_margin_logit"] == 1.5
+    assert rules() == kept
+    calibrate_card(card, dataset_dir, false_alarm_margin=0.0)
+    document = json.loads(card.read_text(encoding="utf-8"))
+    assert "false_alarm_margin_logit" not in document["metrics"]
     assert rules() != kept
     with pytest.raises(ConfigurationError, match="false_alarm_margin"):
-        calibrate_card(card, dataset_dir, false_alarm_margin=0.0)
+        calibrate_card(card, dataset_dir, false_alarm_margin=-1.0)
 
 
 def test_the_calibrate_command_passes_the_margin(
@@ -279,5 +304,5 @@ def test_the_calibrate_command_passes_the_margin(
     argv = ["calibrate", str(card), str(dataset_dir), "--false-alarms-per-hour", "0"]
     assert main([*argv, "--false-alarm-margin", "0.7"]) == 0
     document = json.loads(card.read_text(encoding="utf-8"))
-    assert document["metrics"]["false_alarm_margin"] == 0.7
-    assert main([*argv, "--false-alarm-margin", "2"]) == 2
+    assert document["metrics"]["false_alarm_margin_logit"] == 0.7
+    assert main([*argv, "--false-alarm-margin", "-2"]) == 2

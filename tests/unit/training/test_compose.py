@@ -161,10 +161,10 @@ def test_a_composite_keeps_the_strictest_margin_of_its_parts(
     specialist = parts / specialist_path.name
     document = json.loads(specialist.read_text(encoding="utf-8"))
     assert document["false_alarm_budget_per_hour"] is not None
-    document["metrics"]["false_alarm_margin"] = 0.8
+    document["metrics"]["false_alarm_margin_logit"] = 0.8
     specialist.write_text(json.dumps(document), encoding="utf-8")
     out = tmp_path / "combined.json"
     compose_cards(card_path, [specialist], dataset_dir, out, version="2.0.0")
     composite = read_card(out)
-    assert composite.metrics["false_alarm_margin"] == 0.8
+    assert composite.metrics["false_alarm_margin_logit"] == 0.8
     assert composite.false_alarm_budget_per_hour == document["false_alarm_budget_per_hour"]

@@ -282,7 +282,7 @@ def test_train_command_filter_augment_is_on_the_card(dataset_dir: Path, tmp_path
 
 
 def test_config_rejects_a_margin_out_of_range_or_without_a_budget() -> None:
-    for value in (0.0, 1.5, math.nan, True):
+    for value in (-0.5, 5.5, math.nan, True):
         with pytest.raises(ConfigurationError, match="false_alarm_margin"):
             TrainConfig(false_alarm_margin=value)
     with pytest.raises(ConfigurationError, match="needs a false-alarm budget"):
@@ -304,12 +304,12 @@ def test_train_command_tunes_with_the_margin_and_states_it(
     monkeypatch.setattr(train_module, "tune_event_rules", spy)
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
-    assert parser.parse_args([str(dataset_dir), "--out", str(tmp_path)]).false_alarm_margin == 1
+    assert parser.parse_args([str(dataset_dir), "--out", str(tmp_path)]).false_alarm_margin == 0
     options = ["--epochs", "1", "--channels", "4", "8", "--false-alarm-margin", "0.8"]
     assert run_train(parser.parse_args([str(dataset_dir), "--out", str(tmp_path), *options])) == 0
     assert margins == [0.8]
     card = json.loads((tmp_path / "default.json").read_text())
-    assert card["metrics"]["false_alarm_margin"] == 0.8
+    assert card["metrics"]["false_alarm_margin_logit"] == 0.8
     assert card["false_alarm_budget_per_hour"] == TrainConfig().false_alarms_per_hour
 
 
