@@ -98,6 +98,7 @@ __all__ = [
     "calibrate_card",
     "calibrate_document",
     "calibrate_thresholds",
+    "card_margin",
     "check_false_alarm_margin",
     "event_metrics",
     "false_alarm_metrics",
@@ -323,15 +324,21 @@ def tune_event_rule(
     )
 
 
-MAX_MARGIN = 5.0  # log-odds: 0.99 lowered to 0.4; beyond, every rule fails the margin
+MAX_MARGIN = 5.0  # log-odds: 0.99 lowered to 0.4, 0.98 to 0.25; beyond, hardly any rule keeps it
+# The card's record of the retired margin, a share of the thresholds (until 9d181fa).
+_SHARE_MARGIN_METRIC = "false_alarm_margin"
 
 
 def lowered_threshold(threshold: float, margin: float) -> float:
-    """``threshold`` ``margin`` lower in log-odds (the scores are a sigmoid's)."""
-    if margin == 0.0:
+    """``threshold`` ``margin`` lower in log-odds (the scores are a sigmoid's); never above it.
+    0 stays 0; a threshold of 1 is taken as 1 - 1e-6."""
+    if margin == 0.0 or threshold <= 0.0:
         return threshold
-    p = min(max(threshold, 1e-6), 1.0 - 1e-6)
-    return round(1.0 / (1.0 + math.exp(margin - math.log(p / (1.0 - p)))), 6)
+    p = min(threshold, 1.0 - 1e-6)
+    z = math.log(p) - math.log1p(-p) - margin
+    # The logistic function, in the form that cannot overflow for either sign of z.
+    lowered = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+    return min(threshold, round(lowered, 6))
 
 
 def check_false_alarm_margin(margin: object, *, budget: object = 0.0) -> float:
@@ -353,6 +360,18 @@ def check_false_alarm_margin(margin: object, *, budget: object = 0.0) -> float:
 
 
 MARGIN_METRIC = "false_alarm_margin_logit"
+
+
+def card_margin(metrics: Mapping[str, Any]) -> float:
+    """The margin a card's rules keep (``metrics.false_alarm_margin_logit``, else 0), or
+    ConfigurationError for a card with the retired one (a share of the thresholds), which
+    would otherwise be re-tuned without any."""
+    if _SHARE_MARGIN_METRIC in metrics:
+        raise ConfigurationError(
+            f"the card's metrics.{_SHARE_MARGIN_METRIC} is the retired margin (a share of the "
+            "thresholds): calibrate it with --false-alarm-margin D (log-odds) first"
+        )
+    return float(metrics.get(MARGIN_METRIC, 0.0))
 
 
 def margin_metric(margin: float, *, budget: float | None) -> dict[str, float]:
@@ -497,7 +516,8 @@ def calibrate_document(
     )
     budget = document.get("false_alarm_budget_per_hour")
     metrics = document.setdefault("metrics", {})
-    margin = metrics.pop(MARGIN_METRIC, 0.0)
+    margin = card_margin(metrics)
+    metrics.pop(MARGIN_METRIC, None)
     if false_alarm_margin is not None:
         margin = false_alarm_margin
     margin = check_false_alarm_margin(margin, budget=budget)

@@ -43,8 +43,8 @@ from soundsentry.models.model_set import (
     write_card,
 )
 from soundsentry.training.calibration import (
-    MARGIN_METRIC,
     TunedRule,
+    card_margin,
     margin_metric,
     predict_all,
     retune_document,
@@ -361,7 +361,7 @@ def _document(
     # its parts (calibrate_document reads the margin from the metrics and records it again).
     budgeted = [p.model.card for p in parts if p.model.card.false_alarm_budget_per_hour is not None]
     budgets = [b for card in budgeted if (b := card.false_alarm_budget_per_hour) is not None]
-    margins = [float(card.metrics.get(MARGIN_METRIC, 0.0)) for card in budgeted]
+    margins = [card_margin(card.metrics) for card in budgeted]
     return {
         "name": out.stem,
         "version": version,

@@ -225,22 +225,26 @@ def test_a_margin_is_taken_in_log_odds(threshold: float, margin: float, lowered:
 
 
 @given(
-    threshold=st.floats(min_value=0.01, max_value=0.99),
-    margin=st.floats(min_value=0.0, max_value=MAX_MARGIN),
+    threshold=st.floats(min_value=0.0, max_value=1.0),
+    margins=st.lists(st.floats(min_value=0.0, max_value=MAX_MARGIN), min_size=2, max_size=2),
 )
-def test_a_lowered_threshold_stays_a_probability_below_the_threshold(
-    threshold: float, margin: float
+def test_a_lowered_threshold_falls_with_the_margin_and_stays_a_probability(
+    threshold: float, margins: list[float]
 ) -> None:
-    lowered = lowered_threshold(threshold, margin)
-    assert 0.0 < lowered <= threshold + 1e-6
+    small, large = sorted(margins)
+    lowered = lowered_threshold(threshold, small)
+    assert 0.0 <= lowered <= threshold
+    assert lowered_threshold(threshold, large) <= lowered
+    assert lowered_threshold(threshold, 0.0) == threshold
 
 
 def test_where_no_rule_keeps_the_margin_the_budget_still_holds() -> None:
-    # The background scores 0.97, above every threshold at the margin (0.98 at 1 log-odds is
-    # 0.947): no rule keeps it, so the rule within the plain budget (finding nothing) wins
-    # over one that finds the sirens with a false alarm.
-    sirens = [example(f"s{i}", [0.05, 0.96, 0.96, 0.05], [(0.75, 1.75)]) for i in range(4)]
-    background = [example("b0", [0.05, 0.97, 0.97, 0.05], [])]
+    # Sirens score 0.99, the background 0.96 for long enough that smoothing cannot lower it.
+    # Only 0.98 keeps the plain budget, and no rule keeps the margin (0.98 at 1 log-odds is
+    # 0.947): the rule within the plain budget, which finds every siren, wins over the lower
+    # ones that find them with a false alarm.
+    sirens = [example(f"s{i}", [0.05, *[0.99] * 6, 0.05], [(0.75, 3.75)]) for i in range(4)]
+    background = [example("b0", [0.05, *[0.96] * 8, 0.05], [])]
     tuned = tune_event_rule(
         "siren",
         0,
@@ -249,8 +253,10 @@ def test_where_no_rule_keeps_the_margin_the_budget_still_holds() -> None:
         false_alarms_per_hour=0.0,
         false_alarm_margin=1.0,
     )
+    assert tuned.rule.on_threshold == 0.98
+    assert tuned.f1 == 1.0
     assert tuned.false_alarms == 0
-    assert tuned.f1 == 0.0
+    assert tuned.margin_false_alarms == 1
 
 
 @pytest.mark.parametrize("margin", [-0.5, MAX_MARGIN + 0.5, float("nan"), float("inf"), True])
@@ -293,6 +299,11 @@ def test_calibrate_card_records_the_margin_it_kept(
     assert rules() != kept
     with pytest.raises(ConfigurationError, match="false_alarm_margin"):
         calibrate_card(card, dataset_dir, false_alarm_margin=-1.0)
+    # A card with the retired margin (a share of the thresholds) is not re-tuned without one.
+    document["metrics"]["false_alarm_margin"] = 0.8
+    card.write_text(json.dumps(document), encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="retired margin"):
+        calibrate_card(card, dataset_dir)
 
 
 def test_the_calibrate_command_passes_the_margin(
