@@ -85,3 +85,25 @@ def chunks(
         position += size
         sequence += 1
         index += 1
+
+
+def alarm_mismatches(
+    truth: Sequence[tuple[str, float]],
+    found: Sequence[tuple[str, float, float]],
+    *,
+    collar_s: float = 0.25,
+) -> list[str]:
+    """How detections (label, onset, offset) differ from the truth's alarms (label, onset):
+    each true onset is found once within ``collar_s``, or falls inside an event of its label
+    that is still going (a cycle within the rule's merge gap of the last one continues it:
+    an alarm that keeps sounding is one alert); every detection starts at a true onset."""
+    problems = []
+    for label, onset in truth:
+        starts = sum(kind == label and abs(on - onset) <= collar_s for kind, on, _ in found)
+        going = any(kind == label and on < onset < off for kind, on, off in found)
+        if starts > 1 or (starts == 0 and not going):
+            problems.append(f"{label} at {onset:.2f} s: {starts} onsets, inside an event: {going}")
+    for label, on, off in found:
+        if not any(kind == label and abs(on - onset) <= collar_s for kind, onset in truth):
+            problems.append(f"{label} {on:.2f}-{off:.2f} s starts at no true onset")
+    return problems

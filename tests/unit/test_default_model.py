@@ -9,6 +9,7 @@ import pytest
 from soundsentry.evaluation.sed_metrics import read_event_list
 from soundsentry.models.model_set import ModelSet
 from soundsentry.pipeline.detect import detect_file
+from tests.audio_fixtures import alarm_mismatches
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
@@ -57,12 +58,12 @@ def test_the_default_model_states_its_false_alarm_budget_and_how_it_detects(
     assert benchmark["command"].startswith("benchmarks/detection.py")
 
 
-def test_the_readme_example_alarms_are_found_within_250_ms(models: ModelSet) -> None:
+def test_the_readme_example_alarms_are_found_from_their_onsets(models: ModelSet) -> None:
+    # Each alarm is found within 250 ms of its onset, and nothing else is found; the second
+    # T3 smoke cycle, 1.5 s after the first, may continue its event (alarm_mismatches).
     reference = read_event_list(EXAMPLE.with_name("kitchen_alarms.events.tsv"))
     found = detect_file(EXAMPLE, models)
     assert len(reference) == 4
-    for event in reference:
-        onsets = [d.onset_s for d in found if d.label == event.label]
-        assert any(abs(onset - event.onset_s) <= 0.25 for onset in onsets), (event, found)
-    alarms = [d for d in found if d.label in {"smoke_alarm", "co_alarm"}]
-    assert len(alarms) == len(reference)  # each alarm cycle once, nothing more
+    assert found
+    truth = [(e.label, e.onset_s) for e in reference]
+    assert alarm_mismatches(truth, [(d.label, d.onset_s, d.offset_s) for d in found]) == []
