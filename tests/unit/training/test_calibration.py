@@ -23,6 +23,7 @@ from soundsentry.training.calibration import (
     lowered_threshold,
     rule_document,
     tune_event_rule,
+    tune_event_rules,
 )
 
 PROFILE = FeatureProfile("full-16k")  # 1 s windows every 0.5 s
@@ -317,3 +318,30 @@ def test_the_calibrate_command_passes_the_margin(
     document = json.loads(card.read_text(encoding="utf-8"))
     assert document["metrics"]["false_alarm_margin_logit"] == 0.7
     assert main([*argv, "--false-alarm-margin", "-2"]) == 2
+
+
+def test_labels_tuned_in_worker_processes_get_the_same_rules() -> None:
+    # Two labels with their own scores: sirens in column 0, a background spike in column 1.
+    def two(key: str, siren: list[float], other: list[float], events: list[tuple[float, float]]):
+        single = example(key, siren, events)
+        return ScoredExample(
+            key=key,
+            duration_s=single.duration_s,
+            start_samples=single.start_samples,
+            scores=np.array([siren, other], dtype=np.float32).T,
+            frame_scores=None,
+            events=single.events,
+        )
+
+    examples = [
+        two(f"s{i}", [0.05, 0.9, 0.9, 0.05], [0.05, 0.1, 0.05, 0.05], [(0.75, 1.75)])
+        for i in range(4)
+    ] + [two("b0", [0.05, 0.6, 0.05, 0.05], [0.05, 0.05, 0.7, 0.05], [])]
+    labels = ["siren", "dog_bark"]
+    serial = tune_event_rules(examples, labels, PROFILE, false_alarms_per_hour=0.0, jobs=1)
+    parallel = tune_event_rules(examples, labels, PROFILE, false_alarms_per_hour=0.0, jobs=2)
+    assert parallel == serial
+    assert serial["siren"].f1 == 1.0
+    assert serial["siren"].false_alarms == 0  # the background spike is not a siren
+    with pytest.raises(ConfigurationError, match="jobs=0"):
+        tune_event_rules(examples, labels, PROFILE, jobs=0)
