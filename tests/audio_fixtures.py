@@ -88,22 +88,36 @@ def chunks(
 
 
 def alarm_mismatches(
-    truth: Sequence[tuple[str, float]],
+    truth: Sequence[tuple[str, float, float]],
     found: Sequence[tuple[str, float, float]],
     *,
     collar_s: float = 0.25,
+    continues_within_s: float = 2.0,
+    offset_tolerance_s: float = 1.0,
 ) -> list[str]:
-    """How detections (label, onset, offset) differ from the truth's alarms (label, onset):
-    each true onset is found once within ``collar_s``, or falls inside an event of its label
-    that is still going (a cycle within the rule's merge gap of the last one continues it:
-    an alarm that keeps sounding is one alert); every detection starts at a true onset."""
+    """How detections (label, onset, offset) differ from the true alarms (label, onset,
+    offset). Each detection starts within ``collar_s`` of one true onset; it may go on over
+    the alarm's next cycles of its label that start within ``continues_within_s`` of the last
+    one's end (an alarm that keeps sounding is one alert), and ends within
+    ``offset_tolerance_s`` of the last cycle it covers. Each true alarm is covered once."""
     problems = []
-    for label, onset in truth:
-        starts = sum(kind == label and abs(on - onset) <= collar_s for kind, on, _ in found)
-        going = any(kind == label and on < onset < off for kind, on, off in found)
-        if starts > 1 or (starts == 0 and not going):
-            problems.append(f"{label} at {onset:.2f} s: {starts} onsets, inside an event: {going}")
+    covered: list[tuple[str, float, float]] = []
     for label, on, off in found:
-        if not any(kind == label and abs(on - onset) <= collar_s for kind, onset in truth):
-            problems.append(f"{label} {on:.2f}-{off:.2f} s starts at no true onset")
+        cycles = sorted((t for t in truth if t[0] == label), key=lambda t: t[1])
+        starts = [t for t in cycles if abs(on - t[1]) <= collar_s]
+        if len(starts) != 1:
+            problems.append(f"{label} {on:.2f}-{off:.2f} s starts at {len(starts)} true onsets")
+            continue
+        mine = [starts[0]]
+        for cycle in cycles[cycles.index(starts[0]) + 1 :]:
+            if cycle[1] < off and cycle[1] - mine[-1][2] < continues_within_s:
+                mine.append(cycle)
+        if abs(off - mine[-1][2]) > offset_tolerance_s:
+            problems.append(f"{label} {on:.2f}-{off:.2f} s: its alarm ends at {mine[-1][2]:.2f} s")
+        covered += mine
+    problems += [
+        f"{alarm[0]} at {alarm[1]:.2f} s covered {covered.count(alarm)} times"
+        for alarm in truth
+        if covered.count(alarm) != 1
+    ]
     return problems

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SoundSentryError(Exception):
     """Root of every error raised by SoundSentry."""
@@ -21,6 +23,10 @@ class BadMessageError(SoundSentryError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable with both arguments, so that it crosses from a worker process intact.
+        return (type(self), (self.reason, str(self)))
 
 
 class ContractError(BadMessageError):

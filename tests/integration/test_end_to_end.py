@@ -83,7 +83,7 @@ async def test_push_through_four_service_processes_gives_the_known_events(
     # And the alarms of the truth are found, each once, onsets within the collar.
     assert (
         alarm_mismatches(
-            [(label, float(onset)) for _, onset, _, label in truth],
+            [(label, float(onset), float(offset)) for _, onset, offset, label in truth],
             [(e.label, e.onset_sample / 16_000, e.offset_sample / 16_000) for e in ended],
             collar_s=ONSET_COLLAR_S,
         )

@@ -65,5 +65,29 @@ def test_the_readme_example_alarms_are_found_from_their_onsets(models: ModelSet)
     found = detect_file(EXAMPLE, models)
     assert len(reference) == 4
     assert found
-    truth = [(e.label, e.onset_s) for e in reference]
+    truth = [(e.label, e.onset_s, e.offset_s) for e in reference]
     assert alarm_mismatches(truth, [(d.label, d.onset_s, d.offset_s) for d in found]) == []
+
+
+def test_alarm_mismatches_catches_what_a_worse_detector_would_do() -> None:
+    truth = [
+        ("smoke_alarm", 2.0, 4.5),
+        ("smoke_alarm", 6.06, 8.54),
+        ("co_alarm", 12.0, 12.71),
+        ("co_alarm", 17.92, 18.61),
+    ]
+    good = [("smoke_alarm", 1.94, 8.67), ("co_alarm", 11.98, 12.73), ("co_alarm", 17.9, 18.67)]
+    assert alarm_mismatches(truth, good) == []
+    cycles = [("smoke_alarm", 1.92, 4.63), ("smoke_alarm", 6.0, 8.65), *good[1:]]
+    assert alarm_mismatches(truth, cycles) == []  # each cycle its own event is right too
+    worse = {
+        "missed": good[:2],
+        "spurious": [*good, ("siren", 3.0, 5.0)],
+        "duplicate": [*good, ("smoke_alarm", 6.05, 8.6)],
+        "CO cycles 5 s apart merged": [good[0], ("co_alarm", 11.98, 18.67)],
+        "second cycle missed": [("smoke_alarm", 1.94, 6.2), *good[1:]],
+        "stuck on": [("smoke_alarm", 1.94, 30.0), *good[1:]],
+        "late": [("smoke_alarm", 2.5, 8.67), *good[1:]],
+    }
+    for what, found in worse.items():
+        assert alarm_mismatches(truth, found), what

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from soundsentry.evaluation.sed_metrics import EvalEvent
 from soundsentry.events.tracker import EventRule
-from soundsentry.exceptions import ConfigurationError
+from soundsentry.exceptions import BadMessageError, ConfigurationError
 from soundsentry.features.featurizer import FeatureProfile
 from soundsentry.training.calibration import (
     MAX_MARGIN,
@@ -305,6 +305,14 @@ def test_calibrate_card_records_the_margin_it_kept(
     card.write_text(json.dumps(document), encoding="utf-8")
     with pytest.raises(ConfigurationError, match="retired margin"):
         calibrate_card(card, dataset_dir)
+    # ... until a margin is given, which replaces it.
+    calibrate_card(card, dataset_dir, false_alarm_margin=1.5)
+    metrics = json.loads(card.read_text(encoding="utf-8"))["metrics"]
+    assert "false_alarm_margin" not in metrics
+    assert metrics["false_alarm_margin_logit"] == 1.5
+    assert all(
+        m["at_margin"] >= m["false_alarms"] for m in metrics["false_alarms_per_hour"].values()
+    )
 
 
 def test_the_calibrate_command_passes_the_margin(
@@ -345,3 +353,18 @@ def test_labels_tuned_in_worker_processes_get_the_same_rules() -> None:
     assert serial["siren"].false_alarms == 0  # the background spike is not a siren
     with pytest.raises(ConfigurationError, match="jobs=0"):
         tune_event_rules(examples, labels, PROFILE, jobs=0)
+
+
+def test_a_bad_score_in_a_worker_reaches_the_caller_as_itself() -> None:
+    # The error crosses the process boundary whole (BadMessageError pickles both arguments).
+    bad = example("s0", [0.05, float("nan"), 0.05, 0.05], [(0.75, 1.75)])
+    other = example("s1", [0.05, 0.9, 0.9, 0.05], [(0.75, 1.75)])
+    with pytest.raises(BadMessageError, match="nan"):
+        tune_event_rules([bad, other], ["siren"], PROFILE, jobs=1)
+    two_labels = [
+        ScoredExample(e.key, e.duration_s, e.start_samples, np.hstack([e.scores, e.scores]),
+                      None, e.events)
+        for e in (bad, other)
+    ]  # fmt: skip
+    with pytest.raises(BadMessageError, match="nan"):
+        tune_event_rules(two_labels, ["siren", "dog_bark"], PROFILE, jobs=2)
