@@ -479,21 +479,21 @@ def tune_event_rules(
         for column, label in enumerate(labels)
     ]
     workers = min(jobs, len(tasks))
+    # spawn, not fork: train calls this with PyTorch's threads running.
+    pool = (
+        ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+        if workers > 1
+        else None
+    )
     tuned: dict[str, TunedRule] = {}
-    if workers > 1:
-        # spawn, not fork: train calls this with PyTorch's threads running.
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
-        try:
-            for label, tuned_rule in zip(labels, pool.map(_tune_task, tasks), strict=True):
-                tuned[label] = tuned_rule
-                _log_rule(label, tuned_rule)
-        finally:
-            # On an error the labels still queued are not tuned for nothing.
-            pool.shutdown(cancel_futures=True)
-    else:
-        for label, task in zip(labels, tasks, strict=True):
-            tuned[label] = tuned_rule = _tune_task(task)
+    try:
+        results = map(_tune_task, tasks) if pool is None else pool.map(_tune_task, tasks)
+        for label, tuned_rule in zip(labels, results, strict=True):
+            tuned[label] = tuned_rule
             _log_rule(label, tuned_rule)
+    finally:
+        if pool is not None:  # on an error the labels still queued are not tuned for nothing
+            pool.shutdown(cancel_futures=True)
     return tuned
 
 
